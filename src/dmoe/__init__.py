@@ -1,0 +1,60 @@
+"""dmoe: expert selection and subcarrier allocation for distributed Mixture-of-Experts.
+
+Implements "Optimal Expert Selection for Distributed Mixture-of-Experts at the Wireless
+Edge" (Qin, Wu, Du, Huang): the system model (Section II), exact expert selection DES
+(Algorithm 1), optimal subcarrier allocation (Appendix B), JESA (Algorithm 2), the
+paper's baselines, and the DMoE protocol (Section III-C) over a real language model.
+
+The solver names import without torch; the model and runtime names import torch lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SystemConfig": "dmoe.system",
+    "channel_gain": "dmoe.channel",
+    "subcarrier_rates": "dmoe.channel",
+    "draw_rates": "dmoe.channel",
+    "token_costs": "dmoe.energy",
+    "select_experts": "dmoe.optimize.selection",
+    "SelectionResult": "dmoe.optimize.selection",
+    "allocate_subcarriers": "dmoe.optimize.subcarrier",
+    "SubcarrierResult": "dmoe.optimize.subcarrier",
+    "jesa": "dmoe.optimize.jesa",
+    "lower_bound": "dmoe.optimize.jesa",
+    "JESAResult": "dmoe.optimize.jesa",
+    "Policy": "dmoe.optimize.policies",
+    "Schedule": "dmoe.optimize.policies",
+    "TopK": "dmoe.optimize.policies",
+    "Homogeneous": "dmoe.optimize.policies",
+    "JESAPolicy": "dmoe.optimize.policies",
+    "LowerBound": "dmoe.optimize.policies",
+    "Dense": "dmoe.optimize.policies",
+    "policy_from_name": "dmoe.optimize.policies",
+    "MoEModel": "dmoe.model",
+    "load_moe_model": "dmoe.model",
+    "load_mmlu": "dmoe.data",
+    "DMoERuntime": "dmoe.runtime",
+    "EnergyLedger": "dmoe.runtime",
+    "evaluate_policy": "dmoe.runtime",
+    "run_main_job": "dmoe.main_job",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dmoe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,103 @@
+"""The ``dmoe`` command line."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from .system import SystemConfig
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dmoe")
+def main() -> None:
+    """Expert selection and subcarrier allocation for distributed MoE at the wireless edge."""
+
+
+@main.command()
+@click.option("--subject", "subjects", multiple=True, default=("anatomy",), show_default=True,
+              help="MMLU subject (repeat or comma-separate; 'medical' and 'all' are groups).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most this many questions per subject.")
+@click.option("--policy", "policies", multiple=True,
+              help="Policy to run (repeatable): dense, Top-k, H(z,D), JESA(g0,D), LB(g0,D). "
+                   "Default: dense, Top-1, Top-2, H(<qos>,<D>), JESA(<gamma0>,<D>), LB(<gamma0>,<D>).")
+@click.option("--gamma0", type=float, default=0.9, show_default=True,
+              help="Layer importance base of the default JESA and LB policies (gamma^(l) = gamma0^l).")
+@click.option("--qos", type=float, default=0.5, show_default=True,
+              help="QoS z of the default homogeneous policy H(z,D).")
+@click.option("--max-experts", "-D", type=click.IntRange(min=1), default=2, show_default=True,
+              help="D, the most experts per token (C2) of the default policies.")
+@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=8, show_default=True,
+              help="K, experts per layer = expert nodes.")
+@click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=64, show_default=True,
+              help="M, OFDMA subcarriers.")
+@click.option("--snr-db", type=float, default=10.0, show_default=True, help="P0/N0 [dB].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the channel draws (the same for every policy).")
+@click.option("--channel-redraw", type=click.Choice(["layer", "round", "fixed"]), default="layer",
+              show_default=True, help="New channel draw per layer round, per query round, or once.")
+@click.option("--combine", type=click.Choice(["sum", "weighted"]), default="sum", show_default=True,
+              help="Aggregate selected experts by summing slices, or by eq (8)'s weighted mean.")
+@click.option("--model", "model_source", default=None,
+              help="Dense model to MoE-ify (local path or hub id) or a dmoe build; default SmolLM2-135M-Instruct.")
+@click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe).")
+@click.option("--output", "-o", default="results/run", show_default=True, help="Output directory.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_subcarriers, snr_db,
+        seed, channel_redraw, combine, model_source, cache_dir, output, quiet):
+    """Run the DMoE protocol over MMLU for every policy; print and write the results."""
+    from .main_job import run_main_job
+
+    if not policies:
+        policies = ("dense", "Top-1", "Top-2", f"H({qos:g},{max_experts})",
+                    f"JESA({gamma0:g},{max_experts})", f"LB({gamma0:g},{max_experts})")
+    try:
+        system = SystemConfig(num_experts=num_experts, num_subcarriers=num_subcarriers, snr_db=snr_db)
+        run_main_job(
+            subjects=[s for s in subjects], limit=limit, policies=list(policies), system=system,
+            seed=seed, channel_redraw=channel_redraw, model_source=model_source,
+            cache_dir=cache_dir, combine=combine, output=output, progress=not quiet,
+            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo,
+        )
+    except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+        _fail(exc)
+
+
+@main.command()
+def subjects():
+    """List the MMLU subjects and their question counts."""
+    from .data import CALIBRATION_SUBJECTS, MEDICAL_SUBJECTS, list_subjects, load_mmlu
+
+    try:
+        for name in list_subjects():
+            tag = " (medical)" if name in MEDICAL_SUBJECTS else " (router calibration)" if name in CALIBRATION_SUBJECTS else ""
+            click.echo(f"{name:<40}{len(load_mmlu(name)):>5}{tag}")
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
+@main.command("build-model")
+@click.option("--model", "model_source", default=None, help="Dense model path or hub id (default SmolLM2).")
+@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("--cache-dir", default=None)
+@click.option("--rebuild", is_flag=True, help="Rebuild even if a valid cached build exists.")
+def build_model(model_source, num_experts, cache_dir, rebuild):
+    """Build (or check) the cached MoE model."""
+    from .model import load_moe_model
+
+    try:
+        model = load_moe_model(model_source, num_experts=num_experts, cache_dir=cache_dir, rebuild=rebuild)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        _fail(exc)
+    click.echo(f"MoE model ready: {model.num_layers} layers x {model.num_experts} experts ({getattr(model, 'metadata', {}).get('cache_path', '')})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,272 @@
+"""Energy model: per-token costs and ledger helpers (paper eq 2-4, Section V-A).
+
+Decided unit convention (DESIGN.md): the paper writes e_ij = s0 (a_j + P0/R_ij) with a_j
+in J/token; we charge **per token**
+
+    e_ij = a_j + P0 * 8*s0 / R_ij   [J/token]   for i != j,
+    e_jj = a_j                       [J/token]   (in-situ inference, no transmission),
+
+i.e. the communication energy of one hidden state of 8*s0 bits sent at R_ij bit/s with
+power P0, plus the computation energy a_j of expert j on that token.
+
+The static computation energy b_j of eq (4) is **not** part of the per-token cost (it does
+not depend on how many tokens an expert takes). It is charged once per layer round for
+every expert that processes at least one token (:func:`computation_energy`); an expert
+that receives no token is idle and costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dmoe.system import SystemConfig
+
+__all__ = [
+    "token_costs",
+    "link_rate_from_subcarriers",
+    "link_token_counts",
+    "communication_energy",
+    "computation_energy",
+    "EnergyBreakdown",
+    "schedule_energy",
+]
+
+
+def _check_system(system) -> SystemConfig:
+    if not isinstance(system, SystemConfig):
+        raise TypeError(f"`system` must be a SystemConfig, got {type(system).__name__}")
+    return system
+
+
+def _square(name: str, value, k: int | None = None) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.number)):
+        raise TypeError(f"`{name}` must be a numeric array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"`{name}` must have shape [num_experts, num_experts], got {arr.shape}")
+    if k is not None and arr.shape[0] != k:
+        raise ValueError(f"`{name}` must have shape [{k}, {k}] (system.num_experts={k}), got {arr.shape}")
+    return arr
+
+
+def _offdiag(k: int) -> np.ndarray:
+    return ~np.eye(k, dtype=bool)
+
+
+def token_costs(link_rate, system: SystemConfig) -> np.ndarray:
+    """Per-token cost e_ij of sending a token from node i to expert j (Section V-A).
+
+    e_ij = a_j + P0 * bits_per_token / R_ij for i != j, e_jj = a_j (units decided in
+    DESIGN.md; b_j is not included, see module doc).
+
+    Args:
+        link_rate: ``[num_experts, num_experts], float64`` R_ij [bit/s] >= 0 (eq 2); the
+            diagonal is ignored. R_ij == 0 means the link has no usable subcarrier.
+        system: supplies P0, s0 and a_j.
+
+    Returns:
+        ``[num_experts, num_experts], float64`` e_ij [J/token]; ``+inf`` where i != j and
+        R_ij == 0 (expert unreachable from i).
+
+    Raises:
+        ValueError: wrong shape, NaN or negative rates. TypeError: bad ``system``.
+    """
+    system = _check_system(system)
+    k = system.num_experts
+    rate = _square("link_rate", link_rate, k)
+    off = _offdiag(k)
+    if np.any(np.isnan(rate[off])) or np.any(rate[off] < 0):
+        raise ValueError("`link_rate` must be >= 0 and not NaN off the diagonal")
+    a = system.comp_energy_per_token_j
+    # [K, K] transmission energy per token, inf on zero-rate links
+    with np.errstate(divide="ignore"):
+        comm = np.where(rate > 0, system.tx_power_w * system.bits_per_token / np.where(rate > 0, rate, 1.0), np.inf)
+    comm[~off] = 0.0
+    return comm + a[None, :]
+
+
+def link_rate_from_subcarriers(rates, subcarrier) -> np.ndarray:
+    """Link rates R_ij of eq (2) with at most one subcarrier per link.
+
+    Args:
+        rates: ``[num_experts, num_experts, num_subcarriers], float64`` r_ij^(m) [bit/s].
+        subcarrier: ``[num_experts, num_experts], int`` assigned subcarrier index, -1 = none.
+
+    Returns:
+        ``[num_experts, num_experts], float64`` R_ij = r_ij^(subcarrier[i, j]) [bit/s], 0 where
+        no subcarrier is assigned and on the diagonal.
+
+    Raises:
+        ValueError: shape mismatch or subcarrier index out of [-1, M).
+    """
+    rates = np.asarray(rates, dtype=np.float64)
+    if rates.ndim != 3 or rates.shape[0] != rates.shape[1]:
+        raise ValueError(f"`rates` must have shape [K, K, M], got {rates.shape}")
+    k, _, m = rates.shape
+    sub = np.asarray(subcarrier)
+    if sub.shape != (k, k):
+        raise ValueError(f"`subcarrier` must have shape [{k}, {k}], got {sub.shape}")
+    if not np.issubdtype(sub.dtype, np.integer):
+        raise TypeError(f"`subcarrier` must be an integer array, got dtype {sub.dtype}")
+    if np.any(sub < -1) or np.any(sub >= m):
+        raise ValueError(f"`subcarrier` entries must lie in [-1, {m}), got min {sub.min()} max {sub.max()}")
+    i, j = np.indices((k, k))
+    # [K, K] rate of the chosen subcarrier (index clipped, then masked)
+    out = rates[i, j, np.maximum(sub, 0)]
+    out = np.where(sub >= 0, out, 0.0)
+    out[np.arange(k), np.arange(k)] = 0.0
+    return out
+
+
+def link_token_counts(selection, source, num_experts: int | None = None) -> np.ndarray:
+    """Token counts s_ij: how many tokens living on node i selected expert j (Algorithm 2).
+
+    Args:
+        selection: ``[num_tokens, num_experts], bool`` alpha.
+        source: ``[num_tokens], int`` node of each token, in [0, num_experts).
+        num_experts: K (defaults to ``selection.shape[1]``).
+
+    Returns:
+        ``[num_experts, num_experts], int64`` s_ij in tokens; the diagonal counts local
+        (in-situ) tokens.
+    """
+    sel = np.asarray(selection, dtype=bool)
+    if sel.ndim != 2:
+        raise ValueError(f"`selection` must have shape [num_tokens, num_experts], got {sel.shape}")
+    k = sel.shape[1] if num_experts is None else int(num_experts)
+    if sel.shape[1] != k:
+        raise ValueError(f"`selection` has {sel.shape[1]} experts, expected {k}")
+    src = np.asarray(source)
+    if src.shape != (sel.shape[0],):
+        raise ValueError(f"`source` must have shape [{sel.shape[0]}], got {src.shape}")
+    if src.size and (not np.issubdtype(src.dtype, np.integer) or src.min() < 0 or src.max() >= k):
+        raise ValueError(f"`source` must hold integers in [0, {k})")
+    counts = np.zeros((k, k), dtype=np.int64)
+    # scatter-add each token's selection row into its source row
+    np.add.at(counts, src.astype(np.intp), sel.astype(np.int64))
+    return counts
+
+
+def communication_energy(tokens, link_rate, system: SystemConfig, *, zero_rate: str = "raise") -> np.ndarray:
+    """Communication energy per link, eq (3) with one subcarrier per link.
+
+    E_ij^comm = P0 * bits_per_token * s_ij / R_ij [J] for i != j; 0 where s_ij == 0 and on
+    the diagonal (local tokens are not transmitted).
+
+    Args:
+        tokens: ``[num_experts, num_experts]`` s_ij [tokens] >= 0 (int or float).
+        link_rate: ``[num_experts, num_experts], float64`` R_ij [bit/s] >= 0.
+        system: supplies P0 and s0.
+        zero_rate: policy where s_ij > 0 but R_ij == 0 (tokens on a link without a usable
+            subcarrier): ``"raise"`` (default, ValueError naming the link) or ``"inf"``
+            (the entry is ``+inf``).
+
+    Returns:
+        ``[num_experts, num_experts], float64`` energy [J].
+
+    Raises:
+        ValueError: shapes, negative/NaN inputs, or a loaded zero-rate link under "raise".
+    """
+    system = _check_system(system)
+    if zero_rate not in ("raise", "inf"):
+        raise ValueError(f"`zero_rate` must be 'raise' or 'inf', got {zero_rate!r}")
+    k = system.num_experts
+    s = _square("tokens", tokens, k)
+    rate = _square("link_rate", link_rate, k)
+    off = _offdiag(k)
+    if np.any(~np.isfinite(s)) or np.any(s < 0):
+        raise ValueError("`tokens` must be finite and >= 0")
+    if np.any(np.isnan(rate[off])) or np.any(rate[off] < 0):
+        raise ValueError("`link_rate` must be >= 0 and not NaN off the diagonal")
+    loaded = off & (s > 0)
+    dead = loaded & ~(rate > 0)
+    if np.any(dead) and zero_rate == "raise":
+        i, j = np.argwhere(dead)[0]
+        raise ValueError(
+            f"`link_rate` is 0 on link {i}->{j} which carries {s[i, j]:g} tokens "
+            "(a loaded link needs a subcarrier with positive rate)"
+        )
+    # [K, K] energy on loaded links with positive rate
+    safe = np.where(loaded & (rate > 0), rate, 1.0)
+    energy = np.where(loaded & (rate > 0), system.tx_power_w * system.bits_per_token * s / safe, 0.0)
+    energy[dead] = np.inf
+    return energy
+
+
+def computation_energy(tokens, system: SystemConfig) -> np.ndarray:
+    """Computation energy per expert, eq (4): E_j^comp = a_j sum_i s_ij + b_j [j active].
+
+    Decision: b_j (static energy) is charged only when expert j processes at least one
+    token in this round (an idle node is not woken up). Local tokens (i == j) count.
+
+    Args:
+        tokens: ``[num_experts, num_experts]`` s_ij [tokens] >= 0.
+        system: supplies a_j [J/token] and b_j [J].
+
+    Returns:
+        ``[num_experts], float64`` energy [J].
+    """
+    system = _check_system(system)
+    s = _square("tokens", tokens, system.num_experts)
+    if np.any(~np.isfinite(s)) or np.any(s < 0):
+        raise ValueError("`tokens` must be finite and >= 0")
+    # [K] tokens processed by each expert
+    load = s.sum(axis=0)
+    return system.comp_energy_per_token_j * load + system.comp_energy_static_j * (load > 0)
+
+
+@dataclass(frozen=True)
+class EnergyBreakdown:
+    """Energy of one schedule (one layer round).
+
+    Attributes:
+        tokens: ``[K, K], int64`` s_ij [tokens].
+        link_rate: ``[K, K], float64`` R_ij [bit/s].
+        comm_links: ``[K, K], float64`` E_ij^comm [J] (eq 3).
+        comp_experts: ``[K], float64`` E_j^comp [J] (eq 4).
+    """
+
+    tokens: np.ndarray
+    link_rate: np.ndarray
+    comm_links: np.ndarray
+    comp_experts: np.ndarray
+
+    @property
+    def comm(self) -> float:
+        """Total communication energy [J]."""
+        return float(self.comm_links.sum())
+
+    @property
+    def comp(self) -> float:
+        """Total computation energy [J]."""
+        return float(self.comp_experts.sum())
+
+    @property
+    def total(self) -> float:
+        """comm + comp [J], the objective of P1/P2."""
+        return self.comm + self.comp
+
+
+def schedule_energy(selection, source, subcarrier, rates, system: SystemConfig, *, zero_rate: str = "raise") -> EnergyBreakdown:
+    """Ledger helper: energy of a schedule (selection + subcarriers) under ``rates``.
+
+    Args:
+        selection: ``[num_tokens, num_experts], bool``.
+        source: ``[num_tokens], int`` node of each token.
+        subcarrier: ``[num_experts, num_experts], int`` (-1 = none).
+        rates: ``[num_experts, num_experts, num_subcarriers], float64`` [bit/s].
+        system: energy constants.
+        zero_rate: see :func:`communication_energy`.
+
+    Returns:
+        :class:`EnergyBreakdown` (eq 2-4).
+    """
+    system = _check_system(system)
+    tokens = link_token_counts(selection, source, system.num_experts)
+    rate = link_rate_from_subcarriers(rates, subcarrier)
+    comm = communication_energy(tokens, rate, system, zero_rate=zero_rate)
+    comp = computation_energy(tokens, system)
+    return EnergyBreakdown(tokens=tokens, link_rate=rate, comm_links=comm, comp_experts=comp)

@@ -1,0 +1,47 @@
+"""Solvers, pure numpy/scipy (no torch).
+
+* :func:`select_experts` -- expert selection P1(a): DES (Algorithm 1), enumeration, MILP.
+* :func:`allocate_subcarriers` -- optimal subcarrier allocation P3(a) (Appendix B).
+* :func:`jesa`, :func:`lower_bound` -- joint allocation P2 (Algorithm 2) and LB(gamma0, D).
+* :mod:`dmoe.optimize.policies` -- Top-k, H(z, D), JESA(gamma0, D), LB(gamma0, D), dense.
+* :mod:`dmoe.optimize.feasibility` -- the shared invariant checker used by the tests.
+"""
+
+from dmoe.optimize._validation import ArgumentTypeError
+from dmoe.optimize.jesa import JESAResult, LowerBoundResult, jesa, lower_bound, random_subcarriers
+from dmoe.optimize.policies import (
+    Dense,
+    Homogeneous,
+    JESAPolicy,
+    LowerBound,
+    Policy,
+    Schedule,
+    TopK,
+    policy_from_name,
+    policy_from_params,
+)
+from dmoe.optimize.selection import SCORE_TOL, SelectionResult, select_experts
+from dmoe.optimize.subcarrier import SubcarrierResult, allocate_subcarriers
+
+__all__ = [
+    "ArgumentTypeError",
+    "SCORE_TOL",
+    "SelectionResult",
+    "select_experts",
+    "SubcarrierResult",
+    "allocate_subcarriers",
+    "JESAResult",
+    "LowerBoundResult",
+    "jesa",
+    "lower_bound",
+    "random_subcarriers",
+    "Policy",
+    "Schedule",
+    "TopK",
+    "Homogeneous",
+    "JESAPolicy",
+    "LowerBound",
+    "Dense",
+    "policy_from_name",
+    "policy_from_params",
+]

@@ -1,0 +1,250 @@
+"""One shared invariant checker for every solver result (used by all solver tests).
+
+Each ``check_*`` function raises :class:`InvariantError` (an ``AssertionError``) with a
+message saying which invariant broke, and returns ``None`` otherwise. Invariants:
+
+* contract shapes and dtypes of the result objects;
+* C1 (sum of selected scores >= threshold - SCORE_TOL) for tokens reported feasible;
+* C2 (at most D experts) for every token;
+* C3 (each subcarrier serves at most one link) for exclusive schedules;
+* only eligible experts are selected (finite cost, score > 0); ``feasible`` is False
+  exactly where the Top-D eligible scores miss the threshold, and those tokens carry the
+  Top-D eligible experts (Remark 2);
+* every selected remote expert's link has a subcarrier with positive rate;
+* reported energies equal the energies recomputed from the definitions (eq 3, 4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dmoe.optimize.selection import SCORE_TOL
+
+__all__ = [
+    "InvariantError",
+    "check_selection",
+    "check_subcarrier_allocation",
+    "check_schedule",
+    "check_jesa",
+]
+
+# slack for floating-point summation order when re-checking C1 / feasibility
+_SUM_SLACK = 1e-12
+_ENERGY_RTOL = 1e-9
+
+
+class InvariantError(AssertionError):
+    """A solver result violates a contract invariant."""
+
+
+def _require(cond, message: str) -> None:
+    if not bool(cond):
+        raise InvariantError(message)
+
+
+def _rows(mask: np.ndarray, limit: int = 5) -> list:
+    return np.flatnonzero(mask)[:limit].tolist()
+
+
+def check_selection(result, scores, costs, threshold, max_experts, *, optimal_energy=None) -> None:
+    """Check a :class:`~dmoe.optimize.selection.SelectionResult` against its inputs.
+
+    Args:
+        result: the result of ``select_experts(scores, costs, threshold, max_experts)``.
+        scores: ``[T, K]``; costs: ``[T, K]`` or ``[K]``; threshold: scalar or ``[T]``;
+        max_experts: D.
+        optimal_energy: optional ``[T]`` reference optimum (e.g. from another method):
+            feasible tokens must match it within 1e-9 relative.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    t, k = scores.shape
+    costs = np.broadcast_to(np.asarray(costs, dtype=np.float64), (t, k))
+    thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (t,))
+    d = min(int(max_experts), k)
+    sel = result.selection
+    _require(isinstance(sel, np.ndarray) and sel.dtype == bool, "selection must be a bool ndarray")
+    _require(sel.shape == (t, k), f"selection shape {sel.shape} != {(t, k)}")
+    for name in ("energy", "feasible", "optimal", "gap"):
+        arr = getattr(result, name)
+        _require(isinstance(arr, np.ndarray) and arr.shape == (t,), f"{name} must be an ndarray of shape {(t,)}")
+    _require(result.feasible.dtype == bool, "feasible must be bool")
+    _require(result.energy.dtype == np.float64, "energy must be float64")
+    _require(isinstance(result.method, str) and result.method in ("des", "enumerate", "milp"), "method name")
+    if result.nodes is not None:
+        _require(result.nodes.shape == (t,) and np.issubdtype(result.nodes.dtype, np.integer), "nodes [T] int")
+    if t == 0:
+        return
+
+    eligible = (scores > 0) & np.isfinite(costs)
+    _require(not (sel & ~np.isfinite(costs)).any(), f"unavailable (inf-cost) expert selected in rows {_rows((sel & ~np.isfinite(costs)).any(1))}")
+    _require(not (sel & (scores <= 0)).any(), "zero-score expert selected")
+    count = sel.sum(axis=1)
+    _require((count <= d).all(), f"C2 violated (more than D={d} experts) in rows {_rows(count > d)}")
+
+    energy = np.where(sel, costs, 0.0).sum(axis=1)
+    _require(np.isfinite(result.energy).all(), "energy must be finite")
+    _require(
+        np.allclose(result.energy, energy, rtol=1e-12, atol=0.0), "energy differs from the sum of selected costs"
+    )
+
+    # Top-D eligible score sum decides feasibility (Remark 2)
+    top = np.sort(np.where(eligible, scores, 0.0), axis=1)[:, ::-1][:, :d].sum(axis=1)
+    need = thr - SCORE_TOL
+    trivial = need <= 0
+    clearly_ok = trivial | (top >= need + _SUM_SLACK)
+    clearly_bad = ~trivial & (top < need - _SUM_SLACK)
+    fe = result.feasible
+    _require(fe[clearly_ok].all(), f"token reported infeasible although Top-D meets C1: rows {_rows(clearly_ok & ~fe)}")
+    _require(not fe[clearly_bad].any(), f"token reported feasible although Top-D misses C1: rows {_rows(clearly_bad & fe)}")
+
+    got = np.where(sel, scores, 0.0).sum(axis=1)
+    c1 = got >= need - _SUM_SLACK
+    _require(c1[fe].all(), f"C1 violated for feasible tokens in rows {_rows(fe & ~c1)}")
+    _require(not sel[fe & trivial].any(), "threshold <= SCORE_TOL must give the empty selection")
+
+    inf_rows = ~fe
+    if inf_rows.any():
+        n_elig = eligible.sum(axis=1)
+        _require(
+            (count[inf_rows] == np.minimum(d, n_elig[inf_rows])).all(),
+            "infeasible tokens must carry min(D, #eligible) experts (Remark 2)",
+        )
+        _require(
+            np.allclose(got[inf_rows], top[inf_rows], rtol=0, atol=1e-12),
+            "infeasible tokens must carry the Top-D eligible experts by score (Remark 2)",
+        )
+
+    _require((result.gap >= 0).all() and np.isfinite(result.gap).all(), "gap must be finite and >= 0")
+    _require((result.gap[result.optimal] == 0).all(), "optimal tokens must have gap 0")
+
+    if optimal_energy is not None:
+        ref = np.asarray(optimal_energy, dtype=np.float64)
+        mask = fe & result.optimal
+        _require(
+            np.allclose(result.energy[mask], ref[mask], rtol=_ENERGY_RTOL, atol=1e-300),
+            f"energy not optimal: max rel diff "
+            f"{np.max(np.abs(result.energy[mask] - ref[mask]) / np.maximum(np.abs(ref[mask]), 1e-300), initial=0):.3g}",
+        )
+
+
+def check_subcarrier_allocation(result, rates, demand, *, tx_power_w, bits_per_token, assign_idle=False) -> None:
+    """Check a :class:`~dmoe.optimize.subcarrier.SubcarrierResult` (C3, shapes, energies)."""
+    rates = np.asarray(rates, dtype=np.float64)
+    k, _, m = rates.shape
+    demand = np.asarray(demand, dtype=np.float64)
+    off = ~np.eye(k, dtype=bool)
+    active = off & (demand > 0)
+    sub = result.subcarrier
+    _require(sub.shape == (k, k) and np.issubdtype(sub.dtype, np.integer), "subcarrier must be int [K, K]")
+    _require(((sub >= -1) & (sub < m)).all(), "subcarrier index out of range")
+    _require((np.diag(sub) == -1).all(), "diagonal links must have no subcarrier")
+    used = sub[sub >= 0]
+    _require(np.unique(used).size == used.size, "C3 violated: a subcarrier serves more than one link")
+    for name in ("served", "unserved"):
+        arr = getattr(result, name)
+        _require(arr.shape == (k, k) and arr.dtype == bool, f"{name} must be bool [K, K]")
+    _require((result.served == (active & (sub >= 0))).all(), "served must be active links with a subcarrier")
+    _require((result.unserved == (active & (sub < 0))).all(), "unserved must be active links without one")
+    if not assign_idle:
+        _require((sub[~active] == -1).all(), "inactive links must have no subcarrier without assign_idle")
+    i, j = np.indices((k, k))
+    rate = np.where(sub >= 0, rates[i, j, np.maximum(sub, 0)], 0.0)
+    _require(np.allclose(result.link_rate, rate, rtol=0, atol=0), "link_rate must be the assigned subcarrier's rate")
+    _require((rate[sub >= 0] > 0).all(), "a zero-rate subcarrier was assigned")
+    expected = np.zeros((k, k))
+    served = result.served
+    expected[served] = tx_power_w * bits_per_token * demand[served] / rate[served]
+    expected[result.unserved] = np.inf
+    _require(np.array_equal(np.isinf(result.energy), result.unserved), "energy must be inf exactly on unserved links")
+    fin = ~result.unserved
+    _require(np.allclose(result.energy[fin], expected[fin], rtol=1e-12, atol=0), "energy mismatch (eq 3)")
+
+
+def check_schedule(
+    selection,
+    subcarrier,
+    source,
+    rates,
+    *,
+    threshold=None,
+    max_experts=None,
+    scores=None,
+    feasible=None,
+    exclusive: bool = True,
+) -> None:
+    """Check a joint schedule (selection + subcarriers), as produced by JESA or a policy.
+
+    Args:
+        selection: ``[T, K] bool``; subcarrier: ``[K, K] int`` (-1 none); source: ``[T] int``;
+        rates: ``[K, K, M]``.
+        threshold, max_experts, scores, feasible: when given, C1 is checked for tokens with
+            ``feasible`` True (all tokens if ``feasible`` is None) and C2 for all tokens.
+        exclusive: check C3 (False for the lower bound, which shares subcarriers).
+    """
+    rates = np.asarray(rates, dtype=np.float64)
+    k, _, m = rates.shape
+    sel = np.asarray(selection)
+    src = np.asarray(source)
+    sub = np.asarray(subcarrier)
+    _require(sel.dtype == bool and sel.ndim == 2 and sel.shape[1] == k, "selection must be bool [T, K]")
+    t = sel.shape[0]
+    _require(src.shape == (t,), "source must be [T]")
+    _require(sub.shape == (k, k) and np.issubdtype(sub.dtype, np.integer), "subcarrier must be int [K, K]")
+    _require(((sub >= -1) & (sub < m)).all(), "subcarrier index out of range")
+    _require((np.diag(sub) == -1).all(), "diagonal links must have no subcarrier")
+    if exclusive:
+        used = sub[sub >= 0]
+        _require(np.unique(used).size == used.size, "C3 violated: a subcarrier serves more than one link")
+    if t == 0:
+        return
+    i, j = np.indices((k, k))
+    rate = np.where(sub >= 0, rates[i, j, np.maximum(sub, 0)], 0.0)
+    # [T, K] rate of the link each token would use for each expert
+    token_rate = rate[src]
+    remote = sel & (np.arange(k)[None, :] != src[:, None])
+    bad = remote & ~(token_rate > 0)
+    _require(not bad.any(), f"selected remote expert without a positive-rate subcarrier in rows {_rows(bad.any(1))}")
+    if max_experts is not None:
+        _require((sel.sum(axis=1) <= min(int(max_experts), k)).all(), "C2 violated")
+    if threshold is not None and scores is not None:
+        fe = np.ones(t, dtype=bool) if feasible is None else np.asarray(feasible, dtype=bool)
+        thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (t,))
+        got = np.where(sel, np.asarray(scores, dtype=np.float64), 0.0).sum(axis=1)
+        ok = got >= thr - SCORE_TOL - _SUM_SLACK
+        _require(ok[fe].all(), f"C1 violated for feasible tokens in rows {_rows(fe & ~ok)}")
+
+
+def check_jesa(result, scores, source, rates, threshold, max_experts, *, system, exclusive: bool = True) -> None:
+    """Check a JESA / lower-bound result: schedule invariants, finite energies, eq (3)-(4)."""
+    from dmoe.energy import schedule_energy
+
+    sel = result.selection
+    t = np.asarray(scores).shape[0]
+    _require(result.feasible.shape == (t,) and result.feasible.dtype == bool, "feasible must be bool [T]")
+    check_schedule(
+        sel,
+        result.subcarrier,
+        source,
+        rates,
+        threshold=threshold,
+        max_experts=max_experts,
+        scores=scores,
+        feasible=result.feasible,
+        exclusive=exclusive,
+    )
+    br = schedule_energy(sel, source, result.subcarrier, rates, system)
+    for name in ("energy_comm_links", "energy_comp_experts"):
+        arr = getattr(result, name)
+        _require(np.isfinite(arr).all(), f"{name} must be finite")
+    _require(np.isfinite(result.energy_comm) and np.isfinite(result.energy_comp), "energies must be finite")
+    _require(np.allclose(result.energy_comm_links, br.comm_links, rtol=1e-12, atol=0), "comm energy mismatch (eq 3)")
+    _require(np.allclose(result.energy_comp_experts, br.comp_experts, rtol=1e-12, atol=0), "comp energy mismatch (eq 4)")
+    _require(np.isclose(result.energy_comm, br.comm, rtol=1e-12, atol=0), "total comm energy mismatch")
+    _require(np.isclose(result.energy_comp, br.comp, rtol=1e-12, atol=0), "total comp energy mismatch")
+    history = getattr(result, "energy_history", None)
+    if history is not None:
+        h = np.asarray(history, dtype=np.float64)
+        _require(np.isfinite(h).all(), "energy_history must be finite")
+        if h.size:
+            _require(np.all(np.diff(h) <= 1e-12 * np.abs(h[:-1])), "energy_history rose (Proposition 2)")
+            _require(np.isclose(h[-1], br.total, rtol=1e-12, atol=0), "last energy_history entry != final energy")

@@ -1,0 +1,304 @@
+"""Joint expert and subcarrier allocation, problem P2 (paper Section VI, Algorithm 2).
+
+:func:`jesa` is block coordinate descent between expert selection (P1(a), exact per token
+by :func:`~dmoe.optimize.selection.select_experts`) and subcarrier allocation (P3(a), exact
+by :func:`~dmoe.optimize.subcarrier.allocate_subcarriers`):
+
+1. alpha <- all experts; beta <- a random assignment of distinct subcarriers to the K(K-1)
+   links (to min(K(K-1), M) randomly chosen links when M < K(K-1)).
+2. repeat: R <- rates of beta (eq 2); per-token costs e_ij from R (links without a usable
+   subcarrier cost inf, i.e. tokens are rerouted); alpha' <- DES for every token;
+   s_ij <- token counts; beta' <- optimal allocation for s (free subcarriers also go to
+   idle links, ``assign_idle=True``, so later selections can re-open links);
+   until alpha' = alpha and beta' = beta, or ``max_iterations``.
+
+Decided details:
+
+* Every selection step only uses links that hold a positive-rate subcarrier, and the
+  previous beta restricted to those links is a feasible assignment, so the optimal
+  allocation serves every active link: the schedule is always feasible (no inf).
+* The objective F(alpha, beta) = comm + comp energy (eq 3, 4) of the schedule after each
+  iteration is recorded in ``energy_history``; it cannot rise (eq 17) when all tokens are
+  feasible and b_j = 0. Two things outside the paper's argument can make a step raise F:
+  the Remark 2 fallback of infeasible tokens (Top-D depends on which links are
+  available) and b_j > 0 (not part of the per-token cost). If a step would raise F, JESA
+  keeps the previous schedule and stops (``stop_reason="objective_increase"``), so
+  ``energy_history`` is non-increasing in every case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dmoe.channel import as_generator
+from dmoe.energy import computation_energy, link_rate_from_subcarriers, link_token_counts, token_costs
+from dmoe.optimize._validation import (
+    SELECTION_METHODS,
+    check_int,
+    check_method,
+    check_rates,
+    check_scores,
+    check_source,
+    check_system,
+    check_threshold,
+)
+from dmoe.optimize.selection import select_experts
+from dmoe.optimize.subcarrier import allocate_subcarriers
+
+__all__ = ["JESAResult", "LowerBoundResult", "jesa", "lower_bound", "random_subcarriers"]
+
+_INITS = ("random", "assignment")
+_RISE_RTOL = 1e-12
+
+
+@dataclass(frozen=True)
+class JESAResult:
+    """Result of :func:`jesa` (one layer round).
+
+    Attributes:
+        selection: ``[num_tokens, num_experts], bool`` alpha.
+        subcarrier: ``[K, K], int64`` beta (-1 = none); links without traffic may hold one.
+        link_rate: ``[K, K], float64`` [bit/s] rate of each link's subcarrier (0 if none).
+        tokens: ``[K, K], int64`` s_ij [tokens] (diagonal: local tokens).
+        energy_comm: total communication energy [J] (eq 3).
+        energy_comm_links: ``[K, K], float64`` [J] per link.
+        energy_comp: total computation energy [J] (eq 4).
+        energy_comp_experts: ``[K], float64`` [J] per expert.
+        iterations: BCD iterations run (selection + allocation each).
+        converged: True when alpha and beta stopped changing.
+        stop_reason: "converged", "max_iterations" or "objective_increase".
+        feasible: ``[num_tokens], bool`` (False: Remark 2 fallback).
+        energy_history: F after each accepted iteration [J], non-increasing.
+        threshold: ``[num_tokens], float64`` the C1 thresholds used.
+    """
+
+    selection: np.ndarray
+    subcarrier: np.ndarray
+    link_rate: np.ndarray
+    tokens: np.ndarray
+    energy_comm: float
+    energy_comm_links: np.ndarray
+    energy_comp: float
+    energy_comp_experts: np.ndarray
+    iterations: int
+    converged: bool
+    stop_reason: str
+    feasible: np.ndarray
+    energy_history: list = field(default_factory=list)
+    threshold: np.ndarray | None = None
+
+    @property
+    def energy(self) -> float:
+        """Objective of P2: energy_comm + energy_comp [J]."""
+        return self.energy_comm + self.energy_comp
+
+
+@dataclass(frozen=True)
+class LowerBoundResult:
+    """Result of :func:`lower_bound`: same fields as :class:`JESAResult` minus the BCD ones.
+
+    ``subcarrier`` holds each link's best subcarrier; links may share one (C3 ignored).
+    """
+
+    selection: np.ndarray
+    subcarrier: np.ndarray
+    link_rate: np.ndarray
+    tokens: np.ndarray
+    energy_comm: float
+    energy_comm_links: np.ndarray
+    energy_comp: float
+    energy_comp_experts: np.ndarray
+    feasible: np.ndarray
+    threshold: np.ndarray | None = None
+
+    @property
+    def energy(self) -> float:
+        """LB(gamma0, D) objective [J]."""
+        return self.energy_comm + self.energy_comp
+
+
+def random_subcarriers(num_experts: int, num_subcarriers: int, rng=None) -> np.ndarray:
+    """Algorithm 2's initial beta: distinct random subcarriers for random links.
+
+    min(K(K-1), M) links chosen uniformly at random get distinct subcarriers chosen
+    uniformly at random.
+
+    Returns:
+        ``[num_experts, num_experts], int64`` subcarrier index, -1 = none (diagonal -1).
+    """
+    gen = as_generator(rng)
+    k, m = int(num_experts), int(num_subcarriers)
+    off = np.argwhere(~np.eye(k, dtype=bool))
+    n = min(off.shape[0], m)
+    links = gen.permutation(off.shape[0])[:n]
+    subs = gen.permutation(m)[:n]
+    beta = np.full((k, k), -1, dtype=np.int64)
+    beta[off[links, 0], off[links, 1]] = subs
+    return beta
+
+
+def _prepare(scores, source, rates, threshold, max_experts, system, method):
+    scores = check_scores(scores)
+    rates = check_rates(rates)
+    t, k = scores.shape
+    if rates.shape[0] != k:
+        raise ValueError(f"`rates` describes {rates.shape[0]} experts but `scores` has {k}")
+    source = check_source(source, t, k)
+    thr = check_threshold(threshold, t)
+    d = check_int("max_experts", max_experts, minimum=1)
+    system = check_system(system, k)
+    method = check_method(method, SELECTION_METHODS)
+    return scores, source, rates, thr, d, system, method
+
+
+def jesa(
+    scores,
+    source,
+    rates,
+    threshold,
+    max_experts,
+    *,
+    system,
+    max_iterations: int = 20,
+    rng=None,
+    method: str = "auto",
+    init: str = "random",
+) -> JESAResult:
+    """JESA: block coordinate descent for P2 (Algorithm 2, Section VI-B).
+
+    Args:
+        scores: ``[num_tokens, num_experts], float64`` gating scores (eq 7).
+        source: ``[num_tokens], int`` node holding each token, in [0, K).
+        rates: ``[K, K, M], float64`` r_ij^(m) [bit/s] (eq 1); diagonal ignored.
+        threshold: float or ``[num_tokens]``: z gamma^(l) (C1).
+        max_experts: D (C2).
+        system: :class:`~dmoe.system.SystemConfig` with ``num_experts == K`` (P0, s0, a_j,
+            b_j; M comes from ``rates``).
+        max_iterations: BCD iterations at most (>= 1).
+        rng: Generator / int seed / None for the random initial beta.
+        method: expert-selection method (see :func:`select_experts`).
+        init: ``"random"`` (the paper's random assignment) or ``"assignment"`` (the optimal
+            allocation for one token on every link, deterministic).
+
+    Returns:
+        :class:`JESAResult`; every selected remote expert's link has a subcarrier with
+        positive rate, energies are finite.
+
+    Raises:
+        ValueError / TypeError naming the argument for invalid inputs (shapes, NaN, source
+        out of range, K mismatch between ``rates``, ``scores`` and ``system``, unknown
+        ``method`` or ``init``).
+    """
+    scores, source, rates, thr, d, system, method = _prepare(
+        scores, source, rates, threshold, max_experts, system, method
+    )
+    max_iterations = check_int("max_iterations", max_iterations, minimum=1)
+    if init not in _INITS:
+        raise ValueError(f"`init` must be one of {', '.join(repr(i) for i in _INITS)}; got {init!r}")
+    k, _, m = rates.shape
+    p0, bits = system.tx_power_w, system.bits_per_token
+
+    if init == "random":
+        beta = random_subcarriers(k, m, rng)
+    else:
+        ones = (~np.eye(k, dtype=bool)).astype(np.float64)
+        beta = allocate_subcarriers(rates, ones, tx_power_w=p0, bits_per_token=bits, assign_idle=True).subcarrier
+
+    prev_sel = None
+    history: list[float] = []
+    state = None
+    iterations = 0
+    stop_reason = "max_iterations"
+    for it in range(1, max_iterations + 1):
+        iterations = it
+        # [K, K] eq (2) -> [K, K] per-token costs; a token from node i sees row i
+        link_rate = link_rate_from_subcarriers(rates, beta)
+        costs = token_costs(link_rate, system)[source]
+        res = select_experts(scores, costs, thr, d, method=method)
+        demand = link_token_counts(res.selection, source, k)
+        alloc = allocate_subcarriers(rates, demand, tx_power_w=p0, bits_per_token=bits, assign_idle=True)
+        if alloc.unserved.any():  # pragma: no cover - excluded by construction (module doc)
+            raise RuntimeError("internal error: JESA allocation left an active link unserved")
+        comp = computation_energy(demand, system)
+        objective = float(alloc.energy[alloc.served].sum() + comp.sum())
+        if history and objective > history[-1] * (1.0 + _RISE_RTOL):
+            stop_reason = "objective_increase"
+            iterations = it - 1
+            break
+        fixed = prev_sel is not None and np.array_equal(res.selection, prev_sel) and np.array_equal(
+            alloc.subcarrier, beta
+        )
+        state = (res, alloc, demand, comp)
+        history.append(objective)
+        prev_sel = res.selection
+        beta = alloc.subcarrier
+        if fixed:
+            stop_reason = "converged"
+            break
+
+    res, alloc, demand, comp = state
+    comm_links = np.where(alloc.served, alloc.energy, 0.0)
+    return JESAResult(
+        selection=res.selection,
+        subcarrier=alloc.subcarrier,
+        link_rate=alloc.link_rate,
+        tokens=demand,
+        energy_comm=float(comm_links.sum()),
+        energy_comm_links=comm_links,
+        energy_comp=float(comp.sum()),
+        energy_comp_experts=comp,
+        iterations=iterations,
+        converged=stop_reason == "converged",
+        stop_reason=stop_reason,
+        feasible=res.feasible,
+        energy_history=history,
+        threshold=thr,
+    )
+
+
+def lower_bound(scores, source, rates, threshold, max_experts, *, system, method: str = "auto") -> LowerBoundResult:
+    """LB(gamma0, D) of Section VII-A: DES with C3 ignored.
+
+    Every link uses its best subcarrier (argmax_m r_ij^(m); several links may share one),
+    then DES selects experts with those costs. Its energy is a lower bound on P2 for
+    tokens that are feasible (per-token costs are elementwise minimal).
+
+    Args / Raises: as :func:`jesa` (no BCD arguments).
+
+    Returns:
+        :class:`LowerBoundResult`; ``subcarrier[i, j]`` = best subcarrier of every
+        off-diagonal link with some positive rate (-1 otherwise).
+    """
+    scores, source, rates, thr, d, system, method = _prepare(
+        scores, source, rates, threshold, max_experts, system, method
+    )
+    k = rates.shape[0]
+    off = ~np.eye(k, dtype=bool)
+    # [K, K] best subcarrier and its rate
+    best = np.argmax(rates, axis=2)
+    best_rate = np.where(off, np.max(rates, axis=2), 0.0)
+    subcarrier = np.where(off & (best_rate > 0), best, -1).astype(np.int64)
+    best_rate = np.where(subcarrier >= 0, best_rate, 0.0)
+    costs = token_costs(best_rate, system)[source]
+    res = select_experts(scores, costs, thr, d, method=method)
+    demand = link_token_counts(res.selection, source, k)
+    loaded = off & (demand > 0)
+    with np.errstate(divide="ignore"):
+        comm_links = np.where(
+            loaded, system.tx_power_w * system.bits_per_token * demand / np.where(loaded, best_rate, 1.0), 0.0
+        )
+    comp = computation_energy(demand, system)
+    return LowerBoundResult(
+        selection=res.selection,
+        subcarrier=subcarrier,
+        link_rate=best_rate,
+        tokens=demand,
+        energy_comm=float(comm_links.sum()),
+        energy_comm_links=comm_links,
+        energy_comp=float(comp.sum()),
+        energy_comp_experts=comp,
+        feasible=res.feasible,
+        threshold=thr,
+    )

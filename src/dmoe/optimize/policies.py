@@ -1,0 +1,333 @@
+"""Scheduling policies behind one interface (paper Section VII-A benchmark schemes).
+
+A :class:`Policy` turns one layer's gating scores, token sources and channel rates into a
+:class:`Schedule` (expert selection + subcarrier per link). Implementations:
+
+=====================  ===============  ===============================================
+class                  name             rule
+=====================  ===============  ===============================================
+TopK(k)                "Top-k"          k highest scores, then optimal subcarriers
+Homogeneous(z, D)      "H(z,D)"         JESA with threshold z (gamma^(l) = 1)
+JESAPolicy(g0, D, z)   "JESA(g0,D)"     JESA with threshold z * g0**layer (layer >= 1)
+LowerBound(g0, D)      "LB(g0,D)"       DES with each link on its best subcarrier (no C3)
+Dense()                "dense"          every expert, optimal subcarriers
+=====================  ===============  ===============================================
+
+Energy accounting for the runtime: charge ``Schedule.selection`` with
+:func:`dmoe.energy.schedule_energy` (tokens s_ij, R_ij from ``Schedule.subcarrier``);
+every selected remote expert's link has a subcarrier with positive rate. Only the
+lower bound shares subcarriers between links (``Schedule.exclusive`` is False for it).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dmoe.channel import as_generator
+from dmoe.energy import link_token_counts
+from dmoe.optimize._validation import check_int, check_rates, check_scores, check_source, check_system
+from dmoe.optimize.jesa import jesa, lower_bound
+from dmoe.optimize.subcarrier import allocate_subcarriers
+
+__all__ = [
+    "Schedule",
+    "Policy",
+    "TopK",
+    "Homogeneous",
+    "JESAPolicy",
+    "LowerBound",
+    "Dense",
+    "policy_from_name",
+    "policy_from_params",
+]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One layer round's schedule.
+
+    Attributes:
+        selection: ``[num_tokens, num_experts], bool``.
+        subcarrier: ``[K, K], int64`` subcarrier per link, -1 = none.
+        feasible: ``[num_tokens], bool`` (threshold policies: C1 and C2 hold; Top-k: k
+            experts were reachable; dense: True).
+        threshold: ``[num_tokens], float64`` C1 threshold used, or None (Top-k, dense).
+        exclusive: whether C3 holds (False only for the lower bound).
+        info: small dict of solver details (e.g. JESA iterations, rounds).
+    """
+
+    selection: np.ndarray
+    subcarrier: np.ndarray
+    feasible: np.ndarray
+    threshold: np.ndarray | None = None
+    exclusive: bool = True
+    info: dict = field(default_factory=dict)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _check_fraction(name: str, value, *, upper_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"`{name}` must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}")
+    return value
+
+
+class Policy(abc.ABC):
+    """A scheduling policy: ``schedule(scores, source, rates, layer, *, system, rng)``.
+
+    Subclasses set :attr:`name` (the paper's label) and implement :meth:`schedule` and
+    :meth:`params` (JSON-ready constructor arguments).
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def schedule(self, scores, source, rates, layer: int, *, system, rng=None) -> Schedule:
+        """Schedule one layer (layers are numbered from 1).
+
+        Args:
+            scores: ``[num_tokens, num_experts], float64`` gating scores.
+            source: ``[num_tokens], int`` node of each token.
+            rates: ``[K, K, M], float64`` r_ij^(m) [bit/s].
+            layer: l >= 1.
+            system: :class:`~dmoe.system.SystemConfig`.
+            rng: Generator / seed / None (JESA's random initial beta).
+        """
+
+    @abc.abstractmethod
+    def params(self) -> dict:
+        """JSON-ready description: ``{"policy": class name, "name": label, **arguments}``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.params() == other.params()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.params().items()))))
+
+
+def _inputs(scores, source, rates, layer, system):
+    scores = check_scores(scores)
+    rates = check_rates(rates)
+    t, k = scores.shape
+    if rates.shape[0] != k:
+        raise ValueError(f"`rates` describes {rates.shape[0]} experts but `scores` has {k}")
+    source = check_source(source, t, k)
+    check_int("layer", layer, minimum=1)
+    system = check_system(system, k)
+    return scores, source, rates, system
+
+
+class TopK(Policy):
+    """Top-k: the k highest-score experts, then optimal subcarrier allocation.
+
+    If an active link cannot be served (more active links than subcarriers, or rate 0 on
+    every free subcarrier), its tokens lose that expert for this layer (it is marked
+    unavailable for tokens of that source) and re-pick the top-k among the remaining
+    experts; this repeats until every active link is served. Each round removes at least
+    one link, so it ends. ``feasible`` is False for tokens left with fewer than k experts.
+    """
+
+    def __init__(self, k: int):
+        self.k = check_int("k", k, minimum=1)
+        self.name = f"Top-{self.k}"
+
+    def params(self) -> dict:
+        return {"policy": "TopK", "name": self.name, "k": self.k}
+
+    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
+        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+        t, kk = scores.shape
+        k = min(self.k, kk)
+        # [K, K] links that are still allowed
+        allowed = np.ones((kk, kk), dtype=bool)
+        rounds = 0
+        while True:
+            rounds += 1
+            # [T, K] experts each token may still use
+            avail = allowed[source]
+            key = np.where(avail, scores, -np.inf)
+            order = np.argsort(-key, axis=1, kind="stable")[:, :k]
+            ok = np.take_along_axis(avail, order, axis=1)
+            selection = np.zeros((t, kk), dtype=bool)
+            np.put_along_axis(selection, order, ok, axis=1)
+            demand = link_token_counts(selection, source, kk)
+            alloc = allocate_subcarriers(
+                rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token
+            )
+            if not alloc.unserved.any():
+                break
+            allowed &= ~alloc.unserved
+        feasible = selection.sum(axis=1) == k
+        return Schedule(selection, alloc.subcarrier, feasible, None, True, {"rounds": rounds})
+
+
+class _JESABase(Policy):
+    max_experts: int
+
+    def _threshold(self, layer: int) -> float:
+        raise NotImplementedError
+
+    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
+        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+        thr = self._threshold(int(layer))
+        res = jesa(scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng))
+        info = {
+            "iterations": res.iterations,
+            "converged": res.converged,
+            "stop_reason": res.stop_reason,
+            "energy": res.energy,
+        }
+        return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, True, info)
+
+
+class Homogeneous(_JESABase):
+    """H(z, D): JESA with the same threshold z on every layer (gamma^(l) = 1)."""
+
+    def __init__(self, qos: float, max_experts: int):
+        self.qos = _check_fraction("qos", qos)
+        self.max_experts = check_int("max_experts", max_experts, minimum=1)
+        self.name = f"H({_fmt(self.qos)},{self.max_experts})"
+
+    def _threshold(self, layer: int) -> float:
+        return self.qos
+
+    def params(self) -> dict:
+        return {"policy": "Homogeneous", "name": self.name, "qos": self.qos, "max_experts": self.max_experts}
+
+
+class JESAPolicy(_JESABase):
+    """JESA(gamma0, D): JESA with threshold qos * gamma0**layer (layers from 1, DESIGN.md)."""
+
+    def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
+        self.gamma0 = _check_fraction("gamma0", gamma0)
+        self.max_experts = check_int("max_experts", max_experts, minimum=1)
+        self.qos = _check_fraction("qos", qos)
+        self.name = f"JESA({_fmt(self.gamma0)},{self.max_experts})"
+
+    def _threshold(self, layer: int) -> float:
+        return self.qos * self.gamma0**layer
+
+    def params(self) -> dict:
+        return {
+            "policy": "JESA",
+            "name": self.name,
+            "gamma0": self.gamma0,
+            "max_experts": self.max_experts,
+            "qos": self.qos,
+        }
+
+
+class LowerBound(Policy):
+    """LB(gamma0, D): DES with threshold qos * gamma0**layer, C3 ignored (best subcarrier
+    per link, shared). Its schedule is not exclusive (``Schedule.exclusive`` False)."""
+
+    def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
+        self.gamma0 = _check_fraction("gamma0", gamma0)
+        self.max_experts = check_int("max_experts", max_experts, minimum=1)
+        self.qos = _check_fraction("qos", qos)
+        self.name = f"LB({_fmt(self.gamma0)},{self.max_experts})"
+
+    def params(self) -> dict:
+        return {
+            "policy": "LowerBound",
+            "name": self.name,
+            "gamma0": self.gamma0,
+            "max_experts": self.max_experts,
+            "qos": self.qos,
+        }
+
+    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
+        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+        thr = self.qos * self.gamma0 ** int(layer)
+        res = lower_bound(scores, source, rates, thr, self.max_experts, system=system)
+        return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, False, {"energy": res.energy})
+
+
+class Dense(Policy):
+    """Every expert for every token, optimal subcarriers; cannot reroute.
+
+    Raises ValueError from :meth:`schedule` if some active link cannot be served (more
+    active links than subcarriers, or a link with rate 0 on every subcarrier).
+    """
+
+    name = "dense"
+
+    def params(self) -> dict:
+        return {"policy": "Dense", "name": self.name}
+
+    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
+        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+        t, k = scores.shape
+        selection = np.ones((t, k), dtype=bool)
+        demand = link_token_counts(selection, source, k)
+        alloc = allocate_subcarriers(rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token)
+        if alloc.unserved.any():
+            n_active = int(alloc.active.sum())
+            i, j = np.argwhere(alloc.unserved)[0]
+            raise ValueError(
+                f"dense policy cannot serve link {i}->{j}: {n_active} active links for "
+                f"{rates.shape[2]} subcarriers (`rates` has too few subcarriers or a link with rate 0 "
+                "everywhere); dense cannot reroute tokens"
+            )
+        return Schedule(selection, alloc.subcarrier, np.ones(t, dtype=bool), None, True, {})
+
+
+_NUM = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
+_INT = r"\s*([0-9]+)\s*"
+_FORMS = (
+    "'Top-k' / 'topk' (e.g. 'Top-2', 'top2'), 'H(z,D)' (e.g. 'H(0.8,2)'), "
+    "'JESA(gamma0,D)' or 'JESA(gamma0,D,z)' (e.g. 'JESA(0.9,2)'), 'LB(gamma0,D)' (e.g. 'LB(0.9,2)'), 'dense'"
+)
+
+
+def policy_from_name(name: str) -> Policy:
+    """Parse a policy label (CLI): "Top-2", "top2", "H(0.8,2)", "JESA(0.9,2)",
+    "JESA(0.9,2,1.0)", "LB(0.9,2)", "dense" (case-insensitive, spaces ignored).
+
+    Raises:
+        ValueError: listing the accepted forms when ``name`` matches none.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"`name` must be a string; accepted forms: {_FORMS}")
+    s = name.strip()
+    m = re.fullmatch(r"(?i)top\s*-?" + _INT, s)
+    if m:
+        return TopK(int(m.group(1)))
+    m = re.fullmatch(r"(?i)h\s*\(" + _NUM + "," + _INT + r"\)", s)
+    if m:
+        return Homogeneous(float(m.group(1)), int(m.group(2)))
+    m = re.fullmatch(r"(?i)jesa\s*\(" + _NUM + "," + _INT + r"(?:," + _NUM + r")?\)", s)
+    if m:
+        qos = float(m.group(3)) if m.group(3) is not None else 1.0
+        return JESAPolicy(float(m.group(1)), int(m.group(2)), qos)
+    m = re.fullmatch(r"(?i)lb\s*\(" + _NUM + "," + _INT + r"\)", s)
+    if m:
+        return LowerBound(float(m.group(1)), int(m.group(2)))
+    if s.lower() == "dense":
+        return Dense()
+    raise ValueError(f"unknown policy `name` {name!r}; accepted forms: {_FORMS}")
+
+
+def policy_from_params(params: dict) -> Policy:
+    """Inverse of :meth:`Policy.params`."""
+    if not isinstance(params, dict) or "policy" not in params:
+        raise ValueError("`params` must be a dict with a 'policy' key (see Policy.params())")
+    kind = params["policy"]
+    args = {key: value for key, value in params.items() if key not in ("policy", "name")}
+    classes = {"TopK": TopK, "Homogeneous": Homogeneous, "JESA": JESAPolicy, "LowerBound": LowerBound, "Dense": Dense}
+    if kind not in classes:
+        raise ValueError(f"unknown `policy` {kind!r}; known: {', '.join(classes)}")
+    return classes[kind](**args)

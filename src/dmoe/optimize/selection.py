@@ -1,0 +1,211 @@
+"""Expert selection, problem P1(a) (paper Section V), batched over tokens.
+
+For each token: choose experts S, |S| <= D (C2), sum_{j in S} g_j >= z gamma^(l) (C1),
+minimising sum_{j in S} e_j. Three exact methods return the same optimal energy:
+``"des"`` (Algorithm 1, branch and bound), ``"enumerate"`` (vectorised brute force, K <= 16)
+and ``"milp"`` (HiGHS reference); ``"auto"`` picks the fastest exact one.
+
+Conventions shared by all methods (decided here, relied on by tests):
+
+* C1 tolerance: a subset is feasible iff ``sum(scores) >= threshold - SCORE_TOL`` with the
+  single constant :data:`SCORE_TOL` = 1e-9. Hence thresholds <= SCORE_TOL (in particular
+  <= 0) give the empty selection with energy 0, feasible.
+* Eligible experts: score > 0 and finite cost. ``+inf`` cost = unavailable (e.g. a link
+  without subcarrier): never selected. Zero-score experts are never selected either
+  (they cannot help C1 and cost >= 0; dominance).
+* Remark 2: a token is infeasible iff the Top-D eligible scores sum to less than
+  ``threshold - SCORE_TOL``; it then gets its Top-D *eligible* experts by score (ties:
+  lower cost, then lower index), so its energy stays finite. It may have fewer than D
+  experts if fewer are eligible (possibly none).
+* ``energy`` is always recomputed as the sum of the selected costs in expert-index order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dmoe.optimize import _des, _enumerate, _milp
+from dmoe.optimize._validation import (
+    SELECTION_METHODS,
+    check_costs,
+    check_int,
+    check_method,
+    check_node_limit,
+    check_scores,
+    check_threshold,
+)
+
+__all__ = ["SCORE_TOL", "SelectionResult", "select_experts", "top_d_fallback"]
+
+#: Tolerance of C1 used by every method: feasible iff sum(scores) >= threshold - SCORE_TOL.
+SCORE_TOL = 1e-9
+_SCORE_TOL = SCORE_TOL
+
+# "auto" uses enumeration while K is at most this (measured: benchmarks/bench_selection.py)
+_AUTO_ENUMERATE_MAX_K = 12
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """Result of :func:`select_experts`.
+
+    Attributes:
+        selection: ``[num_tokens, num_experts], bool`` alpha (selected experts).
+        energy: ``[num_tokens], float64`` [J] sum of the selected costs (finite).
+        feasible: ``[num_tokens], bool``; False where C1 and C2 cannot both hold with the
+            eligible experts (Remark 2 fallback returned).
+        method: the method that ran (``"des"``, ``"enumerate"`` or ``"milp"``; ``"auto"``
+            resolves to one of them).
+        optimal: ``[num_tokens], bool``; False only where DES hit ``node_limit`` (then
+            ``selection`` is the best feasible one found). Infeasible tokens count as optimal
+            (their fallback is fixed by Remark 2).
+        gap: ``[num_tokens], float64`` [J] energy minus a proven lower bound (0 when optimal).
+        nodes: ``[num_tokens], int64`` B&B nodes visited (DES only, else None; 0 for tokens
+            that needed no search).
+    """
+
+    selection: np.ndarray
+    energy: np.ndarray
+    feasible: np.ndarray
+    method: str
+    optimal: np.ndarray
+    gap: np.ndarray
+    nodes: np.ndarray | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.selection.shape[0])
+
+    @property
+    def status(self) -> np.ndarray:
+        """``[num_tokens]`` str: "optimal", "infeasible" (Remark 2 fallback) or "node_limit"."""
+        out = np.full(self.num_tokens, "optimal", dtype=object)
+        out[~self.feasible] = "infeasible"
+        out[~self.optimal] = "node_limit"
+        return out
+
+
+def top_d_fallback(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, max_experts: int):
+    """Top-D eligible experts by score per token (Remark 2) and their cumulative score sums.
+
+    Args:
+        scores, costs: ``[T, K], float64``; eligible: ``[T, K], bool``; max_experts: D <= K.
+
+    Returns:
+        (order ``[T, D] int`` experts by descending score (ties: lower cost, lower index),
+        valid ``[T, D] bool`` (eligible), csum ``[T, D] float64`` cumulative score over the
+        valid prefix).
+    """
+    s_key = np.where(eligible, scores, -1.0)
+    c_key = np.where(eligible, costs, np.inf)
+    # [T, K] lexicographic: -score primary, cost secondary, index last (stable)
+    order = np.lexsort((c_key, -s_key), axis=-1)[:, :max_experts]
+    valid = np.take_along_axis(eligible, order, axis=1)
+    top_scores = np.where(valid, np.take_along_axis(scores, order, axis=1), 0.0)
+    return order, valid, np.cumsum(top_scores, axis=1)
+
+
+def _resolve_auto(num_experts: int) -> str:
+    return "enumerate" if num_experts <= _AUTO_ENUMERATE_MAX_K else "des"
+
+
+def select_experts(
+    scores,
+    costs,
+    threshold,
+    max_experts,
+    *,
+    method: str = "auto",
+    node_limit: int | None = None,
+) -> SelectionResult:
+    """Solve P1(a) for every token: min-energy experts meeting the QoS (Section V, Algorithm 1).
+
+    Args:
+        scores: ``[num_tokens, num_experts], float64`` gating scores g_j (eq 7), >= 0, finite.
+        costs: ``[num_tokens, num_experts]`` or ``[num_experts]``, float64 energies e_j [J]
+            >= 0; ``+inf`` = expert unavailable for that token (never selected).
+        threshold: float or ``[num_tokens]``: the QoS requirement z gamma^(l) of C1.
+        max_experts: D >= 1 (C2); D > num_experts is clipped to num_experts.
+        method: ``"auto"`` (enumerate for K <= 12, DES otherwise), ``"des"``,
+            ``"enumerate"`` (K <= 16) or ``"milp"``.
+        node_limit: DES nodes per token (None = unlimited); tokens that hit it report
+            ``optimal=False`` and a ``gap``. Ignored by the other methods (they are exact).
+
+    Returns:
+        :class:`SelectionResult` (see there; Remark 2 fallback for infeasible tokens).
+
+    Raises:
+        ValueError / TypeError (:class:`~dmoe.optimize._validation.ArgumentTypeError` is
+        both) naming the argument: non-2-D/NaN/inf/negative ``scores``; wrong shape, NaN or
+        negative ``costs``; NaN/inf or mis-shaped ``threshold``; non-integer or < 1
+        ``max_experts``; unknown ``method``; ``enumerate`` with more than 16 experts; bad
+        ``node_limit``. All checks run before any solver.
+    """
+    scores = check_scores(scores)
+    num_tokens, num_experts = scores.shape
+    costs = check_costs(costs, num_tokens, num_experts)
+    thr = check_threshold(threshold, num_tokens)
+    d = min(check_int("max_experts", max_experts, minimum=1), num_experts)
+    method = check_method(method, SELECTION_METHODS)
+    node_limit = check_node_limit(node_limit)
+    if method == "enumerate" and num_experts > _enumerate.MAX_EXPERTS:
+        raise ValueError(
+            f"`method`='enumerate' supports at most {_enumerate.MAX_EXPERTS} experts, got {num_experts}; "
+            "use 'des' or 'milp'"
+        )
+    resolved = _resolve_auto(num_experts) if method == "auto" else method
+
+    selection = np.zeros((num_tokens, num_experts), dtype=bool)
+    feasible = np.ones(num_tokens, dtype=bool)
+    optimal = np.ones(num_tokens, dtype=bool)
+    gap = np.zeros(num_tokens)
+    nodes = np.zeros(num_tokens, dtype=np.int64) if resolved == "des" else None
+    if num_tokens == 0:
+        return SelectionResult(selection, np.zeros(0), feasible, resolved, optimal, gap, nodes)
+
+    # [T, K] experts that may be selected at all
+    eligible = (scores > 0) & np.isfinite(costs)
+    thr_eff = thr - SCORE_TOL
+    trivial = thr_eff <= 0
+    order, valid, csum = top_d_fallback(scores, costs, eligible, d)
+    feasible = trivial | (csum[:, -1] >= thr_eff)
+
+    # Remark 2: infeasible tokens take their Top-D eligible experts
+    bad = np.flatnonzero(~feasible)
+    if bad.size:
+        fb = np.zeros((bad.size, num_experts), dtype=bool)
+        np.put_along_axis(fb, order[bad], valid[bad], axis=1)
+        selection[bad] = fb
+
+    work = np.flatnonzero(feasible & ~trivial)
+    if work.size:
+        w_scores = scores[work]
+        w_costs = np.ascontiguousarray(costs[work])
+        w_elig = eligible[work]
+        w_thr = thr_eff[work]
+        # greedy Top-score prefix meeting C1: always feasible for a feasible token
+        w_csum = csum[work]
+        w_valid = valid[work]
+        reach = (w_csum >= w_thr[:, None]) & w_valid
+        first = np.argmax(reach, axis=1)
+        prefix = np.arange(d)[None, :] <= first[:, None]
+        greedy = np.zeros((work.size, num_experts), dtype=bool)
+        np.put_along_axis(greedy, order[work], prefix & w_valid, axis=1)
+
+        if resolved == "des":
+            sel, n_nodes, opt, lower = _des.solve(w_scores, w_costs, w_elig, w_thr, d, greedy, node_limit)
+            nodes[work] = n_nodes
+            optimal[work] = opt
+            w_energy = np.where(sel, w_costs, 0.0).sum(axis=1)
+            gap[work] = np.where(opt, 0.0, np.maximum(w_energy - lower, 0.0))
+        else:
+            solver = _enumerate.solve if resolved == "enumerate" else _milp.solve
+            sel, found = solver(w_scores, w_costs, w_elig, w_thr, d)
+            # floating-point borderline (Top-D sum meets C1 but no subset did): use greedy
+            sel[~found] = greedy[~found]
+        selection[work] = sel
+
+    energy = np.where(selection, costs, 0.0).sum(axis=1)
+    return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes)

@@ -1,0 +1,105 @@
+"""Writing a run's results: ``summary.json``, ``per_layer.csv`` and ``per_layer.png``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .runtime.evaluate import PolicyResult
+
+PER_LAYER_FIELDS = (
+    "policy",
+    "layer",
+    "energy_comm_j",
+    "energy_comp_j",
+    "energy_j",
+    "tokens",
+    "energy_comm_per_token_j",
+    "energy_comp_per_token_j",
+    "energy_per_token_j",
+    "transmissions",
+    "infeasible_tokens",
+)
+
+
+def write_summary(path: Path, config: dict, results: Sequence[PolicyResult]) -> None:
+    """Write ``{"config": config, "results": [PolicyResult.summary(), ...]}`` as JSON."""
+    payload = {"config": config, "results": [r.summary() for r in results]}
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def per_layer_rows(results: Sequence[PolicyResult]) -> list[dict]:
+    """One row per (policy, layer), layers numbered 1..L as in the paper."""
+    rows = []
+    for r in results:
+        t = r.per_layer
+        for layer in range(len(t.tokens)):
+            n = max(int(t.tokens[layer]), 1)
+            comm, comp = float(t.energy_comm_j[layer]), float(t.energy_comp_j[layer])
+            rows.append(
+                {
+                    "policy": r.policy,
+                    "layer": layer + 1,
+                    "energy_comm_j": comm,
+                    "energy_comp_j": comp,
+                    "energy_j": comm + comp,
+                    "tokens": int(t.tokens[layer]),
+                    "energy_comm_per_token_j": comm / n,
+                    "energy_comp_per_token_j": comp / n,
+                    "energy_per_token_j": (comm + comp) / n,
+                    "transmissions": int(t.transmissions[layer]),
+                    "infeasible_tokens": int(t.infeasible_tokens[layer]),
+                }
+            )
+    return rows
+
+
+def write_per_layer_csv(path: Path, results: Sequence[PolicyResult]) -> None:
+    """Write the per-layer communication and computation energy of every policy."""
+    with Path(path).open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=PER_LAYER_FIELDS)
+        w.writeheader()
+        w.writerows(per_layer_rows(results))
+
+
+def plot_per_layer(path: Path, results: Sequence[PolicyResult], title: str = "") -> None:
+    """Per-token communication, computation and total energy by layer, one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    for r in results:
+        t = r.per_layer
+        n = np.maximum(t.tokens, 1)
+        layers = np.arange(1, len(n) + 1)
+        for ax, y in zip(axes, (t.energy_comm_j / n, t.energy_comp_j / n, (t.energy_comm_j + t.energy_comp_j) / n)):
+            ax.plot(layers, y * 1e3, marker=".", label=r.policy)
+    for ax, name in zip(axes, ("communication", "computation", "total")):
+        ax.set_xlabel("layer l")
+        ax.set_ylabel(f"{name} energy per token [mJ]")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(results: Sequence[PolicyResult]) -> str:
+    """A plain-text table of accuracy, NLL and energy per policy."""
+    head = f"{'policy':<16}{'accuracy':>9}{'mean NLL':>10}{'energy [J]':>12}{'comm [J]':>11}{'comp [J]':>11}{'vs dense':>9}{'time [s]':>9}"
+    lines = [head, "-" * len(head)]
+    dense = next((r.energy_j for r in results if r.policy == "dense"), None)
+    for r in results:
+        rel = f"{r.energy_j / dense:>9.3f}" if dense else f"{'':>9}"
+        lines.append(
+            f"{r.policy:<16}{r.accuracy:>9.3f}{r.mean_nll:>10.3f}{r.energy_j:>12.2f}"
+            f"{r.energy_comm_j:>11.2f}{r.energy_comp_j:>11.2f}{rel}{r.seconds:>9.1f}"
+        )
+    return "\n".join(lines)

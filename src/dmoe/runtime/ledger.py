@@ -1,0 +1,173 @@
+"""The energy ledger of a DMoE run: what was actually sent and computed, per layer.
+
+Every charge is computed here from what the runtime did (which token went to which expert,
+on which subcarrier, at which rate), independently of what a policy believes its schedule
+costs. Units (DESIGN.md): communication energy of one hidden state sent from node i to node
+j != i on subcarrier m is ``P0 * 8 * s0 / r_ij^(m)`` [J] (eq 3 with one subcarrier per
+link); computation energy of expert j is ``a_j`` [J] per token processed plus ``b_j`` [J]
+once per round in which it processes at least one token (eq 4). In-situ processing
+(i == j) costs no communication.
+
+The return of the FFN output to the source node (protocol step 5) is counted in
+``backward_transmissions`` but not charged: the paper's energy model (eq 3) and its
+objective P1/P2 charge each selected remote expert one hidden-state transfer, and the
+ledger follows the model the solvers optimise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..system import SystemConfig
+
+
+@dataclass
+class LayerTotals:
+    """Per-layer totals accumulated over all rounds, each an array ``[num_layers]``."""
+
+    energy_comm_j: np.ndarray
+    energy_comp_j: np.ndarray
+    tokens: np.ndarray
+    expert_calls: np.ndarray
+    transmissions: np.ndarray
+    infeasible_tokens: np.ndarray
+
+
+@dataclass
+class EnergyLedger:
+    """Accumulates communication and computation energy of a DMoE run.
+
+    Parameters
+    ----------
+    num_layers : int
+        L, number of decoder layers (rounds per query batch).
+    system : SystemConfig
+        Radio and device parameters (P0, s0, a_j, b_j).
+    """
+
+    num_layers: int
+    system: SystemConfig
+    _comm: np.ndarray = field(init=False)
+    _comp: np.ndarray = field(init=False)
+    _tokens: np.ndarray = field(init=False)
+    _calls: np.ndarray = field(init=False)
+    _tx: np.ndarray = field(init=False)
+    _infeasible: np.ndarray = field(init=False)
+    _selection_counts: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        L, K = self.num_layers, self.system.num_experts
+        self._comm = np.zeros(L)
+        self._comp = np.zeros(L)
+        self._tokens = np.zeros(L, dtype=np.int64)
+        self._calls = np.zeros(L, dtype=np.int64)
+        self._tx = np.zeros(L, dtype=np.int64)
+        self._infeasible = np.zeros(L, dtype=np.int64)
+        # [num_layers, num_experts] how often each expert was selected
+        self._selection_counts = np.zeros((L, K), dtype=np.int64)
+
+    def charge(
+        self,
+        layer: int,
+        selection: np.ndarray,
+        source: np.ndarray,
+        subcarrier: np.ndarray,
+        rates: np.ndarray,
+        feasible: np.ndarray | None = None,
+    ) -> tuple[float, float]:
+        """Charge one layer round.
+
+        Parameters
+        ----------
+        layer : int
+            0-based layer index.
+        selection : ndarray [num_tokens, num_experts], bool
+            alpha: experts that processed each token.
+        source : ndarray [num_tokens], int
+            Node holding each token.
+        subcarrier : ndarray [num_experts, num_experts], int
+            beta: the subcarrier each link used (-1: none).
+        rates : ndarray [num_experts, num_experts, num_subcarriers], float [bit/s]
+            The channel realisation of this round.
+        feasible : ndarray [num_tokens], bool, optional
+            Tokens whose QoS could be met (counted, not charged).
+
+        Returns
+        -------
+        (comm, comp) : float, float [J]
+            Energy charged for this round.
+
+        Raises
+        ------
+        RuntimeError
+            If a token was sent over a link that has no subcarrier or a zero rate: the
+            schedule broke the contract and its energy would be infinite.
+        """
+        sys_ = self.system
+        K = sys_.num_experts
+        selection = np.asarray(selection, dtype=bool)
+        source = np.asarray(source, dtype=np.int64)
+        # [K, K] tokens sent from node i to expert j (s_ij in tokens)
+        demand = np.zeros((K, K), dtype=np.int64)
+        np.add.at(demand, source, selection.astype(np.int64))
+        remote = demand.copy()
+        np.fill_diagonal(remote, 0)
+        active = remote > 0
+        sub = np.asarray(subcarrier)
+        if np.any(active & (sub < 0)):
+            i, j = np.argwhere(active & (sub < 0))[0]
+            raise RuntimeError(f"schedule sends tokens over link {i}->{j}, which has no subcarrier")
+        ii, jj = np.nonzero(active)
+        link_rate = rates[ii, jj, sub[ii, jj]]
+        if np.any(link_rate <= 0):
+            raise RuntimeError("schedule sends tokens over a subcarrier with zero rate")
+        # [num_active_links] energy of each used link [J] (eq 3, one subcarrier per link)
+        comm = float(np.sum(sys_.tx_power_w * sys_.bits_per_token * remote[ii, jj] / link_rate))
+        per_expert = demand.sum(axis=0)
+        comp = float(
+            np.sum(sys_.comp_energy_per_token_j * per_expert)
+            + np.sum(sys_.comp_energy_static_j[per_expert > 0])
+        )
+        self._comm[layer] += comm
+        self._comp[layer] += comp
+        self._tokens[layer] += selection.shape[0]
+        self._calls[layer] += int(selection.sum())
+        self._tx[layer] += int(remote.sum())
+        self._selection_counts[layer] += selection.sum(axis=0)
+        if feasible is not None:
+            self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)))
+        return comm, comp
+
+    # ---------------------------------------------------------------- read-outs
+    @property
+    def energy_comm_j(self) -> float:
+        """Total communication energy [J]."""
+        return float(self._comm.sum())
+
+    @property
+    def energy_comp_j(self) -> float:
+        """Total computation energy [J]."""
+        return float(self._comp.sum())
+
+    @property
+    def energy_j(self) -> float:
+        """Total energy [J]."""
+        return self.energy_comm_j + self.energy_comp_j
+
+    @property
+    def selection_counts(self) -> np.ndarray:
+        """``[num_layers, num_experts]`` int: how many tokens each expert processed."""
+        return self._selection_counts.copy()
+
+    def per_layer(self) -> LayerTotals:
+        """Per-layer totals (copies)."""
+        return LayerTotals(
+            self._comm.copy(),
+            self._comp.copy(),
+            self._tokens.copy(),
+            self._calls.copy(),
+            self._tx.copy(),
+            self._infeasible.copy(),
+        )

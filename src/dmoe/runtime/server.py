@@ -1,0 +1,200 @@
+"""The DMoE protocol (Section III-C), run in one process.
+
+:class:`DMoERuntime` plays the edge server and the K expert nodes. A *round* serves up to
+K queries, one per node (step 1). For each layer l = 1..L it runs
+
+2. attention and gating at each query's source node;
+3. the policy's schedule for all tokens of the round (expert selection alpha and
+   subcarrier allocation beta) on this layer round's channel realisation;
+4. forward transmission of each hidden state to its selected experts and the FFN of each
+   selected expert on everything it received;
+5. backward transmission and aggregation at the source node (sum of slices, or eq (8));
+
+and charges the :class:`~dmoe.runtime.ledger.EnergyLedger` with what was sent and
+computed. Finally each source node computes the next-token logits it needs.
+
+Channel realisations come from ``numpy.random.default_rng([seed, round, layer])``, so every
+policy run with the same seed meets exactly the same channels. By default a new i.i.d.
+Rayleigh draw is made for every layer round (``channel_redraw="layer"``): one round moves
+8 kB hidden states at the paper's rates (about 0.1 Mbit/s per subcarrier, so about half a
+second per transfer), far longer than the coherence time of an edge link, so consecutive
+rounds see independent block fading. ``"round"`` keeps one draw for all layers of a query
+round, ``"fixed"`` one draw for the whole run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..channel import draw_rates
+from ..data.packing import PackedQuery
+from ..system import SystemConfig
+from .ledger import EnergyLedger
+from .node import ExpertNode
+
+CHANNEL_REDRAW = ("layer", "round", "fixed")
+
+
+@dataclass
+class RoundOutput:
+    """What one round returns.
+
+    Attributes
+    ----------
+    logits : list of Tensor [num_scored, vocab_size]
+        Per query, next-token logits at ``query.score_rows``.
+    selections : list of ndarray [num_layers, seq_len, num_experts] bool, or None
+        Per query, the experts that processed each token at each layer (when recorded).
+    """
+
+    logits: list[torch.Tensor]
+    selections: list[np.ndarray] | None = None
+
+
+@dataclass
+class DMoERuntime:
+    """Edge server plus K expert nodes running a policy over a MoE model.
+
+    Parameters
+    ----------
+    model : dmoe.model.MoEModel
+        ``model.num_experts`` must equal ``system.num_experts`` (one expert per node).
+    policy : dmoe.optimize.policies.Policy
+        Decides selection and subcarriers for each layer round.
+    system : SystemConfig
+    seed : int
+        Seeds the channel draws and any randomness of the policy.
+    channel_redraw : {"layer", "round", "fixed"}
+        How often the channel is redrawn (module docstring).
+    rates_fn : callable(rng) -> ndarray [K, K, M], optional
+        Channel model; default :func:`dmoe.channel.draw_rates` (i.i.d. Rayleigh, eq 1).
+    record_selection : bool
+        Keep every token's selection per layer (for tests and selection-pattern plots).
+
+    Raises
+    ------
+    ValueError
+        On a mismatch between the model's and the system's number of experts, or an
+        unknown ``channel_redraw``.
+    """
+
+    model: object
+    policy: object
+    system: SystemConfig
+    seed: int = 0
+    channel_redraw: str = "layer"
+    rates_fn: Callable[[np.random.Generator], np.ndarray] | None = None
+    record_selection: bool = False
+    ledger: EnergyLedger = field(init=False)
+    nodes: list[ExpertNode] = field(init=False)
+    rounds: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        K = int(self.model.num_experts)
+        if K != self.system.num_experts:
+            raise ValueError(
+                f"`system.num_experts` ({self.system.num_experts}) must equal the model's "
+                f"number of experts per layer ({K}): one expert per node"
+            )
+        if self.channel_redraw not in CHANNEL_REDRAW:
+            raise ValueError(
+                f"`channel_redraw` must be one of {CHANNEL_REDRAW}, got {self.channel_redraw!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
+        self.ledger = EnergyLedger(int(self.model.num_layers), self.system)
+        self.nodes = [ExpertNode(j, self.model) for j in range(K)]
+
+    # ------------------------------------------------------------------ channels
+    def _rates(self, round_index: int, layer: int) -> np.ndarray:
+        if self.channel_redraw == "layer":
+            key = [self.seed, round_index, layer]
+        elif self.channel_redraw == "round":
+            key = [self.seed, round_index]
+        else:
+            key = [self.seed]
+        rng = np.random.default_rng(key)
+        if self.rates_fn is not None:
+            return np.asarray(self.rates_fn(rng), dtype=np.float64)
+        return draw_rates(self.system, rng)
+
+    # --------------------------------------------------------------------- round
+    @torch.no_grad()
+    def run_round(self, queries: Sequence[PackedQuery]) -> RoundOutput:
+        """Serve up to K queries, query q on node q (protocol steps 1-6).
+
+        Parameters
+        ----------
+        queries : sequence of PackedQuery, length 1..K
+
+        Returns
+        -------
+        RoundOutput
+
+        Raises
+        ------
+        ValueError
+            If there are more queries than nodes or none.
+        """
+        K = len(self.nodes)
+        if not 1 <= len(queries) <= K:
+            raise ValueError(f"`queries` must hold 1..{K} queries (one per node), got {len(queries)}")
+        model = self.model
+        r = self.rounds
+        self.rounds += 1
+        n_active = len(queries)
+        lengths = [q.num_tokens for q in queries]
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        # [T] source node of every token of the round
+        source = np.repeat(np.arange(n_active), lengths)
+        T = int(offsets[-1])
+        hidden = [model.embed(q.input_ids) for q in queries]
+        pos_emb = [model.position_embeddings(q.positions) for q in queries]
+        masks = [q.attention_mask for q in queries]
+        record = (
+            [np.zeros((model.num_layers, q.num_tokens, K), dtype=bool) for q in queries]
+            if self.record_selection
+            else None
+        )
+        for layer in range(model.num_layers):
+            us, gs = [], []
+            for i in range(n_active):
+                node = self.nodes[i]
+                hidden[i] = node.attention(layer, hidden[i], pos_emb[i], masks[i])
+                u, g = node.gate(layer, hidden[i])
+                us.append(u)
+                gs.append(g)
+            # [T, H] FFN inputs of all tokens; [T, K] gating scores
+            u_all = torch.cat(us)
+            g_all = torch.cat(gs)
+            scores = g_all.double().numpy()
+            rates = self._rates(r, layer)
+            sched = self.policy.schedule(
+                scores,
+                source,
+                rates,
+                layer + 1,
+                system=self.system,
+                rng=np.random.default_rng([self.seed, r, layer, 1]),
+            )
+            selection = np.asarray(sched.selection, dtype=bool)
+            self.ledger.charge(layer, selection, source, sched.subcarrier, rates, sched.feasible)
+            # [T, K, H] FFN output of expert j for token t (zero where not selected)
+            out = torch.zeros(T, K, u_all.shape[1], dtype=u_all.dtype)
+            sel_t = torch.from_numpy(selection)
+            for j in range(K):
+                idx = torch.nonzero(sel_t[:, j], as_tuple=True)[0]
+                if idx.numel():
+                    # forward transmission to node j, FFN_j, backward transmission
+                    out[idx, j] = self.nodes[j].ffn(layer, u_all[idx])
+            agg = model.combine_outputs(out, sel_t, g_all)
+            for i in range(n_active):
+                hidden[i] = hidden[i] + agg[offsets[i] : offsets[i + 1]]
+                if record is not None:
+                    record[i][layer] = selection[offsets[i] : offsets[i + 1]]
+        logits = [model.logits(hidden[i][q.score_rows]) for i, q in enumerate(queries)]
+        return RoundOutput(logits=logits, selections=record)

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny real tokenizer and tiny random Llama models (milliseconds)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A real BPE tokenizer (HF `tokenizers`) trained on a few MMLU questions, vocab <= 256."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from dmoe.data import format_prompt, load_mmlu
+
+    texts = []
+    for q in load_mmlu("anatomy", limit=40):
+        texts.append(format_prompt(q))
+        texts.extend(" " + c for c in q.choices)
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=256, special_tokens=["[UNK]"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer)
+    from tokenizers import decoders
+
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+
+
+def tiny_llama_config(**overrides):
+    from transformers import LlamaConfig
+
+    cfg = dict(
+        vocab_size=512,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    cfg.update(overrides)
+    return LlamaConfig(**cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """A tiny random dense LlamaForCausalLM in eval mode (seeded)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_llama_config()).eval()

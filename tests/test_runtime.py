@@ -1,0 +1,131 @@
+"""The DMoE runtime on a tiny random MoE: equivalence with the centralised pass, ledger."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dmoe.data import load_mmlu, pack_question
+from dmoe.optimize.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
+from dmoe.runtime import DMoERuntime, EnergyLedger, evaluate_policy
+from dmoe.system import SystemConfig
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(tiny_llama):
+    from dmoe.model.moe import MoEModel
+    from dmoe.model.router import Router
+
+    torch.manual_seed(1)
+    F = tiny_llama.config.intermediate_size
+    L = tiny_llama.config.num_hidden_layers
+    # a random (non-contiguous) partition of every layer's neurons into K experts
+    parts = torch.stack([torch.randperm(F).view(K, F // K) for _ in range(L)])
+    routers = []
+    for _ in range(L):
+        r = Router(tiny_llama.config.hidden_size, K)
+        torch.nn.init.normal_(r.weight, std=0.5)
+        routers.append(r)
+    return MoEModel(tiny_llama, parts, routers)
+
+
+@pytest.fixture(scope="module")
+def queries(tiny_tokenizer):
+    return [pack_question(tiny_tokenizer, q) for q in load_mmlu("anatomy", limit=6)]
+
+
+SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [Dense(), TopK(1), TopK(2), Homogeneous(0.6, 2), JESAPolicy(0.8, 2), LowerBound(0.8, 3)],
+    ids=lambda p: p.name,
+)
+@pytest.mark.parametrize("combine", ["sum", "weighted"])
+def test_runtime_equals_centralised_forward_with_same_masks(tiny_moe, queries, policy, combine):
+    tiny_moe.combine = combine
+    try:
+        rt = DMoERuntime(tiny_moe, policy, system=SYSTEM, seed=3, record_selection=True)
+        out = rt.run_round(queries[:K])
+        for q, logits, sel in zip(queries[:K], out.logits, out.selections):
+            ref = tiny_moe.forward_masked(
+                q.input_ids,
+                positions=q.positions,
+                attention_mask=q.attention_mask,
+                selection=torch.from_numpy(sel),
+            )[q.score_rows]
+            torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
+    finally:
+        tiny_moe.combine = "sum"
+
+
+def test_dense_policy_equals_dense_model(tiny_moe, tiny_llama, queries):
+    rt = DMoERuntime(tiny_moe, Dense(), system=SYSTEM, seed=0)
+    out = rt.run_round(queries[:2])
+    for q, logits in zip(queries[:2], out.logits):
+        with torch.no_grad():
+            ref = tiny_llama(
+                q.input_ids[None], position_ids=q.positions[None], attention_mask=q.attention_mask[None, None]
+            ).logits[0][q.score_rows]
+        torch.testing.assert_close(logits, ref, atol=1e-4, rtol=0)
+
+
+def test_ledger_charges_only_remote_links_on_allocated_subcarriers():
+    sys_ = SystemConfig(num_experts=3, num_subcarriers=4)
+    ledger = EnergyLedger(2, sys_)
+    rates = np.full((3, 3, 4), 1e5)
+    rates[0, 1, 2] = 2e5
+    selection = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=bool)
+    source = np.array([0, 0, 2])
+    sub = -np.ones((3, 3), dtype=int)
+    sub[0, 1] = 2
+    comm, comp = ledger.charge(1, selection, source, sub, rates)
+    # token 0 -> expert 1 is the only remote transfer, at 2e5 bit/s on subcarrier 2
+    assert comm == pytest.approx(sys_.tx_power_w * sys_.bits_per_token / 2e5)
+    a = sys_.comp_energy_per_token_j
+    assert comp == pytest.approx(2 * a[0] + a[1] + a[2])
+    t = ledger.per_layer()
+    assert t.transmissions.tolist() == [0, 1] and t.tokens.tolist() == [0, 3]
+    sub[0, 1] = -1
+    with pytest.raises(RuntimeError, match="no subcarrier"):
+        ledger.charge(0, selection, source, sub, rates)
+
+
+def test_same_seed_same_channels_and_results(tiny_moe, queries):
+    a = evaluate_policy(tiny_moe, queries, JESAPolicy(0.8, 2), system=SYSTEM, seed=5, progress=False)
+    b = evaluate_policy(tiny_moe, queries, JESAPolicy(0.8, 2), system=SYSTEM, seed=5, progress=False)
+    c = evaluate_policy(tiny_moe, queries, JESAPolicy(0.8, 2), system=SYSTEM, seed=6, progress=False)
+    assert a.energy_j == b.energy_j and np.array_equal(a.logliks, b.logliks)
+    assert a.energy_j != c.energy_j
+    assert a.num_questions == 6 and a.num_tokens == sum(q.num_tokens for q in queries)
+    assert 0.0 <= a.accuracy <= 1.0 and np.isfinite(a.mean_nll)
+    assert np.isclose(a.energy_j, a.energy_comm_j + a.energy_comp_j)
+    assert np.isclose(a.per_layer.energy_comm_j.sum(), a.energy_comm_j)
+
+
+def test_energy_ordering_of_policies(tiny_moe, queries):
+    res = {
+        p.name: evaluate_policy(tiny_moe, queries, p, system=SYSTEM, seed=1, progress=False)
+        for p in [Dense(), TopK(2), TopK(1), LowerBound(0.8, 2), JESAPolicy(0.8, 2)]
+    }
+    assert res["dense"].energy_j > res["Top-2"].energy_j > res["Top-1"].energy_j
+    # LB ignores exclusive subcarrier use: never above JESA with the same gamma0 and D
+    assert res["LB(0.8,2)"].energy_j <= res["JESA(0.8,2)"].energy_j + 1e-12
+
+
+def test_runtime_rejects_bad_configuration(tiny_moe, queries):
+    with pytest.raises(ValueError, match="`system.num_experts`"):
+        DMoERuntime(tiny_moe, Dense(), system=SystemConfig(num_experts=8))
+    with pytest.raises(ValueError, match="`channel_redraw`"):
+        DMoERuntime(tiny_moe, Dense(), system=SYSTEM, channel_redraw="sometimes")
+    with pytest.raises(ValueError, match="`seed`"):
+        DMoERuntime(tiny_moe, Dense(), system=SYSTEM, seed=-1)
+    rt = DMoERuntime(tiny_moe, Dense(), system=SYSTEM)
+    with pytest.raises(ValueError, match="`queries`"):
+        rt.run_round(queries[: K + 1])
+    with pytest.raises(ValueError, match="`queries`"):
+        evaluate_policy(tiny_moe, [], Dense(), system=SYSTEM)
