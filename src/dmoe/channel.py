@@ -136,7 +136,8 @@ def correlated_channel_gain(
 
 
 def gain_correlation(num_taps: int, num_subcarriers: int, lag) -> np.ndarray:
-    """Correlation coefficient of H^(m) and H^(m+lag) under :func:`correlated_channel_gain`.
+    """Correlation coefficient of H^(m) and H^(m+lag) under :func:`correlated_channel_gain`
+    (our frequency-selective extension; the paper assumes i.i.d. subcarriers).
 
     |rho(lag)|^2 with rho(d) = (1/L) sum_{l<L} exp(-2 pi i l d / M) (for a circularly
     symmetric Gaussian h, corr(|h_a|^2, |h_b|^2) = |corr(h_a, h_b)|^2).

@@ -102,6 +102,7 @@ def train_router(
     heldout_fraction: float = 0.1,
     seed: int = 0,
     k: int = 2,
+    num_threads: int | None = 1,
 ) -> RouterFit:
     """Fit a :class:`Router` so that ``softmax(W x + b)`` predicts ``targets``.
 
@@ -115,6 +116,10 @@ def train_router(
             to report quality; 0 trains on everything and reports training quality twice.
         seed: seeds the split (the weights start at zero, so the fit is deterministic).
         k: the k of the reported top-k overlap.
+        num_threads: torch intra-op threads during the fit (restored afterwards). The
+            matmuls are skinny (``[N, H] x [H, K]``), and one thread is as fast as two
+            while immune to the large slowdowns that OpenMP barriers suffer when another
+            process keeps a core busy. None leaves the setting alone.
     """
     if inputs.ndim != 2 or targets.ndim != 2 or inputs.shape[0] != targets.shape[0]:
         raise ValueError(f"inputs [N, H] and targets [N, K] expected, got {tuple(inputs.shape)} and {tuple(targets.shape)}")
@@ -136,7 +141,10 @@ def train_router(
     opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
     z = (xt - mean) / std
     loss = torch.tensor(float("nan"))
-    flush = torch.set_flush_denormal(True)  # tiny Adam moments otherwise slow the CPU down ~10x
+    flush = torch.set_flush_denormal(True)  # tiny Adam moments otherwise slow the CPU down
+    threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
     try:
         with torch.enable_grad():
             for _ in range(int(steps)):
@@ -148,6 +156,7 @@ def train_router(
     finally:
         if flush:
             torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
 
     router = Router(hidden, num_experts)
     with torch.no_grad():

@@ -23,6 +23,7 @@ _HIGHS_OPTIONS = {
     "mip_feasibility_tolerance": 1e-10,
     "primal_feasibility_tolerance": 1e-10,
     "presolve": True,
+    "output_flag": False,
 }
 
 

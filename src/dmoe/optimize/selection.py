@@ -2,7 +2,7 @@
 
 For each token: choose experts S, |S| <= D (C2), sum_{j in S} g_j >= z gamma^(l) (C1),
 minimising sum_{j in S} e_j. Three exact methods return the same optimal energy:
-``"des"`` (Algorithm 1, branch and bound), ``"enumerate"`` (vectorised brute force, K <= 16)
+``"des"`` (Algorithm 1, depth-first branch and bound), ``"enumerate"`` (vectorised brute force, K <= 16)
 and ``"milp"`` (HiGHS reference); ``"auto"`` picks the fastest exact one.
 
 Conventions shared by all methods (decided here, relied on by tests):
@@ -22,6 +22,8 @@ Conventions shared by all methods (decided here, relied on by tests):
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +35,7 @@ from dmoe.optimize._validation import (
     check_int,
     check_method,
     check_node_limit,
+    check_positive,
     check_scores,
     check_threshold,
 )
@@ -43,8 +46,14 @@ __all__ = ["SCORE_TOL", "SelectionResult", "select_experts", "top_d_fallback"]
 SCORE_TOL = 1e-9
 _SCORE_TOL = SCORE_TOL
 
-# "auto" uses enumeration while K is at most this (measured: benchmarks/bench_selection.py)
-_AUTO_ENUMERATE_MAX_K = 12
+# "auto" without numba: enumerate while the number of subsets with <= D members is at most
+# this (the Python DES is slower per token than the vectorised enumeration below it)
+_AUTO_MAX_SUBSETS = 2048
+# "auto" with numba: compiled DES beats the enumeration for every K >= this
+# (measured with benchmarks/bench_selection.py --crossover, see docs/performance.md)
+_AUTO_DES_MIN_K = 1
+
+_STOP_NAMES = ("optimal", "node_limit", "time_limit")
 
 
 @dataclass(frozen=True)
@@ -58,12 +67,15 @@ class SelectionResult:
             eligible experts (Remark 2 fallback returned).
         method: the method that ran (``"des"``, ``"enumerate"`` or ``"milp"``; ``"auto"``
             resolves to one of them).
-        optimal: ``[num_tokens], bool``; False only where DES hit ``node_limit`` (then
-            ``selection`` is the best feasible one found). Infeasible tokens count as optimal
-            (their fallback is fixed by Remark 2).
+        optimal: ``[num_tokens], bool``; False only where DES stopped at ``node_limit`` or
+            ``time_limit`` before proving optimality (then ``selection`` is the best feasible
+            selection found and ``gap`` > = 0 bounds its excess). Infeasible tokens count as
+            optimal (their fallback is fixed by Remark 2).
         gap: ``[num_tokens], float64`` [J] energy minus a proven lower bound (0 when optimal).
         nodes: ``[num_tokens], int64`` B&B nodes visited (DES only, else None; 0 for tokens
             that needed no search).
+        stop: ``[num_tokens], int8`` why the search of each token ended: 0 finished,
+            1 ``node_limit``, 2 ``time_limit`` (DES only, else None).
     """
 
     selection: np.ndarray
@@ -73,6 +85,7 @@ class SelectionResult:
     optimal: np.ndarray
     gap: np.ndarray
     nodes: np.ndarray | None = None
+    stop: np.ndarray | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -80,10 +93,14 @@ class SelectionResult:
 
     @property
     def status(self) -> np.ndarray:
-        """``[num_tokens]`` str: "optimal", "infeasible" (Remark 2 fallback) or "node_limit"."""
+        """``[num_tokens]`` str: "optimal", "infeasible" (Remark 2 fallback), "node_limit"
+        or "time_limit" (stopped early: best feasible selection found, see ``gap``)."""
         out = np.full(self.num_tokens, "optimal", dtype=object)
         out[~self.feasible] = "infeasible"
-        out[~self.optimal] = "node_limit"
+        stopped = ~self.optimal
+        if stopped.any():
+            codes = self.stop if self.stop is not None else np.ones(self.num_tokens, dtype=np.int8)
+            out[stopped] = np.asarray(_STOP_NAMES, dtype=object)[np.maximum(codes[stopped], 1)]
         return out
 
 
@@ -107,8 +124,13 @@ def top_d_fallback(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, 
     return order, valid, np.cumsum(top_scores, axis=1)
 
 
-def _resolve_auto(num_experts: int) -> str:
-    return "enumerate" if num_experts <= _AUTO_ENUMERATE_MAX_K else "des"
+def _resolve_auto(num_experts: int, max_experts: int) -> str:
+    if _des.numba_enabled():
+        return "des" if num_experts >= _AUTO_DES_MIN_K or num_experts > _enumerate.MAX_EXPERTS else "enumerate"
+    if num_experts > _enumerate.MAX_EXPERTS:
+        return "des"
+    subsets = sum(math.comb(num_experts, size) for size in range(1, max_experts + 1))
+    return "enumerate" if subsets <= _AUTO_MAX_SUBSETS else "des"
 
 
 def select_experts(
@@ -119,6 +141,7 @@ def select_experts(
     *,
     method: str = "auto",
     node_limit: int | None = None,
+    time_limit: float | None = None,
 ) -> SelectionResult:
     """Solve P1(a) for every token: min-energy experts meeting the QoS (Section V, Algorithm 1).
 
@@ -128,10 +151,18 @@ def select_experts(
             >= 0; ``+inf`` = expert unavailable for that token (never selected).
         threshold: float or ``[num_tokens]``: the QoS requirement z gamma^(l) of C1.
         max_experts: D >= 1 (C2); D > num_experts is clipped to num_experts.
-        method: ``"auto"`` (enumerate for K <= 12, DES otherwise), ``"des"``,
-            ``"enumerate"`` (K <= 16) or ``"milp"``.
-        node_limit: DES nodes per token (None = unlimited); tokens that hit it report
-            ``optimal=False`` and a ``gap``. Ignored by the other methods (they are exact).
+        method: ``"auto"`` (the fastest exact method: compiled DES when numba is available;
+            without numba, enumerate when K <= 16 and there are at most 2048 subsets of
+            <= D experts, DES otherwise), ``"des"`` (Algorithm 1 depth first, with its LP
+            bound made C2-aware and dominance pruning; see :mod:`dmoe.optimize._des`),
+            ``"enumerate"`` (K <= 16) or ``"milp"`` (scipy/HiGHS, one MILP per token).
+        node_limit: DES nodes per token (None = unlimited).
+        time_limit: DES wall-clock budget [s] for the whole call (None = unlimited). The
+            token being searched when it runs out stops with its best feasible selection;
+            tokens not reached keep their greedy incumbent.
+            Tokens stopped by either limit report ``optimal=False``, a ``gap`` (energy minus
+            a proven lower bound) and ``status`` "node_limit" / "time_limit". Both limits
+            are ignored by "enumerate" and "milp" (exact oracles).
 
     Returns:
         :class:`SelectionResult` (see there; Remark 2 fallback for infeasible tokens).
@@ -141,8 +172,11 @@ def select_experts(
         both) naming the argument: non-2-D/NaN/inf/negative ``scores``; wrong shape, NaN or
         negative ``costs``; NaN/inf or mis-shaped ``threshold``; non-integer or < 1
         ``max_experts``; unknown ``method``; ``enumerate`` with more than 16 experts; bad
-        ``node_limit``. All checks run before any solver.
+        ``node_limit`` or ``time_limit``. All checks run before any solver.
     """
+    if time_limit is not None:
+        _des.warm_clock()  # once per process, not charged to the budget
+    start = time.perf_counter()
     scores = check_scores(scores)
     num_tokens, num_experts = scores.shape
     costs = check_costs(costs, num_tokens, num_experts)
@@ -150,24 +184,36 @@ def select_experts(
     d = min(check_int("max_experts", max_experts, minimum=1), num_experts)
     method = check_method(method, SELECTION_METHODS)
     node_limit = check_node_limit(node_limit)
+    deadline = 0.0 if time_limit is None else start + check_positive("time_limit", time_limit)
     if method == "enumerate" and num_experts > _enumerate.MAX_EXPERTS:
         raise ValueError(
             f"`method`='enumerate' supports at most {_enumerate.MAX_EXPERTS} experts, got {num_experts}; "
             "use 'des' or 'milp'"
         )
-    resolved = _resolve_auto(num_experts) if method == "auto" else method
+    resolved = _resolve_auto(num_experts, d) if method == "auto" else method
+    thr_eff = thr - SCORE_TOL
+
+    if resolved == "des" and _des.numba_enabled():
+        # the whole pipeline (classification, Remark 2, incumbents, search) is compiled
+        selection, feasible, nodes, stop, lower = _des.run_compiled(
+            scores, costs, thr_eff, d, node_limit, deadline, _des.DEFAULT_VARIANT
+        )
+        energy = np.where(selection, costs, 0.0).sum(axis=1)
+        optimal = stop == 0
+        gap = np.where(optimal, 0.0, np.maximum(energy - lower, 0.0))
+        return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes, stop)
 
     selection = np.zeros((num_tokens, num_experts), dtype=bool)
     feasible = np.ones(num_tokens, dtype=bool)
     optimal = np.ones(num_tokens, dtype=bool)
     gap = np.zeros(num_tokens)
     nodes = np.zeros(num_tokens, dtype=np.int64) if resolved == "des" else None
+    stop = np.zeros(num_tokens, dtype=np.int8) if resolved == "des" else None
     if num_tokens == 0:
-        return SelectionResult(selection, np.zeros(0), feasible, resolved, optimal, gap, nodes)
+        return SelectionResult(selection, np.zeros(0), feasible, resolved, optimal, gap, nodes, stop)
 
     # [T, K] experts that may be selected at all
     eligible = (scores > 0) & np.isfinite(costs)
-    thr_eff = thr - SCORE_TOL
     trivial = thr_eff <= 0
     order, valid, csum = top_d_fallback(scores, costs, eligible, d)
     feasible = trivial | (csum[:, -1] >= thr_eff)
@@ -195,8 +241,12 @@ def select_experts(
         np.put_along_axis(greedy, order[work], prefix & w_valid, axis=1)
 
         if resolved == "des":
-            sel, n_nodes, opt, lower = _des.solve(w_scores, w_costs, w_elig, w_thr, d, greedy, node_limit)
+            sel, n_nodes, w_stop, lower = _des.solve(
+                w_scores, w_costs, w_elig, w_thr, d, greedy, node_limit, deadline=deadline
+            )
             nodes[work] = n_nodes
+            stop[work] = w_stop
+            opt = w_stop == 0
             optimal[work] = opt
             w_energy = np.where(sel, w_costs, 0.0).sum(axis=1)
             gap[work] = np.where(opt, 0.0, np.maximum(w_energy - lower, 0.0))
@@ -208,4 +258,4 @@ def select_experts(
         selection[work] = sel
 
     energy = np.where(selection, costs, 0.0).sum(axis=1)
-    return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes)
+    return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes, stop)

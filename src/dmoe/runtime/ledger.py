@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..energy import link_token_counts, schedule_energy
 from ..system import SystemConfig
 
 
@@ -105,31 +106,22 @@ class EnergyLedger:
             If a token was sent over a link that has no subcarrier or a zero rate: the
             schedule broke the contract and its energy would be infinite.
         """
-        sys_ = self.system
-        K = sys_.num_experts
         selection = np.asarray(selection, dtype=bool)
-        source = np.asarray(source, dtype=np.int64)
-        # [K, K] tokens sent from node i to expert j (s_ij in tokens)
-        demand = np.zeros((K, K), dtype=np.int64)
-        np.add.at(demand, source, selection.astype(np.int64))
-        remote = demand.copy()
-        np.fill_diagonal(remote, 0)
-        active = remote > 0
         sub = np.asarray(subcarrier)
-        if np.any(active & (sub < 0)):
-            i, j = np.argwhere(active & (sub < 0))[0]
+        K = self.system.num_experts
+        # [K, K] tokens sent from node i to expert j (s_ij in tokens)
+        tokens = link_token_counts(selection, source, K)
+        remote = tokens.copy()
+        np.fill_diagonal(remote, 0)
+        if np.any((remote > 0) & (sub < 0)):
+            i, j = np.argwhere((remote > 0) & (sub < 0))[0]
             raise RuntimeError(f"schedule sends tokens over link {i}->{j}, which has no subcarrier")
-        ii, jj = np.nonzero(active)
-        link_rate = rates[ii, jj, sub[ii, jj]]
-        if np.any(link_rate <= 0):
-            raise RuntimeError("schedule sends tokens over a subcarrier with zero rate")
-        # [num_active_links] energy of each used link [J] (eq 3, one subcarrier per link)
-        comm = float(np.sum(sys_.tx_power_w * sys_.bits_per_token * remote[ii, jj] / link_rate))
-        per_expert = demand.sum(axis=0)
-        comp = float(
-            np.sum(sys_.comp_energy_per_token_j * per_expert)
-            + np.sum(sys_.comp_energy_static_j[per_expert > 0])
-        )
+        try:
+            # eq (2)-(4) on the subcarriers actually allocated
+            bill = schedule_energy(selection, source, sub, rates, self.system, zero_rate="raise")
+        except ValueError as exc:
+            raise RuntimeError(f"schedule sends tokens over a zero-rate link: {exc}") from exc
+        comm, comp = float(bill.comm), float(bill.comp)
         self._comm[layer] += comm
         self._comp[layer] += comp
         self._tokens[layer] += selection.shape[0]

@@ -1,0 +1,272 @@
+"""Shared state of a reproduction run: output folder, the model (loaded once, lazily),
+MMLU questions, and cached policy evaluations.
+
+Policy evaluations on the real model are the expensive part, and several experiments
+need the same ones (Top-2 appears in Fig. 7-10). :meth:`Context.evaluate` stores each
+evaluation as ``DIR/cache/evals/<key>.json``; the key hashes the policy's parameters,
+the exact questions, the seed, the system parameters, the channel model and the model's
+build key. A rerun (or a resumed run after an interruption) reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dmoe.system import SystemConfig
+
+__all__ = ["Context", "EvalRecord", "to_jsonable", "write_json", "read_json"]
+
+EVAL_FORMAT = 1
+
+
+def to_jsonable(obj):
+    """Recursively turn numpy scalars/arrays, tuples and Paths into JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        v = float(obj)
+        return v
+    if isinstance(obj, float):
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, payload) -> None:
+    """Write JSON atomically (temp file + rename) so an interrupted run leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(to_jsonable(payload), indent=1, allow_nan=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path):
+    """Read a JSON file, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(to_jsonable(obj), sort_keys=True).encode()).hexdigest()[:20]
+
+
+class EvalRecord(dict):
+    """One policy's evaluation (a dict, stored as JSON). Keys:
+
+    ``policy`` (label), ``params``, ``accuracy``, ``mean_nll`` [nat], ``energy_j``,
+    ``energy_comm_j``, ``energy_comp_j`` [J], ``num_questions``, ``num_tokens``,
+    ``channel_draws`` (independent channel realisations the energy averages over),
+    ``per_layer`` (lists over layers: ``energy_comm_j``, ``energy_comp_j``, ``tokens``,
+    ``expert_calls``, ``transmissions``, ``infeasible_tokens``), ``selection_counts``
+    ``[L][K]``, ``correct`` and ``nll`` per question, ``subjects`` per question, ``seconds``.
+    """
+
+    @property
+    def correct(self) -> np.ndarray:
+        return np.asarray(self["correct"], dtype=np.float64)
+
+    @property
+    def nll(self) -> np.ndarray:
+        return np.asarray(self["nll"], dtype=np.float64)
+
+    def layer(self, key: str) -> np.ndarray:
+        return np.asarray(self["per_layer"][key], dtype=np.float64)
+
+    def per_token(self, component: str = "total") -> np.ndarray:
+        """Energy per token at each layer [J/token]: ``comm``, ``comp`` or ``total``."""
+        tokens = np.maximum(self.layer("tokens"), 1.0)
+        comm, comp = self.layer("energy_comm_j"), self.layer("energy_comp_j")
+        value = {"comm": comm, "comp": comp, "total": comm + comp}[component]
+        return value / tokens
+
+    @property
+    def energy_per_token(self) -> float:
+        """Total energy over all layers divided by the tokens of one layer [J/token]."""
+        return float(self["energy_j"]) / max(int(self["num_tokens"]), 1)
+
+    def subset(self, subject: str) -> dict:
+        """Accuracy and NLL restricted to one subject's questions."""
+        mask = np.asarray(self["subjects"]) == subject
+        return {
+            "n": int(mask.sum()),
+            "accuracy": float(self.correct[mask].mean()) if mask.any() else float("nan"),
+            "mean_nll": float(self.nll[mask].mean()) if mask.any() else float("nan"),
+        }
+
+
+class Context:
+    """Output folder, lazily loaded model, question sets and the evaluation cache.
+
+    Args:
+        output: the report folder (``DIR``).
+        model_source, cache_dir: passed to :func:`dmoe.model.load_moe_model`.
+        progress: show progress bars of policy evaluations.
+        log: callable for progress lines.
+    """
+
+    def __init__(self, output, *, model_source=None, cache_dir=None, progress: bool = True, log=print):
+        self.output = Path(output)
+        self.model_source = model_source
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.log = log
+        self._model = None
+        self._packed: dict = {}
+        self.evaluations_run = 0
+        self.evaluations_cached = 0
+        self.model_load_seconds = 0.0
+        #: seconds that the cached pieces reused by this run originally took to compute
+        self.reused_seconds = 0.0
+
+    # ------------------------------------------------------------------ model
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
+
+    def model(self):
+        """The MoE model (loaded on first use)."""
+        if self._model is None:
+            from dmoe.model import load_moe_model
+
+            self.log("loading the MoE model (SmolLM2-135M-Instruct split into K = 8 experts per layer) ...")
+            start = time.perf_counter()
+            self._model = load_moe_model(self.model_source, num_experts=8, cache_dir=self.cache_dir, progress=self.progress)
+            self.model_load_seconds = time.perf_counter() - start
+            self.log(f"model ready in {self.model_load_seconds:.1f} s")
+        return self._model
+
+    def model_info(self) -> dict:
+        """JSON description of the loaded model (empty if none was loaded)."""
+        if self._model is None:
+            return {}
+        meta = dict(getattr(self._model, "metadata", {}) or {})
+        keep = ("key", "source", "num_experts", "num_layers", "hidden_size", "intermediate_size",
+                "mean_router_top2_overlap", "calibration_num_tokens", "created")
+        info = {k: meta[k] for k in keep if k in meta}
+        info["num_layers"] = int(self._model.num_layers)
+        info["num_experts"] = int(self._model.num_experts)
+        info["combine"] = getattr(self._model, "combine", "sum")
+        return info
+
+    # -------------------------------------------------------------- questions
+    def questions(self, subjects: Sequence[str], limit: int | None):
+        """MMLU questions of ``subjects`` (at most ``limit`` per subject)."""
+        from dmoe.data import load_mmlu
+
+        return load_mmlu(list(subjects), limit=limit)
+
+    def packed(self, subjects: Sequence[str], limit: int | None):
+        """(questions, packed queries) for the model's tokenizer, memoised."""
+        key = (tuple(subjects), limit)
+        if key not in self._packed:
+            from dmoe.data import pack_question
+
+            qs = self.questions(subjects, limit)
+            tok = self.model().tokenizer
+            self._packed[key] = (qs, [pack_question(tok, q) for q in qs])
+        return self._packed[key]
+
+    # ------------------------------------------------------------- evaluation
+    def evaluate(
+        self,
+        policy,
+        *,
+        subjects: Sequence[str],
+        limit: int | None,
+        seed: int,
+        system: SystemConfig | None = None,
+        channel_redraw: str = "layer",
+        label: str = "",
+    ) -> EvalRecord:
+        """Evaluate ``policy`` on the questions, through the cache.
+
+        Returns:
+            :class:`EvalRecord`.
+        """
+        from dmoe.runtime import evaluate_policy
+
+        system = system or SystemConfig()
+        model = self.model()
+        questions, queries = self.packed(subjects, limit)
+        qids = [(q.subject, q.index) for q in questions]
+        key_inputs = {
+            "format": EVAL_FORMAT,
+            "policy": policy.params(),
+            "questions": _hash(qids),
+            "num_questions": len(qids),
+            "seed": int(seed),
+            "system": system.to_dict(),
+            "channel_redraw": channel_redraw,
+            "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
+            "combine": getattr(model, "combine", "sum"),
+        }
+        key = _hash(key_inputs)
+        path = self.output / "cache" / "evals" / f"{key}.json"
+        stored = read_json(path)
+        if stored is not None and stored.get("key_inputs") == to_jsonable(key_inputs):
+            self.evaluations_cached += 1
+            self.reused_seconds += float(stored["record"].get("seconds", 0.0))
+            return EvalRecord(stored["record"])
+        tag = f"[{label}] " if label else ""
+        self.log(f"{tag}evaluating {policy.name} on {len(queries)} questions ...")
+        res = evaluate_policy(
+            model, queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw, progress=self.progress
+        )
+        idx = np.arange(len(queries))
+        nll = -res.logliks[idx, res.answers]
+        correct = (res.logliks.argmax(axis=1) == res.answers).astype(int)
+        t = res.per_layer
+        num_rounds = -(-len(queries) // system.num_experts)
+        draws = {"layer": num_rounds * model.num_layers, "round": num_rounds, "fixed": 1}[channel_redraw]
+        record = EvalRecord(
+            policy=policy.name,
+            params=policy.params(),
+            accuracy=res.accuracy,
+            mean_nll=res.mean_nll,
+            energy_j=res.energy_j,
+            energy_comm_j=res.energy_comm_j,
+            energy_comp_j=res.energy_comp_j,
+            num_questions=res.num_questions,
+            num_tokens=res.num_tokens,
+            channel_draws=draws,
+            per_layer={
+                "energy_comm_j": t.energy_comm_j,
+                "energy_comp_j": t.energy_comp_j,
+                "tokens": t.tokens,
+                "expert_calls": t.expert_calls,
+                "transmissions": t.transmissions,
+                "infeasible_tokens": t.infeasible_tokens,
+            },
+            selection_counts=res.selection_counts,
+            correct=correct,
+            nll=nll,
+            subjects=[q.subject for q in questions],
+            seconds=round(res.seconds, 2),
+        )
+        record = EvalRecord(to_jsonable(record))
+        write_json(path, {"key_inputs": key_inputs, "record": record})
+        self.evaluations_run += 1
+        self.log(
+            f"{tag}{policy.name}: accuracy {record['accuracy']:.3f}, mean NLL {record['mean_nll']:.2f}, "
+            f"energy {record['energy_j']:.1f} J ({record['seconds']:.1f} s)"
+        )
+        return record

@@ -1,0 +1,120 @@
+"""Policies with layer-dependent QoS used by the paper's experiments.
+
+* :class:`LayerwiseQoS` -- JESA (Algorithm 2) with an arbitrary threshold per layer, C1 =
+  ``thresholds[l-1]``. The Section IV-A experiment behind Fig. 5 uses it with z = 0.5 on
+  every layer except a window of consecutive layers where z is lowered
+  (:meth:`LayerwiseQoS.window`).
+* :class:`DESPolicy` -- DES(gamma0, D) of Table I: expert selection by Algorithm 1 with the
+  layer-wise threshold z * gamma0**l, without the block coordinate descent of JESA. The
+  per-token costs come from Algorithm 2's initial state (every link holds one distinct
+  random subcarrier: the "equal bandwidth allocation" under which Section V states P1);
+  the subcarriers are then allocated optimally (P3(a)) for the selection made, the same
+  post-processing Top-k gets. It is ``jesa(..., max_iterations=1)``.
+
+Both share the :class:`~dmoe.optimize.policies.Policy` interface and are pure numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Sequence
+
+from dmoe.channel import as_generator
+from dmoe.optimize._validation import check_int
+from dmoe.optimize.jesa import jesa
+from dmoe.optimize.policies import Policy, Schedule, _inputs
+
+__all__ = ["LayerwiseQoS", "DESPolicy"]
+
+
+def _fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"`{name}` must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}")
+    return value
+
+
+class LayerwiseQoS(Policy):
+    """JESA with threshold ``thresholds[l - 1]`` at layer l (layers from 1).
+
+    Layers beyond ``len(thresholds)`` use the last threshold.
+
+    Args:
+        thresholds: one C1 threshold per layer (each >= 0).
+        max_experts: D (C2).
+        name: label (default ``"QoS(...)"`` listing the distinct thresholds).
+    """
+
+    def __init__(self, thresholds: Sequence[float], max_experts: int, *, name: str | None = None):
+        values = tuple(_fraction(f"thresholds[{i}]", v) for i, v in enumerate(thresholds))
+        if not values:
+            raise ValueError("`thresholds` must hold at least one value")
+        self.thresholds = values
+        self.max_experts = check_int("max_experts", max_experts, minimum=1)
+        self.name = name or f"QoS({','.join(f'{v:g}' for v in values)};D={self.max_experts})"
+
+    @classmethod
+    def window(
+        cls, num_layers: int, start: int, width: int, low: float, base: float = 0.5, max_experts: int = 2
+    ) -> "LayerwiseQoS":
+        """z = ``base`` everywhere except layers ``start .. start+width-1`` (1-based), where z = ``low``."""
+        num_layers = check_int("num_layers", num_layers, minimum=1)
+        start = check_int("start", start, minimum=1)
+        width = check_int("width", width, minimum=1)
+        if start + width - 1 > num_layers:
+            raise ValueError(f"window {start}..{start + width - 1} exceeds the {num_layers} layers")
+        thr = [float(base)] * num_layers
+        for layer in range(start, start + width):
+            thr[layer - 1] = float(low)
+        name = f"z={low:g}@{start}-{start + width - 1}"
+        return cls(thr, max_experts, name=name)
+
+    def params(self) -> dict:
+        return {
+            "policy": "LayerwiseQoS",
+            "name": self.name,
+            "thresholds": list(self.thresholds),
+            "max_experts": self.max_experts,
+        }
+
+    def threshold(self, layer: int) -> float:
+        """C1 threshold at layer ``layer`` (1-based)."""
+        return self.thresholds[min(int(layer), len(self.thresholds)) - 1]
+
+    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
+        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+        res = jesa(scores, source, rates, self.threshold(layer), self.max_experts, system=system, rng=as_generator(rng))
+        info = {"iterations": res.iterations, "converged": res.converged, "energy": res.energy}
+        return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, True, info)
+
+
+class DESPolicy(Policy):
+    """DES(gamma0, D): Algorithm 1 with threshold qos * gamma0**l, one selection pass.
+
+    See the module docstring: costs from one random distinct subcarrier per link, then
+    optimal subcarriers for the selection (``jesa`` with ``max_iterations=1``).
+    """
+
+    def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
+        self.gamma0 = _fraction("gamma0", gamma0)
+        self.max_experts = check_int("max_experts", max_experts, minimum=1)
+        self.qos = _fraction("qos", qos)
+        self.name = f"DES({self.gamma0:g},{self.max_experts})"
+
+    def params(self) -> dict:
+        return {
+            "policy": "DES",
+            "name": self.name,
+            "gamma0": self.gamma0,
+            "max_experts": self.max_experts,
+            "qos": self.qos,
+        }
+
+    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
+        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+        thr = self.qos * self.gamma0 ** int(layer)
+        res = jesa(scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), max_iterations=1)
+        return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, True, {"energy": res.energy})

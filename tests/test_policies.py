@@ -1,0 +1,182 @@
+"""Policies: one interface for Top-k, H(z, D), JESA(gamma0, D), LB(gamma0, D), dense."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dmoe.channel import draw_rates
+from dmoe.energy import schedule_energy
+from dmoe.optimize import (
+    Dense,
+    Homogeneous,
+    JESAPolicy,
+    LowerBound,
+    Policy,
+    Schedule,
+    TopK,
+    jesa,
+    policy_from_name,
+    policy_from_params,
+)
+from dmoe.optimize.feasibility import check_schedule
+from dmoe.system import SystemConfig
+
+
+def setup(seed, k=8, m=64, tokens_per_node=16):
+    system = SystemConfig(num_experts=k, num_subcarriers=m)
+    rng = np.random.default_rng(seed)
+    rates = draw_rates(system, rng)
+    scores = rng.dirichlet(np.full(k, 0.5), size=k * tokens_per_node)
+    source = np.repeat(np.arange(k), tokens_per_node)
+    return system, rates, scores, source
+
+
+ALL = [TopK(2), Homogeneous(0.8, 2), JESAPolicy(0.9, 2), LowerBound(0.9, 2), Dense()]
+
+
+def check(policy, sched, scores, source, rates, layer):
+    assert isinstance(sched, Schedule)
+    t, k = scores.shape
+    assert sched.selection.shape == (t, k) and sched.selection.dtype == bool
+    assert sched.subcarrier.shape == (k, k) and np.issubdtype(sched.subcarrier.dtype, np.integer)
+    assert sched.feasible.shape == (t,) and sched.feasible.dtype == bool
+    check_schedule(
+        sched.selection,
+        sched.subcarrier,
+        source,
+        rates,
+        threshold=sched.threshold,
+        scores=scores,
+        feasible=sched.feasible,
+        exclusive=sched.exclusive,
+    )
+
+
+def test_names():
+    assert [p.name for p in ALL] == ["Top-2", "H(0.8,2)", "JESA(0.9,2)", "LB(0.9,2)", "dense"]
+
+
+@pytest.mark.parametrize("policy", ALL, ids=lambda p: p.name)
+def test_every_policy_gives_a_valid_schedule(policy):
+    system, rates, scores, source = setup(1)
+    for layer in (1, 4):
+        sched = policy.schedule(scores, source, rates, layer, system=system, rng=0)
+        check(policy, sched, scores, source, rates, layer)
+        br = schedule_energy(sched.selection, source, sched.subcarrier, rates, system)
+        assert np.isfinite(br.total)
+
+
+def test_topk_selects_top_scores_when_everything_fits():
+    system, rates, scores, source = setup(2)
+    sched = TopK(2).schedule(scores, source, rates, 1, system=system)
+    top2 = np.argsort(-scores, axis=1)[:, :2]
+    expected = np.zeros_like(sched.selection)
+    np.put_along_axis(expected, top2, True, axis=1)
+    np.testing.assert_array_equal(sched.selection, expected)
+    assert sched.feasible.all() and sched.info["rounds"] == 1
+
+
+def test_topk_reroutes_when_links_exceed_subcarriers():
+    system, rates, scores, source = setup(3, k=6, m=5)
+    sched = TopK(2).schedule(scores, source, rates, 1, system=system)
+    check(TopK(2), sched, scores, source, rates, 1)
+    assert sched.info["rounds"] > 1
+    assert (sched.selection.sum(axis=1) <= 2).all()
+    # tokens keep k experts whenever they still have that many reachable experts
+    assert sched.feasible.mean() > 0.5
+
+
+def test_topk_marks_dead_link_unavailable():
+    system, rates, scores, source = setup(4, k=4, m=16)
+    rates[0, 1, :] = 0.0
+    scores[source == 0] = np.array([0.1, 0.6, 0.2, 0.1])
+    sched = TopK(1).schedule(scores, source, rates, 1, system=system)
+    assert not sched.selection[source == 0, 1].any()
+    assert sched.selection[source == 0, 2].all()  # next best
+
+
+def test_jesa_policy_threshold_and_equivalence():
+    system, rates, scores, source = setup(5)
+    pol = JESAPolicy(0.9, 2, qos=0.95)
+    sched = pol.schedule(scores, source, rates, 3, system=system, rng=7)
+    np.testing.assert_allclose(sched.threshold, 0.95 * 0.9**3)
+    ref = jesa(scores, source, rates, 0.95 * 0.9**3, 2, system=system, rng=7)
+    np.testing.assert_array_equal(sched.selection, ref.selection)
+    assert sched.info["energy"] == pytest.approx(ref.energy)
+    h = Homogeneous(0.8, 3)
+    s1 = h.schedule(scores, source, rates, 1, system=system, rng=0)
+    s9 = h.schedule(scores, source, rates, 9, system=system, rng=0)
+    np.testing.assert_allclose(s1.threshold, 0.8)
+    np.testing.assert_array_equal(s1.selection, s9.selection)
+
+
+def test_lower_bound_not_exclusive_and_cheaper():
+    system, rates, scores, source = setup(6, k=6, m=20)
+    lb = LowerBound(0.9, 2).schedule(scores, source, rates, 2, system=system)
+    jp = JESAPolicy(0.9, 2).schedule(scores, source, rates, 2, system=system, rng=0)
+    assert not lb.exclusive and jp.exclusive
+    if jp.feasible.all():
+        assert lb.info["energy"] <= jp.info["energy"] * (1 + 1e-12)
+
+
+def test_dense_raises_when_it_cannot_serve():
+    system, rates, scores, source = setup(7, k=8, m=40)
+    with pytest.raises(ValueError, match="dense"):
+        Dense().schedule(scores, source, rates, 1, system=system)
+    system, rates, scores, source = setup(7, k=4, m=16)
+    rates[2, 3, :] = 0.0
+    with pytest.raises(ValueError, match="2->3"):
+        Dense().schedule(scores, source, rates, 1, system=system)
+
+
+def test_dense_selects_everything():
+    system, rates, scores, source = setup(8, k=4, m=16)
+    sched = Dense().schedule(scores, source, rates, 1, system=system)
+    assert sched.selection.all() and sched.feasible.all()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Top-2", TopK(2)),
+        ("top2", TopK(2)),
+        ("TOP-3", TopK(3)),
+        ("H(0.8,2)", Homogeneous(0.8, 2)),
+        ("h( 0.8 , 2 )", Homogeneous(0.8, 2)),
+        ("JESA(0.9,2)", JESAPolicy(0.9, 2)),
+        ("jesa(0.9,2,0.95)", JESAPolicy(0.9, 2, qos=0.95)),
+        ("LB(0.9,2)", LowerBound(0.9, 2)),
+        ("dense", Dense()),
+        ("Dense", Dense()),
+    ],
+)
+def test_policy_from_name(text, expected):
+    p = policy_from_name(text)
+    assert p == expected and isinstance(p, Policy)
+
+
+@pytest.mark.parametrize("text", ["top", "Top-0", "H(0.8)", "JESA(a,2)", "random", "", "LB(0.9,2.5)"])
+def test_policy_from_name_errors(text):
+    with pytest.raises(ValueError, match="accepted forms|`k`|`max_experts`"):
+        policy_from_name(text)
+
+
+def test_params_round_trip_json():
+    for p in ALL + [JESAPolicy(0.85, 3, qos=0.9)]:
+        d = json.loads(json.dumps(p.params()))
+        assert d["name"] == p.name
+        assert policy_from_params(d) == p
+    assert policy_from_name(JESAPolicy(0.9, 2).name) == JESAPolicy(0.9, 2)
+
+
+def test_schedule_validation():
+    system, rates, scores, source = setup(9, k=4, m=16)
+    with pytest.raises(ValueError, match="`layer`"):
+        JESAPolicy(0.9, 2).schedule(scores, source, rates, 0, system=system)
+    with pytest.raises(ValueError, match="`source`"):
+        TopK(2).schedule(scores, source[:-1], rates, 1, system=system)
+    with pytest.raises(ValueError, match="`k`"):
+        TopK(0)
+    with pytest.raises(ValueError, match="`gamma0`"):
+        JESAPolicy(-0.5, 2)
