@@ -99,5 +99,14 @@ def build_model(model_source, num_experts, cache_dir, rebuild):
     click.echo(f"MoE model ready: {model.num_layers} layers x {model.num_experts} experts ({getattr(model, 'metadata', {}).get('cache_path', '')})")
 
 
+def _register_reproduce() -> None:
+    from .experiments.cli import reproduce
+
+    main.add_command(reproduce)
+
+
+_register_reproduce()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

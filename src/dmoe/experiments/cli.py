@@ -26,7 +26,7 @@ def _names_help() -> str:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of channel draws, policy randomness and synthetic data (same for every policy).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Questions per MMLU subject (default: 16 anatomy / 8 per Table I subject with --quick, all otherwise).")
+              help="Questions per MMLU subject (default: 16 anatomy / 5 per Table I subject with --quick, all otherwise).")
 @click.option("--subjects", "subjects", multiple=True,
               help="MMLU subjects (repeat or comma-separate; 'medical' is a group). Replaces anatomy for the "
                    "figures and the medical subjects of Table I.")

@@ -21,6 +21,7 @@ __all__ = [
     "fmt",
     "statistics_line",
     "band",
+    "early_late_ratio",
 ]
 
 #: The paper's test set for the energy experiments (Section VII-A).

@@ -232,7 +232,7 @@ def solve_p2_exact(
         # y_lm <= N_i beta_lm
         for p in pairs_of_link[li]:
             add([(n_alpha + n_pairs + p, 1.0), (n_alpha + p, -float(toks.size))], -np.inf, 0.0)
-    for m, ps in pairs_of_sub.items():
+    for ps in pairs_of_sub.values():
         if len(ps) > 1:
             add([(n_alpha + p, 1.0) for p in ps], -np.inf, 1.0)  # C3
 
@@ -256,7 +256,9 @@ def solve_p2_exact(
     return ExactP2Result(selection, subcarrier, comm, comp, feasible, str(res.message))
 
 
-def brute_force_p2(scores, source, rates, threshold, max_experts, *, system: SystemConfig, max_combinations: int = 200_000) -> ExactP2Result:
+def brute_force_p2(
+    scores, source, rates, threshold, max_experts, *, system: SystemConfig, max_combinations: int = 200_000
+) -> ExactP2Result:
     """P2 by enumerating every selection and solving P3 exactly for each (tiny instances).
 
     Raises:

@@ -3,7 +3,7 @@
 As in the paper ("we manually create high-performing experts with higher gating scores and
 set their power consumption to be proportionally higher. Meanwhile, we include some
 low-performing, low-cost experts"), the gating scores are synthetic: K = 8 experts, the
-first half "high-performing" (their gate logits have mean ``mu_high``), the other half
+first ``num_high`` = 3 "high-performing" (their gate logits have mean ``mu_high``), the others
 "low-performing" (mean 0), Gaussian logit noise, softmax. Each expert's computation
 energy a_j is proportional to its mean gating score (scaled so that the mean a_j is the
 paper's 4.5e-3 J/token). Channel diversity enters through i.i.d. Rayleigh links: every
@@ -21,7 +21,7 @@ from dmoe.channel import draw_rates
 from dmoe.energy import link_rate_from_subcarriers, token_costs
 from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Options, Section
 from dmoe.experiments.common import md_table
-from dmoe.experiments.plotting import csv_write, figure, plt, save
+from dmoe.experiments.plotting import csv_write, figure, save
 from dmoe.optimize import random_subcarriers, select_experts
 from dmoe.system import SystemConfig
 
@@ -31,13 +31,13 @@ NAME = "fig6"
 def config(options: Options) -> dict:
     return {
         "num_experts": 8,
-        "num_high": 4,
+        "num_high": 3,
         "num_layers": 32,
         "gammas": [0.8, 0.85, 0.9],
         "max_experts": 2,
         "tokens_per_layer": options.draws or (400 if options.quick else 4000),
         "mu_high": 2.5,
-        "sigma": 2.5,
+        "sigma": 1.5,
         "mean_comp_energy": 4.5e-3,
         "num_subcarriers": 64,
         "seed": options.seed,
@@ -66,7 +66,7 @@ def run(cfg: dict, ctx=None) -> dict:
     mu, a = expert_profile(cfg)
     system = SystemConfig(num_experts=k, num_subcarriers=cfg["num_subcarriers"], comp_energy_per_token=tuple(a))
     prob, infeasible, energy, n_sel = [], [], [], []
-    for gi, g in enumerate(cfg["gammas"]):
+    for g in cfg["gammas"]:
         p_g, inf_g, e_g, s_g = [], [], [], []
         for layer in range(1, L + 1):
             # same channels and scores for every gamma0 at a layer (common random numbers)
@@ -123,8 +123,9 @@ def plot(result: dict, path) -> None:
     fig, axes = figure(ncols=len(cfg["gammas"]), width=4.6, height=3.9, squeeze=False)
     axes = axes[0]
     im = None
+    vmax = max(0.05, float(np.ceil(p.max() * 10) / 10))  # same colour scale in every panel
     for ax, g, pg, sh in zip(axes, cfg["gammas"], p, shifts):
-        im = ax.imshow(pg.T, aspect="auto", cmap="Blues", vmin=0, vmax=1, origin="upper",
+        im = ax.imshow(pg.T, aspect="auto", cmap="Blues", vmin=0, vmax=vmax, origin="upper",
                        extent=(0.5, cfg["num_layers"] + 0.5, k - 0.5, -0.5), interpolation="nearest")
         ax.axhline(h - 0.5, color="orange", lw=1)
         if sh is not None:

@@ -93,7 +93,6 @@ def _report(name):
     def report(result: dict) -> Section:
         cfg, data = result["config"], result["data"]
         pols = {p["policy"].split("(")[0]: p for p in data["policies"]}
-        top, h, j = pols["Top-2"], pols["H"], pols["JESA"]
         curve = {n: np.asarray(p[f"per_token_{key}_j"]) for n, p in pols.items()}
         mean = {n: float(c.mean()) for n, c in curve.items()}
         # H relative to Top-2 layer by layer: "similar rate across layers" = flat ratio

@@ -78,6 +78,7 @@ def run_experiments(
     progress: bool = True,
     log=print,
     command: str | None = None,
+    context: Context | None = None,
 ) -> dict:
     """Run (or reuse) experiments and write ``DIR/report.md``.
 
@@ -90,6 +91,8 @@ def run_experiments(
         progress: progress bars for policy evaluations.
         log: callable for progress lines.
         command: the command line, recorded in the report.
+        context: a ready :class:`Context` for ``output`` (tests inject one that fakes the
+            model); by default one is made from the arguments above.
 
     Returns:
         ``{name: result}`` for the requested experiments.
@@ -100,7 +103,7 @@ def run_experiments(
     selected = resolve_names(names)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(out, model_source=model_source, cache_dir=cache_dir, progress=progress, log=log)
+    ctx = context or Context(out, model_source=model_source, cache_dir=cache_dir, progress=progress, log=log)
     started = _now()
     t0 = time.perf_counter()
     results = {}
@@ -126,7 +129,7 @@ def run_experiments(
             reused_before = ctx.reused_seconds
             data = exp.run(cfg, ctx)
             elapsed = time.perf_counter() - start
-            reused = ctx.reused_seconds - reused_before
+            reused_s = ctx.reused_seconds - reused_before
             result = {
                 "format": RESULT_FORMAT,
                 "name": name,
@@ -138,7 +141,7 @@ def run_experiments(
                 "data": to_jsonable(data),
                 "elapsed_s": round(elapsed, 2),
                 # from-scratch estimate: this run plus the cached pieces it reused
-                "compute_s": round(elapsed + reused, 2),
+                "compute_s": round(elapsed + reused_s, 2),
                 "created": _now(),
                 "command": command,
                 "model": ctx.model_info() if exp.needs_model else None,

@@ -45,7 +45,7 @@ def config(options: Options) -> dict:
     subjects = resolve_subjects(list(options.subjects) if options.subjects else list(MEDICAL_SUBJECTS))
     return {
         "subjects": list(subjects),
-        "limit": options.limit if options.limit is not None else (8 if options.quick else None),
+        "limit": options.limit if options.limit is not None else (5 if options.quick else None),
         "gammas": [0.6, 0.7, 0.8],
         "max_experts": 2,
         "dense": not options.quick,
@@ -86,7 +86,7 @@ def _names(data):
 
 
 def plot(result: dict, path) -> None:
-    cfg, data = result["config"], result["data"]
+    data = result["data"]
     subjects = list(data["subjects"])
     names = _names(data)
     fig, axes = figure(nrows=3, width=max(7.0, 1.6 * len(subjects) + 2), height=2.9)
@@ -113,13 +113,14 @@ def plot(result: dict, path) -> None:
     axes[0].set_ylabel("accuracy [%]")
     axes[1].set_ylabel("mean NLL [nat]")
     axes[2].set_ylabel("energy / Top-2")
-    axes[2].set_yscale("log")
     axes[2].axhline(1.0, color="black", lw=0.8)
+    axes[2].set_ylim(0, 1.15)
     for ax in axes:
         ax.set_xticks(x)
         ax.set_xticklabels(subjects, fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=7, ncol=len(names), loc="upper center", bbox_to_anchor=(0.5, 1.28))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=len(names), loc="outside lower center")
     n_q = {s: data["subjects"][s][0]["num_questions"] for s in subjects}
     fig.suptitle(f"Table I — per-subject accuracy, NLL and energy relative to Top-2 "
                  f"({sum(n_q.values())} questions in all)", fontsize=10)
@@ -179,16 +180,21 @@ def report(result: dict) -> Section:
                             AGREES if 0.35 <= lo and hi <= 0.65 else PARTLY))
     des = [n for n in names if n.startswith("DES")]
     if des:
-        parts, ok = [], True
+        parts, overlap, small = [], True, True
         for n in des:
             lo, hi = en_range(n)
             plo, phi = PAPER_EN_RANGE.get(n, (float("nan"), float("nan")))
             parts.append(f"{n}: {lo:.2f}–{hi:.2f} (paper {plo:.2f}–{phi:.2f})")
-            ok &= hi <= 0.5
-        claims.append(Claim("DES(γ0, 2) costs a small fraction of Top-2", "En 0.12–0.30", "; ".join(parts),
-                            AGREES if ok else PARTLY,
-                            "Our energies differ in scale: K = 8 nodes with a_j = j·1e-3 J/token and inter-node "
-                            "hidden-state transfers, not the paper's 3 nodes." if not ok else ""))
+            overlap &= lo <= phi + 0.05 and hi >= plo - 0.05
+            small &= hi <= 0.6
+        claims.append(Claim(
+            "DES(γ0, 2) costs a small fraction of Top-2", "En 0.12–0.30", "; ".join(parts),
+            AGREES if overlap else (PARTLY if small else DIFFERS),
+            "" if overlap else "The saving has the paper's direction but not its size. Our system has K = 8 nodes "
+            "and per-node costs a_j = j·1e-3 J/token, so even the cheapest single expert plus its hidden-state "
+            "transfer costs a sizeable share of two experts. Our DES is also one selection pass on a random "
+            "subcarrier assignment (JESA iterates). The paper's three-node Llama system has other cost ratios.",
+        ))
         c2, n2 = pooled["Top-2"]
         diffs = []
         worst = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from dmoe.channel import draw_rates
 from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Options, Section
@@ -140,6 +141,16 @@ def run(cfg: dict, ctx) -> dict:
     return {"points": points, "remark3_bound": eq13_bound(4, 2048)}
 
 
+def _log2_axis(ax, ticks, extra=()) -> None:
+    """Log-2 x axis with plain-number tick labels (no mathtext: much faster to draw)."""
+    ax.set_xscale("log", base=2)
+    major = sorted({t for t in ticks if t & (t - 1) == 0} | set(extra))
+    ax.set_xticks(major)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelsize=7)
+
+
 def plot(result: dict, path) -> None:
     cfg, data = result["config"], result["data"]
     pts = data["points"]
@@ -165,7 +176,7 @@ def plot(result: dict, path) -> None:
         if channel == "iid":
             ax.annotate("Remark 3: 96.8%", (2048, eq13_bound(4, 2048)), textcoords="offset points", xytext=(-80, -22),
                         fontsize=8, arrowprops={"arrowstyle": "->", "lw": 0.8})
-        ax.set_xscale("log", base=2)
+        _log2_axis(ax, sorted({p["M"] for p in pts}), [k * (k - 1) for k in cfg["num_experts"]])
         ax.set_xlabel("subcarriers M")
         ax.set_ylabel("probability")
         ax.set_ylim(-0.02, 1.02)
@@ -180,14 +191,18 @@ def plot(result: dict, path) -> None:
             if not ps:
                 continue
             m = [p["M"] for p in ps]
-            ax.plot(m, [max(p["mean_gap"], 1e-7) * 100 for p in ps], color=colors[k], ls=styles.get(channel, "-"),
+            ax.plot(m, [p["mean_gap"] * 100 for p in ps], color=colors[k], ls=styles.get(channel, "-"),
                     marker="o", ms=3, label=f"mean, K={k}, {channel}")
-            ax.plot(m, [max(p["max_gap"], 1e-7) * 100 for p in ps], color=colors[k], ls=styles.get(channel, "-"),
-                    marker="^", ms=3, alpha=0.5, label=f"worst, K={k}, {channel}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+            ax.plot(m, [p["max_gap"] * 100 for p in ps], color=colors[k], ls=styles.get(channel, "-"),
+                    marker="^", ms=3, alpha=0.45, label=f"worst, K={k}, {channel}")
+    _log2_axis(ax, sorted({p["M"] for p in pts}), [k * (k - 1) for k in cfg["num_experts"]])
+    ax.set_yscale("symlog", linthresh=1e-2)
+    top = max([p["max_gap"] * 100 for p in pts] + [0.1])
+    ax.set_ylim(0, top * 3)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("subcarriers M")
-    ax.set_ylabel("JESA optimality gap [%] (floor 1e-5%)")
+    ax.set_ylabel("JESA optimality gap [%] (symlog; 0 = optimal)")
     ax.set_title("energy above the exact optimum of P2", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
@@ -253,7 +268,17 @@ def report(result: dict) -> Section:
                      p["milp_solves"]])
     table = md_table(["channel", "K", "M", "bound (13) [%]", "P(JESA optimal) [%] (95% CI)", "P(A) [%]",
                       "mean gap [%]", "worst gap [%]", "MILP solves"], rows)
+    notes = []
+    if iid:
+        excess = np.mean([p["p_optimal"] - p["p_event_a"] for p in iid])
+        notes.append(
+            f"The bound (13) is loose: JESA is optimal on average {100 * excess:.0f} points more often than event A "
+            "occurs (i.i.d. points). When two links share a best subcarrier, JESA is still optimal if one of them "
+            "carries no token, or if the optimal allocation moves one link to a runner-up subcarrier that BCD also "
+            "finds. The event A is sufficient, not necessary."
+        )
     return Section(
+        notes=notes,
         summary=(f"Random P2 instances: K ∈ {{3, 4}} nodes with {cfg['tokens_per_node']} tokens each (Dirichlet(1) "
                  f"scores), threshold {cfg['threshold']:g}, D = {cfg['max_experts']}, the paper's P0, s0, a_j; JESA "
                  "against the exact optimum (LB when JESA attains it, else an exact MILP with each link restricted "

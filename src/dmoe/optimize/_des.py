@@ -19,7 +19,8 @@ runs as Python on lists and compiled by numba on arrays):
       residual) and "included set meets C1" as a leaf (e_j >= 0);
     - dominance: if t_j >= t_i and e_j <= e_i (ties broken by position) some optimal
       solution that contains i also contains j (swap: same count, score not lower, energy
-      not higher), so branches including i while j is excluded are cut. Zero-score and
+      not higher), so branches including i while j is excluded are cut; checked on
+      demand at each branching (O(D) and O(depth)), no O(K^2) table. Zero-score and
       unavailable experts are removed before the search (never worth their energy).
   Pruning uses bound >= incumbent * (1 - 1e-12) (a pruned subtree can hide an
   improvement of 1e-12 relative at most, far inside the 1e-9 contract).
@@ -33,10 +34,11 @@ runs as Python on lists and compiled by numba on arrays):
 Two drivers run a batch of tokens:
 
 * numba available (default): :func:`solve_batch` runs the whole per-token pipeline in one
-  compiled loop -- eligibility, Remark 2 feasibility and Top-D fallback, three greedy
-  incumbents (Top-score prefix, e/t prefix, (e + mu)/t prefix), mu by bisection on the
-  root LP's slope (sorting maintained by insertion sort), decision order, prefix sums,
-  dominance lists, search. No per-token Python work, no per-token allocation.
+  compiled loop -- eligibility, Remark 2 feasibility and Top-D fallback (partial
+  selection), three greedy incumbents (Top-score prefix, e/t prefix, (e + mu)/t prefix),
+  mu by Kelley's cutting planes on the concave root Lagrangian (each evaluation a heap
+  partial sort), decision order (merge sort), prefix sums, search. No per-token Python
+  work and no allocation in the loop: workspaces are O(K), allocated once per batch.
 * fallback (numba missing, ``DMOE_DISABLE_NUMBA=1`` or ``USE_NUMBA = False``):
   :func:`solve` -- numpy-vectorised preprocessing over the batch (in chunks, memory
   bounded) and the same search kernels run as Python over lists.
@@ -65,7 +67,7 @@ _MU_REL_TOL = 1e-10
 # about _CLOCK_WORK items + nodes between tokens
 _CLOCK_MASK = 1023
 _CLOCK_WORK = 4096
-# insertion sort below this many items, np.argsort above
+# insertion-sorted run length of the compiled merge sort
 _SMALL_SORT = 24
 # default node cap of the literal BFS (its queue holds up to 2 * cap + 1 nodes)
 BFS_DEFAULT_NODE_LIMIT = 1_000_000
@@ -84,7 +86,7 @@ USE_NUMBA = os.environ.get("DMOE_DISABLE_NUMBA", "").strip().lower() not in ("1"
 
 
 def _now():
-    """Wall clock [s] (``time.perf_counter``); replaced by an objmode call when compiled."""
+    """Wall clock [s] (``time.perf_counter``); an object-mode call to it when compiled."""
     return time.perf_counter()
 
 
@@ -433,19 +435,6 @@ def search_paper_bfs(t, e, n, thr_eff, max_experts, node_limit, deadline, q_j, q
 # incref/decref, a call with 20 array arguments otherwise costs ~0.4 us, more than a token.
 
 
-def _sort_by_key(key, n, perm, out):
-    """``out[:n]`` = ``perm[:n]`` stably reordered by ascending ``key`` (insertion sort:
-    O(n + inversions), used when ``perm`` is nearly sorted already)."""
-    for i in range(n):
-        v = perm[i]
-        kv = key[v]
-        p = i - 1
-        while p >= 0 and key[out[p]] > kv:
-            out[p + 1] = out[p]
-            p -= 1
-        out[p + 1] = v
-
-
 def _argsort(key, n, out, tmp):
     """``out[:n]`` = stable ascending argsort of ``key[:n]`` (``tmp``: scratch, length n).
 
@@ -571,22 +560,46 @@ def _top_prefix(tt, ee, n, m, thr, key, perm, tmp):
     return -1
 
 
-def _cover_eval(tt, ee, n, thr, mu, key, perm, tmp):
-    """Root Lagrangian at mu: sort ``perm`` by (e + mu)/t (insertion from the current
-    order) and cover thr fractionally.
+def _sift_down(key, heap, i, size):
+    """Restore the min-heap property (by ``key``) below position i of ``heap[:size]``."""
+    v = heap[i]
+    kv = key[v]
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and key[heap[c + 1]] < key[heap[c]]:
+            c += 1
+        if key[heap[c]] >= kv:
+            break
+        heap[i] = heap[c]
+        i = c
+    heap[i] = v
+
+
+def _cover_eval(tt, ee, n, thr, mu, key, pre, heap):
+    """Root Lagrangian at mu: cover thr fractionally by the cheapest (e + mu)/t items.
+
+    The items come off a binary heap (O(n + k log n) for a k-item cover, no full sort);
+    ``pre[:k + 1]`` receives them in order.
 
     Returns (count, cost, k): fractional item count, cover cost with costs e + mu
-    (L(mu) = cost - mu D), and the position of the critical item.
+    (L(mu) = cost - mu D), and the position of the critical item in ``pre``.
     """
     for i in range(n):
         key[i] = (ee[i] + mu) / tt[i]
-    _sort_by_key(key, n, perm, tmp)
-    for i in range(n):
-        perm[i] = tmp[i]
+        heap[i] = i
+    for i in range(n // 2 - 1, -1, -1):
+        _sift_down(key, heap, i, n)
+    size = n
     acc = 0.0
     cost = 0.0
     for i in range(n):
-        p = perm[i]
+        p = heap[0]
+        pre[i] = p
+        size -= 1
+        heap[0] = heap[size]
+        _sift_down(key, heap, 0, size)
         if acc + tt[p] >= thr:
             frac = (thr - acc) / tt[p]
             if frac < 0.0:
@@ -611,7 +624,7 @@ def _prefix_incumbent(ee, perm, k, n, best_e, inc_x):
     return best_e
 
 
-def _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, tmp):
+def _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, heap):
     """Greedy incumbents 2 and 3 and the root multiplier mu of C2.
 
     Incumbent 2: the e/t prefix covering thr (valid when <= D experts). For the strong
@@ -619,14 +632,11 @@ def _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, tmp):
     L(mu) = cover(e + mu) - mu D by Kelley's cutting planes in 1-D (the intersection of
     the supporting lines at lo (slope > 0) and hi (slope <= 0); finite for piecewise-linear
     L, capped at ``_MU_ITERATIONS``). Every hi (count <= D) offers incumbent 3, its
-    (e + mu)/t prefix, which then has <= D experts. On exit ``perm`` is sorted by
-    (e + mu')/t for the last mu' evaluated.
+    (e + mu)/t prefix, which then has <= D experts. ``perm``, ``heap``: scratch.
 
     Returns (mu, best_e).
     """
-    for i in range(n):
-        perm[i] = i
-    c0, v0, k0 = _cover_eval(tt, ee, n, thr, 0.0, key, perm, tmp)
+    c0, v0, k0 = _cover_eval(tt, ee, n, thr, 0.0, key, perm, heap)
     if k0 + 1 <= max_experts:
         best_e = _prefix_incumbent(ee, perm, k0, n, best_e, inc_x)
     if not strong or c0 <= max_experts + 1e-12:
@@ -639,14 +649,14 @@ def _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, tmp):
         if ee[i] > hi:
             hi = ee[i]
     hi += 1.0
-    c, v, k = _cover_eval(tt, ee, n, thr, hi, key, perm, tmp)
+    c, v, k = _cover_eval(tt, ee, n, thr, hi, key, perm, heap)
     it = 0
     while c > max_experts + 1e-12 and it < 200:
         lo = hi
         l_lo = v - hi * max_experts
         s_lo = c - max_experts
         hi *= 2.0
-        c, v, k = _cover_eval(tt, ee, n, thr, hi, key, perm, tmp)
+        c, v, k = _cover_eval(tt, ee, n, thr, hi, key, perm, heap)
         it += 1
     if c > max_experts + 1e-12:
         return lo, best_e  # pragma: no cover - feasible tokens reach count <= D
@@ -663,7 +673,7 @@ def _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, tmp):
         if not (mid > lo and mid < hi):
             break
         pred = l_lo + s_lo * (mid - lo)
-        c, v, k = _cover_eval(tt, ee, n, thr, mid, key, perm, tmp)
+        c, v, k = _cover_eval(tt, ee, n, thr, mid, key, perm, heap)
         l_mid = v - mid * max_experts
         if l_mid > best_l:
             best_l = l_mid
@@ -684,16 +694,15 @@ def _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, tmp):
     return best_mu, best_e
 
 
-def _arrange(tt, ee, n, mu, strong, key, perm, tmp, order, t_s, e_s, w_s, pa, pb, sufmax):
+def _arrange(tt, ee, n, mu, strong, key, tmp, order, t_s, e_s, w_s, pa, pb, sufmax):
     """Decision order and the sums the bound needs (prefix sums for strong, suffix for paper)."""
     if strong:
         for i in range(n):
             key[i] = (ee[i] + mu) / tt[i]
-        _sort_by_key(key, n, perm, order)
     else:
         for i in range(n):
             key[i] = -(ee[i] / tt[i])
-        _argsort(key, n, order, tmp)
+    _argsort(key, n, order, tmp)
     for i in range(n):
         p = order[i]
         t_s[i] = tt[p]
@@ -755,8 +764,8 @@ def _prepare(scores, costs, thr, q, max_experts, strong, timed_out, idx, tt, ee,
             if inc_x[i]:
                 sel[q, idx[i]] = True
         return False, n, best_e, 0.0
-    mu, best_e = _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, tmp)
-    _arrange(tt, ee, n, mu, strong, key, perm, tmp, order, t_s, e_s, w_s, pa, pb, sufmax)
+    mu, best_e = _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, order)
+    _arrange(tt, ee, n, mu, strong, key, tmp, order, t_s, e_s, w_s, pa, pb, sufmax)
     return True, n, best_e, mu
 
 
@@ -864,7 +873,7 @@ def solve_batch(scores, costs, thr_eff, max_experts, node_limit, deadline, varia
 
 _VARIANT_CODE = {"strong": 0, "paper": 1, "paper-bfs": 2}
 _NO_NRT = (
-    "_sort_by_key", "_argsort", "_gather", "_before", "_top_prefix", "_cover_eval", "_prefix_incumbent",
+    "_sift_down", "_argsort", "_gather", "_before", "_top_prefix", "_cover_eval", "_prefix_incumbent",
     "_root", "_arrange", "_prepare", "_finish", "search_strong", "search_paper", "search_paper_bfs", "solve_batch",
 )
 _NUMBA_NS = None

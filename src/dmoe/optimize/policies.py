@@ -73,12 +73,19 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def _check_fraction(name: str, value, *, upper_open: bool = False) -> float:
+def _check_fraction(name: str, value, *, positive: bool = False) -> float:
+    """Validate a QoS level z in [0, 1] or a layer-importance base gamma0 in (0, 1].
+
+    Gating scores sum to 1 (eq 7), so z > 1 can never be met, and gamma^(l) = gamma0^l must
+    be non-increasing in l (Section IV-A), so gamma0 <= 1.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ValueError(f"`{name}` must be a number, got {value!r}")
     value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}")
+    low_ok = value > 0 if positive else value >= 0
+    if not math.isfinite(value) or not low_ok or value > 1:
+        interval = "(0, 1]" if positive else "[0, 1]"
+        raise ValueError(f"`{name}` must lie in {interval}, got {value!r}")
     return value
 
 
@@ -212,7 +219,7 @@ class JESAPolicy(_JESABase):
     """JESA(gamma0, D): JESA with threshold qos * gamma0**layer (layers from 1, DESIGN.md)."""
 
     def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
-        self.gamma0 = _check_fraction("gamma0", gamma0)
+        self.gamma0 = _check_fraction("gamma0", gamma0, positive=True)
         self.max_experts = check_int("max_experts", max_experts, minimum=1)
         self.qos = _check_fraction("qos", qos)
         self.name = f"JESA({_fmt(self.gamma0)},{self.max_experts})"
@@ -235,7 +242,7 @@ class LowerBound(Policy):
     per link, shared). Its schedule is not exclusive (``Schedule.exclusive`` False)."""
 
     def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
-        self.gamma0 = _check_fraction("gamma0", gamma0)
+        self.gamma0 = _check_fraction("gamma0", gamma0, positive=True)
         self.max_experts = check_int("max_experts", max_experts, minimum=1)
         self.qos = _check_fraction("qos", qos)
         self.name = f"LB({_fmt(self.gamma0)},{self.max_experts})"

@@ -2,8 +2,10 @@
 
 For each token: choose experts S, |S| <= D (C2), sum_{j in S} g_j >= z gamma^(l) (C1),
 minimising sum_{j in S} e_j. Three exact methods return the same optimal energy:
-``"des"`` (Algorithm 1, depth-first branch and bound), ``"enumerate"`` (vectorised brute force, K <= 16)
-and ``"milp"`` (HiGHS reference); ``"auto"`` picks the fastest exact one.
+``"des"`` (Algorithm 1, depth-first branch and bound; numba-compiled when numba imports,
+see :mod:`dmoe.optimize._des`), ``"enumerate"`` (vectorised brute force, K <= 16) and
+``"milp"`` (HiGHS reference); ``"auto"`` picks the fastest exact one. Timings:
+docs/performance.md.
 
 Conventions shared by all methods (decided here, relied on by tests):
 
@@ -47,11 +49,10 @@ SCORE_TOL = 1e-9
 _SCORE_TOL = SCORE_TOL
 
 # "auto" without numba: enumerate while the number of subsets with <= D members is at most
-# this (the Python DES is slower per token than the vectorised enumeration below it)
+# this (the Python DES is slower per token than the vectorised enumeration below it).
+# With numba the compiled DES is at least as fast as enumeration for every K and D
+# (benchmarks/bench_selection.py, section 5; docs/performance.md), so "auto" is DES.
 _AUTO_MAX_SUBSETS = 2048
-# "auto" with numba: compiled DES beats the enumeration for every K >= this
-# (measured with benchmarks/bench_selection.py --crossover, see docs/performance.md)
-_AUTO_DES_MIN_K = 1
 
 _STOP_NAMES = ("optimal", "node_limit", "time_limit")
 
@@ -69,7 +70,7 @@ class SelectionResult:
             resolves to one of them).
         optimal: ``[num_tokens], bool``; False only where DES stopped at ``node_limit`` or
             ``time_limit`` before proving optimality (then ``selection`` is the best feasible
-            selection found and ``gap`` > = 0 bounds its excess). Infeasible tokens count as
+            selection found and ``gap`` >= 0 bounds its excess). Infeasible tokens count as
             optimal (their fallback is fixed by Remark 2).
         gap: ``[num_tokens], float64`` [J] energy minus a proven lower bound (0 when optimal).
         nodes: ``[num_tokens], int64`` B&B nodes visited (DES only, else None; 0 for tokens
@@ -126,7 +127,7 @@ def top_d_fallback(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, 
 
 def _resolve_auto(num_experts: int, max_experts: int) -> str:
     if _des.numba_enabled():
-        return "des" if num_experts >= _AUTO_DES_MIN_K or num_experts > _enumerate.MAX_EXPERTS else "enumerate"
+        return "des"
     if num_experts > _enumerate.MAX_EXPERTS:
         return "des"
     subsets = sum(math.comb(num_experts, size) for size in range(1, max_experts + 1))

@@ -1,0 +1,41 @@
+"""The `dmoe` command line: bad input gives a clear one-line error, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from dmoe.cli import main
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["run", "--subject", "anatomyy"], "`subjects`"),
+        (["run", "--policy", "JESA(0.9)"], "accepted forms"),
+        (["run", "--limit", "0"], "--limit"),
+        (["run", "--max-experts", "0"], "--max-experts"),
+        (["run", "--num-subcarriers", "0"], "--num-subcarriers"),
+        (["run", "--policy", "JESA(1.5,2)"], "gamma0"),
+        (["run", "--channel-redraw", "never"], "--channel-redraw"),
+    ],
+)
+def test_bad_run_arguments_fail_cleanly(args, needle, tmp_path):
+    res = CliRunner().invoke(main, args + ["--output", str(tmp_path), "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code != 0
+    assert needle in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "c").exists()  # failed before any model work
+
+
+def test_subjects_lists_all_57():
+    res = CliRunner().invoke(main, ["subjects"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 57
+    assert any(line.startswith("anatomy") and "135" in line and "medical" in line for line in lines)
+
+
+def test_help():
+    res = CliRunner().invoke(main, ["run", "--help"])
+    assert res.exit_code == 0 and "--subject" in res.output and "--seed" in res.output
