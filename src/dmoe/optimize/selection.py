@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,13 +197,24 @@ def select_experts(
 
     if resolved == "des" and _des.numba_enabled():
         # the whole pipeline (classification, Remark 2, incumbents, search) is compiled
-        selection, feasible, nodes, stop, lower = _des.run_compiled(
-            scores, costs, thr_eff, d, node_limit, deadline, _des.DEFAULT_VARIANT
-        )
-        energy = np.where(selection, costs, 0.0).sum(axis=1)
-        optimal = stop == 0
-        gap = np.where(optimal, 0.0, np.maximum(energy - lower, 0.0))
-        return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes, stop)
+        try:
+            selection, feasible, nodes, stop, lower = _des.run_compiled(
+                scores, costs, thr_eff, d, node_limit, deadline, _des.DEFAULT_VARIANT
+            )
+        except Exception as exc:  # a numba that cannot compile the kernels: same search in Python
+            if not type(exc).__module__.startswith("numba"):
+                raise
+            warnings.warn(
+                f"numba could not compile DES ({type(exc).__name__}); using the Python search",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            _des.USE_NUMBA = False
+        else:
+            energy = np.where(selection, costs, 0.0).sum(axis=1)
+            optimal = stop == 0
+            gap = np.where(optimal, 0.0, np.maximum(energy - lower, 0.0))
+            return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes, stop)
 
     selection = np.zeros((num_tokens, num_experts), dtype=bool)
     feasible = np.ones(num_tokens, dtype=bool)
