@@ -18,6 +18,11 @@ from dmoe.cli import main
         (["run", "--num-subcarriers", "0"], "--num-subcarriers"),
         (["run", "--policy", "JESA(1.5,2)"], "gamma0"),
         (["run", "--channel-redraw", "never"], "--channel-redraw"),
+        (["run", "--qos", "nan"], "--qos"),
+        (["run", "--gamma0", "0"], "--gamma0"),
+        (["run", "--subject", "anatomy,nope"], "'nope'"),
+        (["run", "--num-subcarriers", "32"], "--num-subcarriers"),
+        (["run", "--policy", "Top-9"], "`k`"),
     ],
 )
 def test_bad_run_arguments_fail_cleanly(args, needle, tmp_path):
@@ -39,3 +44,18 @@ def test_subjects_lists_all_57():
 def test_help():
     res = CliRunner().invoke(main, ["run", "--help"])
     assert res.exit_code == 0 and "--subject" in res.output and "--seed" in res.output
+
+
+def test_output_must_be_a_directory(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    res = CliRunner().invoke(main, ["run", "--policy", "Top-2", "--output", str(f), "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code != 0 and "`output`" in res.output and "Traceback" not in res.output
+
+
+def test_comma_separated_subjects_are_split():
+    from dmoe.data import resolve_subjects
+
+    assert resolve_subjects(("anatomy,virology", "nutrition")) == ["anatomy", "virology", "nutrition"]
+    with pytest.raises(TypeError, match="`subjects`"):
+        resolve_subjects(3)

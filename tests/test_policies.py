@@ -180,3 +180,12 @@ def test_schedule_validation():
         TopK(0)
     with pytest.raises(ValueError, match="`gamma0`"):
         JESAPolicy(-0.5, 2)
+
+
+def test_policy_names_keep_a_non_default_qos():
+    from dmoe.optimize.policies import policy_from_name
+
+    assert policy_from_name("JESA(0.9,2,0.5)").name == "JESA(0.9,2,0.5)"
+    assert policy_from_name("LB(0.9,2,0.5)").name == "LB(0.9,2,0.5)"
+    assert policy_from_name("JESA(0.9,2)").name == "JESA(0.9,2)"
+    assert policy_from_name("LB(0.9,2,0.5)").qos == 0.5

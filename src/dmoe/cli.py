@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 
@@ -28,9 +29,9 @@ def main() -> None:
 @click.option("--policy", "policies", multiple=True,
               help="Policy to run (repeatable): dense, Top-k, H(z,D), JESA(g0,D), LB(g0,D). "
                    "Default: dense, Top-1, Top-2, H(<qos>,<D>), JESA(<gamma0>,<D>), LB(<gamma0>,<D>).")
-@click.option("--gamma0", type=float, default=0.9, show_default=True,
+@click.option("--gamma0", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Layer importance base of the default JESA and LB policies (gamma^(l) = gamma0^l).")
-@click.option("--qos", type=float, default=0.5, show_default=True,
+@click.option("--qos", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="QoS z of the default homogeneous policy H(z,D).")
 @click.option("--max-experts", "-D", type=click.IntRange(min=1), default=2, show_default=True,
               help="D, the most experts per token (C2) of the default policies.")
@@ -55,9 +56,12 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
     from .main_job import run_main_job
 
+    for flag, value in (("--gamma0", gamma0), ("--qos", qos), ("--snr-db", snr_db)):
+        if not math.isfinite(value):
+            raise click.BadParameter(f"must be a finite number, got {value}", param_hint=f"'{flag}'")
     if not policies:
-        policies = ("dense", "Top-1", "Top-2", f"H({qos:g},{max_experts})",
-                    f"JESA({gamma0:g},{max_experts})", f"LB({gamma0:g},{max_experts})")
+        policies = ("dense", "Top-1", "Top-2", f"H({qos!r},{max_experts})",
+                    f"JESA({gamma0!r},{max_experts})", f"LB({gamma0!r},{max_experts})")
     try:
         system = SystemConfig(num_experts=num_experts, num_subcarriers=num_subcarriers, snr_db=snr_db)
         run_main_job(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .data import CALIBRATION_SUBJECTS, load_mmlu, pack_question, resolve_subjects
-from .optimize.policies import policy_from_name
+from .optimize.policies import Dense, TopK, policy_from_name
 from .results import format_table, plot_per_layer, write_per_layer_csv, write_summary
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .system import SystemConfig
@@ -88,9 +88,21 @@ def run_main_job(
             f"subjects {calib} are in the routers' calibration set: their accuracy is optimistic",
             stacklevel=2,
         )
+    links = system.num_experts * (system.num_experts - 1)
+    if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:
+        raise ValueError(
+            f"`num_subcarriers` (--num-subcarriers/-M) = {system.num_subcarriers} is too small for "
+            f"the dense policy: K(K-1) = {links} links may all be active at once and dense cannot "
+            f"reroute; use M >= {links} or drop dense"
+        )
+    for p in parsed:
+        if isinstance(p, TopK) and p.k > system.num_experts:
+            raise ValueError(f"policy {p.name}: `k` must not exceed K = {system.num_experts}")
     questions = load_mmlu(names, limit=limit)
     out_dir = Path(output) if output is not None else None
     if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"`output` (--output/-o) must be a directory, but {str(out_dir)!r} is a file")
         out_dir.mkdir(parents=True, exist_ok=True)
     model = load_moe_model(
         model_source, num_experts=system.num_experts, cache_dir=cache_dir, progress=progress

@@ -140,16 +140,26 @@ def resolve_subjects(subjects: str | list[str] | tuple[str, ...] | None) -> list
     ------
     ValueError
         If a name is not an MMLU subject (the message suggests close matches).
+    TypeError
+        If ``subjects`` is not a string or a list/tuple of strings.
     """
     if subjects is None:
         subjects = "anatomy"
     if isinstance(subjects, str):
-        subjects = [s for s in subjects.split(",") if s.strip()]
-    known = set(_all_questions())
-    out: list[str] = []
+        subjects = [subjects]
+    if not isinstance(subjects, (list, tuple)):
+        raise TypeError(
+            f"`subjects` must be a subject name, a comma-separated string or a list of them, "
+            f"got {type(subjects).__name__}"
+        )
+    names_given: list[str] = []
     for raw in subjects:
         if not isinstance(raw, str):
             raise TypeError(f"`subjects` must be strings, got {type(raw).__name__}")
+        names_given.extend(part for part in raw.split(",") if part.strip())
+    known = set(_all_questions())
+    out: list[str] = []
+    for raw in names_given:
         name = _normalise(raw)
         if name == "all":
             names = list_subjects()

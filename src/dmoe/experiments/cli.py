@@ -62,7 +62,7 @@ def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_s
         run_experiments(
             list(names), output, options=options, force=force, model_source=model_source, cache_dir=cache_dir,
             progress=not quiet, log=lambda msg: click.echo(msg, err=True),
-            command=shlex.join(["dmoe", "reproduce"] + sys.argv[1:]),
+            command=shlex.join(["dmoe"] + sys.argv[1:]),
         )
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -149,7 +149,19 @@ def resolve_source(source: str | os.PathLike | None = None) -> ModelSource:
 
 
 def read_intermediate_size(source: ModelSource) -> int | None:
-    """The FFN intermediate size from a local ``config.json`` without loading weights (else None)."""
+    """The FFN intermediate size from a local ``config.json`` or a GGUF file's metadata
+    (``<arch>.feed_forward_length``) without loading weights; None when unknown."""
+    if source.kind == "gguf" and source.gguf_file:
+        try:
+            from gguf import GGUFReader
+
+            reader = GGUFReader(str(Path(source.location) / source.gguf_file))
+            for name, fld in reader.fields.items():
+                if name.endswith(".feed_forward_length"):
+                    return int(fld.parts[fld.data[0]][0])
+        except Exception:  # unreadable metadata: the full load will report it
+            return None
+        return None
     if source.kind != "hf_dir":
         return None
     try:

@@ -70,7 +70,7 @@ class Schedule:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    return f"{x:.12g}"
 
 
 def _check_fraction(name: str, value, *, positive: bool = False) -> float:
@@ -145,6 +145,9 @@ class TopK(Policy):
     unavailable for tokens of that source) and re-pick the top-k among the remaining
     experts; this repeats until every active link is served. Each round removes at least
     one link, so it ends. ``feasible`` is False for tokens left with fewer than k experts.
+
+    Source: Section VII-A-3, "Top-k Allocation". Raises ValueError for ``k`` < 1 (here)
+    and for ``k`` > K or malformed inputs (in :meth:`schedule`).
     """
 
     def __init__(self, k: int):
@@ -157,7 +160,9 @@ class TopK(Policy):
     def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
         scores, source, rates, system = _inputs(scores, source, rates, layer, system)
         t, kk = scores.shape
-        k = min(self.k, kk)
+        if self.k > kk:
+            raise ValueError(f"`k` of Top-{self.k} must not exceed the number of experts K = {kk}")
+        k = self.k
         # [K, K] links that are still allowed
         allowed = np.ones((kk, kk), dtype=bool)
         rounds = 0
@@ -201,7 +206,11 @@ class _JESABase(Policy):
 
 
 class Homogeneous(_JESABase):
-    """H(z, D): JESA with the same threshold z on every layer (gamma^(l) = 1)."""
+    """H(z, D): JESA with the same threshold z on every layer (gamma^(l) = 1).
+
+    Source: Section VII-A-3, "Homogeneous Allocation" (Algorithm 2 with C1 = z).
+    Raises ValueError unless ``qos`` z is in [0, 1] and ``max_experts`` D >= 1.
+    """
 
     def __init__(self, qos: float, max_experts: int):
         self.qos = _check_fraction("qos", qos)
@@ -216,13 +225,19 @@ class Homogeneous(_JESABase):
 
 
 class JESAPolicy(_JESABase):
-    """JESA(gamma0, D): JESA with threshold qos * gamma0**layer (layers from 1, DESIGN.md)."""
+    """JESA(gamma0, D): JESA with threshold qos * gamma0**layer (layers from 1, DESIGN.md).
+
+    Source: Section VII-A-3 and Algorithm 2, with z = ``qos`` (1 in the paper) and
+    gamma^(l) = gamma0^l. Raises ValueError unless gamma0 is in (0, 1], z in [0, 1] and
+    ``max_experts`` D >= 1.
+    """
 
     def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
         self.gamma0 = _check_fraction("gamma0", gamma0, positive=True)
         self.max_experts = check_int("max_experts", max_experts, minimum=1)
         self.qos = _check_fraction("qos", qos)
-        self.name = f"JESA({_fmt(self.gamma0)},{self.max_experts})"
+        z = "" if self.qos == 1.0 else f",{_fmt(self.qos)}"
+        self.name = f"JESA({_fmt(self.gamma0)},{self.max_experts}{z})"
 
     def _threshold(self, layer: int) -> float:
         return self.qos * self.gamma0**layer
@@ -239,13 +254,18 @@ class JESAPolicy(_JESABase):
 
 class LowerBound(Policy):
     """LB(gamma0, D): DES with threshold qos * gamma0**layer, C3 ignored (best subcarrier
-    per link, shared). Its schedule is not exclusive (``Schedule.exclusive`` False)."""
+    per link, shared). Its schedule is not exclusive (``Schedule.exclusive`` False).
+
+    Source: Section VII-A-3, "Lower Bound". Raises ValueError unless gamma0 is in (0, 1],
+    z in [0, 1] and ``max_experts`` D >= 1.
+    """
 
     def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
         self.gamma0 = _check_fraction("gamma0", gamma0, positive=True)
         self.max_experts = check_int("max_experts", max_experts, minimum=1)
         self.qos = _check_fraction("qos", qos)
-        self.name = f"LB({_fmt(self.gamma0)},{self.max_experts})"
+        z = "" if self.qos == 1.0 else f",{_fmt(self.qos)}"
+        self.name = f"LB({_fmt(self.gamma0)},{self.max_experts}{z})"
 
     def params(self) -> dict:
         return {
@@ -264,7 +284,8 @@ class LowerBound(Policy):
 
 
 class Dense(Policy):
-    """Every expert for every token, optimal subcarriers; cannot reroute.
+    """Every expert for every token, optimal subcarriers; cannot reroute (the dense MoE,
+    i.e. Top-K; the reference point of Fig. 10).
 
     Raises ValueError from :meth:`schedule` if some active link cannot be served (more
     active links than subcarriers, or a link with rate 0 on every subcarrier).
@@ -296,7 +317,7 @@ _NUM = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
 _INT = r"\s*([0-9]+)\s*"
 _FORMS = (
     "'Top-k' / 'topk' (e.g. 'Top-2', 'top2'), 'H(z,D)' (e.g. 'H(0.8,2)'), "
-    "'JESA(gamma0,D)' or 'JESA(gamma0,D,z)' (e.g. 'JESA(0.9,2)'), 'LB(gamma0,D)' (e.g. 'LB(0.9,2)'), 'dense'"
+    "'JESA(gamma0,D)' or 'JESA(gamma0,D,z)' (e.g. 'JESA(0.9,2)'), 'LB(gamma0,D)' or 'LB(gamma0,D,z)' (e.g. 'LB(0.9,2)'), 'dense'"
 )
 
 
@@ -320,9 +341,10 @@ def policy_from_name(name: str) -> Policy:
     if m:
         qos = float(m.group(3)) if m.group(3) is not None else 1.0
         return JESAPolicy(float(m.group(1)), int(m.group(2)), qos)
-    m = re.fullmatch(r"(?i)lb\s*\(" + _NUM + "," + _INT + r"\)", s)
+    m = re.fullmatch(r"(?i)lb\s*\(" + _NUM + "," + _INT + r"(?:," + _NUM + r")?\)", s)
     if m:
-        return LowerBound(float(m.group(1)), int(m.group(2)))
+        qos = float(m.group(3)) if m.group(3) is not None else 1.0
+        return LowerBound(float(m.group(1)), int(m.group(2)), qos)
     if s.lower() == "dense":
         return Dense()
     raise ValueError(f"unknown policy `name` {name!r}; accepted forms: {_FORMS}")
