@@ -8,6 +8,7 @@ carries the signal).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -114,8 +115,6 @@ def evaluate_policy(
     ValueError
         If ``queries`` is empty, or on the runtime's configuration errors.
     """
-    import time
-
     if len(queries) == 0:
         raise ValueError("`queries` must hold at least one question")
     runtime = DMoERuntime(
