@@ -16,25 +16,14 @@ Both share the :class:`~dmoe.optimize.policies.Policy` interface and are pure nu
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Sequence
 
 from dmoe.channel import as_generator
 from dmoe.optimize._validation import check_int
 from dmoe.optimize.jesa import jesa
-from dmoe.optimize.policies import Policy, Schedule, _inputs
+from dmoe.optimize.policies import Policy, Schedule, _check_fraction, _fmt, _inputs, _LayerImportance
 
 __all__ = ["LayerwiseQoS", "DESPolicy"]
-
-
-def _fraction(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"`{name}` must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}")
-    return value
 
 
 class LayerwiseQoS(Policy):
@@ -49,12 +38,12 @@ class LayerwiseQoS(Policy):
     """
 
     def __init__(self, thresholds: Sequence[float], max_experts: int, *, name: str | None = None):
-        values = tuple(_fraction(f"thresholds[{i}]", v) for i, v in enumerate(thresholds))
+        values = tuple(_check_fraction(f"thresholds[{i}]", v) for i, v in enumerate(thresholds))
         if not values:
             raise ValueError("`thresholds` must hold at least one value")
         self.thresholds = values
         self.max_experts = check_int("max_experts", max_experts, minimum=1)
-        self.name = name or f"QoS({','.join(f'{v:g}' for v in values)};D={self.max_experts})"
+        self.name = name or f"QoS({','.join(_fmt(v) for v in values)};D={self.max_experts})"
 
     @classmethod
     def window(
@@ -91,30 +80,18 @@ class LayerwiseQoS(Policy):
         return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, True, info)
 
 
-class DESPolicy(Policy):
+class DESPolicy(_LayerImportance):
     """DES(gamma0, D): Algorithm 1 with threshold qos * gamma0**l, one selection pass.
 
     See the module docstring: costs from one random distinct subcarrier per link, then
     optimal subcarriers for the selection (``jesa`` with ``max_iterations=1``).
     """
 
-    def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
-        self.gamma0 = _fraction("gamma0", gamma0)
-        self.max_experts = check_int("max_experts", max_experts, minimum=1)
-        self.qos = _fraction("qos", qos)
-        self.name = f"DES({self.gamma0:g},{self.max_experts})"
-
-    def params(self) -> dict:
-        return {
-            "policy": "DES",
-            "name": self.name,
-            "gamma0": self.gamma0,
-            "max_experts": self.max_experts,
-            "qos": self.qos,
-        }
+    _label = "DES"
+    _kind = "DES"
 
     def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
         scores, source, rates, system = _inputs(scores, source, rates, layer, system)
-        thr = self.qos * self.gamma0 ** int(layer)
+        thr = self._threshold(layer)
         res = jesa(scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), max_iterations=1)
         return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, True, {"energy": res.energy})

@@ -224,7 +224,36 @@ class Homogeneous(_JESABase):
         return {"policy": "Homogeneous", "name": self.name, "qos": self.qos, "max_experts": self.max_experts}
 
 
-class JESAPolicy(_JESABase):
+class _LayerImportance(Policy):
+    """Shared part of the policies with C1 threshold z * gamma0**layer (layers from 1).
+
+    Subclasses set ``_label`` (the name's prefix) and ``_kind`` (``params()['policy']``).
+    """
+
+    _label = ""
+    _kind = ""
+
+    def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
+        self.gamma0 = _check_fraction("gamma0", gamma0, positive=True)
+        self.max_experts = check_int("max_experts", max_experts, minimum=1)
+        self.qos = _check_fraction("qos", qos)
+        z = "" if self.qos == 1.0 else f",{_fmt(self.qos)}"
+        self.name = f"{self._label}({_fmt(self.gamma0)},{self.max_experts}{z})"
+
+    def _threshold(self, layer: int) -> float:
+        return self.qos * self.gamma0 ** int(layer)
+
+    def params(self) -> dict:
+        return {
+            "policy": self._kind,
+            "name": self.name,
+            "gamma0": self.gamma0,
+            "max_experts": self.max_experts,
+            "qos": self.qos,
+        }
+
+
+class JESAPolicy(_LayerImportance, _JESABase):
     """JESA(gamma0, D): JESA with threshold qos * gamma0**layer (layers from 1, DESIGN.md).
 
     Source: Section VII-A-3 and Algorithm 2, with z = ``qos`` (1 in the paper) and
@@ -232,27 +261,11 @@ class JESAPolicy(_JESABase):
     ``max_experts`` D >= 1.
     """
 
-    def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
-        self.gamma0 = _check_fraction("gamma0", gamma0, positive=True)
-        self.max_experts = check_int("max_experts", max_experts, minimum=1)
-        self.qos = _check_fraction("qos", qos)
-        z = "" if self.qos == 1.0 else f",{_fmt(self.qos)}"
-        self.name = f"JESA({_fmt(self.gamma0)},{self.max_experts}{z})"
-
-    def _threshold(self, layer: int) -> float:
-        return self.qos * self.gamma0**layer
-
-    def params(self) -> dict:
-        return {
-            "policy": "JESA",
-            "name": self.name,
-            "gamma0": self.gamma0,
-            "max_experts": self.max_experts,
-            "qos": self.qos,
-        }
+    _label = "JESA"
+    _kind = "JESA"
 
 
-class LowerBound(Policy):
+class LowerBound(_LayerImportance):
     """LB(gamma0, D): DES with threshold qos * gamma0**layer, C3 ignored (best subcarrier
     per link, shared). Its schedule is not exclusive (``Schedule.exclusive`` False).
 
@@ -260,25 +273,12 @@ class LowerBound(Policy):
     z in [0, 1] and ``max_experts`` D >= 1.
     """
 
-    def __init__(self, gamma0: float, max_experts: int, qos: float = 1.0):
-        self.gamma0 = _check_fraction("gamma0", gamma0, positive=True)
-        self.max_experts = check_int("max_experts", max_experts, minimum=1)
-        self.qos = _check_fraction("qos", qos)
-        z = "" if self.qos == 1.0 else f",{_fmt(self.qos)}"
-        self.name = f"LB({_fmt(self.gamma0)},{self.max_experts}{z})"
-
-    def params(self) -> dict:
-        return {
-            "policy": "LowerBound",
-            "name": self.name,
-            "gamma0": self.gamma0,
-            "max_experts": self.max_experts,
-            "qos": self.qos,
-        }
+    _label = "LB"
+    _kind = "LowerBound"
 
     def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
         scores, source, rates, system = _inputs(scores, source, rates, layer, system)
-        thr = self.qos * self.gamma0 ** int(layer)
+        thr = self._threshold(layer)
         res = lower_bound(scores, source, rates, thr, self.max_experts, system=system)
         return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, False, {"energy": res.energy})
 
