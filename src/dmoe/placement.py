@@ -45,6 +45,7 @@ __all__ = [
     "coactivation_kept",
     "make_placement",
     "layer_placement",
+    "node_selection",
 ]
 
 #: names of the built-in placements (``dmoe run --placement``)
@@ -344,3 +345,22 @@ def make_placement(kind: str, num_experts: int, num_nodes: int, *, coactivation=
     if c.shape[-1] != e:
         raise ValueError(f"`coactivation` describes {c.shape[-1]} experts, expected {e}")
     return coactivation_placement(c, n, seed=seed)
+
+
+def node_selection(selection, placement, num_nodes: int) -> np.ndarray:
+    """Nodes a selection needs: ``[num_tokens, num_nodes], bool``, True where the token selected
+    at least one expert held by that node.
+
+    Args:
+        selection: ``[num_tokens, num_experts], bool``; placement: ``[num_experts]`` node ids;
+        num_nodes: N.
+    """
+    sel = np.asarray(selection, dtype=bool)
+    p = np.asarray(placement, dtype=np.int64)
+    out = np.zeros((sel.shape[0], int(num_nodes)), dtype=bool)
+    if sel.size:
+        # scatter-or each expert column into its node's column
+        counts = np.zeros((sel.shape[0], int(num_nodes)), dtype=np.int64)
+        np.add.at(counts.T, p, sel.T.astype(np.int64))
+        out = counts > 0
+    return out

@@ -72,3 +72,64 @@ def solve(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, thr_eff: 
         found[lo:hi] = has
         selection[lo:hi] = (subsets[best] > 0.5) & has[:, None]
     return selection, found
+
+
+@lru_cache(maxsize=64)
+def lex_rank(num_experts: int, max_size: int) -> np.ndarray:
+    """Rank of each row of :func:`subset_matrix` in the lexicographic order of its sorted
+    expert-index tuple (``[num_subsets], int64``; 0 = smallest)."""
+    bits = subset_matrix(num_experts, max_size)
+    tuples = [tuple(np.flatnonzero(row > 0.5)) for row in bits]
+    order = sorted(range(len(tuples)), key=lambda i: tuples[i])
+    rank = np.empty(len(tuples), dtype=np.int64)
+    rank[np.asarray(order, dtype=np.int64)] = np.arange(len(tuples))
+    rank.setflags(write=False)
+    return rank
+
+
+def solve_nodes(scores, acost, ncost, placement, eligible, thr_eff, max_experts, *, tie_rtol, tie_stol):
+    """Exact node-aware P1(a) by enumeration, with the canonical tie rule.
+
+    Energy of subset S: sum_{j in S} a_j + sum over the distinct nodes of S of c_n.
+    Among the feasible subsets of least energy E* (within ``tie_rtol`` relative) the largest
+    score sum wins (within ``tie_stol``), then the lexicographically smallest sorted index tuple.
+
+    Args:
+        scores, acost: ``[n, E], float64``; ncost: ``[n, N], float64`` (finite where some
+        eligible expert needs it); placement: ``[E], int64``; eligible: ``[n, E], bool``;
+        thr_eff: ``[n]``; max_experts: D (<= E <= 16).
+
+    Returns:
+        (selection ``[n, E] bool``, found ``[n] bool``).
+    """
+    n, k = scores.shape
+    num_nodes = ncost.shape[1]
+    subsets = subset_matrix(k, max_experts)
+    rank = lex_rank(k, max_experts).astype(np.float64)
+    onehot = np.zeros((k, num_nodes))
+    onehot[np.arange(k), placement] = 1.0
+    # [num_subsets, N] nodes each subset needs
+    used = ((subsets @ onehot) > 0.5).astype(np.float64)
+    st = subsets.T
+    chunk = max(1, _CHUNK_ENTRIES // subsets.shape[0])
+    selection = np.zeros((n, k), dtype=bool)
+    found = np.zeros(n, dtype=bool)
+    scores_e = np.where(eligible, scores, 0.0)
+    costs_e = np.where(eligible, acost, 0.0)
+    ncost_e = np.where(np.isfinite(ncost), ncost, 0.0)
+    blocked = (~eligible).astype(np.float64)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        ssum = scores_e[lo:hi] @ st
+        esum = costs_e[lo:hi] @ st + ncost_e[lo:hi] @ used.T
+        bad = (blocked[lo:hi] @ st) > 0.5
+        ok = (ssum >= thr_eff[lo:hi, None]) & ~bad
+        has = ok.any(axis=1)
+        emin = np.where(ok, esum, np.inf).min(axis=1)
+        tie = ok & (esum - emin[:, None] <= tie_rtol * esum)
+        smax = np.where(tie, ssum, -np.inf).max(axis=1)
+        tie &= ssum >= smax[:, None] - tie_stol
+        best = np.argmin(np.where(tie, rank[None, :], np.inf), axis=1)
+        found[lo:hi] = has
+        selection[lo:hi] = (subsets[best] > 0.5) & has[:, None]
+    return selection, found
