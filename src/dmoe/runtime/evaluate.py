@@ -88,6 +88,7 @@ def evaluate_policy(
     channel_redraw: str = "layer",
     rates_fn: Callable | None = None,
     progress: bool = True,
+    placement=None,
 ) -> PolicyResult:
     """Answer packed MMLU questions with ``policy`` scheduling every layer round.
 
@@ -105,6 +106,8 @@ def evaluate_policy(
     rates_fn : callable(rng) -> [K, K, M] rates, optional
     progress : bool
         Show a progress bar over rounds.
+    placement : ndarray [num_experts] or [num_layers, num_experts], optional
+        Node of each expert when experts outnumber the ``system.num_experts`` nodes.
 
     Returns
     -------
@@ -118,7 +121,8 @@ def evaluate_policy(
     if len(queries) == 0:
         raise ValueError("`queries` must hold at least one question")
     runtime = DMoERuntime(
-        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn
+        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn,
+        placement=placement,
     )
     K = system.num_experts
     name = getattr(policy, "name", type(policy).__name__)

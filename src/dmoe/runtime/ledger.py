@@ -12,6 +12,12 @@ The return of the FFN output to the source node (protocol step 5) is counted in
 ``backward_transmissions`` but not charged: the paper's energy model (eq 3) and its
 objective P1/P2 charge each selected remote expert one hidden-state transfer, and the
 ledger follows the model the solvers optimise.
+
+Several experts per node (issue 12): with a ``placement`` (node of each expert, one
+mapping or one per layer) ``system.num_experts`` is the number of nodes N, subcarriers
+serve node pairs, one transmission is charged per (token, remote node) however many of
+that node's experts the token uses, and computation per expert
+(:func:`dmoe.energy.node_computation_energy`). One expert per node is ``placement=None``.
 """
 
 from __future__ import annotations
@@ -45,11 +51,14 @@ class EnergyLedger:
     num_layers : int
         L, number of decoder layers (rounds per query batch).
     system : SystemConfig
-        Radio and device parameters (P0, s0, a_j, b_j).
+        Radio and device parameters (P0, s0, a_j, b_j); ``num_experts`` = N nodes.
+    placement : ndarray [num_experts] or [num_layers, num_experts], int, optional
+        Node of each expert (validated by the runtime); None = one expert per node.
     """
 
     num_layers: int
     system: SystemConfig
+    placement: np.ndarray | None = None
     _comm: np.ndarray = field(init=False)
     _comp: np.ndarray = field(init=False)
     _tokens: np.ndarray = field(init=False)
@@ -59,7 +68,8 @@ class EnergyLedger:
     _selection_counts: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        L, K = self.num_layers, self.system.num_experts
+        L = self.num_layers
+        K = self.system.num_experts if self.placement is None else np.asarray(self.placement).shape[-1]
         self._comm = np.zeros(L)
         self._comp = np.zeros(L)
         self._tokens = np.zeros(L, dtype=np.int64)
@@ -88,9 +98,9 @@ class EnergyLedger:
             alpha: experts that processed each token.
         source : ndarray [num_tokens], int
             Node holding each token.
-        subcarrier : ndarray [num_experts, num_experts], int
+        subcarrier : ndarray [num_nodes, num_nodes], int
             beta: the subcarrier each link used (-1: none).
-        rates : ndarray [num_experts, num_experts, num_subcarriers], float [bit/s]
+        rates : ndarray [num_nodes, num_nodes, num_subcarriers], float [bit/s]
             The channel realisation of this round.
         feasible : ndarray [num_tokens], bool, optional
             Tokens whose QoS could be met (counted, not charged).
@@ -109,8 +119,16 @@ class EnergyLedger:
         selection = np.asarray(selection, dtype=bool)
         sub = np.asarray(subcarrier)
         K = self.system.num_experts
-        # [K, K] tokens sent from node i to expert j (s_ij in tokens)
-        tokens = link_token_counts(selection, source, K)
+        place = None
+        if self.placement is not None:
+            from ..placement import layer_placement, node_selection
+
+            place = layer_placement(self.placement, layer)
+            # [K, K] tokens sent from node i to node n (one transmission per token and node)
+            tokens = link_token_counts(node_selection(selection, place, K), source, K)
+        else:
+            # [K, K] tokens sent from node i to expert j (s_ij in tokens)
+            tokens = link_token_counts(selection, source, K)
         remote = tokens.copy()
         np.fill_diagonal(remote, 0)
         if np.any((remote > 0) & (sub < 0)):
@@ -118,7 +136,7 @@ class EnergyLedger:
             raise RuntimeError(f"schedule sends tokens over link {i}->{j}, which has no subcarrier")
         try:
             # eq (2)-(4) on the subcarriers actually allocated
-            bill = schedule_energy(selection, source, sub, rates, self.system, zero_rate="raise")
+            bill = schedule_energy(selection, source, sub, rates, self.system, zero_rate="raise", placement=place)
         except ValueError as exc:
             raise RuntimeError(f"schedule sends tokens over a zero-rate link: {exc}") from exc
         comm, comp = float(bill.comm), float(bill.comp)

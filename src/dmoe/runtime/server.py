@@ -62,7 +62,8 @@ class DMoERuntime:
     Parameters
     ----------
     model : dmoe.model.MoEModel
-        ``model.num_experts`` must equal ``system.num_experts`` (one expert per node).
+        ``model.num_experts`` must equal ``system.num_experts`` (one expert per node)
+        unless a ``placement`` is given.
     policy : dmoe.optimize.policies.Policy
         Decides selection and subcarriers for each layer round.
     system : SystemConfig
@@ -74,6 +75,12 @@ class DMoERuntime:
         Channel model; default :func:`dmoe.channel.draw_rates` (i.i.d. Rayleigh, eq 1).
     record_selection : bool
         Keep every token's selection per layer (for tests and selection-pattern plots).
+    placement : ndarray [num_experts] or [num_layers, num_experts], int, optional
+        Node of each expert when experts outnumber nodes (issue 12, :mod:`dmoe.placement`);
+        ``system.num_experts`` is then the number of nodes N and a round serves up to N
+        queries. Node n holds the FFNs of its experts; the policy schedules node pairs and
+        the ledger charges one transmission per (token, remote node). None = one expert
+        per node (N = E).
 
     Raises
     ------
@@ -89,16 +96,23 @@ class DMoERuntime:
     channel_redraw: str = "layer"
     rates_fn: Callable[[np.random.Generator], np.ndarray] | None = None
     record_selection: bool = False
+    placement: object = None
     ledger: EnergyLedger = field(init=False)
     nodes: list[ExpertNode] = field(init=False)
     rounds: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         K = int(self.model.num_experts)
-        if K != self.system.num_experts:
+        if self.placement is not None:
+            from ..placement import check_placement
+
+            self.placement = check_placement(
+                self.placement, self.system.num_experts, num_experts=K, num_layers=int(self.model.num_layers)
+            )
+        elif K != self.system.num_experts:
             raise ValueError(
                 f"`system.num_experts` ({self.system.num_experts}) must equal the model's "
-                f"number of experts per layer ({K}): one expert per node"
+                f"number of experts per layer ({K}): one expert per node (or give a `placement`)"
             )
         if self.channel_redraw not in CHANNEL_REDRAW:
             raise ValueError(
@@ -106,7 +120,8 @@ class DMoERuntime:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
-        self.ledger = EnergyLedger(int(self.model.num_layers), self.system)
+        self.ledger = EnergyLedger(int(self.model.num_layers), self.system, self.placement)
+        # one holder per expert: with a placement, node n hosts the holders of its experts
         self.nodes = [ExpertNode(j, self.model) for j in range(K)]
 
     # ------------------------------------------------------------------ channels
@@ -125,11 +140,11 @@ class DMoERuntime:
     # --------------------------------------------------------------------- round
     @torch.no_grad()
     def run_round(self, queries: Sequence[PackedQuery]) -> RoundOutput:
-        """Serve up to K queries, query q on node q (protocol steps 1-6).
+        """Serve up to N queries, query q on node q (protocol steps 1-6).
 
         Parameters
         ----------
-        queries : sequence of PackedQuery, length 1..K
+        queries : sequence of PackedQuery, length 1..N (N = ``system.num_experts`` nodes)
 
         Returns
         -------
@@ -141,8 +156,9 @@ class DMoERuntime:
             If there are more queries than nodes or none.
         """
         K = len(self.nodes)
-        if not 1 <= len(queries) <= K:
-            raise ValueError(f"`queries` must hold 1..{K} queries (one per node), got {len(queries)}")
+        N = self.system.num_experts
+        if not 1 <= len(queries) <= N:
+            raise ValueError(f"`queries` must hold 1..{N} queries (one per node), got {len(queries)}")
         model = self.model
         r = self.rounds
         self.rounds += 1
@@ -173,6 +189,11 @@ class DMoERuntime:
             g_all = torch.cat(gs)
             scores = g_all.double().numpy()
             rates = self._rates(r, layer)
+            extra = {}
+            if self.placement is not None:
+                from ..placement import layer_placement
+
+                extra["placement"] = layer_placement(self.placement, layer)
             sched = self.policy.schedule(
                 scores,
                 source,
@@ -180,6 +201,7 @@ class DMoERuntime:
                 layer + 1,
                 system=self.system,
                 rng=np.random.default_rng([self.seed, r, layer, 1]),
+                **extra,
             )
             selection = np.asarray(sched.selection, dtype=bool)
             self.ledger.charge(layer, selection, source, sched.subcarrier, rates, sched.feasible)
