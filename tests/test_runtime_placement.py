@@ -97,3 +97,29 @@ def test_runtime_rejects_bad_placement(moe8):
         DMoERuntime(moe8, Dense(), system=system, placement=np.arange(E) % 3)
     with pytest.raises(ValueError, match="`placement`.*layers"):
         DMoERuntime(moe8, Dense(), system=system, placement=np.zeros((5, E), dtype=int) + np.arange(E) % N)
+
+
+def test_routing_coactivation_from_calibration(moe8):
+    from dmoe.placement import check_placement, coactivation_placement
+    from dmoe.runtime.routing import routing_coactivation
+
+    ids = [torch.arange(3, 40), torch.arange(50, 90)]
+    c = routing_coactivation(moe8, top_k=3, calibration_ids=ids)
+    assert c.shape == (moe8.num_layers, E, E)
+    # every token contributes k(k-1) ordered co-selected pairs per layer
+    tokens = sum(len(t) for t in ids)
+    np.testing.assert_allclose(c.sum(axis=(1, 2)), tokens * 3 * 2)
+    check_placement(coactivation_placement(c, N), N, num_experts=E, num_layers=moe8.num_layers)
+    with pytest.raises(ValueError, match="`top_k`"):
+        routing_coactivation(moe8, top_k=9, calibration_ids=ids)
+
+
+def test_cli_rejects_bad_nodes(tmp_path):
+    from click.testing import CliRunner
+
+    from dmoe.cli import main
+
+    res = CliRunner().invoke(main, ["run", "--nodes", "9", "-K", "8", "--output", str(tmp_path)])
+    assert res.exit_code != 0 and "--nodes" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["run", "--nodes", "4", "--placement", "random", "--output", str(tmp_path)])
+    assert res.exit_code != 0 and "--placement" in res.output

@@ -36,7 +36,12 @@ def main() -> None:
 @click.option("--max-experts", "-D", type=click.IntRange(min=1), default=2, show_default=True,
               help="D, the most experts per token (C2) of the default policies.")
 @click.option("--num-experts", "-K", type=click.IntRange(min=2), default=8, show_default=True,
-              help="K, experts per layer = expert nodes.")
+              help="K, experts per layer of the model (= expert nodes unless --nodes is given).")
+@click.option("--nodes", "-N", "num_nodes", type=click.IntRange(min=1), default=None,
+              help="N edge nodes holding the K experts (N <= K; default N = K, one expert per node).")
+@click.option("--placement", type=click.Choice(["contiguous", "round-robin", "coactivation"]), default=None,
+              help="How experts are placed on the N nodes (default contiguous when N < K); coactivation "
+                   "keeps experts the router selects together on one node (calibration statistics).")
 @click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=64, show_default=True,
               help="M, OFDMA subcarriers.")
 @click.option("--snr-db", type=float, default=10.0, show_default=True, help="P0/N0 [dB].")
@@ -51,8 +56,8 @@ def main() -> None:
 @click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe).")
 @click.option("--output", "-o", default="results/run", show_default=True, help="Output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_subcarriers, snr_db,
-        seed, channel_redraw, combine, model_source, cache_dir, output, quiet):
+def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_nodes, placement, num_subcarriers,
+        snr_db, seed, channel_redraw, combine, model_source, cache_dir, output, quiet):
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
     from .main_job import run_main_job
 
@@ -63,8 +68,14 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
         policies = ("dense", "Top-1", "Top-2", f"H({qos!r},{max_experts})",
                     f"JESA({gamma0!r},{max_experts})", f"LB({gamma0!r},{max_experts})")
     try:
-        system = SystemConfig(num_experts=num_experts, num_subcarriers=num_subcarriers, snr_db=snr_db)
+        if num_nodes is not None and num_nodes > num_experts:
+            raise click.BadParameter(
+                f"N = {num_nodes} nodes must not exceed the K = {num_experts} experts per layer", param_hint="'--nodes'"
+            )
+        nodes = num_experts if num_nodes is None else num_nodes
+        system = SystemConfig(num_experts=nodes, num_subcarriers=num_subcarriers, snr_db=snr_db)
         run_main_job(
+            num_experts=num_experts, placement=placement,
             subjects=[s for s in subjects], limit=limit, policies=list(policies), system=system,
             seed=seed, channel_redraw=channel_redraw, model_source=model_source,
             cache_dir=cache_dir, combine=combine, output=output, progress=not quiet,

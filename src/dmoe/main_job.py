@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from .data import CALIBRATION_SUBJECTS, load_mmlu, pack_question, resolve_subjects
 from .optimize.policies import Dense, TopK, policy_from_name
 from .results import format_table, plot_per_layer, write_per_layer_csv, write_summary
@@ -41,6 +43,8 @@ def run_main_job(
     progress: bool = True,
     command: str | None = None,
     log=print,
+    num_experts: int | None = None,
+    placement: str | None = None,
 ) -> tuple[dict, list[PolicyResult]]:
     """Run ``policies`` through the DMoE runtime on MMLU and write the results.
 
@@ -65,6 +69,14 @@ def run_main_job(
         Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``.
     command : str, optional
         The command line that started the run, recorded in the config.
+    num_experts : int, optional
+        E, experts per layer of the model (default ``system.num_experts``: one per node).
+        When E differs from the N = ``system.num_experts`` nodes, the experts are placed
+        by ``placement``.
+    placement : {"contiguous", "round-robin", "coactivation"}, optional
+        How experts are placed on nodes (:mod:`dmoe.placement`; default "contiguous" when
+        E != N). "coactivation" counts the routers' Top-D co-selections on the calibration
+        set (D = the largest ``max_experts``/``k`` among the policies, at least 2).
 
     Returns
     -------
@@ -77,7 +89,19 @@ def run_main_job(
     """
     from .model import load_moe_model
 
+    from .placement import PLACEMENTS, make_placement
+
     system = system or SystemConfig()
+    num_nodes = system.num_experts
+    num_experts = num_nodes if num_experts is None else int(num_experts)
+    if num_nodes > num_experts:
+        raise ValueError(
+            f"`nodes` (--nodes) N = {num_nodes} must not exceed the experts per layer E = {num_experts} (--num-experts)"
+        )
+    if placement is not None and placement not in PLACEMENTS:
+        raise ValueError(f"`placement` (--placement) must be one of {', '.join(PLACEMENTS)}; got {placement!r}")
+    if placement is None and num_experts != num_nodes:
+        placement = "contiguous"
     names = resolve_subjects(subjects)
     parsed = [policy_from_name(p) for p in policies]
     if not parsed:
@@ -96,8 +120,8 @@ def run_main_job(
             f"reroute; use M >= {links} or drop dense"
         )
     for p in parsed:
-        if isinstance(p, TopK) and p.k > system.num_experts:
-            raise ValueError(f"policy {p.name}: `k` must not exceed K = {system.num_experts}")
+        if isinstance(p, TopK) and p.k > num_experts:
+            raise ValueError(f"policy {p.name}: `k` must not exceed the experts per layer E = {num_experts}")
     questions = load_mmlu(names, limit=limit)
     out_dir = Path(output) if output is not None else None
     if out_dir is not None:
@@ -105,13 +129,23 @@ def run_main_job(
             raise ValueError(f"`output` (--output/-o) must be a directory, but {str(out_dir)!r} is a file")
         out_dir.mkdir(parents=True, exist_ok=True)
     model = load_moe_model(
-        model_source, num_experts=system.num_experts, cache_dir=cache_dir, progress=progress
+        model_source, num_experts=num_experts, cache_dir=cache_dir, progress=progress
     )
     model.combine = combine
+    place = None
+    if placement is not None:
+        coact = None
+        if placement == "coactivation":
+            from .runtime.routing import routing_coactivation
+
+            top = max([getattr(p, "max_experts", getattr(p, "k", 2)) for p in parsed] + [2])
+            coact = routing_coactivation(model, top_k=min(top, num_experts))
+        place = make_placement(placement, num_experts, num_nodes, coactivation=coact, seed=seed)
     queries = [pack_question(model.tokenizer, q) for q in questions]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
-        f"tokens per policy; K = {system.num_experts} experts, M = {system.num_subcarriers} subcarriers"
+        f"tokens per policy; {num_experts} experts per layer on N = {num_nodes} nodes"
+        f"{'' if placement is None else f' ({placement} placement)'}, M = {system.num_subcarriers} subcarriers"
     )
     results = [
         evaluate_policy(
@@ -122,6 +156,7 @@ def run_main_job(
             seed=seed,
             channel_redraw=channel_redraw,
             progress=progress,
+            placement=place,
         )
         for pol in parsed
     ]
@@ -134,6 +169,9 @@ def run_main_job(
         "combine": combine,
         "model": dict(getattr(model, "metadata", {}) or {"source": model_source or "default"}),
         "system": system.to_dict(),
+        "num_experts": num_experts,
+        "num_nodes": num_nodes,
+        "placement": None if place is None else {"kind": placement, "map": np.asarray(place).tolist()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
