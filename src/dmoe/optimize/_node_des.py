@@ -53,6 +53,7 @@ from __future__ import annotations
 import math
 import time
 import types
+import warnings
 
 import numpy as np
 
@@ -592,8 +593,7 @@ def run(scores, acost, node, ncost, thr_eff, max_experts, incumbent, node_limit,
     stop = np.zeros(w, dtype=np.int8)
     lower = np.zeros(w)
     ns = _numba_namespace() if use_numba else None
-    fn = ns["solve_batch"] if ns is not None else solve_batch
-    fn(
+    args = (
         np.ascontiguousarray(scores, dtype=np.float64),
         np.ascontiguousarray(acost, dtype=np.float64),
         np.ascontiguousarray(node, dtype=np.int64),
@@ -601,4 +601,18 @@ def run(scores, acost, node, ncost, thr_eff, max_experts, incumbent, node_limit,
         np.ascontiguousarray(thr_eff, dtype=np.float64),
         int(max_experts), sel, nodes, stop, lower, int(node_limit or 0), float(deadline or 0.0),
     )
+    if ns is not None:
+        try:
+            ns["solve_batch"](*args)
+            return sel, nodes, stop, lower
+        except Exception as exc:  # a numba that cannot compile the kernels: same search in Python
+            if not type(exc).__module__.startswith("numba"):
+                raise
+            warnings.warn(
+                f"numba could not compile node-aware DES ({type(exc).__name__}); using the Python search",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            sel[:] = incumbent
+    solve_batch(*args)
     return sel, nodes, stop, lower
