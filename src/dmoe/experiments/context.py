@@ -130,6 +130,7 @@ class Context:
         self.progress = progress
         self.log = log
         self._model = None
+        self._other_models: dict = {}
         self._packed: dict = {}
         self.evaluations_run = 0
         self.evaluations_cached = 0
@@ -142,8 +143,20 @@ class Context:
     def model_loaded(self) -> bool:
         return self._model is not None
 
-    def model(self):
-        """The MoE model (loaded on first use)."""
+    def model(self, num_experts: int = 8):
+        """The MoE model with ``num_experts`` experts per layer (loaded on first use; the
+        default K = 8 is the paper's; other K are built/loaded on demand and kept)."""
+        if num_experts != 8:
+            if num_experts not in self._other_models:
+                from dmoe.model import load_moe_model
+
+                self.log(f"loading the MoE model with {num_experts} experts per layer ...")
+                start = time.perf_counter()
+                self._other_models[num_experts] = load_moe_model(
+                    self.model_source, num_experts=num_experts, cache_dir=self.cache_dir, progress=self.progress
+                )
+                self.model_load_seconds += time.perf_counter() - start
+            return self._other_models[num_experts]
         if self._model is None:
             from dmoe.model import load_moe_model
 
@@ -196,8 +209,14 @@ class Context:
         system: SystemConfig | None = None,
         channel_redraw: str = "layer",
         label: str = "",
+        num_experts: int = 8,
+        placement=None,
     ) -> EvalRecord:
         """Evaluate ``policy`` on the questions, through the cache.
+
+        ``num_experts`` selects the model (experts per layer); ``placement`` (``[E]`` or
+        ``[L, E]`` node ids, with ``system.num_experts`` = N nodes) places the experts
+        when they outnumber the nodes (issue 12); both enter the cache key.
 
         Returns:
             :class:`EvalRecord`.
@@ -205,7 +224,7 @@ class Context:
         from dmoe.runtime import evaluate_policy
 
         system = system or SystemConfig()
-        model = self.model()
+        model = self.model(num_experts)
         questions, queries = self.packed(subjects, limit)
         qids = [(q.subject, q.index) for q in questions]
         key_inputs = {
@@ -219,6 +238,8 @@ class Context:
             "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
             "combine": getattr(model, "combine", "sum"),
         }
+        if placement is not None:
+            key_inputs["placement"] = np.asarray(placement).tolist()
         key = _hash(key_inputs)
         path = self.output / "cache" / "evals" / f"{key}.json"
         stored = read_json(path)
@@ -229,7 +250,8 @@ class Context:
         tag = f"[{label}] " if label else ""
         self.log(f"{tag}evaluating {policy.name} on {len(queries)} questions ...")
         res = evaluate_policy(
-            model, queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw, progress=self.progress
+            model, queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw, progress=self.progress,
+            placement=placement,
         )
         idx = np.arange(len(queries))
         nll = -res.logliks[idx, res.answers]
