@@ -99,8 +99,23 @@ def test_all_experts_on_one_node():
     np.testing.assert_array_equal(new.selection, plain.selection)
 
 
+def test_exact_sum_is_math_fsum():
+    import math
+
+    from dmoe.optimize._node_des import _fsum
+
+    rng = np.random.default_rng(0)
+    buf = np.empty(64)
+    for _ in range(2000):
+        n = int(rng.integers(0, 30))
+        v = rng.normal(0, 1, n) * 10.0 ** rng.integers(-20, 20, n)
+        assert _fsum(v, n, buf) == math.fsum(v.tolist())
+    v = np.array([0.1, 0.2, 0.3, 1e-17])
+    assert _fsum(v, 4, buf) == math.fsum(v.tolist())
+
+
 def test_ties_follow_the_canonical_rule():
-    """Equal energies: largest score sum, then the lexicographically smallest expert set."""
+    """Equal energies: larger score sum, then the index rule (smallest differing index first)."""
     # four identical experts on two identical nodes: {0, 1} (same node) beats {0, 2}, {2, 3}
     scores = np.full((1, 4), 0.25)
     placement = np.array([0, 0, 1, 1])
@@ -112,6 +127,15 @@ def test_ties_follow_the_canonical_rule():
     for method in ("des", "enumerate"):
         res = select_experts(scores, np.full(3, 1e-3), 0.4, 1, placement=np.array([0, 1, 2]), node_costs=np.array([0.0, 0.0, 0.0]), method=method)
         assert np.flatnonzero(res.selection[0]).tolist() == [1]
+    # index rule: {0, 1} comes before {0}: with free experts 0 and 1 on the own node both
+    # reach C1 alone... a prefix comes after the longer set only on equal energy and score,
+    # so build equal energy and score: experts 1 and 2 have the score of expert 3
+    scores = np.array([[0.4, 0.2, 0.2, 0.4]])
+    for method in ("des", "enumerate"):
+        res = select_experts(scores, np.array([1e-3, 5e-4, 5e-4, 1e-3]), 0.4, 2,
+                             placement=np.array([0, 0, 0, 1]), node_costs=np.array([0.0, 0.0]), method=method)
+        # {0}, {3}, {1, 2}: equal energy 1e-3 and score 0.4; index rule: {0} first
+        assert np.flatnonzero(res.selection[0]).tolist() == [0]
     # many random instances with quantised values (lots of ties): des == enumerate exactly
     rng = np.random.default_rng(11)
     scores = rng.integers(1, 4, (800, 8)) / 8.0

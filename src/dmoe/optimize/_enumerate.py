@@ -74,25 +74,14 @@ def solve(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, thr_eff: 
     return selection, found
 
 
-@lru_cache(maxsize=64)
-def lex_rank(num_experts: int, max_size: int) -> np.ndarray:
-    """Rank of each row of :func:`subset_matrix` in the lexicographic order of its sorted
-    expert-index tuple (``[num_subsets], int64``; 0 = smallest)."""
-    bits = subset_matrix(num_experts, max_size)
-    tuples = [tuple(np.flatnonzero(row > 0.5)) for row in bits]
-    order = sorted(range(len(tuples)), key=lambda i: tuples[i])
-    rank = np.empty(len(tuples), dtype=np.int64)
-    rank[np.asarray(order, dtype=np.int64)] = np.arange(len(tuples))
-    rank.setflags(write=False)
-    return rank
+def solve_nodes(scores, acost, ncost, placement, eligible, thr_eff, max_experts):
+    """Exact node-aware P1(a) by enumeration, in the canonical order of issue 8.
 
-
-def solve_nodes(scores, acost, ncost, placement, eligible, thr_eff, max_experts, *, tie_rtol, tie_stol):
-    """Exact node-aware P1(a) by enumeration, with the canonical tie rule.
-
-    Energy of subset S: sum_{j in S} a_j + sum over the distinct nodes of S of c_n.
-    Among the feasible subsets of least energy E* (within ``tie_rtol`` relative) the largest
-    score sum wins (within ``tie_stol``), then the lexicographically smallest sorted index tuple.
+    Energy of subset S: sum_{j in S} a_j + sum over the distinct nodes of S of c_n. The
+    answer is the first feasible subset by (energy, -score sum) as correctly rounded sums
+    (:func:`math.fsum`), then the expert-index rule (at the smallest index where two sets
+    differ, the one containing it comes first). Matrix products find the near-minimal
+    subsets (within 1e-10 relative of the float minimum); their exact sums decide.
 
     Args:
         scores, acost: ``[n, E], float64``; ncost: ``[n, N], float64`` (finite where some
@@ -102,10 +91,11 @@ def solve_nodes(scores, acost, ncost, placement, eligible, thr_eff, max_experts,
     Returns:
         (selection ``[n, E] bool``, found ``[n] bool``).
     """
+    import math
+
     n, k = scores.shape
     num_nodes = ncost.shape[1]
     subsets = subset_matrix(k, max_experts)
-    rank = lex_rank(k, max_experts).astype(np.float64)
     onehot = np.zeros((k, num_nodes))
     onehot[np.arange(k), placement] = 1.0
     # [num_subsets, N] nodes each subset needs
@@ -126,10 +116,19 @@ def solve_nodes(scores, acost, ncost, placement, eligible, thr_eff, max_experts,
         ok = (ssum >= thr_eff[lo:hi, None]) & ~bad
         has = ok.any(axis=1)
         emin = np.where(ok, esum, np.inf).min(axis=1)
-        tie = ok & (esum - emin[:, None] <= tie_rtol * esum)
-        smax = np.where(tie, ssum, -np.inf).max(axis=1)
-        tie &= ssum >= smax[:, None] - tie_stol
-        best = np.argmin(np.where(tie, rank[None, :], np.inf), axis=1)
+        near = ok & (esum <= emin[:, None] * (1.0 + 1e-10))
+        for r in np.flatnonzero(has):
+            q = lo + r
+            cands = np.flatnonzero(near[r])
+            best_key = None
+            for c in cands:
+                members = np.flatnonzero(subsets[c] > 0.5)
+                nodes = np.flatnonzero(used[c] > 0.5)
+                energy = math.fsum(acost[q, members].tolist() + ncost[q, nodes].tolist())
+                gain = math.fsum(scores[q, members].tolist())
+                key = (energy, -gain, tuple(1 - (subsets[c] > 0.5).astype(int)))
+                if best_key is None or key < best_key:
+                    best_key, best = key, members
+            selection[q, best] = True
         found[lo:hi] = has
-        selection[lo:hi] = (subsets[best] > 0.5) & has[:, None]
     return selection, found

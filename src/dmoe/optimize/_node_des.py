@@ -36,13 +36,15 @@ Search (depth first, explicit stack of depth <= n + 1, "include" child first):
   does not raise the energy, does not lower the score and makes the set
   lexicographically smaller, so the canonical optimum (below) never includes q without
   p; branches that do are cut.
-* ties (canonical rule, :data:`TIE_RTOL`): among selections whose energies agree within
-  a relative TIE_RTOL, the larger score sum wins (sums within the C1 tolerance count as
-  equal), then the lexicographically smallest sorted expert-index tuple. Nodes are
-  pruned only when their bound exceeds the incumbent by more than TIE_RTOL, and every
-  leaf that ties is compared. A leaf is a search node whose included set meets C1
-  (adding experts only adds energy); with zero-energy experts a larger-score tie that
-  adds a free expert is therefore not sought (the energy is still optimal).
+* ties: the canonical order of issue 8 (``dmoe.optimize._ties`` on that branch): smaller
+  energy, then larger score sum, both as correctly rounded sums (:func:`_fsum`, equal to
+  :func:`math.fsum`, so independent of summation order), then the expert-index rule (at
+  the smallest index where two selections differ, the one containing it comes first).
+  Nodes are pruned only when their bound exceeds the incumbent by more than the bound's
+  float error (1e-12 relative), so every exact tie is reached and compared. A leaf is a
+  search node whose included set meets C1 (adding experts only adds energy); with
+  zero-energy experts a larger-score tie that adds a free expert is therefore not sought
+  (the energy is still optimal).
 
 The same kernel source runs compiled by numba (``njit(cache=True)``) or, when numba is
 missing or disabled, as Python on numpy arrays (slow; fine for small instances).
@@ -57,10 +59,7 @@ import warnings
 
 import numpy as np
 
-#: relative energy tolerance of the canonical tie rule
-TIE_RTOL = 1e-9
-#: score tolerance of the canonical tie rule (the C1 tolerance)
-TIE_STOL = 1e-9
+_EPS = 2.220446049250313e-16
 _PRUNE_SLACK = 1e-12
 _CLOCK_MASK = 1023
 _MU_STEPS = 24
@@ -155,25 +154,74 @@ def _block_pieces(pt, pw, lo, hi, c, is_open, cur_s, cur_q):
     return n
 
 
-def _dominates(t_p, a_p, i_p, t_q, a_q, i_q, a_margin):
-    """Expert p dominates q (same node): swapping q for p gives a canonically better set.
+def _fsum(v, n, buf):
+    """Correctly rounded sum of ``v[:n]`` (Shewchuk's partials, as CPython's ``math.fsum``).
 
-    p's energy is not higher and its score not lower, and one of: p has the lower index
-    (same energy and score at worst: the set gets lexicographically smaller); p's score is
-    higher by more than the score tie tolerance; p's energy is lower by more than
-    ``a_margin`` (the energy tie tolerance at the incumbent, an upper bound on the optimum).
+    ``buf``: float64 scratch of length >= n + 1. Values must be finite.
+    """
+    m = 0
+    for i in range(n):
+        x = v[i]
+        k = 0
+        for q in range(m):
+            y = buf[q]
+            if abs(x) < abs(y):
+                tmp = x
+                x = y
+                y = tmp
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                buf[k] = lo
+                k += 1
+            x = hi
+        buf[k] = x
+        m = k + 1
+    if m == 0:
+        return 0.0
+    m -= 1
+    hi = buf[m]
+    lo = 0.0
+    while m > 0:
+        x = hi
+        m -= 1
+        y = buf[m]
+        hi = x + y
+        yr = hi - x
+        lo = y - yr
+        if lo != 0.0:
+            break
+    if m > 0 and ((lo < 0.0 and buf[m - 1] < 0.0) or (lo > 0.0 and buf[m - 1] > 0.0)):
+        y = lo * 2.0
+        x = hi + y
+        yr = x - hi
+        if y == yr:
+            hi = x
+    return hi
+
+
+def _dominates(t_p, a_p, i_p, t_q, a_q, i_q, a_margin, t_margin):
+    """Expert p dominates q (same node): swapping q for p gives a canonically earlier set.
+
+    p's energy is not higher and its score not lower (the node set is unchanged), and one
+    of: p has the lower index (equal sums at worst, and the set containing the smaller
+    differing index comes first); p's score is higher by more than ``t_margin`` or its
+    energy lower by more than ``a_margin`` (margins of a few ulps of the largest possible
+    sums, so the correctly rounded sums differ too).
     """
     if a_p > a_q or t_p < t_q:
         return False
-    return i_p < i_q or t_p > t_q + TIE_STOL or a_p < a_q - a_margin
+    return i_p < i_q or t_p > t_q + t_margin or a_p < a_q - a_margin
 
 
-def _lex_less(a, na, b, nb):
+def _lex_first(a, na, b, nb):
+    """Expert-index rule: does sorted index set ``a[:na]`` come before ``b[:nb]``? At the
+    first differing position the smaller index wins; a strict prefix comes after."""
     m = min(na, nb)
     for i in range(m):
         if a[i] != b[i]:
             return a[i] < b[i]
-    return na < nb
+    return na > nb
 
 
 def _sort_small(a, n):
@@ -316,20 +364,26 @@ def search_token(
     key = np.empty(e)
     sel_node = np.empty(e + 1, dtype=np.int64)
     # incumbent
-    best_e = 0.0
-    best_s = 0.0
     best_set = np.empty(e, dtype=np.int64)
+    terms_e = np.empty(2 * e + 1)
+    terms_t = np.empty(e + 1)
+    fbuf = np.empty(2 * e + 2)
     nb = 0
+    ne = 0
     used = np.zeros(c_all.shape[0], dtype=np.bool_)
     for j in range(e):
         if inc_x[j]:
-            best_e += a_all[j]
-            best_s += t_all[j]
+            terms_e[ne] = a_all[j]
+            ne += 1
+            terms_t[nb] = t_all[j]
             best_set[nb] = j
             nb += 1
             if not used[node_all[j]]:
                 used[node_all[j]] = True
-                best_e += c_all[node_all[j]]
+                terms_e[ne] = c_all[node_all[j]]
+                ne += 1
+    best_e = _fsum(terms_e, ne, fbuf)
+    best_s = _fsum(terms_t, nb, fbuf)
     # mu by golden-section search on the root bound (concave in mu)
     n, g = _prepare(t_all, a_all, node_all, c_all, 0.0, idx, pt, pa, pw, pblk, blk_lo, blk_hi, blk_c, key, sel_node)
     cur_s = np.empty(n + 2)
@@ -377,13 +431,14 @@ def search_token(
             mu = x1 if f1 >= f2 else x2
     _prepare(t_all, a_all, node_all, c_all, mu, idx, pt, pa, pw, pblk, blk_lo, blk_hi, blk_c, key, sel_node)
     _suffix_lists(n, g, pt, pw, blk_lo, blk_hi, blk_c, S, PT, PW, L, cur_s, cur_q)
-    a_margin = 4.0 * TIE_RTOL * best_e
+    a_margin = 8.0 * _EPS * best_e
     # suffix sums and maxima of the scores in decision order
     suft = np.zeros(n + 1)
     sufmax = np.zeros(n + 1)
     for p in range(n - 1, -1, -1):
         suft[p] = suft[p + 1] + pt[p]
         sufmax[p] = max(sufmax[p + 1], pt[p])
+    t_margin = 8.0 * _EPS * suft[0]
     # stack
     st_j = np.empty(n + 2, dtype=np.int64)
     st_t = np.empty(n + 2)
@@ -427,25 +482,36 @@ def search_token(
             x[j - 1] = d
         r = thr - inc_t
         if r <= 0.0:
-            # leaf: compare with the canonical tie rule
+            # leaf: compare in the canonical order (exact sums, then the index rule)
             nc = 0
+            ne = 0
+            last_blk = -1
             for p in range(j):
                 if x[p] == 1:
                     cand[nc] = idx[p]
+                    terms_t[nc] = pt[p]
                     nc += 1
-            _sort_small(cand, nc)
-            tol = TIE_RTOL * max(best_e, inc_e)
+                    terms_e[ne] = pa[p]
+                    ne += 1
+                    if pblk[p] != last_blk:
+                        last_blk = pblk[p]
+                        terms_e[ne] = blk_c[last_blk]
+                        ne += 1
+            cand_e = _fsum(terms_e, ne, fbuf)
             better = False
-            if inc_e < best_e - tol:
+            if cand_e < best_e:
                 better = True
-            elif inc_e <= best_e + tol:
-                if inc_t > best_s + TIE_STOL:
+            elif cand_e == best_e:
+                cand_t = _fsum(terms_t, nc, fbuf)
+                if cand_t > best_s:
                     better = True
-                elif inc_t >= best_s - TIE_STOL and _lex_less(cand, nc, best_set, nb):
-                    better = True
+                elif cand_t == best_s:
+                    _sort_small(cand, nc)
+                    better = _lex_first(cand, nc, best_set, nb)
             if better:
-                best_e = inc_e
-                best_s = inc_t
+                _sort_small(cand, nc)
+                best_e = cand_e
+                best_s = _fsum(terms_t, nc, fbuf)
                 for p in range(nc):
                     best_set[p] = cand[p]
                 nb = nc
@@ -470,7 +536,7 @@ def search_token(
         ncur = _block_pieces(pt, pw, j, blk_hi[h], blk_c[h], is_open, cur_s, cur_q)
         cover = _cover(rb, cur_s, cur_q, ncur, S[h + 1], PT[h + 1], PW[h + 1], L[h + 1])
         lb = inc_e + cover - mu * q_left
-        if lb > best_e * (1.0 + 2.0 * TIE_RTOL) + 1e-12 * (cover + mu * q_left):
+        if lb > best_e + 1e-12 * (best_e + cover + mu * q_left):
             continue
         # dominance inside the block
         tj = pt[j]
@@ -480,10 +546,10 @@ def search_token(
         can_exc = True
         for p in range(blk_lo[h], j):
             if x[p] == 0:
-                if _dominates(pt[p], pa[p], idx[p], tj, aj, ij, a_margin):
+                if _dominates(pt[p], pa[p], idx[p], tj, aj, ij, a_margin, t_margin):
                     can_inc = False
             else:
-                if _dominates(tj, aj, ij, pt[p], pa[p], idx[p], a_margin):
+                if _dominates(tj, aj, ij, pt[p], pa[p], idx[p], a_margin, t_margin):
                     can_exc = False
         if can_exc:
             st_j[sp] = j + 1
@@ -542,7 +608,7 @@ def solve_batch(scores, acost, node, ncost, thr, d_max, sel, nodes, stop, lower,
 
 # ------------------------------------------------------------------------- compilation
 
-_FUNCS = ("_partial", "_cover", "_block_pieces", "_dominates", "_lex_less", "_sort_small", "_prepare", "_suffix_lists", "_root_bound",
+_FUNCS = ("_partial", "_cover", "_block_pieces", "_fsum", "_dominates", "_lex_first", "_sort_small", "_prepare", "_suffix_lists", "_root_bound",
           "search_token", "solve_batch")
 _NUMBA_NS = None
 

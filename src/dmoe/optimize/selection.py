@@ -26,10 +26,11 @@ expert) and ``node_costs`` (transmission energy to each node), ``costs`` are the
 computation energies a_j and a selection S costs
 ``sum_{n in nodes(S)} node_costs[n] + sum_{j in S} costs[j]``: one transmission serves
 every selected expert of a node. Methods: ``"des"`` (node-aware branch and bound,
-:mod:`dmoe.optimize._node_des`), ``"enumerate"`` and ``"milp"`` (oracles). All three apply
-the canonical tie rule (least energy within a relative 1e-9, then the largest score sum,
-then the lexicographically smallest sorted expert-index tuple; HiGHS returns *an* optimum,
-so "milp" agrees on the energy only). Eligibility adds: the expert's node has a finite
+:mod:`dmoe.optimize._node_des`), ``"enumerate"`` and ``"milp"`` (oracles). "des" and
+"enumerate" return the canonical optimum of issue 8 (smaller energy, then larger score
+sum, both correctly rounded sums, then the expert-index rule: at the smallest index where
+two selections differ, the one containing it comes first); HiGHS returns *an* optimum,
+so "milp" agrees on the energy. Eligibility adds: the expert's node has a finite
 cost. Remark 2 ranks ties by the stand-alone cost ``costs[j] + node_costs[node[j]]``.
 """
 
@@ -362,10 +363,7 @@ def _select_node_aware(scores, costs, placement, ncost, thr_eff, d, resolved, no
             w_energy = node_energy(sel, costs[work], placement, ncost[work])
             gap[work] = np.where(opt, 0.0, np.maximum(w_energy - lower, 0.0))
         elif resolved == "enumerate":
-            sel, found = _enumerate.solve_nodes(
-                w_scores, costs[work], ncost[work], placement, eligible[work], w_thr, d,
-                tie_rtol=_node_des.TIE_RTOL, tie_stol=_node_des.TIE_STOL,
-            )
+            sel, found = _enumerate.solve_nodes(w_scores, costs[work], ncost[work], placement, eligible[work], w_thr, d)
             sel[~found] = greedy[~found]
         else:
             sel, found = _milp.solve_nodes(w_scores, costs[work], ncost[work], placement, eligible[work], w_thr, d)
