@@ -32,10 +32,10 @@ Search (depth first, explicit stack of depth <= n + 1, "include" child first):
   mu is picked at the root by a golden-section search on the root bound. Plus C1/C2
   reachability cuts (open score < r; (D - cnt) max open score < r).
 * dominance inside a block: expert p dominates q if both are on the same node,
-  index(p) < index(q), t_p >= t_q and a_p <= a_q: swapping q for p keeps the node set,
-  does not raise the energy, does not lower the score and makes the set
-  lexicographically smaller, so the canonical optimum (below) never includes q without
-  p; branches that do are cut.
+  t_p >= t_q, a_p <= a_q and p is better in a way the canonical order sees (lower index,
+  or a score/energy difference beyond a few ulps of the sums; :func:`_dominates`):
+  swapping q for p keeps the node set and yields a canonically earlier selection, so the
+  canonical optimum (below) never includes q without p; branches that do are cut.
 * ties: the canonical order of issue 8 (``dmoe.optimize._ties`` on that branch): smaller
   energy, then larger score sum, both as correctly rounded sums (:func:`_fsum`, equal to
   :func:`math.fsum`, so independent of summation order), then the expert-index rule (at
