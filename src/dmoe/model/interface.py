@@ -141,6 +141,12 @@ class ExpertModel(abc.ABC):
         return None
 
     @abc.abstractmethod
+    def combine_weights(self, selection: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The aggregation weights ``[N, K]`` float32 of a selection ``[N, K]`` bool given the
+        scores g ``[N, K]``: the routed FFN output is ``sum_j w_j FFN_j(u)`` (0 where not
+        selected). The runtime accumulates expert outputs with these weights."""
+
+    @abc.abstractmethod
     def combine_outputs(
         self,
         outputs: torch.Tensor | Sequence[torch.Tensor | None],
