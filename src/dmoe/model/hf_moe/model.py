@@ -394,7 +394,18 @@ class HFMoEModel(nn.Module, ExpertModel):
         the full model (equals the transformers forward; tested within 1e-4 in fp32 on tiny
         random configs); bool ``[L, S, K]`` or ``f(layer, g [S, K]) -> bool [S, K]`` — those
         experts with the family's weights (:meth:`combine_weights`). Dense layers ignore it.
+        ``positions`` ``[S]`` (default ``0..S-1``), ``attention_mask`` bool ``[S, S]`` (None = causal).
         """
+        logits, h, _ = self._reference(input_ids, positions, attention_mask, selection)
+        return (logits, h) if return_hidden else logits
+
+    @torch.no_grad()
+    def native_selections(self, input_ids, *, positions=None, attention_mask=None) -> torch.Tensor:
+        """The family's own routing of every token at every layer: bool ``[L, S, K]`` (all False
+        at dense layers), from the full-model reference pass."""
+        return self._reference(input_ids, positions, attention_mask, None)[2]
+
+    def _reference(self, input_ids, positions, attention_mask, selection):
         ids = torch.as_tensor(input_ids, device=self.device).long()
         if ids.ndim != 1:
             raise ValueError(f"`input_ids` must be [S], got shape {tuple(ids.shape)}")
@@ -406,6 +417,8 @@ class HFMoEModel(nn.Module, ExpertModel):
                 f"`selection` must be bool [L, S, K] = [{self.num_layers}, {seq}, {self.num_experts}], "
                 f"got {tuple(selection.shape)}"
             )
+        # [L, S, K] the experts used
+        used = torch.zeros(self.num_layers, seq, self.num_experts, dtype=torch.bool, device=self.device)
         pe = self.position_embeddings(positions)
         h = self.embed(ids)
         for layer in range(self.num_layers):
@@ -419,12 +432,13 @@ class HFMoEModel(nn.Module, ExpertModel):
                     sel = selection(layer, g)
                 else:
                     sel = selection[layer]
-                h = h + self.routed_ffn(layer, u, self.combine_weights(sel.to(self.device), g))
+                sel = sel.to(self.device).to(torch.bool)
+                used[layer] = sel
+                h = h + self.routed_ffn(layer, u, self.combine_weights(sel, g))
             extra = self.always_on(layer, u)
             if extra is not None:
                 h = h + extra
-        logits = self.logits(h)
-        return (logits, h) if return_hidden else logits
+        return self.logits(h), h, used
 
     def forward(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: D102
         """Same as :meth:`forward_masked`."""
