@@ -326,7 +326,7 @@ def test_dmoe_run_on_a_moe_checkpoint(tmp_path, tiny_tokenizer):
     save_tiny_moe("qwen2_moe", d, tokenizer=tiny_tokenizer)
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["run", "--model", str(d), "--limit", "3", "--policy", "Top-2",
-                                    "--policy", "JESA(0.9,2)", "--quiet", "-o", str(out)])
+                                    "--policy", "JESA(0.9,2)", "--device", "cpu", "--quiet", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "Qwen2-MoE" in res.output and "K = 6" in res.output and "native top-k = 2" in res.output
     assert "shared expert" in res.output and "gating scores: g = softmax" in res.output
@@ -372,3 +372,19 @@ def test_dmoe_run_unsupported_architecture(tmp_path):
     res = CliRunner().invoke(main, ["run", "--model", str(d), "--quiet", "-o", str(out)])
     assert res.exit_code != 0 and "supported families: mixtral" in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_build_model_and_top_level_api_accept_a_moe_checkpoint(built, tmp_path):
+    from click.testing import CliRunner
+
+    import dmoe
+    from dmoe.cli import main
+
+    d = tmp_path / "gpt"
+    save_tiny_moe("gpt_oss", d)
+    res = CliRunner().invoke(main, ["build-model", "--model", str(d)])
+    assert res.exit_code == 0 and "gpt_oss model ready: 2 layers x 4 experts" in res.output, res.output
+    model = dmoe.load_moe_model(str(d))
+    assert isinstance(model, dmoe.ExpertModel) and model.family == "gpt_oss"
+    res = CliRunner().invoke(main, ["run", "--model", str(d), "--device", "nonsense", "-o", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "--device" in res.output and "Traceback" not in res.output

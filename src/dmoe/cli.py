@@ -102,8 +102,10 @@ def subjects():
 
 
 @main.command("build-model")
-@click.option("--model", "model_source", default=None, help="Dense model path or hub id (default SmolLM2).")
-@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("--model", "model_source", default=None,
+              help="Dense model path or hub id to carve (default SmolLM2), or an MoE checkpoint to check.")
+@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
+              help="K (carved default 8; an MoE checkpoint's own K).")
 @click.option("--cache-dir", default=None)
 @click.option("--rebuild", is_flag=True, help="Rebuild even if a valid cached build exists.")
 def build_model(model_source, num_experts, cache_dir, rebuild):
@@ -114,7 +116,8 @@ def build_model(model_source, num_experts, cache_dir, rebuild):
         model = load_moe_model(model_source, num_experts=num_experts, cache_dir=cache_dir, rebuild=rebuild)
     except (ValueError, FileNotFoundError, OSError) as exc:
         _fail(exc)
-    click.echo(f"MoE model ready: {model.num_layers} layers x {model.num_experts} experts ({getattr(model, 'metadata', {}).get('cache_path', '')})")
+    where = getattr(model, "metadata", {}).get("cache_path") or getattr(model, "metadata", {}).get("source", {}).get("location", "")
+    click.echo(f"{model.family} model ready: {model.num_layers} layers x {model.num_experts} experts ({where})")
 
 
 def _register_reproduce() -> None:

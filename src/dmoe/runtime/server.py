@@ -216,5 +216,6 @@ class DMoERuntime:
                 extra = self.nodes[i].always_on(layer, us[i])
                 if extra is not None:
                     hidden[i] = hidden[i] + extra
-        logits = [model.logits(hidden[i][q.score_rows]) for i, q in enumerate(queries)]
+        # next-token logits at the source nodes, returned on the CPU
+        logits = [model.logits(hidden[i][q.score_rows]).cpu() for i, q in enumerate(queries)]
         return RoundOutput(logits=logits, selections=record)
