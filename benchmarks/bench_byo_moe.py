@@ -9,7 +9,7 @@ process (peak RSS from ``getrusage``):
 
 * tiny:  Qwen2-MoE, 2 layers, hidden 32, 6 experts (+ shared), vocab 256 (~0.1 M parameters);
 * small: Qwen3-MoE, 8 layers, hidden 512, 16 experts of FFN 512, top-2, vocab 32000
-  (~0.2 B parameters).
+  (0.14 B parameters).
 
 Printed per size: parameters, fp32 weight size, peak RSS, seconds per question per policy
 (the full DMoE protocol: attention, gating, scheduling, experts, aggregation).
