@@ -94,6 +94,7 @@ def bench(model, label: str, *, tokens: int, rounds: int, seed: int) -> None:
           f"tokens per layer round, {model.num_layers} layer(s)")
     print(f"{'policy':>12} {'round [s]':>10} {'channel [s]':>12} {'schedule [s]':>13} {'model [s]':>10} "
           f"{'schedule/model':>15} {'experts/token':>14}")
+    DMoERuntime(model, TopK(8), system=system, seed=seed).run_round(qs[:2])  # warm-up (not timed)
     for policy in (TopK(8), JESAPolicy(0.9, 8)):
         for r in range(rounds):
             pol = Timed(policy)
