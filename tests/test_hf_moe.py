@@ -217,6 +217,22 @@ def packed(tiny_tokenizer):
     return [pack_question(tiny_tokenizer, q) for q in load_mmlu("anatomy", limit=8)]
 
 
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_packed_tree_query_equals_separate_transformers_passes(built, packed, family):
+    """A question packed with its options (tree mask, shared positions; GPT-OSS: sliding
+    window 4 on positions) gives each option the logits of its own plain sequence."""
+    hf, model = built[family]
+    q = packed[0]
+    logits = model.forward_masked(q.input_ids, positions=q.positions, attention_mask=q.attention_mask)
+    c = q.context_len
+    for start, end in q.option_spans:
+        plain = torch.cat([q.input_ids[:c], q.input_ids[start:end]])
+        with torch.no_grad():
+            ref = hf(plain[None]).logits[0]
+        assert (logits[start:end] - ref[c:]).abs().max().item() <= ATOL
+        assert (logits[c - 1] - ref[c - 1]).abs().max().item() <= ATOL
+
+
 @pytest.mark.parametrize("policy", [TopK(1), JESAPolicy(0.8, 3), Dense()], ids=lambda p: p.name)
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_runtime_with_other_experts_equals_masked_reference(built, packed, family, policy):
