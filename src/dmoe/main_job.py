@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import sys
 import warnings
@@ -15,7 +16,8 @@ from .data import CALIBRATION_SUBJECTS, load_mmlu, pack_question, resolve_subjec
 from .optimize.policies import Dense, TopK, policy_from_name
 from .results import format_table, plot_per_layer, write_per_layer_csv, write_summary
 from .runtime.evaluate import PolicyResult, evaluate_policy
-from .system import SystemConfig
+from .model.loader import DEFAULT_CARVED_EXPERTS
+from .system import SystemConfig, default_num_subcarriers
 
 #: The policies of `dmoe run` when none are given (Section VII-A-3 names).
 DEFAULT_POLICIES: tuple[str, ...] = (
@@ -34,16 +36,20 @@ def run_main_job(
     limit: int | None = None,
     policies: Sequence[str] = DEFAULT_POLICIES,
     system: SystemConfig | None = None,
+    num_experts: int | None = None,
+    num_subcarriers: int | None = None,
+    snr_db: float | None = None,
     seed: int = 0,
     channel_redraw: str = "layer",
     model_source: str | None = None,
     cache_dir: str | None = None,
-    combine: str = "sum",
+    combine: str | None = None,
+    device: str | None = None,
     output: str | Path | None = None,
     progress: bool = True,
     command: str | None = None,
     log=print,
-    num_experts: int | None = None,
+    num_nodes: int | None = None,
     placement: str | None = None,
 ) -> tuple[dict, list[PolicyResult]]:
     """Run ``policies`` through the DMoE runtime on MMLU and write the results.
@@ -55,28 +61,41 @@ def run_main_job(
     policies : sequence of str
         Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`.
     system : SystemConfig, optional
-        Radio and device parameters; ``num_experts`` sets K (default 8, Section VII-A).
+        Radio and device parameters. ``system.num_experts`` must equal the model's K. When
+        omitted it is built from the model: K = the model's routed experts per layer,
+        M = ``num_subcarriers`` or the smallest power of two >= K(K-1), P0/N0 = ``snr_db``
+        (default 10 dB), the other fields the paper's defaults.
+    num_experts : int, optional
+        K asked for (``--num-experts``): the carved model's K (default 8); for a real MoE
+        checkpoint it must equal the checkpoint's K.
+    num_subcarriers, snr_db : optional
+        M and P0/N0 [dB] when ``system`` is omitted.
     seed : int
         Channel draws and policy randomness; the same for every policy.
     channel_redraw : {"layer", "round", "fixed"}
     model_source : str, optional
-        ``None``: SmolLM2-135M-Instruct made an MoE; or a local path / hub id.
+        ``None``: SmolLM2-135M-Instruct carved into experts; a transformers MoE checkpoint
+        (local directory or hub id) of a supported family; a dense model to carve; a
+        dmoe build.
     cache_dir : str, optional
-        Where built MoE models are cached (default ``$DMOE_CACHE_DIR`` or ``~/.cache/dmoe``).
-    combine : {"sum", "weighted"}
-        Aggregation of expert outputs: sum of slices, or eq (8).
+        Where carved models are cached (default ``$DMOE_CACHE_DIR`` or ``~/.cache/dmoe``).
+    combine : {"sum", "weighted"}, optional
+        Carved model only: sum of slices (default) or eq (8). A real MoE uses its family's
+        own combination.
+    device : str, optional
+        Torch device of the model (default CPU; e.g. ``"cuda"``).
     output : path, optional
-        Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``.
+        Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``; created
+        only once every policy has run, so a failed run writes nothing.
     command : str, optional
         The command line that started the run, recorded in the config.
-    num_experts : int, optional
-        E, experts per layer of the model (default ``system.num_experts``: one per node).
-        When E differs from the N = ``system.num_experts`` nodes, the experts are placed
-        by ``placement``.
+    num_nodes : int, optional
+        N edge nodes (``--nodes``) holding the K experts of each layer (issue 12); default
+        N = K, one expert per node. ``system.num_experts`` is then N.
     placement : {"contiguous", "round-robin", "coactivation"}, optional
-        How experts are placed on nodes (:mod:`dmoe.placement`; default "contiguous" when
-        E != N). "coactivation" counts the routers' Top-D co-selections on the calibration
-        set (D = the largest ``max_experts``/``k`` among the policies, at least 2).
+        How experts are placed on the nodes (:mod:`dmoe.placement`; default "contiguous"
+        when N < K). "coactivation" counts the routers' Top-D co-selections on the
+        calibration set (D = the largest ``max_experts``/``k`` among the policies, >= 2).
 
     Returns
     -------
@@ -85,53 +104,85 @@ def run_main_job(
     Raises
     ------
     ValueError
-        On an unknown subject or policy name, bad ``limit`` or configuration.
+        On an unknown subject or policy name, bad ``limit`` or configuration: a policy
+        with k or D above K, M too small for dense, ``num_experts`` contradicting the
+        checkpoint, an unsupported architecture, NaN router outputs (naming the layer).
+    FileNotFoundError, OSError
+        Missing checkpoint files, an unwritable output location, an unreachable hub id.
     """
-    from .model import load_moe_model
+    from .model import inspect_checkpoint, load_expert_model
 
-    from .placement import PLACEMENTS, make_placement
-
-    system = system or SystemConfig()
-    num_nodes = system.num_experts
-    num_experts = num_nodes if num_experts is None else int(num_experts)
-    if num_nodes > num_experts:
-        raise ValueError(
-            f"`nodes` (--nodes) N = {num_nodes} must not exceed the experts per layer E = {num_experts} (--num-experts)"
-        )
-    if placement is not None and placement not in PLACEMENTS:
-        raise ValueError(f"`placement` (--placement) must be one of {', '.join(PLACEMENTS)}; got {placement!r}")
-    if placement is None and num_experts != num_nodes:
-        placement = "contiguous"
     names = resolve_subjects(subjects)
     parsed = [policy_from_name(p) for p in policies]
     if not parsed:
         raise ValueError("`policies` must name at least one policy")
+    out_dir = Path(output) if output is not None else None
+    if out_dir is not None:
+        _check_output_dir(out_dir)
+    from .placement import PLACEMENTS, make_placement
+
+    if placement is not None and placement not in PLACEMENTS:
+        raise ValueError(f"`placement` (--placement) must be one of {', '.join(PLACEMENTS)}; got {placement!r}")
+    if num_nodes is not None and system is not None and system.num_experts != int(num_nodes):
+        raise ValueError(f"`num_nodes` ({num_nodes}) differs from `system.num_experts` ({system.num_experts})")
+    if num_nodes is None and system is not None and num_experts is not None and int(num_experts) != system.num_experts:
+        raise ValueError(f"`num_experts` ({num_experts}) differs from `system.num_experts` ({system.num_experts})")
+    asked_k = num_experts if num_experts is not None else (
+        system.num_experts if system is not None and num_nodes is None else None
+    )
+    # what the checkpoint is, from its config only: K is known before any weight is loaded
+    info = inspect_checkpoint(model_source)
+    if info.kind == "moe":
+        if asked_k is not None and info.num_experts is not None and int(asked_k) != info.num_experts:
+            raise ValueError(
+                f"`num_experts` (--num-experts/-K) = {asked_k} contradicts the checkpoint: this "
+                f"{info.family.label} model has K = {info.num_experts} routed experts per layer (one per node); "
+                "omit --num-experts"
+            )
+        k = info.num_experts
+    else:
+        k = int(asked_k) if asked_k is not None else DEFAULT_CARVED_EXPERTS
+    nodes = int(num_nodes) if num_nodes is not None else (system.num_experts if system is not None else k)
+    if nodes > k:
+        raise ValueError(
+            f"`num_nodes` (--nodes) N = {nodes} must not exceed the experts per layer K = {k} (--num-experts)"
+        )
+    if placement is None and nodes != k:
+        placement = "contiguous"
+    if system is None:
+        extra = {} if snr_db is None else {"snr_db": snr_db}
+        system = SystemConfig(
+            num_experts=nodes,
+            num_subcarriers=num_subcarriers if num_subcarriers is not None else default_num_subcarriers(nodes),
+            **extra,
+        )
+    _check_policies(parsed, system, k)
     calib = sorted(set(names) & set(CALIBRATION_SUBJECTS))
-    if calib:
+    if calib and info.kind != "moe":
         warnings.warn(
             f"subjects {calib} are in the routers' calibration set: their accuracy is optimistic",
             stacklevel=2,
         )
-    links = system.num_experts * (system.num_experts - 1)
-    if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:
-        raise ValueError(
-            f"`num_subcarriers` (--num-subcarriers/-M) = {system.num_subcarriers} is too small for "
-            f"the dense policy: K(K-1) = {links} links may all be active at once and dense cannot "
-            f"reroute; use M >= {links} or drop dense"
-        )
-    for p in parsed:
-        if isinstance(p, TopK) and p.k > num_experts:
-            raise ValueError(f"policy {p.name}: `k` must not exceed the experts per layer E = {num_experts}")
     questions = load_mmlu(names, limit=limit)
-    out_dir = Path(output) if output is not None else None
-    if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"`output` (--output/-o) must be a directory, but {str(out_dir)!r} is a file")
-        out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_moe_model(
-        model_source, num_experts=num_experts, cache_dir=cache_dir, progress=progress
+    model = load_expert_model(
+        model_source, num_experts=k, cache_dir=cache_dir, progress=progress,
+        combine=combine, device=device,
     )
-    model.combine = combine
+    if model.num_experts != k:
+        raise ValueError(f"the model has K = {model.num_experts} experts per layer, expected {k}")
+    if model.tokenizer is None:
+        raise ValueError(
+            f"the model at {model_source!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
+            "`dmoe run` needs one to encode MMLU questions"
+        )
+    info_line = model.describe()
+    log(
+        f"model: {info_line.get('label', info_line['family'])} ({info_line['family']}), K = {model.num_experts} "
+        f"routed experts per layer, native top-k = {info_line['native_top_k']}, "
+        f"shared experts: {info_line.get('shared_experts', 'none')}"
+        + (f", dense layers {info_line['dense_layers']}" if info_line.get("dense_layers") else "")
+    )
+    log(f"gating scores: {info_line.get('gate', '')}; combination: {info_line.get('combine', '')}")
     place = None
     if placement is not None:
         coact = None
@@ -139,13 +190,13 @@ def run_main_job(
             from .runtime.routing import routing_coactivation
 
             top = max([getattr(p, "max_experts", getattr(p, "k", 2)) for p in parsed] + [2])
-            coact = routing_coactivation(model, top_k=min(top, num_experts))
-        place = make_placement(placement, num_experts, num_nodes, coactivation=coact, seed=seed)
+            coact = routing_coactivation(model, top_k=min(top, k))
+        place = make_placement(placement, k, nodes, coactivation=coact, seed=seed)
     queries = [pack_question(model.tokenizer, q) for q in questions]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
-        f"tokens per policy; {num_experts} experts per layer on N = {num_nodes} nodes"
-        f"{'' if placement is None else f' ({placement} placement)'}, M = {system.num_subcarriers} subcarriers"
+        f"tokens per policy; K = {k} experts per layer on N = {system.num_experts} nodes"
+        f"{'' if place is None else f' ({placement} placement)'}, M = {system.num_subcarriers} subcarriers"
     )
     results = [
         evaluate_policy(
@@ -166,11 +217,13 @@ def run_main_job(
         "policies": [{"name": p.name, **p.params()} for p in parsed],
         "seed": seed,
         "channel_redraw": channel_redraw,
-        "combine": combine,
+        "combine": model.combine,
+        "device": str(model.device),
         "model": dict(getattr(model, "metadata", {}) or {"source": model_source or "default"}),
+        "expert_model": info_line,
         "system": system.to_dict(),
-        "num_experts": num_experts,
-        "num_nodes": num_nodes,
+        "num_experts": k,
+        "num_nodes": system.num_experts,
         "placement": None if place is None else {"kind": placement, "map": np.asarray(place).tolist()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
@@ -179,6 +232,7 @@ def run_main_job(
     }
     log(format_table(results))
     if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(out_dir / "summary.json", config, results)
         write_per_layer_csv(out_dir / "per_layer.csv", results)
         plot_per_layer(
@@ -188,3 +242,34 @@ def run_main_job(
         )
         log(f"wrote {out_dir / 'summary.json'}, per_layer.csv, per_layer.png")
     return config, results
+
+
+def _check_output_dir(out_dir: Path) -> None:
+    """Raise unless ``out_dir`` is (or can become) a writable directory; creates nothing."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"`output` (--output/-o) must be a directory, but {str(out_dir)!r} is a file")
+    parent = out_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"`output` (--output/-o): {str(parent)!r} is not a writable directory")
+
+
+def _check_policies(parsed, system: SystemConfig, num_experts: int | None = None) -> None:
+    """Every policy fits K and M: k <= K, D <= K (K experts per layer), and M >= N(N-1) for
+    dense (N = ``system.num_experts`` nodes)."""
+    n = system.num_experts
+    k = n if num_experts is None else int(num_experts)
+    links = n * (n - 1)
+    if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:
+        raise ValueError(
+            f"`num_subcarriers` (--num-subcarriers/-M) = {system.num_subcarriers} is too small for "
+            f"the dense policy: N(N-1) = {links} links may all be active at once and dense cannot "
+            f"reroute; use M >= {links} or drop dense"
+        )
+    for p in parsed:
+        if isinstance(p, TopK) and p.k > k:
+            raise ValueError(f"policy {p.name}: `k` must not exceed K = {k}")
+        d = getattr(p, "max_experts", None)
+        if d is not None and d > k:
+            raise ValueError(f"policy {p.name}: `max_experts` D = {d} must not exceed K = {k} (the model's experts)")

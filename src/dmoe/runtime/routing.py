@@ -19,7 +19,8 @@ def routing_coactivation(model, *, top_k: int, max_tokens: int = 4000, calibrati
     """Co-selection counts ``[num_layers, num_experts, num_experts], float64``.
 
     Args:
-        model: :class:`dmoe.model.MoEModel` (with a tokenizer unless ``calibration_ids``).
+        model: a :class:`dmoe.model.ExpertModel` (with a tokenizer unless ``calibration_ids``);
+            layers without routed experts keep zero counts.
         top_k: experts counted as selected per token (the router's Top-k), 1 <= k <= E.
         max_tokens: calibration tokens to use (the start of the default calibration set).
         calibration_ids: optional list of 1-D token-id tensors instead of the default set.
@@ -40,14 +41,13 @@ def routing_coactivation(model, *, top_k: int, max_tokens: int = 4000, calibrati
     counts = np.zeros((model.num_layers, e, e))
 
     for ids in seqs:
-        picks: list[torch.Tensor] = []
 
         def record(layer, scores):
             top = torch.topk(scores, int(top_k), dim=-1).indices
             sel = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
-            picks.append(sel)
-            return torch.ones_like(scores, dtype=torch.bool)  # dense pass: calibration statistics
+            counts[int(layer)] += coactivation_matrix(sel.cpu().numpy())
+            # the full pass (every expert): statistics of the calibration model itself
+            return torch.ones_like(scores, dtype=torch.bool)
 
         model.forward_masked(ids, selection=record)
-        counts += coactivation_matrix(torch.stack(picks).cpu().numpy())
     return counts
