@@ -267,3 +267,12 @@ def test_bootstrap_ratio_interval():
     assert bootstrap_ratio_interval([3.0], [2.0]) == (1.5, 1.5)
     with pytest.raises(ValueError, match="`denominators`"):
         bootstrap_ratio_interval([1.0, 2.0], [1.0, 0.0])
+
+
+@pytest.mark.parametrize("ppl_texts, needle", [(-1, "non-negative"), (True, "non-negative"), (100_000, "exceeds")])
+def test_main_job_rejects_bad_ppl_texts_before_loading_a_model(ppl_texts, needle, tmp_path):
+    from dmoe.main_job import run_main_job
+
+    with pytest.raises(ValueError, match=f"`ppl_texts`.*{needle}"):
+        run_main_job(limit=1, policies=["Top-1"], ppl_texts=ppl_texts, cache_dir=str(tmp_path / "c"), log=lambda *_: None)
+    assert not (tmp_path / "c").exists()
