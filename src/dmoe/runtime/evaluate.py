@@ -69,6 +69,9 @@ class PolicyResult:
         NLL of each held-out text summed over its predicted tokens [nat].
     text_tokens : ndarray [num_texts], int
         Predicted tokens of each held-out text.
+    energy_always_on_j : float
+        Of ``energy_comp_j``, the always-on part (shared experts, dense layers) charged at
+        the source nodes [J]; the same for every policy, 0 for the carved model.
     """
 
     policy: str
@@ -84,6 +87,7 @@ class PolicyResult:
     logliks: np.ndarray
     answers: np.ndarray
     seconds: float = 0.0
+    energy_always_on_j: float = 0.0
     agreement: float = float("nan")
     mean_kl: float = float("nan")
     perplexity: float | None = None
@@ -113,6 +117,7 @@ class PolicyResult:
             "energy_comp_j": self.energy_comp_j,
             "num_questions": self.num_questions,
             "num_tokens": self.num_tokens,
+            "energy_always_on_j": self.energy_always_on_j,
             "seconds": round(self.seconds, 2),
         }
 
@@ -137,7 +142,7 @@ def evaluate_policy(
 
     Parameters
     ----------
-    model : dmoe.model.MoEModel
+    model : dmoe.model.ExpertModel
     queries : sequence of PackedQuery (see :func:`dmoe.data.pack_question`)
     policy : dmoe.optimize.policies.Policy
     system : SystemConfig
@@ -205,6 +210,7 @@ def evaluate_policy(
         logliks=logliks,
         answers=answers,
         seconds=seconds,
+        energy_always_on_j=ledger.energy_always_on_j,
         agreement=float(np.mean(pred == reference.choices)),
         mean_kl=float(np.sum(kl * scored) / np.sum(scored)),
         perplexity=None if ppl is None else perplexity(ppl[0], ppl[1]),
