@@ -276,3 +276,29 @@ def test_main_job_rejects_bad_ppl_texts_before_loading_a_model(ppl_texts, needle
     with pytest.raises(ValueError, match=f"`ppl_texts`.*{needle}"):
         run_main_job(limit=1, policies=["Top-1"], ppl_texts=ppl_texts, cache_dir=str(tmp_path / "c"), log=lambda *_: None)
     assert not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------------ a real MoE family
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe"])
+def test_native_top_k_is_the_full_model_of_a_real_moe(family, tmp_path, tiny_tokenizer):
+    """For a transformers MoE the full model is its own top-k routing: Top-k at the native
+    k agrees with it exactly (KL at float rounding), Top-1 moves away from it."""
+    from test_hf_moe import save_tiny_moe
+
+    from dmoe.model import load_expert_model
+    from dmoe.system import default_num_subcarriers
+
+    save_tiny_moe(family, tmp_path / family)
+    model = load_expert_model(str(tmp_path / family))
+    k = model.num_experts
+    system = SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
+    qs = [pack_question(tiny_tokenizer, q) for q in load_mmlu("anatomy", limit=k)]
+    texts = [pack_text(tiny_tokenizer, t, max_tokens=24) for t in heldout_texts(3, exclude=["anatomy"])[0]]
+    ref = full_reference(model, qs)
+    native = evaluate_policy(model, qs, TopK(model.native_top_k), system=system, progress=False, reference=ref,
+                             texts=texts)
+    top1 = evaluate_policy(model, qs, TopK(1), system=system, progress=False, reference=ref)
+    assert native.agreement == 1.0 and native.mean_kl < 1e-9
+    assert top1.mean_kl > 1e-5 and top1.mean_kl > 1e3 * native.mean_kl
+    full_ppl = perplexity(full_text_nll(model, texts), native.text_tokens)
+    assert native.perplexity == pytest.approx(full_ppl, rel=1e-5)
