@@ -118,17 +118,19 @@ def band(ci: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"[{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
 
 
-def statistics_line(policies: Sequence[dict]) -> str:
-    """How many questions, tokens and channel draws each point rests on."""
+def statistics_line(policies: Sequence[dict], *, full_model: bool = False) -> str:
+    """How many questions, tokens and channel draws each point rests on (``full_model``:
+    the experiment also reports agreement and KL with the full model)."""
     if not policies:
         return ""
     p = policies[0]
     return (
         f"Each point: {p['num_questions']} MMLU questions ({p['num_tokens']} tokens per layer, every option "
         f"of a question scored), energy averaged over {p['channel_draws']} independent i.i.d. Rayleigh channel "
-        f"draws (a new draw per layer round, the same draws for every policy). Accuracy and agreement intervals: "
-        f"95% Wilson; NLL and KL intervals: 95% bootstrap over questions; differences between policies: paired "
-        f"bootstrap over questions."
+        f"draws (a new draw per layer round, the same draws for every policy). "
+        + ("Accuracy and agreement intervals: 95% Wilson; NLL and KL intervals: 95% bootstrap over questions; "
+           if full_model else "Accuracy intervals: 95% Wilson; NLL intervals: 95% bootstrap over questions; ")
+        + "differences between policies: paired bootstrap over questions."
     )
 
 

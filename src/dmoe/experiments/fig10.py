@@ -385,7 +385,7 @@ def report(result: dict) -> Section:
         claims=claims,
         tables=tables,
         notes=notes,
-        statistics=statistics_line(pts),
+        statistics=statistics_line(pts, full_model=True),
     )
 
 
