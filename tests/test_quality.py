@@ -65,6 +65,11 @@ def reference(tiny_moe, queries):
 
 
 @pytest.fixture(scope="module")
+def dense_result(tiny_moe, queries, reference):
+    return evaluate_policy(tiny_moe, queries, Dense(), system=SYSTEM, seed=3, progress=False, reference=reference)
+
+
+@pytest.fixture(scope="module")
 def texts(tiny_tokenizer):
     raw, _ = heldout_texts(5, exclude=["anatomy"])
     return [pack_text(tiny_tokenizer, t, max_tokens=40) for t in raw]
@@ -117,8 +122,8 @@ def test_perplexity_formula_and_errors():
 
 
 # ------------------------------------------------------- against the runtime
-def test_dense_policy_agrees_with_full_model(tiny_moe, queries, reference):
-    res = evaluate_policy(tiny_moe, queries, Dense(), system=SYSTEM, seed=0, progress=False, reference=reference)
+def test_dense_policy_agrees_with_full_model(dense_result, reference):
+    res = dense_result
     assert res.agreement == 1.0
     assert np.array_equal(res.full_choices, reference.choices)
     # the runtime's K slices summed equal the dense FFN up to float32 rounding
@@ -134,9 +139,9 @@ def test_reference_is_computed_when_not_given(tiny_moe, queries, reference):
 
 
 @pytest.mark.parametrize("policy", [TopK(1), TopK(2), JESAPolicy(0.8, 2)], ids=lambda p: p.name)
-def test_sparse_policy_kl_equals_direct_computation(tiny_moe, queries, reference, policy):
+def test_sparse_policy_kl_equals_direct_computation(tiny_moe, queries, reference, dense_result, policy):
     res = evaluate_policy(tiny_moe, queries, policy, system=SYSTEM, seed=3, progress=False, reference=reference)
-    dense = evaluate_policy(tiny_moe, queries, Dense(), system=SYSTEM, seed=3, progress=False, reference=reference)
+    dense = dense_result
     # the random tiny model has small logits, so KLs are small; a sparse policy's is far above rounding
     assert res.mean_kl > 1e-6 and res.mean_kl > 1e3 * dense.mean_kl
     # redo the same rounds with the selections recorded, recompute every quantity directly
