@@ -50,6 +50,7 @@ def _top_k_rule(k: int):
 def measure(model, queries, k: int) -> dict:
     """Per-question NLL (sparse and dense), agreement and mean KL for Top-``k`` of ``model``."""
     from dmoe.data.packing import option_logliks
+    from dmoe.runtime.quality import token_kl
 
     nll, nll_dense, agree, kl = [], [], [], []
     rule = _top_k_rule(k)
@@ -61,8 +62,7 @@ def measure(model, queries, k: int) -> dict:
         nll.append(float(-ls[q.answer]))
         nll_dense.append(float(-ld[q.answer]))
         agree.append(int(torch.argmax(ls) == torch.argmax(ld)))
-        pd, ps = torch.log_softmax(dense, -1), torch.log_softmax(sparse, -1)
-        kl.append(float((pd.exp() * (pd - ps)).sum(-1).mean()))
+        kl.append(float(token_kl(dense, sparse).mean()))
     return {"nll": nll, "nll_dense": nll_dense, "agree": agree, "kl": kl}
 
 
