@@ -41,6 +41,7 @@ def run_main_job(
     progress: bool = True,
     command: str | None = None,
     log=print,
+    profile: str | Path | None = None,
 ) -> tuple[dict, list[PolicyResult]]:
     """Run ``policies`` through the DMoE runtime on MMLU and write the results.
 
@@ -65,6 +66,9 @@ def run_main_job(
         Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``.
     command : str, optional
         The command line that started the run, recorded in the config.
+    profile : path, optional
+        Layer-importance profile for calibrated policies (``JESA(cal:B,D)``); default
+        the newest one ``dmoe calibrate`` cached beside the model build for that D.
 
     Returns
     -------
@@ -73,13 +77,25 @@ def run_main_job(
     Raises
     ------
     ValueError
-        On an unknown subject or policy name, bad ``limit`` or configuration.
+        On an unknown subject or policy name, bad ``limit`` or configuration; for a
+        calibrated policy without a matching profile (telling the user to run
+        ``dmoe calibrate``).
     """
     from .model import load_moe_model
 
     system = system or SystemConfig()
     names = resolve_subjects(subjects)
-    parsed = [policy_from_name(p) for p in policies]
+    from .optimize.calibrated import is_calibrated_name, parse_calibrated
+
+    # calibrated policies need the model's profile: check their syntax now, build them after loading
+    parsed = [None if is_calibrated_name(p) else policy_from_name(p) for p in policies]
+    for name in policies:
+        if is_calibrated_name(name):
+            try:
+                parse_calibrated(name, profile=None)
+            except ValueError as exc:
+                if "malformed" in str(exc):
+                    raise
     if not parsed:
         raise ValueError("`policies` must name at least one policy")
     calib = sorted(set(names) & set(CALIBRATION_SUBJECTS))
@@ -89,7 +105,7 @@ def run_main_job(
             stacklevel=2,
         )
     links = system.num_experts * (system.num_experts - 1)
-    if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:
+    if any(isinstance(p, Dense) for p in parsed if p is not None) and system.num_subcarriers < links:
         raise ValueError(
             f"`num_subcarriers` (--num-subcarriers/-M) = {system.num_subcarriers} is too small for "
             f"the dense policy: K(K-1) = {links} links may all be active at once and dense cannot "
@@ -108,6 +124,8 @@ def run_main_job(
         model_source, num_experts=system.num_experts, cache_dir=cache_dir, progress=progress
     )
     model.combine = combine
+    if any(p is None for p in parsed):
+        parsed = _calibrated_policies(parsed, policies, model, profile, cache_dir, names, system, log)
     queries = [pack_question(model.tokenizer, q) for q in questions]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
@@ -150,3 +168,32 @@ def run_main_job(
         )
         log(f"wrote {out_dir / 'summary.json'}, per_layer.csv, per_layer.png")
     return config, results
+
+
+def _calibrated_policies(parsed, names, model, profile, cache_dir, subjects, system, log):
+    """Build the calibrated policies of ``names`` (None in ``parsed``) from the model's profile."""
+    from .importance import find_profile, load_profile_for
+    from .optimize.calibrated import _CAL_RE, parse_calibrated
+
+    out = []
+    for pol, name in zip(parsed, names):
+        if pol is not None:
+            out.append(pol)
+            continue
+        d = int(_CAL_RE.fullmatch(name).group(4))
+        path = profile if profile is not None else find_profile(model, d, cache_dir)
+        prof = load_profile_for(model, d, path=path, cache_dir=cache_dir)
+        overlap = sorted(set(subjects) & set(prof.config.get("subjects", [])))
+        if overlap:
+            warnings.warn(
+                f"subjects {overlap} are in the importance profile's calibration set ({path}): "
+                "the calibrated policy's results on them are optimistic",
+                stacklevel=3,
+            )
+        if system.to_dict() != prof.config.get("system"):
+            log(f"note: {name} uses a profile calibrated under other system parameters ({path}); "
+                "its energies are relative, the allocation may be less than optimal here")
+        pol = parse_calibrated(name, profile=prof, warn=lambda m: log(f"warning: {m}"))
+        log(f"{pol.name}: profile {path}; thresholds per layer {', '.join(f'{t:g}' for t in pol.thresholds)}")
+        out.append(pol)
+    return out

@@ -77,7 +77,8 @@ class EvalRecord(dict):
     ``channel_draws`` (independent channel realisations the energy averages over),
     ``per_layer`` (lists over layers: ``energy_comm_j``, ``energy_comp_j``, ``tokens``,
     ``expert_calls``, ``transmissions``, ``infeasible_tokens``), ``selection_counts``
-    ``[L][K]``, ``correct`` and ``nll`` per question, ``subjects`` per question, ``seconds``.
+    ``[L][K]``, ``correct``, ``nll`` and ``pred`` (the chosen option) per question, ``subjects``
+    per question, ``seconds``.
     """
 
     @property
@@ -259,6 +260,7 @@ class Context:
             selection_counts=res.selection_counts,
             correct=correct,
             nll=nll,
+            pred=res.logliks.argmax(axis=1),
             subjects=[q.subject for q in questions],
             seconds=round(res.seconds, 2),
         )

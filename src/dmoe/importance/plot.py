@@ -1,0 +1,58 @@
+"""Heatmap of an importance profile (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dmoe.optimize.importance import ImportanceProfile
+
+__all__ = ["plot_profile"]
+
+
+def plot_profile(profile: ImportanceProfile, path, *, thresholds=None, title: str | None = None) -> None:
+    """Write a PNG: KL and answer-NLL increase per (window, level) and the levels' energy.
+
+    Args:
+        profile: the measured profile.
+        path: output PNG.
+        thresholds: optional ``[L]`` allocation to overlay (marked per window).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    kl = np.asarray(profile.kl)
+    nll = np.asarray(profile.nll)
+    energy = np.asarray(profile.energy)
+    labels = [f"{a}-{b}" if a != b else f"{a}" for a, b in profile.windows]
+    z = [f"{q:g}" for q in profile.qos]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 0.28 * len(labels) + 2.5), constrained_layout=True)
+    panels = (
+        (kl, "mean KL to the full model [nat/token]", LogNorm(vmin=max(kl[kl > 0].min(), 1e-6), vmax=kl.max()) if (kl > 0).any() else None, "magma_r"),
+        (nll, "answer NLL increase [nat]", None, "RdBu_r"),
+        (energy * 1e3, "expected energy, window sum [mJ/token]", None, "viridis"),
+    )
+    for ax, (data, name, norm, cmap) in zip(axes, panels):
+        kwargs = {"norm": norm} if norm is not None else {}
+        if cmap == "RdBu_r":
+            lim = float(np.abs(data).max()) or 1.0
+            kwargs = {"vmin": -lim, "vmax": lim}
+        im = ax.imshow(data, aspect="auto", cmap=cmap, **kwargs)
+        ax.set_xticks(range(len(z)), z)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel(f"QoS level z (D = {profile.max_experts})")
+        ax.set_ylabel("layers")
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        if thresholds is not None:
+            thr = np.asarray(thresholds)
+            for wi, (a, _) in enumerate(profile.windows):
+                vi = int(np.argmin(np.abs(np.asarray(profile.qos) - thr[a - 1])))
+                ax.plot(vi, wi, marker="o", mfc="none", mec="cyan", ms=8)
+    cfg = profile.config
+    fig.suptitle(title or (f"Layer importance of {profile.model_name} (K = {profile.num_experts}), "
+                           f"{cfg.get('num_questions', '?')} calibration questions"), fontsize=11)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
