@@ -133,6 +133,8 @@ def test_cli_calibrate_then_run_the_calibrated_policy(tiny_moe, tmp_path):
     assert res.exit_code == 0, res.output
     assert "importance-D2-" in res.output and "budget 100 nat" in res.output
     assert list(build.glob("importance-D2-*.png"))
+    res = runner.invoke(main, ["calibrate", "--model", str(build), "-K", "4", "-M", "16", "--qos", "0.5,1.5", "--quiet"])
+    assert res.exit_code != 0 and "`qos`" in res.output and "Traceback" not in res.output
     res = runner.invoke(main, ["run", "--model", str(build), "-K", "4", "-M", "16", "--limit", "2", "--quiet",
                                "--policy", "JESA(cal:100,2)", "--policy", "Top-2", "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
@@ -148,3 +150,31 @@ def test_cli_calibrate_then_run_the_calibrated_policy(tiny_moe, tmp_path):
                                "--cache-dir", str(tmp_path / "c")])
     assert res.exit_code != 0 and "malformed" in res.output
     assert not (tmp_path / "c").exists()
+
+
+def test_importance_experiment_end_to_end_on_a_tiny_model(tiny_llama, tiny_tokenizer, tmp_path):
+    """`dmoe reproduce importance --quick` with the real pipeline on a tiny K = 8 MoE."""
+    from dmoe.experiments.base import Options
+    from dmoe.experiments.context import Context
+    from dmoe.experiments.runner import run_experiments
+    from dmoe.model.moe import MoEModel
+
+    F, L = tiny_llama.config.intermediate_size, tiny_llama.config.num_hidden_layers
+    moe8 = MoEModel(tiny_llama, torch.arange(F).view(8, F // 8).expand(L, 8, F // 8).clone(),
+                    tokenizer=tiny_tokenizer, metadata={"key": "e" * 64})
+
+    class TinyContext(Context):
+        def model(self):
+            return moe8
+
+    ctx = TinyContext(tmp_path, cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    res = run_experiments(["importance"], tmp_path, options=Options(quick=True, limit=2), context=ctx,
+                          log=lambda *_: None)["importance"]
+    data = res["data"]
+    fams = {p["family"] for p in data["policies"]}
+    assert {"dense", "Top-k", "JESA", "H", "JESA-cal"} <= fams
+    assert all(p["pred"] is not None for p in data["policies"])
+    assert (tmp_path / "importance.png").exists() and (tmp_path / "importance.csv").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "Lower layers matter more" in report and "Calibrated JESA lies on the NLL Pareto front" in report
+    assert list((tmp_path / "cache" / "profiles").rglob("importance-D2-*.json"))

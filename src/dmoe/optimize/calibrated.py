@@ -24,8 +24,6 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-import numpy as np
-
 from dmoe.optimize._validation import check_int
 from dmoe.optimize.importance import ImportanceProfile, allocate_qos
 from dmoe.optimize.layerwise import DESPolicy
@@ -62,8 +60,7 @@ class _ThresholdVector(Policy):
                  budget: float | None = None, measure: str = "kl", profile_key: str | None = None):
         if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__len__") or len(thresholds) == 0:
             raise ValueError("`thresholds` must be a non-empty sequence of numbers in [0, 1], one per layer")
-        self.thresholds = tuple(_check_fraction(f"thresholds[{i}]", float(v) if isinstance(v, np.floating) else v)
-                                for i, v in enumerate(thresholds))
+        self.thresholds = tuple(_check_fraction(f"thresholds[{i}]", v) for i, v in enumerate(thresholds))
         self.max_experts = check_int("max_experts", max_experts, minimum=1)
         self.budget = None if budget is None else float(budget)
         self.measure = measure
