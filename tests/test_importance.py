@@ -68,7 +68,7 @@ def test_check_model_names_the_mismatch():
 
 def test_allocation_is_the_knapsack_optimum_with_the_base_offset():
     prof = make_profile(L=9, window=3, qos=(0.1, 0.3, 0.6, 1.0), seed=3)
-    kl, en = np.asarray(prof.kl), np.asarray(prof.energy)
+    kl, en = prof.table("kl", monotone=True), np.asarray(prof.energy)
     for budget in (0.25, 0.3, 0.5, 1.0, 5.0):
         a = allocate_qos(prof, budget)
         ref = solve_mckp(kl, en, budget - prof.base_kl, method="brute")
@@ -86,6 +86,23 @@ def test_allocation_is_the_knapsack_optimum_with_the_base_offset():
     # energy budget
     a = allocate_qos(prof, float(en[:, -1].sum()), kind="energy")
     assert a.feasible and a.predicted_energy <= en[:, -1].sum() + 1e-15
+
+
+def test_monotone_table_removes_noise_dips():
+    prof = make_profile(L=2, window=1, qos=(1.0, 0.2, 0.5), kl=[[0.0, 0.5, 0.9], [0.0, 0.3, 0.1]],
+                        kl_se=np.zeros((2, 3)).tolist(), nll=np.zeros((2, 3)).tolist(),
+                        nll_se=np.zeros((2, 3)).tolist(), agreement=np.ones((2, 3)).tolist(),
+                        energy=[[3.0, 1.0, 2.0], [3.0, 1.0, 2.0]], energy_full=[4.0, 4.0])
+    # z order 0.2, 0.5, 1.0 -> columns 1, 2, 0: window 0 has a dip at z = 0.2 (0.5 < 0.9)
+    assert np.array_equal(prof.table("kl", monotone=True), [[0.0, 0.9, 0.9], [0.0, 0.3, 0.1]])
+    assert np.array_equal(prof.table("kl"), prof.kl)
+    # one window: the noisy table sells z = 0.2 for 0.5 nat although z = 0.5 already costs 0.9
+    one = make_profile(L=1, window=1, qos=(1.0, 0.2, 0.5), kl=[[0.0, 0.5, 0.9]], kl_se=[[0.0] * 3],
+                       nll=[[0.0] * 3], nll_se=[[0.0] * 3], agreement=[[1.0] * 3], energy=[[3.0, 1.0, 2.0]],
+                       energy_full=[4.0])
+    assert list(allocate_qos(one, one.base_kl + 0.6, monotone=False).thresholds) == [0.2]
+    safe = allocate_qos(one, one.base_kl + 0.6)
+    assert list(safe.thresholds) == [1.0] and safe.predicted_energy == 3.0
 
 
 def test_budget_below_the_base_returns_the_nearest_feasible_allocation():

@@ -40,7 +40,7 @@ def config(options: Options) -> dict:
     else:
         # sized for a shared 2-core machine: 12 policy evaluations on 135 questions
         ks, gammas, qos = [1, 2, 3], [0.9, 0.98], [0.5]
-        fractions = [0.0, 0.03, 0.08, 0.15, 0.3]
+        fractions = [0.0, 0.04, 0.25, 0.45]
         calib = {"qos": [0.1, 0.25, 0.4, 0.55, 1.0], "window": 5, "num_questions": 8, "base": "top"}
     return {
         **question_config(options),
@@ -48,6 +48,7 @@ def config(options: Options) -> dict:
         "gammas": gammas,
         "qos": qos,
         "budget_fractions": fractions,
+        "monotone": True,
         "max_experts": 2,
         "calibration": {**calib, "seed": options.seed},
         "seed": options.seed,
@@ -56,10 +57,10 @@ def config(options: Options) -> dict:
     }
 
 
-def budgets_of(profile, fractions) -> list[float]:
+def budgets_of(profile, fractions, monotone: bool = True) -> list[float]:
     """Absolute KL budgets [nat/token]: ``lo + f (hi - lo)`` between the least and the largest
     predicted KL of any allocation, rounded up to 3 significant digits (they name the policies)."""
-    kl = np.asarray(profile.kl)
+    kl = profile.table("kl", monotone=monotone)
     lo = profile.base_kl + kl.min(axis=1).sum()
     hi = profile.base_kl + kl.max(axis=1).sum()
     out = []
@@ -73,6 +74,7 @@ def budgets_of(profile, fractions) -> list[float]:
 def run(cfg: dict, ctx) -> dict:
     from dmoe.importance import calibrate_cached
     from dmoe.optimize.calibrated import calibrated_policy
+    from dmoe.optimize.importance import allocate_qos
 
     system = SystemConfig.from_dict(cfg["system"])
     d = cfg["max_experts"]
@@ -84,11 +86,16 @@ def run(cfg: dict, ctx) -> dict:
         cache_dir=getattr(ctx, "cache_dir", None), progress=getattr(ctx, "progress", False), log=ctx.log,
     )
     ctx.log(f"[{NAME}] profile {'reused from' if reused else 'written to'} {path} ({profile.seconds:.0f} s to measure)")
-    budgets = budgets_of(profile, cfg["budget_fractions"])
+    monotone = cfg.get("monotone", True)
+    budgets = budgets_of(profile, cfg["budget_fractions"], monotone)
     messages = []
-    calibrated = []
+    calibrated, seen = [], set()
     for b in dict.fromkeys(budgets):
-        calibrated.append(calibrated_policy("JESA", profile, b, d, warn=messages.append))
+        pol = calibrated_policy("JESA", profile, b, d, warn=messages.append, monotone=monotone)
+        if pol.thresholds not in seen:  # a larger budget may buy nothing more
+            seen.add(pol.thresholds)
+            calibrated.append(pol)
+    budgets = [p.budget for p in calibrated]
     policies = (
         [Dense()] + [TopK(k) for k in cfg["ks"]] + [JESAPolicy(g, d) for g in cfg["gammas"]]
         + [Homogeneous(z, d) for z in cfg["qos"]] + calibrated
@@ -111,13 +118,12 @@ def run(cfg: dict, ctx) -> dict:
             s.pop(key, None)
         out.append(s)
     predicted = []
-    from dmoe.optimize.importance import allocate_qos
-
-    for b in dict.fromkeys(budgets):
-        a = allocate_qos(profile, b)
+    nll_table = np.asarray(profile.nll)
+    for b in budgets:
+        a = allocate_qos(profile, b, monotone=monotone)
+        nll = profile.base_nll + float(nll_table[np.arange(len(a.levels)), a.levels].sum())
         predicted.append({"budget": b, "predicted_kl": a.predicted_loss, "predicted_energy_j": a.predicted_energy,
-                          "predicted_nll": profile.base_nll + float(np.sum(np.asarray(profile.nll)[np.arange(len(a.levels)), a.levels])),
-                          "levels": a.levels.tolist(), "feasible": a.feasible})
+                          "predicted_nll": nll, "levels": a.levels.tolist(), "feasible": a.feasible})
     return {"policies": out, "profile": profile.to_dict(), "profile_path": str(path), "budgets": budgets,
             "predicted": predicted, "messages": messages}
 
@@ -254,7 +260,9 @@ def plot(result: dict, path) -> None:
     ax2.plot(layers, g ** layers, color=family_color("JESA"), ls="--", lw=1, label=f"γ0^l, γ0 = {g:g}")
     ax2.set_ylabel("C1 threshold per layer")
     ax2.set_ylim(0, 1.05)
-    ax2.legend(fontsize=6, loc="upper right")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax2.legend(h1 + h2, l1 + l2, fontsize=6, loc="upper right")
     ax.set_title("measured importance and calibrated thresholds", fontsize=10)
     fig.suptitle(f"Layer importance measured, not assumed — MMLU {', '.join(cfg['subjects'])} "
                  f"({pts[0]['num_questions']} questions)", fontsize=11)
@@ -363,7 +371,9 @@ def report(result: dict) -> Section:
                  f"subjects, disjoint from the evaluation), windows of {c['window']} layers, {c['passes']} forward "
                  f"passes in {prof['seconds']:.0f} s; D = {prof['max_experts']}.")
     notes.append("Budgets B are the summed predicted KL to the full model [nat/token] between the least and the "
-                 "largest any allocation reaches; the predicted loss assumes the windows' increments add up.")
+                 "largest any allocation reaches; the predicted loss assumes the windows' increments add up"
+                 + (", and each level's loss is made at least that of the levels above it (noise removal)."
+                    if cfg.get("monotone", True) else "."))
     notes.extend(data.get("messages", []))
     if all(p.get("mean_kl") is None for p in pts):
         notes.append("The mean KL to the full model over scored tokens is not recorded by this version's "

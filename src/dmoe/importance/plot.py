@@ -21,7 +21,6 @@ def plot_profile(profile: ImportanceProfile, path, *, thresholds=None, title: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
 
     kl = np.asarray(profile.kl)
     nll = np.asarray(profile.nll)
@@ -29,17 +28,20 @@ def plot_profile(profile: ImportanceProfile, path, *, thresholds=None, title: st
     labels = [f"{a}-{b}" if a != b else f"{a}" for a, b in profile.windows]
     z = [f"{q:g}" for q in profile.qos]
     fig, axes = plt.subplots(1, 3, figsize=(15, 0.28 * len(labels) + 2.5), constrained_layout=True)
+    base = f" over base {profile.base!r}" if profile.base != "full" else ""
     panels = (
-        (kl, "mean KL to the full model [nat/token]", LogNorm(vmin=max(kl[kl > 0].min(), 1e-6), vmax=kl.max()) if (kl > 0).any() else None, "magma_r"),
-        (nll, "answer NLL increase [nat]", None, "RdBu_r"),
-        (energy * 1e3, "expected energy, window sum [mJ/token]", None, "viridis"),
+        (kl, f"KL to the full model [nat/token], increment{base}", "RdBu_r"),
+        (nll, f"answer NLL [nat], increment{base}", "RdBu_r"),
+        (energy * 1e3, "expected energy, window sum [mJ/token]", "viridis"),
     )
-    for ax, (data, name, norm, cmap) in zip(axes, panels):
-        kwargs = {"norm": norm} if norm is not None else {}
-        if cmap == "RdBu_r":
+    for ax, (data, name, cmap) in zip(axes, panels):
+        kwargs = {}
+        if cmap == "RdBu_r":  # increments may be negative (noise): diverging scale centred on 0
             lim = float(np.abs(data).max()) or 1.0
             kwargs = {"vmin": -lim, "vmax": lim}
         im = ax.imshow(data, aspect="auto", cmap=cmap, **kwargs)
+        for (i, j), val in np.ndenumerate(data):
+            ax.text(j, i, f"{val:.2g}", ha="center", va="center", fontsize=6)
         ax.set_xticks(range(len(z)), z)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_xlabel(f"QoS level z (D = {profile.max_experts})")

@@ -129,7 +129,7 @@ CALIBRATED_KINDS = {"JESA": CalibratedJESA, "DES": CalibratedDES, "LB": Calibrat
 
 
 def calibrated_policy(family: str, profile: ImportanceProfile, budget: float, max_experts: int, *,
-                      measure: str = "kl", kind: str = "loss", warn=None) -> Policy:
+                      measure: str = "kl", kind: str = "loss", warn=None, monotone: bool = True) -> Policy:
     """The policy ``<family>(cal:budget,D)``: optimal thresholds of ``profile`` for ``budget``.
 
     Args:
@@ -141,6 +141,8 @@ def calibrated_policy(family: str, profile: ImportanceProfile, budget: float, ma
         kind: ``"loss"`` or ``"energy"``.
         warn: callable receiving the message when the budget cannot be met (default
             :func:`warnings.warn`); the nearest feasible allocation is used then.
+        monotone: allocate on the losses made non-increasing in z (default; see
+            :meth:`~dmoe.optimize.importance.ImportanceProfile.table`).
 
     Raises:
         ValueError: unknown ``family``, a profile for another D (naming ``max_experts``),
@@ -159,7 +161,7 @@ def calibrated_policy(family: str, profile: ImportanceProfile, budget: float, ma
             f"`max_experts` D = {d} differs from the profile's D = {profile.max_experts}; "
             f"calibrate for it with `dmoe calibrate -D {d}`"
         )
-    alloc = allocate_qos(profile, budget, kind=kind, measure=measure)
+    alloc = allocate_qos(profile, budget, kind=kind, measure=measure, monotone=monotone)
     if not alloc.feasible:
         (warn or (lambda m: warnings.warn(m, stacklevel=3)))(f"{family}(cal:{budget:g},{d}): {alloc.message}")
     name = None

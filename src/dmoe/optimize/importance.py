@@ -136,11 +136,26 @@ class ImportanceProfile:
             )
 
     # ------------------------------------------------------------------ views
-    def table(self, measure: str = "kl") -> np.ndarray:
-        """``[W, V]`` loss table of ``measure`` (``"kl"`` or ``"nll"``)."""
+    def table(self, measure: str = "kl", *, monotone: bool = False) -> np.ndarray:
+        """``[W, V]`` loss table of ``measure`` (``"kl"`` or ``"nll"``).
+
+        ``monotone=True``: each level's loss is raised to the largest loss of the levels
+        above it (running maximum from the top level down, levels sorted by z). A lower
+        threshold never asks for more gate-score mass, so its expected loss is not smaller;
+        a measured dip below a higher level is calibration noise, which would otherwise
+        make the knapsack pick that level for a loss it does not have.
+        """
         if measure not in MEASURES:
             raise ValueError(f"`measure` must be one of {MEASURES}, got {measure!r}")
-        return np.asarray(getattr(self, measure), dtype=np.float64)
+        arr = np.asarray(getattr(self, measure), dtype=np.float64)
+        if monotone:
+            order = np.argsort(self.qos)
+            ordered = arr[:, order]
+            # running max from the highest z down
+            ordered = np.maximum.accumulate(ordered[:, ::-1], axis=1)[:, ::-1]
+            arr = np.empty_like(arr)
+            arr[:, order] = ordered
+        return arr
 
     def base_value(self, measure: str = "kl") -> float:
         """The base configuration's loss against the full model of ``measure`` [nat]."""
@@ -221,7 +236,7 @@ class Allocation:
 
 
 def allocate_qos(profile: ImportanceProfile, budget: float, *, kind: str = "loss", measure: str = "kl",
-                 method: str = "auto") -> Allocation:
+                 method: str = "auto", monotone: bool = True) -> Allocation:
     """Optimal per-layer QoS thresholds for a quality (or energy) budget.
 
     Solves the multiple-choice knapsack over the profile's windows exactly
@@ -237,6 +252,9 @@ def allocate_qos(profile: ImportanceProfile, budget: float, *, kind: str = "loss
         measure: ``"kl"`` (mean KL to the full model per scored token) or ``"nll"``
             (answer NLL increase).
         method: ``"auto"``, ``"pareto"``, ``"milp"`` or ``"brute"``.
+        monotone: use the profile's losses made non-increasing in z
+            (:meth:`ImportanceProfile.table`; default), so that calibration noise cannot
+            sell a low level as cheaper in quality than a higher one.
 
     Returns:
         :class:`Allocation` (``feasible=False`` and the nearest feasible allocation when
@@ -249,7 +267,7 @@ def allocate_qos(profile: ImportanceProfile, budget: float, *, kind: str = "loss
     """
     if not isinstance(profile, ImportanceProfile):
         raise ValueError(f"`profile` must be an ImportanceProfile, got {type(profile).__name__}")
-    loss = profile.table(measure)
+    loss = profile.table(measure, monotone=monotone)
     energy = np.asarray(profile.energy, dtype=np.float64)
     offset = profile.base_value(measure)
     inner = budget - offset if kind == "loss" and _is_number(budget) else budget
@@ -275,8 +293,9 @@ def _is_number(x) -> bool:
     return not isinstance(x, bool) and isinstance(x, (int, float, np.integer, np.floating))
 
 
-def predicted_front(profile: ImportanceProfile, measure: str = "kl"):
+def predicted_front(profile: ImportanceProfile, measure: str = "kl", *, monotone: bool = True):
     """All Pareto-optimal allocations of ``profile``: ``(loss [P], energy [P], levels [P, W])``,
     loss including the base value (see :attr:`ImportanceProfile.base`)."""
-    fl, fe, levels = pareto_front_mckp(profile.table(measure), np.asarray(profile.energy, dtype=np.float64))
+    fl, fe, levels = pareto_front_mckp(profile.table(measure, monotone=monotone),
+                                       np.asarray(profile.energy, dtype=np.float64))
     return profile.base_value(measure) + fl, fe, levels
