@@ -178,3 +178,32 @@ def test_importance_experiment_end_to_end_on_a_tiny_model(tiny_llama, tiny_token
     report = (tmp_path / "report.md").read_text()
     assert "Lower layers matter more" in report and "Calibrated JESA lies on the NLL Pareto front" in report
     assert list((tmp_path / "cache" / "profiles").rglob("importance-D2-*.json"))
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss", "granitemoeshared"])
+def test_calibration_on_real_moe_families(family, tiny_tokenizer, tmp_path):
+    """The profile needs only the expert-model interface: every transformers family calibrates;
+    with base "full", z = 1 and D = native top-k the window runs the native routing again."""
+    from test_hf_moe import save_tiny_moe
+
+    from dmoe.model import load_expert_model
+    from dmoe.system import default_num_subcarriers
+
+    save_tiny_moe(family, tmp_path, tokenizer=tiny_tokenizer)
+    model = load_expert_model(str(tmp_path))
+    k = model.num_experts
+    system = SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
+    prof = calibrate_importance(model, qos=(0.3, 1.0), max_experts=model.native_top_k, window=1, num_questions=2,
+                                system=system, base="full", progress=False)
+    kl = np.asarray(prof.kl)
+    assert kl.shape == (model.num_layers, 2) and np.all(np.isfinite(kl)) and np.all(kl >= -1e-9)
+    for layer in range(model.num_layers):
+        if not model.is_moe_layer(layer):  # a dense layer: nothing scheduled, nothing lost, nothing spent
+            assert np.all(kl[layer] == 0) and np.all(np.asarray(prof.energy)[layer] == 0)
+    if family != "deepseek_v3":  # DeepSeek-V3's native choice adds a correction bias to the scores
+        assert np.all(np.abs(kl[:, -1]) < 1e-6)
+    prof2, path, _ = calibrate_cached(model, qos=(0.3, 1.0), max_experts=model.native_top_k, window=1,
+                                      num_questions=1, system=system, base="full", cache_dir=tmp_path / "c",
+                                      progress=False)
+    assert path.parent.parent == tmp_path / "c" / "profiles"  # no build directory: under the cache
+    assert load_profile_for(model, model.native_top_k, path=path) == prof2

@@ -4,8 +4,9 @@ A profile of a cached build (``model.metadata["cache_path"]``, see
 :mod:`dmoe.model.build`) is stored in that directory as
 ``importance-D<D>-<key16>.json`` (+ ``.png``), where the key hashes the build's key, K, D,
 the QoS levels, the window, the calibration questions, the seed and the system
-parameters. A model without a build directory (e.g. built in memory) stores its profiles
-under ``<cache_dir>/profiles/<model key16>/``.
+parameters. A model without a build directory (a transformers MoE checkpoint, a model built in
+memory) stores its profiles under ``<cache_dir>/profiles/<model key16>/``
+(:func:`model_key`).
 """
 
 from __future__ import annotations
@@ -16,15 +17,31 @@ from pathlib import Path
 
 from dmoe.optimize.importance import PROFILE_FORMAT, ImportanceProfile
 
-__all__ = ["profile_key", "profile_dir", "profile_path", "find_profile", "load_profile_for"]
+__all__ = ["model_key", "profile_key", "profile_dir", "profile_path", "find_profile", "load_profile_for"]
+
+
+def model_key(model) -> str:
+    """The identity of ``model`` a profile is tied to: the carved build's key
+    (``metadata["key"]``), else a sha256 of the model's source description (a real MoE
+    checkpoint: its path/hub id and content fingerprint), family, L and K."""
+    meta = dict(getattr(model, "metadata", {}) or {})
+    if meta.get("key"):
+        return str(meta["key"])
+    payload = {
+        "source": meta.get("source"),
+        "family": getattr(model, "family", None),
+        "model_type": meta.get("model_type"),
+        "num_layers": int(model.num_layers),
+        "num_experts": int(model.num_experts),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def profile_key(model, settings: dict) -> str:
-    """sha256 of the build key, K, L and the calibration ``settings`` (JSON-able)."""
-    meta = dict(getattr(model, "metadata", {}) or {})
+    """sha256 of the model key, K, L and the calibration ``settings`` (JSON-able)."""
     payload = {
         "format": PROFILE_FORMAT,
-        "model_key": str(meta.get("key", "unknown")),
+        "model_key": model_key(model),
         "num_experts": int(model.num_experts),
         "num_layers": int(model.num_layers),
         "settings": settings,
@@ -41,7 +58,7 @@ def profile_dir(model, cache_dir=None) -> Path:
     from dmoe.model.build import default_cache_dir
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / "profiles" / str(meta.get("key", "unknown"))[:16]
+    return root / "profiles" / model_key(model)[:16]
 
 
 def profile_path(model, max_experts: int, settings: dict, cache_dir=None) -> Path:
@@ -72,7 +89,6 @@ def load_profile_for(model, max_experts: int, *, path=None, cache_dir=None) -> I
             f"run `dmoe calibrate -D {max_experts}` first"
         )
     prof = ImportanceProfile.load(p)
-    meta = dict(getattr(model, "metadata", {}) or {})
-    prof.check_model(num_layers=model.num_layers, num_experts=model.num_experts, model_key=meta.get("key"),
+    prof.check_model(num_layers=model.num_layers, num_experts=model.num_experts, model_key=model_key(model),
                      max_experts=max_experts)
     return prof

@@ -5,7 +5,10 @@ For a fixed calibration set (default: the routers' calibration subjects,
 layers w and each QoS level z_v:
 
 1. run the model through :meth:`forward_masked` with the window's layers at level v and
-   every other layer full (the model's own full routing, :func:`full_selection`);
+   every other layer at the top level (``base="top"``, default) or full (``base="full"``:
+   every expert for the carved model, :func:`full_selection`; for a real MoE the
+   family's own routing as the full model chose it, ``native_selections``, exact before
+   the window);
 2. quality lost against the full model (``forward_masked(selection=None)``), over the
    scored tokens of the multiple-choice packing (:func:`dmoe.data.pack_question`): the
    mean KL(full || reduced) of the next-token distributions [nat/token], the increase of
@@ -40,8 +43,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dmoe.channel import draw_rates
-from dmoe.model.build import _threads
 from dmoe.energy import link_rate_from_subcarriers, token_costs
+from dmoe.importance.cache import model_key
+from dmoe.model.build import _threads
 from dmoe.optimize import random_subcarriers, select_experts
 from dmoe.optimize.importance import PROFILE_FORMAT, ImportanceProfile
 from dmoe.system import SystemConfig
@@ -264,6 +268,11 @@ def _measure_all(model, packed, windows, levels, costs, moe, base, max_experts, 
         tokens += n_tok
         scored[qi] = pq.score_rows.numel()
         costs_q = costs[qi]
+        # the full model's own routing ([L, S, K]) where the model exposes it (a real MoE): exact
+        # for the layers before the window; after it, the choices the full model made on its inputs
+        native = None
+        if base == "full" and callable(getattr(model, "native_selections", None)):
+            native = model.native_selections(pq.input_ids, **kw)
 
         def measure(rule):
             """(KL, NLL increase, agreement) of one pass with selection ``rule``."""
@@ -281,6 +290,8 @@ def _measure_all(model, packed, windows, levels, costs, moe, base, max_experts, 
             def rule(layer, scores):
                 inside = first - 1 <= layer <= last - 1
                 if not moe[layer] or (not inside and base == "full"):
+                    if native is not None:
+                        return native[layer].to(device=scores.device, dtype=torch.bool)
                     return full_selection(model, scores)
                 g = scores.detach().double().cpu().numpy()
                 c = np.broadcast_to(costs_q[layer], g.shape)
@@ -325,7 +336,7 @@ def _profile(model, questions, windows, levels, max_experts, window, seed, syste
     src = meta.get("source")
     name = src.get("name") if isinstance(src, dict) else (str(src) if src else type(model).__name__)
     return ImportanceProfile(
-        model_key=str(meta.get("key", "unknown")),
+        model_key=model_key(model),
         model_name=str(name),
         num_layers=L,
         num_experts=K,
