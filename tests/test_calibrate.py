@@ -11,6 +11,7 @@ import torch
 
 from dmoe.importance import (
     calibrate_cached,
+    find_profile,
     calibrate_importance,
     calibration_questions,
     full_selection,
@@ -109,6 +110,10 @@ def test_cache_beside_the_build_and_lookup(tiny_moe, tmp_path):
     again, path2, reused = calibrate_cached(tiny_moe, **kw)
     assert reused and path2 == path and again == prof
     assert load_profile_for(tiny_moe, 2, cache_dir=tmp_path) == prof
+    # a newer profile with fewer passes (e.g. a --quick run) does not shadow it
+    small, small_path, _ = calibrate_cached(tiny_moe, **{**kw, "num_questions": 1})
+    assert small_path != path and small.config["passes"] < prof.config["passes"]
+    assert find_profile(tiny_moe, 2, tmp_path) == path
     with pytest.raises(ValueError, match="dmoe calibrate -D 3"):
         load_profile_for(tiny_moe, 3, cache_dir=tmp_path)
     data = json.loads(path.read_text())

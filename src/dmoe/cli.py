@@ -59,7 +59,7 @@ def main() -> None:
 @click.option("--output", "-o", default="results/run", show_default=True, help="Output directory.")
 @click.option("--profile", "profile", default=None,
               help="Layer-importance profile (JSON of `dmoe calibrate`) for calibrated policies; default the "
-                   "newest one cached beside the model build.")
+                   "cached one of the model with the most calibration passes.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_subcarriers, snr_db,
         seed, channel_redraw, combine, model_source, device, cache_dir, output, profile, quiet):

@@ -88,7 +88,7 @@ def run_main_job(
         The command line that started the run, recorded in the config.
     profile : path, optional
         Layer-importance profile for calibrated policies (``JESA(cal:B,D)``); default
-        the newest one ``dmoe calibrate`` cached beside the model build for that D.
+        the cached one of the model for that D with the most calibration passes.
 
     Returns
     -------

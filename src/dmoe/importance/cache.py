@@ -67,11 +67,21 @@ def profile_path(model, max_experts: int, settings: dict, cache_dir=None) -> Pat
 
 
 def find_profile(model, max_experts: int, cache_dir=None) -> Path | None:
-    """The newest cached profile of ``model`` for D = ``max_experts``, or None."""
+    """The cached profile of ``model`` for D = ``max_experts`` measured with the most
+    forward passes (the most calibration data; a ``--quick`` experiment's small profile
+    never shadows a full calibration), the newest among equals; None when there is none."""
     d = profile_dir(model, cache_dir)
     if not d.is_dir():
         return None
-    found = sorted(d.glob(f"importance-D{int(max_experts)}-*.json"), key=lambda p: p.stat().st_mtime)
+
+    def rank(path: Path):
+        try:
+            passes = int(json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("passes", 0))
+        except (OSError, ValueError, AttributeError):
+            passes = -1  # unreadable: last resort (loading it reports the problem)
+        return passes, path.stat().st_mtime
+
+    found = sorted(d.glob(f"importance-D{int(max_experts)}-*.json"), key=rank)
     return found[-1] if found else None
 
 
