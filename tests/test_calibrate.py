@@ -136,7 +136,7 @@ def test_cli_calibrate_then_run_the_calibrated_policy(tiny_moe, tmp_path):
     res = runner.invoke(main, ["calibrate", "--model", str(build), "-K", "4", "-M", "16", "-w", "1", "-n", "2",
                                "--qos", "0.3,1.0", "--quiet", "--budget", "0.01", "--budget", "100"])
     assert res.exit_code == 0, res.output
-    assert "importance-D2-" in res.output and "budget 100 nat" in res.output
+    assert "importance-D2-" in res.output and "budget 100 nat/token" in res.output
     assert list(build.glob("importance-D2-*.png"))
     res = runner.invoke(main, ["calibrate", "--model", str(build), "-K", "4", "-M", "16", "--qos", "0.5,1.5", "--quiet"])
     assert res.exit_code != 0 and "`qos`" in res.output and "Traceback" not in res.output

@@ -27,7 +27,7 @@ def main() -> None:
               help="At most this many questions per subject.")
 @click.option("--policy", "policies", multiple=True,
               help="Policy to run (repeatable): dense, Top-k, H(z,D), JESA(g0,D), LB(g0,D), and the calibrated "
-                   "JESA(cal:B,D), DES(cal:B,D), LB(cal:B,D) (B: budget of predicted KL to the full model [nat]; "
+                   "JESA(cal:B,D), DES(cal:B,D), LB(cal:B,D) (B: budget of predicted KL to the full model [nat/token]; "
                    "needs `dmoe calibrate`). "
                    "Default: dense, Top-1, Top-2, H(<qos>,<D>), JESA(<gamma0>,<D>), LB(<gamma0>,<D>).")
 @click.option("--gamma0", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
@@ -160,7 +160,7 @@ def _float_list(ctx, param, value):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Recalibrate even if a cached profile with these settings exists.")
 @click.option("--budget", "budgets", type=float, multiple=True,
-              help="Also print the optimal allocation for this KL budget [nat] (repeatable).")
+              help="Also print the optimal allocation for this KL budget [nat/token] (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, window, num_questions, subjects, base,
               num_subcarriers, snr_db, seed, force, budgets, quiet):
@@ -206,7 +206,7 @@ def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, wi
         click.echo(format_profile(prof))
         for b in budgets:
             a = allocate_qos(prof, b)
-            click.echo(f"budget {b:g} nat: thresholds {', '.join(f'{t:g}' for t in a.thresholds)}; predicted KL "
+            click.echo(f"budget {b:g} nat/token: thresholds {', '.join(f'{t:g}' for t in a.thresholds)}; predicted KL "
                        f"{a.predicted_loss:.4g}, energy {a.predicted_energy * 1e3:.4g} mJ/token"
                        + ("" if a.feasible else f" ({a.message})"))
     except (ValueError, FileNotFoundError, OSError) as exc:

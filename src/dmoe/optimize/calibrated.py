@@ -13,9 +13,10 @@ CalibratedDES(thr, D)      "DES(cal:B,D)"      DES(gamma0, D)'s one pass, C1 = t
 CalibratedLB(thr, D)       "LB(cal:B,D)"       LB(gamma0, D) (no C3), C1 = thr[l-1]
 =========================  ==================  ==========================================
 
-``B`` is the quality budget: the summed predicted KL to the full model [nat per scored
-token] that the allocation may spend (``"cal:B"``); with ``measure="nll"`` the name reads
-``"cal-nll:B"``. Type them in ``dmoe run --policy 'JESA(cal:0.5,2)'``: the profile
+``B`` is the quality budget (``"cal:B"``): the predicted mean KL to the full model [nat per
+scored token] that the allocation may reach, i.e. the profile's base KL plus the windows'
+increments; with ``measure="nll"`` the name reads ``"cal-nll:B"`` (predicted answer-NLL
+increase [nat]). Type them in ``dmoe run --policy 'JESA(cal:0.5,2)'``: the profile
 is the one ``dmoe calibrate`` cached beside the model build.
 """
 
@@ -175,7 +176,7 @@ _CAL_RE = re.compile(
 )
 #: The calibrated forms accepted by :func:`parse_calibrated` (and ``dmoe run --policy``).
 CALIBRATED_FORMS = (
-    "'JESA(cal:B,D)', 'DES(cal:B,D)', 'LB(cal:B,D)' (B = budget of summed predicted KL [nat], e.g. "
+    "'JESA(cal:B,D)', 'DES(cal:B,D)', 'LB(cal:B,D)' (B = budget of predicted KL to the full model [nat/token], e.g. "
     "'JESA(cal:0.5,2)'; 'cal-nll:B' budgets the answer-NLL increase [nat], 'cal-energy:E' minimises the "
     "predicted loss within E [J/token]; needs the profile of `dmoe calibrate`)"
 )

@@ -274,7 +274,8 @@ def allocate_qos(profile: ImportanceProfile, budget: float, *, kind: str = "loss
     res: KnapsackResult = solve_mckp(loss, energy, inner, kind=kind, method=method)
     message = res.message
     if kind == "loss" and not res.feasible:
-        message = (f"`budget` {float(budget):.6g} nat of predicted {measure} cannot be met: the least achievable is "
+        unit = "nat/token of predicted KL" if measure == "kl" else "nat of predicted answer-NLL increase"
+        message = (f"`budget` {float(budget):.6g} {unit} cannot be met: the least achievable is "
                    f"{offset + res.loss:.6g} (base {offset:.6g} + increments); returned that nearest feasible allocation")
     return Allocation(
         thresholds=profile.layer_thresholds(res.levels),
