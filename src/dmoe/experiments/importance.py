@@ -41,7 +41,7 @@ def config(options: Options) -> dict:
         # sized for a shared 2-core machine: 12 policy evaluations on 135 questions
         ks, gammas, qos = [1, 2, 3], [0.9, 0.98], [0.5]
         fractions = [0.0, 0.04, 0.07, 0.12, 0.25, 0.45]
-        calib = {"qos": [0.1, 0.25, 0.4, 0.55, 1.0], "window": 5, "num_questions": 8, "base": "top"}
+        calib = {"qos": [0.1, 0.25, 0.4, 0.55, 1.0], "window": 5, "num_questions": 16, "base": "top"}
     return {
         **question_config(options),
         "ks": ks,

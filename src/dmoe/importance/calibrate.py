@@ -27,8 +27,8 @@ layers w and each QoS level z_v:
 
 Cost: ``num_questions x (W x (V - 1) + 2)`` forward passes with base ``"top"``
 (``num_questions x (W x V + 1)`` with base ``"full"``), W windows, V levels. With the
-defaults (30 layers, windows of 5, 5 levels, 16 questions): 16 x 26 = 416 passes; measured
-208 passes (8 questions) in 4 min 39 s on the shared 2-core machine (1 torch thread).
+defaults (30 layers, windows of 5, 5 levels, 16 questions): 16 x 26 = 416 passes, measured
+in 9 min 3 s on the shared 2-core machine with 1 torch thread (8 questions: 4 min 31 s).
 """
 
 from __future__ import annotations
