@@ -23,7 +23,7 @@ import numpy as np
 from dmoe.experiments.base import AGREES, DIFFERS, NOT_TESTABLE, PARTLY, Claim, Experiment, Options, Section
 from dmoe.experiments.common import band, fmt, md_table, pct, policy_summary, question_config, statistics_line
 from dmoe.experiments.plotting import csv_write, family_color, figure, save, yerr
-from dmoe.experiments.stats import bootstrap_mean_interval, paired_bootstrap, pareto_front
+from dmoe.experiments.stats import paired_bootstrap, pareto_front
 from dmoe.optimize import Dense, Homogeneous, JESAPolicy, TopK
 from dmoe.system import SystemConfig
 
@@ -110,8 +110,6 @@ def run(cfg: dict, ctx) -> dict:
         kind = p.params()["policy"]
         s["family"] = family[kind]
         s["value"] = p.params()[value_key[kind]] if value_key[kind] else None
-        s["pred"] = rec.get("pred")
-        s["mean_kl"] = rec.get("mean_kl")
         if kind == "CalibratedJESA":
             s["thresholds"] = list(p.thresholds)
         for key in ("per_token_comm_j", "per_token_comp_j", "infeasible_tokens", "expert_calls"):
@@ -129,12 +127,11 @@ def run(cfg: dict, ctx) -> dict:
 
 
 # ---------------------------------------------------------------------- analysis
-def _agreement(p, ref):
-    if p.get("pred") is None or ref is None or ref.get("pred") is None:
+def _agreement(p, ref=None):
+    """Agreement with the full model's answers (recorded by the evaluation) and its 95% Wilson interval."""
+    if p.get("agreement") is None:
         return None
-    a = np.asarray(p["pred"]) == np.asarray(ref["pred"])
-    lo, hi = bootstrap_mean_interval(a.astype(float), seed=0) if a.size > 1 else (float(a.mean()),) * 2
-    return {"mean": float(a.mean()), "ci": [lo, hi]}
+    return {"mean": float(p["agreement"]), "ci": list(p.get("agreement_ci") or [p["agreement"]] * 2)}
 
 
 def profile_trend(profile: dict) -> dict:
@@ -229,16 +226,19 @@ def plot(result: dict, path) -> None:
     ax.legend(fontsize=7)
     ax = axes[1]
     for fam in ("Top-k", "H", "JESA", "JESA-cal"):
-        ps = [p for p in pts if p["family"] == fam and an["agreement"].get(p["policy"])]
+        ps = sorted((p for p in pts if p["family"] == fam and p.get("mean_kl") is not None),
+                    key=lambda p: p["energy_per_token_j"])
         if not ps:
             continue
-        x = [p["energy_per_token_j"] for p in ps]
-        y = [100 * an["agreement"][p["policy"]]["mean"] for p in ps]
-        ax.scatter(x, y, color=colors.get(fam, family_color(ps[0]["policy"])), marker=markers[fam],
-                   s=60 if fam == "JESA-cal" else 25, label=fam)
+        x = np.array([p["energy_per_token_j"] for p in ps])
+        y = np.array([p["mean_kl"] for p in ps])
+        ci = np.array([p["kl_ci"] for p in ps])
+        ax.errorbar(x, y, yerr=yerr(y, ci), color=colors.get(fam, family_color(ps[0]["policy"])),
+                    marker=markers[fam], ms=8 if fam == "JESA-cal" else 5, capsize=2, lw=1.0, elinewidth=0.8,
+                    label=fam)
     ax.set_xlabel("energy per token, all layers [J]")
-    ax.set_ylabel("agreement with the full model's answer [%]")
-    ax.set_title("agreement with the full model", fontsize=10)
+    ax.set_ylabel("mean KL to the full model [nat/token]")
+    ax.set_title("KL to the full model over scored tokens (95% bootstrap)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax = axes[2]
@@ -339,11 +339,11 @@ def report(result: dict) -> Section:
                      f"{p['mean_nll']:.2f} {band(p['nll_ci'], 1, 2)}",
                      f"{p['accuracy'] * 100:.1f} {band(p['accuracy_ci'], 100)}",
                      "n/a" if ag is None else f"{100 * ag['mean']:.1f} {band(ag['ci'], 100)}",
-                     "n/a" if p.get("mean_kl") is None else f"{p['mean_kl']:.3f}",
+                     "n/a" if p.get("mean_kl") is None else f"{p['mean_kl']:.2f} {band(p['kl_ci'], 1, 2)}",
                      "N" if p["policy"] in an["pareto_nll"] else ""])
     tables.append("All points (N = on the NLL Pareto front of the sparse policies):\n\n" + md_table(
         ["policy", "energy per token [J]", "mean NLL [nat] (95% CI)", "accuracy [%] (95% CI)",
-         "agreement with full [%] (95% CI)", "mean KL to full [nat/token]", "Pareto"], rows))
+         "agreement with full [%] (95% CI)", "mean KL to full [nat/token] (95% CI)", "Pareto"], rows))
     if "vs_top2" in an:
         rows = [[r["policy"], f"{r['energy_ratio']:.2f}",
                  f"{r['nll']['diff']:+.2f} {band([r['nll']['lo'], r['nll']['hi']], 1, 2)}",
@@ -377,9 +377,6 @@ def report(result: dict) -> Section:
                  + (", and each level's loss is made at least that of the levels above it (noise removal)."
                     if cfg.get("monotone", True) else "."))
     notes.extend(data.get("messages", []))
-    if all(p.get("mean_kl") is None for p in pts):
-        notes.append("The mean KL to the full model over scored tokens is not recorded by this version's "
-                     "evaluation (issue 7's quality measures); the agreement column is computed from the answers.")
     return Section(
         summary=(f"The calibrated JESA(cal:B, {cfg['max_experts']}) over {len(cal)} budgets against Top-k, "
                  f"H(z, {cfg['max_experts']}), JESA(γ0, {cfg['max_experts']}) and the full model on MMLU "
