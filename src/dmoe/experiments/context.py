@@ -224,7 +224,7 @@ class Context:
         if key not in self._reference:
             from dmoe.runtime import full_reference
 
-            self._reference[key] = full_reference(self.model(num_experts), self.packed(subjects, limit)[1])
+            self._reference[key] = full_reference((self.model() if num_experts == 8 else self.model(num_experts)), self.packed(subjects, limit)[1])
         return self._reference[key]
 
     def texts(self, exclude: Sequence[str], num_texts: int):
@@ -325,7 +325,7 @@ class Context:
         from dmoe.runtime import evaluate_policy
 
         system = system or SystemConfig()
-        model = self.model(num_experts)
+        model = (self.model() if num_experts == 8 else self.model(num_experts))
         questions, queries = self.packed(subjects, limit)
         qids = [(q.subject, q.index) for q in questions]
         key_inputs = {
