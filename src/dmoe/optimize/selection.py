@@ -126,6 +126,17 @@ def top_d_fallback(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, 
     return order, valid, np.cumsum(top_scores, axis=1)
 
 
+def _top_sum_exact(scores, order, valid, csum, thr_eff):
+    """``[T]`` the Top-D eligible score sums, correctly rounded (``math.fsum``) where the
+    naive cumulative sum is within rounding of ``thr_eff`` (C1 is decided exactly, as in
+    every method; see :mod:`dmoe.optimize._ties`)."""
+    top = csum[:, -1].copy()
+    near = np.abs(top - thr_eff) <= 1e-12 * (np.abs(thr_eff) + top)
+    for r in np.flatnonzero(near):
+        top[r] = math.fsum(scores[r, order[r][valid[r]]].tolist())
+    return top
+
+
 def _resolve_auto(num_experts: int, max_experts: int) -> str:
     if _des.numba_enabled():
         return "des"
@@ -229,7 +240,7 @@ def select_experts(
     eligible = (scores > 0) & np.isfinite(costs)
     trivial = thr_eff <= 0
     order, valid, csum = top_d_fallback(scores, costs, eligible, d)
-    feasible = trivial | (csum[:, -1] >= thr_eff)
+    feasible = trivial | (_top_sum_exact(scores, order, valid, csum, thr_eff) >= thr_eff)
 
     # Remark 2: infeasible tokens take their Top-D eligible experts
     bad = np.flatnonzero(~feasible)
@@ -264,8 +275,10 @@ def select_experts(
             w_energy = np.where(sel, w_costs, 0.0).sum(axis=1)
             gap[work] = np.where(opt, 0.0, np.maximum(w_energy - lower, 0.0))
         else:
-            solver = _enumerate.solve if resolved == "enumerate" else _milp.solve
-            sel, found = solver(w_scores, w_costs, w_elig, w_thr, d)
+            if resolved == "enumerate":
+                sel, found = _enumerate.solve(w_scores, w_costs, w_elig, w_thr, d)
+            else:
+                sel, found, _ = _milp.solve(w_scores, w_costs, w_elig, w_thr, d)
             # floating-point borderline (Top-D sum meets C1 but no subset did): use greedy
             sel[~found] = greedy[~found]
         selection[work] = sel
