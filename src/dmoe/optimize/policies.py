@@ -326,11 +326,23 @@ def policy_from_name(name: str) -> Policy:
     "JESA(0.9,2,1.0)", "LB(0.9,2)", "dense" (case-insensitive, spaces ignored).
 
     Raises:
-        ValueError: listing the accepted forms when ``name`` matches none.
+        ValueError: listing the accepted forms when ``name`` matches none; naming the
+        policy string and the broken rule when it matches a form with a bad value
+        (e.g. "policy 'Top-0': `k` must be >= 1, got 0").
     """
     if not isinstance(name, str):
         raise ValueError(f"`name` must be a string; accepted forms: {_FORMS}")
     s = name.strip()
+    try:
+        return _parse_policy(s, name)
+    except ValueError as exc:
+        if str(exc).startswith("unknown policy"):
+            raise
+        # a constructor's rule ("`k` must be >= 1") names the policy string it came from
+        raise ValueError(f"policy {name!r}: {exc}") from None
+
+
+def _parse_policy(s: str, name: str) -> Policy:
     m = re.fullmatch(r"(?i)top\s*-?" + _INT, s)
     if m:
         return TopK(int(m.group(1)))

@@ -129,9 +129,11 @@ def allocate_subcarriers(rates, demand, *, tx_power_w, bits_per_token, assign_id
         r_act = rates[act[:, 0], act[:, 1], :]
         usable = r_act > 0
         s = demand[act[:, 0], act[:, 1]]
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore"):
             # [L, M] energy of link l on subcarrier m (eq 3)
             weight = np.where(usable, p0 * bits * s[:, None] / np.where(usable, r_act, 1.0), 0.0)
+        # a positive rate so small that the energy overflows float64 (> 1.8e308 J) cannot
+        # carry the link: unusable, like a zero rate (no overflow warning escapes)
         usable &= np.isfinite(weight)
         subcarrier[act[:, 0], act[:, 1]] = assign_links(weight, usable)
 
@@ -144,7 +146,7 @@ def allocate_subcarriers(rates, demand, *, tx_power_w, bits_per_token, assign_id
             # [I, F] rates of idle links on free subcarriers
             r_idle = rates[idle[:, 0], idle[:, 1], :][:, free]
             usable = r_idle > 0
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", over="ignore"):
                 weight = np.where(usable, p0 * bits / np.where(usable, r_idle, 1.0), 0.0)
             usable &= np.isfinite(weight)
             cols = assign_links(weight, usable)
@@ -155,7 +157,7 @@ def allocate_subcarriers(rates, demand, *, tx_power_w, bits_per_token, assign_id
     link_rate = np.where(subcarrier >= 0, rates[i, j, np.maximum(subcarrier, 0)], 0.0)
     served = active & (subcarrier >= 0)
     unserved = active & (subcarrier < 0)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         energy = np.where(served, p0 * bits * demand / np.where(served, link_rate, 1.0), 0.0)
     energy[unserved] = np.inf
     return SubcarrierResult(subcarrier, energy, served, unserved, link_rate)
