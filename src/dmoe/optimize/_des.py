@@ -6,7 +6,13 @@ e_j >= 0), |S| <= D, sum_{j in S} t_j >= thr_eff, minimising sum_{j in S} e_j.
 Search kernels (one token each; plain scalars and 1-D sequences only, so the same source
 runs as Python on lists and compiled by numba on arrays):
 
-* :func:`search_strong` (``select_experts(method="des")``) -- depth first with an
+* :func:`search_canonical` (``select_experts(method="des")``, variant ``"canonical"``,
+  the default) -- :func:`search_strong`'s order, bound and reachability tests, made to
+  return the canonical optimum of :mod:`dmoe.optimize._ties` (least energy, then largest
+  score sum, then the expert-index rule; candidates compared with correctly rounded
+  sums, ties explored instead of pruned, dominance in index form). The compiled and the
+  Python fallback run this same kernel, so they return the same selection.
+* :func:`search_strong` (variant ``"strong"``: some optimum, ties unresolved) -- depth first with an
   explicit stack of depth <= n + 1 (memory O(K), never a frontier), experts decided in
   ascending (e_j + mu)/t_j (best ratio first), "include" child first, and
     - the LP bound of eq (10)-(12) made C2-aware by a Lagrange term: for any mu >= 0,
@@ -375,11 +381,18 @@ def search_canonical(
                 else:
                     lo = mid + 1
             k = lo
-            cover = p_w[k] - p_w[j] + (target - p_t[k]) * (w[k] / t[k])
-            if cover < 0.0:
-                cover = 0.0
-            lb = inc_e + cover - mu * q_left
-            slack = _BOUND_REL * (best_e + cover + mu * q_left)
+            if w[k] / t[k] < math.inf:
+                # fraction of the critical item first (<= 1): no overflow for huge costs
+                cover = p_w[k] - p_w[j] + w[k] * ((target - p_t[k]) / t[k])
+                if cover < 0.0:
+                    cover = 0.0
+                lb = inc_e + cover - mu * q_left
+                slack = _BOUND_REL * (best_e + cover + mu * q_left)
+            else:
+                # e/t overflows float64: the decision order among such items is arbitrary,
+                # so the LP bound is not used (still exact, only weaker)
+                lb = inc_e
+                slack = _BOUND_REL * best_e
         if lb > best_e + slack:
             continue
         tj = t[j]
@@ -1210,7 +1223,7 @@ def cardinality_multiplier(scores, costs, eligible, thr_eff, max_experts, iterat
     def count_and_value(mu):
         # [n, K] modified costs, ineligible last
         w = e + mu[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ratio = np.where(eligible, w / np.where(eligible, t, 1.0), np.inf)
         order = np.argsort(ratio, axis=1, kind="stable")
         ts = np.take_along_axis(t, order, axis=1)
@@ -1266,7 +1279,7 @@ def _ratio_greedy(scores, costs, eligible, thr_eff, max_experts, mu=None):
     """
     n_tok, k = scores.shape
     w = costs if mu is None else costs + mu[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = np.where(eligible, w / np.where(eligible, scores, 1.0), np.inf)
     order = np.argsort(ratio, axis=1, kind="stable")
     ts = np.take_along_axis(np.where(eligible, scores, 0.0), order, axis=1)
@@ -1341,7 +1354,7 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
     t_el = np.where(eligible, scores, 0.0)
     e_el = np.where(eligible, costs, 0.0)
     if timed_out:
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             rmin = np.where(eligible, e_el / np.where(eligible, t_el, 1.0), np.inf).min(axis=1)
         lower[:] = thr_eff * rmin
         stop[:] = STOP_TIME
@@ -1363,12 +1376,13 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
             better = m_ok & (m_e < inc_e)
             selection[better] = m_sel[better]
             inc_e[better] = m_e[better]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             key = np.where(eligible, (e_el + mu[:, None]) / np.where(eligible, t_el, 1.0), np.inf)
-        order = np.argsort(key, axis=1, kind="stable")
+        # eligible first even where e/t overflows to inf (lexsort is stable)
+        order = np.lexsort((key, ~eligible), axis=-1)
     else:
         mu = np.zeros(n_tok)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             key = np.where(eligible, e_el / np.where(eligible, t_el, 1.0), -np.inf)
         order = np.argsort(-key, axis=1, kind="stable")
     t_s = np.take_along_axis(t_el, order, axis=1)
