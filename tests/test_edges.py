@@ -22,7 +22,7 @@ from dmoe.data import Question, pack_question
 from dmoe.model.combine import renormalised_weights
 from dmoe.model.moe import MoEModel
 from dmoe.optimize import SCORE_TOL, _des, _milp, allocate_subcarriers, policy_from_name, select_experts
-from dmoe.optimize._ties import canonical_best, exact_sum, key_precedes, lex_precedes
+from dmoe.optimize._ties import canonical_best, compare_sets, exact_diff_sign, exact_sum, lex_precedes
 from dmoe.optimize.feasibility import check_selection
 
 METHODS = ("des", "enumerate", "milp", "auto")
@@ -143,12 +143,27 @@ def test_tie_order_helpers():
     assert lex_precedes([0, 1], 2, [0], 1)
     assert not lex_precedes([0], 1, [0, 1], 2)
     assert not lex_precedes([2, 5], 2, [2, 5], 2)
-    assert key_precedes(1.0, 0.5, 2.0, 0.9) == -1
-    assert key_precedes(1.0, 0.9, 1.0, 0.5) == -1
-    assert key_precedes(1.0, 0.5, 1.0, 0.5) == 0
-    rows = np.array([[0, 1, 1, 0], [1, 0, 0, 1], [1, 1, 0, 0]], dtype=bool)
-    assert canonical_best(np.array([2.0, 2.0, 2.0]), np.array([0.5, 0.5, 0.5]), rows) == 2
-    assert canonical_best(np.array([2.0, 2.0, 3.0]), np.array([0.5, 0.6, 0.9]), rows) == 1
+    buf = np.zeros(8)
+    # 0.1 + 0.2 != 0.3 as real numbers (the float64 inputs), although fsum's are close
+    vals = np.array([0.1, 0.2, 0.3])
+    assert exact_diff_sign(vals, [0, 1], 2, [2], 1, buf) == 1
+    assert exact_diff_sign(vals, [2], 1, [0, 1], 2, buf) == -1
+    assert exact_diff_sign(vals, [1, 0], 2, [0, 1], 2, buf) == 0
+    # differences far below one ulp of the sums are resolved
+    big = np.array([1e16, 1.0, 1e16, 2.0])
+    assert exact_diff_sign(big, [0, 1], 2, [2, 3], 2, buf) == -1
+    e = np.array([1.0, 1.0, 1.0, 1.0])
+    t = np.array([0.25, 0.25, 0.3, 0.2])
+    gidx = np.arange(4)
+    ia, ib = np.zeros(4, np.int64), np.zeros(4, np.int64)
+    assert compare_sets(e, t, gidx, [0, 2], 2, [1, 2], 2, buf, ia, ib) == -1  # rule 3
+    assert compare_sets(e, t, gidx, [0, 3], 2, [1, 2], 2, buf, ia, ib) == 1  # rule 2
+    assert compare_sets(e, t, gidx, [3], 1, [1, 2], 2, buf, ia, ib) == -1  # rule 1
+    rows = np.array([[0, 1, 1, 0], [1, 0, 0, 1], [1, 0, 1, 0]], dtype=bool)
+    assert canonical_best(e, np.full(4, 0.25), rows) == 2
+    assert canonical_best(e, t, rows) == 2  # {1, 2} and {0, 2} tie in G: rule 3
+    assert canonical_best(e, t, rows[:2]) == 0  # rule 2
+    assert canonical_best(np.array([1e16, 1.0, 1e16, 2.0]), np.ones(4), np.array([[1, 1, 0, 0], [0, 0, 1, 1]], bool)) == 0
 
 
 def test_top_k_breaks_ties_by_index():

@@ -64,7 +64,7 @@ import types
 
 import numpy as np
 
-from dmoe.optimize._ties import exact_sum, key_precedes, lex_precedes
+from dmoe.optimize._ties import compare_sets, exact_diff_sign, exact_sum, lex_precedes, sorted_indices
 
 # slack for floating-point error in pruning decisions (never changes the C1 definition)
 _PRUNE_SLACK = 1e-12
@@ -238,20 +238,9 @@ def search_strong(
     return best_e, improved, nodes, stop, open_lb
 
 
-def _sorted_indices(gidx, pos, cnt, out):
-    """``out[:cnt]`` = the original expert indices ``gidx[pos[:cnt]]`` sorted ascending."""
-    for i in range(cnt):
-        v = gidx[pos[i]]
-        p = i - 1
-        while p >= 0 and out[p] > v:
-            out[p + 1] = out[p]
-            p -= 1
-        out[p + 1] = v
-
-
 def search_canonical(
     t, e, w, p_t, p_w, sufmax, sufmin, gidx, n, thr_eff, max_experts, mu, seed_x, node_limit, deadline,
-    st_j, st_t, st_e, st_c, st_d, st_lb, x, inc_pos, best_x, fbuf, cand_idx, best_idx,
+    st_j, st_t, st_e, st_c, st_d, st_lb, x, inc_pos, best_x, fbuf, cand_idx, best_idx, best_pos,
 ):
     """Branch and bound for the canonical optimum of one token (see :mod:`dmoe.optimize._ties`).
 
@@ -259,18 +248,19 @@ def search_canonical(
     so that the first selection in the canonical order (least energy, then largest score
     sum, then the expert-index rule) is found, not merely some optimum:
 
-    * a node whose path meets C1 is a candidate; its E and G are recomputed as correctly
-      rounded sums (:func:`~dmoe.optimize._ties.exact_sum`) and compared by the total
-      order (:func:`~dmoe.optimize._ties.key_precedes`, then
-      :func:`~dmoe.optimize._ties.lex_precedes` on the original expert indices), so the
-      result does not depend on the decision order or on the incumbent;
+    * a node whose path meets C1 (correctly rounded score sum, as everywhere) is a
+      candidate, compared with the incumbent by the total order
+      (:func:`~dmoe.optimize._ties.compare_sets`: exact energies, exact score sums, then
+      the expert indices), so the result depends neither on the decision order nor on
+      the incumbent;
     * a subtree is pruned only when its bound *exceeds* the incumbent by more than the
       floating-point slack (ties are explored); a candidate's supersets are explored only
       while the cheapest open expert could keep the energy tied (zero or tiny costs);
-    * dominance in index form: if ``t_a >= t_b``, ``e_a <= e_b`` and index ``a < b``,
-      the canonical optimum never holds b without a (swapping b for a never raises E,
-      never lowers G, and wins rule 3), so "b included, a excluded" is cut. These cuts
-      hold simultaneously for the canonical optimum, so they keep exactness.
+    * dominance: if ``t_a >= t_b``, ``e_a <= e_b`` and (``t_a > t_b`` or ``e_a < e_b``
+      or index ``a < b``), the canonical optimum never holds b without a (swapping b for
+      a lowers the exact E, or raises the exact G, or keeps both and wins rule 3), so
+      "b included, a excluded" is cut. The cuts hold simultaneously for the canonical
+      optimum (it satisfies every one), so they keep exactness.
 
     Args:
         t, e, w, p_t, p_w, sufmax: as :func:`search_strong`.
@@ -278,19 +268,19 @@ def search_canonical(
         gidx: length >= n original expert index of each position.
         seed_x: length >= n 0/1 incumbent (positions); used only if it is feasible in
             exact arithmetic (correctly rounded score sum >= thr_eff, <= D experts).
-        fbuf: float scratch of length >= n + 2; cand_idx, best_idx: int scratch >= n + 1.
+        fbuf: float scratch of length >= 2 n + 2; cand_idx, best_idx, best_pos: int
+            scratch >= n + 1.
         Others as :func:`search_strong`.
 
     Returns:
         (best_e, found, nodes, stop, open_lb): ``best_x[:n]`` holds the canonical optimum
         when ``found`` (always, unless a limit stopped the search with no feasible
-        incumbent); best_e is its correctly rounded energy.
+        incumbent); best_e is its energy, correctly rounded.
     """
     nodes = 0
     stop = 0
     found = False
     best_e = math.inf
-    best_g = -math.inf
     best_cnt = 0
     cnt = 0
     for i in range(n):
@@ -301,10 +291,10 @@ def search_canonical(
         g = exact_sum(t, inc_pos, cnt, fbuf)
         if g >= thr_eff:
             found = True
-            best_g = g
             best_e = exact_sum(e, inc_pos, cnt, fbuf)
             best_cnt = cnt
-            _sorted_indices(gidx, inc_pos, cnt, best_idx)
+            for i in range(cnt):
+                best_pos[i] = inc_pos[i]
             for i in range(n):
                 best_x[i] = 1 if seed_x[i] != 0 else 0
     # floating-point slack of the approximate path and prefix sums (relative to the sums)
@@ -338,18 +328,18 @@ def search_canonical(
         if inc_t >= thr_eff - tslack:
             g = exact_sum(t, inc_pos, cnt, fbuf)
             if g >= thr_eff:
-                en = exact_sum(e, inc_pos, cnt, fbuf)
-                c = key_precedes(en, g, best_e, best_g) if found else -1
-                if c == 0:
-                    _sorted_indices(gidx, inc_pos, cnt, cand_idx)
-                    if lex_precedes(cand_idx, cnt, best_idx, best_cnt):
-                        c = -1
+                if not found:
+                    c = -1
+                elif inc_e * (1.0 - _BOUND_REL) > best_e:
+                    c = 1  # clearly more energy (the path sum is within 1e-12 of exact)
+                else:
+                    c = compare_sets(e, t, gidx, inc_pos, cnt, best_pos, best_cnt, fbuf, cand_idx, best_idx)
                 if c < 0:
                     found = True
-                    best_e = en
-                    best_g = g
+                    best_e = exact_sum(e, inc_pos, cnt, fbuf)
                     best_cnt = cnt
-                    _sorted_indices(gidx, inc_pos, cnt, best_idx)
+                    for q in range(cnt):
+                        best_pos[q] = inc_pos[q]
                     for q in range(j):
                         best_x[q] = x[q]
                     for q in range(j, n):
@@ -401,12 +391,12 @@ def search_canonical(
         can_exc = True
         for q in range(cnt):
             i = inc_pos[q]
-            if tj >= t[i] and ej <= e[i] and gj < gidx[i]:
+            if tj >= t[i] and ej <= e[i] and (tj > t[i] or ej < e[i] or gj < gidx[i]):
                 can_exc = False
                 break
         can_inc = True
         for i in range(j):
-            if x[i] == 0 and t[i] >= tj and e[i] <= ej and gidx[i] < gj:
+            if x[i] == 0 and t[i] >= tj and e[i] <= ej and (t[i] > tj or e[i] < ej or gidx[i] < gj):
                 can_inc = False
                 break
         if can_exc:
@@ -1012,7 +1002,7 @@ def solve_batch(scores, costs, thr_eff, max_experts, node_limit, deadline, varia
         deadline: perf_counter time or 0. variant: 0 strong, 1 paper, 2 paper-bfs, 3 canonical.
         sel: ``[T, K] bool`` zeros (output); feasible ``[T] bool`` ones, nodes ``[T] int64``,
         stop ``[T] int8``, lower ``[T] float64`` zeros (outputs).
-        iw ``[14, K + 2] int64``, fw ``[14, K + 2] float64``, bw ``[K + 2] bool``,
+        iw ``[15, K + 2] int64``, fw ``[14, 2 K + 2] float64``, bw ``[K + 2] bool``,
         qi ``[4, cap] int64``, qf ``[2, cap] float64``:
         workspaces (allocated by :func:`run_compiled`; this function allocates nothing,
         so it runs without reference counting).
@@ -1032,6 +1022,7 @@ def solve_batch(scores, costs, thr_eff, max_experts, node_limit, deadline, varia
     seed = iw[11]
     cand_idx = iw[12]
     best_idx = iw[13]
+    best_pos = iw[14]
     tt = fw[0]
     ee = fw[1]
     key = fw[2]
@@ -1075,7 +1066,7 @@ def solve_batch(scores, costs, thr_eff, max_experts, node_limit, deadline, varia
                 seed[i] = 1 if inc_x[order[i]] else 0
             found_e, improved, cnt, st, open_lb = search_canonical(
                 t_s, e_s, w_s, pa, pb, sufmax, sufmin, gidx, n, thr, max_experts, mu, seed, node_limit, deadline,
-                st_j, st_t, st_e, st_c, st_d, st_lb, x, inc_pos, best_x, fbuf, cand_idx, best_idx,
+                st_j, st_t, st_e, st_c, st_d, st_lb, x, inc_pos, best_x, fbuf, cand_idx, best_idx, best_pos,
             )
             # the canonical optimum may tie the incumbent's energy: always take it
             work += _finish(
@@ -1110,7 +1101,7 @@ _VARIANT_CODE = {"strong": 0, "paper": 1, "paper-bfs": 2, "canonical": 3}
 _NO_NRT = (
     "_sift_down", "_argsort", "_gather", "_before", "_top_prefix", "_cover_eval", "_prefix_incumbent",
     "_root", "_arrange", "_prepare", "_finish", "search_strong", "search_paper", "search_paper_bfs", "solve_batch",
-    "exact_sum", "key_precedes", "lex_precedes", "_sorted_indices", "search_canonical",
+    "exact_sum", "exact_diff_sign", "lex_precedes", "sorted_indices", "compare_sets", "search_canonical",
 )
 _NUMBA_NS = None
 
@@ -1191,7 +1182,7 @@ def run_compiled(scores, costs, thr_eff, max_experts, node_limit, deadline, vari
         np.ascontiguousarray(thr_eff, dtype=np.float64),
         int(max_experts), limit, float(deadline or 0.0), code,
         sel, feasible, nodes, stop, lower,
-        np.zeros((14, k + 2), np.int64), np.zeros((14, k + 2)), np.zeros(k + 2, np.bool_),
+        np.zeros((15, k + 2), np.int64), np.zeros((14, 2 * k + 2)), np.zeros(k + 2, np.bool_),
         np.zeros((4, cap), np.int64), np.zeros((2, cap)),
     )
     return sel, feasible, nodes, stop, lower
@@ -1415,7 +1406,7 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
         mn_l = sufmin.tolist()
         g_l = order.tolist()
         seed_l = np.take_along_axis(selection, order, axis=1).astype(np.int64).tolist()
-        fbuf, cand_idx, best_idx = [0.0] * (k + 2), [0] * (k + 2), [0] * (k + 2)
+        fbuf, cand_idx, best_idx, best_pos = [0.0] * (2 * k + 2), [0] * (k + 2), [0] * (k + 2), [0] * (k + 2)
     n_l, thr_l, inc_l, mu_l = n_elig.tolist(), thr_eff.tolist(), inc_e.tolist(), mu.tolist()
     size = k + 2
     stack = ([0] * size, [0.0] * size, [0.0] * size, [0] * size, [0] * size, [0.0] * size)
@@ -1440,7 +1431,7 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
         elif variant == "canonical":
             best_e, improved, cnt, st, open_lb = search_canonical(
                 t_l[q], e_l[q], w_l[q], a_l[q], b_l[q], m_l[q], mn_l[q], g_l[q], n, thr_l[q], max_experts, mu_l[q],
-                seed_l[q], limit, deadline, *stack, x, inc_pos, best_x, fbuf, cand_idx, best_idx,
+                seed_l[q], limit, deadline, *stack, x, inc_pos, best_x, fbuf, cand_idx, best_idx, best_pos,
             )
         elif variant == "paper":
             best_e, improved, cnt, st, open_lb = search_paper(

@@ -4,8 +4,8 @@ For K <= 16 the subsets with 1..D members are rows of a precomputed 0/1 matrix
 ``S [num_subsets, K]``; for a chunk of tokens the score sums and energies of every subset
 are two matrix products, infeasible subsets are masked, and the argmin is taken. There is
 no per-token Python work for the products. The few subsets whose energy is within the
-rounding slack of the cheapest one are then compared exactly (correctly rounded sums,
-:mod:`dmoe.optimize._ties`), so the result is the canonical optimum (least energy, then
+rounding slack of the cheapest one are then compared exactly (C1 on correctly rounded
+sums, the order on exact sums, :mod:`dmoe.optimize._ties`), so the result is the canonical optimum (least energy, then
 largest score sum, then the expert-index rule).
 """
 
@@ -94,8 +94,7 @@ def solve(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, thr_eff: 
             ok = g >= thr_eff[q]
             if not ok.any():
                 continue
-            masks, g = masks[ok], g[ok]
-            e = row_exact_sums(np.broadcast_to(costs_e[q], masks.shape), masks)
-            selection[q] = masks[canonical_best(e, g, masks)]
+            masks = masks[ok]
+            selection[q] = masks[canonical_best(costs_e[q], scores_e[q], masks)]
             found[q] = True
     return selection, found

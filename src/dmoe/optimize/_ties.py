@@ -12,30 +12,42 @@ in this total order:
    the one that contains that expert comes first (e.g. {0, 3} before {1, 2}, and {0, 1}
    before {0}); this is the lexicographic order of the 0/1 rows with 1 before 0.
 
-Both sums are **correctly rounded** float64 sums of the exact real sum (Shewchuk's
-algorithm, as :func:`math.fsum`), so they do not depend on summation order: the same set
-has the same E and G in numba, Python and numpy, and permuting the experts permutes the
-answer (except when rule 3 decides, which refers to expert indices). Energies are thus
-compared with the tolerance of one float64 rounding, no more: two selections whose exact
-energies round to the same float64 are tied and rule 2 decides. A larger relative
-tolerance is deliberately not used: "within tol of the minimum" is not transitive and
-makes the answer depend on the last bits of the minimum, which is what this order exists
-to prevent.
+E and G are compared **exactly**, as real-number sums of the float64 inputs (Shewchuk's
+error-free partials, :func:`exact_diff_sign`; the numpy oracle uses ``math.fsum`` and,
+for equal rounded sums, :class:`fractions.Fraction`). No tolerance at all: exact
+comparison is order-free (numba, Python and numpy agree, and permuting the experts
+permutes the answer except where rule 3 decides), transitive (a relative tolerance
+"within tol of the minimum" is not, and would make the answer depend on the minimum's
+last bits), and strictly monotone, so an expert with no lower score and no higher cost
+than another can always replace it (the dominance cuts of the search stay valid). Ties
+of rule 1 are exact ties: equal experts, or sums that are equal as real numbers.
 
-The same order (restricted to single experts: score descending, then index ascending) is
-the tie rule of Top-k and of Remark 2's fallback. The helpers here are plain scalar code
-so that :mod:`dmoe.optimize._des` compiles them with numba and runs them as Python, with
-bitwise-identical results; :func:`canonical_best` is the numpy form used by the
-enumeration oracle.
+C1 itself is decided on the correctly rounded score sum (``math.fsum(g_S) >= thr - tol``),
+also order-free, so every method accepts the same subsets.
+
+The same order restricted to single experts (score descending, then index ascending) is
+the tie rule of Top-k. The helpers here are plain scalar code so that
+:mod:`dmoe.optimize._des` compiles them with numba and runs them as Python with
+identical results; :func:`canonical_best` is the numpy form used by the enumeration
+oracle. They are the one place that defines the order (reuse them, do not re-derive it).
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["exact_sum", "lex_precedes", "key_precedes", "canonical_best", "row_exact_sums"]
+__all__ = [
+    "exact_sum",
+    "exact_diff_sign",
+    "lex_precedes",
+    "sorted_indices",
+    "compare_sets",
+    "canonical_best",
+    "row_exact_sums",
+]
 
 
 def exact_sum(vals, pos, cnt, buf):
@@ -93,6 +105,41 @@ def exact_sum(vals, pos, cnt, buf):
     return hi
 
 
+def exact_diff_sign(vals, pos_a, na, pos_b, nb, buf):
+    """Sign of the exact real difference ``sum vals[pos_a[:na]] - sum vals[pos_b[:nb]]``.
+
+    Shewchuk's partials hold the difference exactly; its correctly rounded value is
+    non-zero iff the difference is (a non-zero difference of float64 sums is at least
+    2**-1074). ``buf``: float64 scratch of length >= na + nb + 1. Returns -1, 0 or 1.
+    """
+    m = 0
+    for i in range(na + nb):
+        x = vals[pos_a[i]] if i < na else -vals[pos_b[i - na]]
+        k = 0
+        for p in range(m):
+            y = buf[p]
+            if abs(x) < abs(y):
+                tmp = x
+                x = y
+                y = tmp
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                buf[k] = lo
+                k += 1
+            x = hi
+        if not math.isfinite(x):
+            return 1 if x > 0 else (-1 if x < 0 else 0)
+        buf[k] = x
+        m = k + 1
+    # the partials are non-overlapping and increasing in magnitude: the largest non-zero
+    # one carries the sign of the exact sum
+    for p in range(m - 1, -1, -1):
+        if buf[p] != 0.0:
+            return 1 if buf[p] > 0.0 else -1
+    return 0
+
+
 def lex_precedes(a, na, b, nb):
     """Rule 3: does index set ``a[:na]`` come before ``b[:nb]`` (both sorted ascending)?
 
@@ -108,16 +155,37 @@ def lex_precedes(a, na, b, nb):
     return na > nb
 
 
-def key_precedes(e_a, g_a, e_b, g_b):
-    """Rules 1-2 as a three-way result: -1 if (E_a, G_a) comes first, 1 if (E_b, G_b)
-    does, 0 on a tie (then :func:`lex_precedes` decides)."""
-    if e_a < e_b:
+def sorted_indices(gidx, pos, cnt, out):
+    """``out[:cnt]`` = the expert indices ``gidx[pos[:cnt]]`` sorted ascending (insertion sort)."""
+    for i in range(cnt):
+        v = gidx[pos[i]]
+        p = i - 1
+        while p >= 0 and out[p] > v:
+            out[p + 1] = out[p]
+            p -= 1
+        out[p + 1] = v
+
+
+def compare_sets(e, t, gidx, pos_a, na, pos_b, nb, buf, idx_a, idx_b):
+    """The canonical order between two selections: -1 if A comes first, 1 if B does, 0 if
+    they are the same set.
+
+    Args:
+        e, t: 1-D costs and scores; gidx: expert index of each position;
+        pos_a[:na], pos_b[:nb]: the two selections as positions into e, t, gidx;
+        buf: float64 scratch >= na + nb + 1; idx_a, idx_b: int scratch >= na, nb.
+    """
+    c = exact_diff_sign(e, pos_a, na, pos_b, nb, buf)
+    if c != 0:
+        return c
+    c = exact_diff_sign(t, pos_a, na, pos_b, nb, buf)
+    if c != 0:
+        return -c
+    sorted_indices(gidx, pos_a, na, idx_a)
+    sorted_indices(gidx, pos_b, nb, idx_b)
+    if lex_precedes(idx_a, na, idx_b, nb):
         return -1
-    if e_a > e_b:
-        return 1
-    if g_a > g_b:
-        return -1
-    if g_a < g_b:
+    if lex_precedes(idx_b, nb, idx_a, na):
         return 1
     return 0
 
@@ -134,20 +202,36 @@ def row_exact_sums(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def canonical_best(energy: np.ndarray, gain: np.ndarray, rows: np.ndarray) -> int:
-    """Index of the canonical first among candidate selections (rules 1-3).
+def canonical_best(costs: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> int:
+    """Index of the canonical first among candidate selections of one token (rules 1-3).
 
     Args:
-        energy, gain: ``[n], float64`` correctly rounded E and G of each candidate.
-        rows: ``[n, K], bool`` the candidates' selections.
+        costs, scores: ``[K], float64`` e_j and g_j of the token (finite where selected).
+        rows: ``[n, K], bool`` the candidates' selections (n >= 1).
 
     Returns:
         int position in ``0..n-1`` (``ValueError`` when n == 0).
+
+    Rounded sums (``math.fsum``) order the candidates except among equal rounded sums,
+    which are compared as exact fractions (rounding is monotone, so this is the exact
+    order).
     """
-    if energy.size == 0:
-        raise ValueError("`energy` must hold at least one candidate")
-    # np.lexsort: last key primary. Rule 3 = rows descending as 0/1 strings, i.e. the
-    # columns as keys from the last (least significant) to the first, each negated.
-    keys = [~rows[:, j] for j in range(rows.shape[1] - 1, -1, -1)]
-    order = np.lexsort(keys + [-gain, energy])
-    return int(order[0])
+    if rows.shape[0] == 0:
+        raise ValueError("`rows` must hold at least one candidate")
+    alive = np.arange(rows.shape[0])
+    for values, sign in ((costs, 1), (scores, -1)):
+        rounded = np.array([sign * math.fsum(values[rows[i]].tolist()) for i in alive])
+        alive = alive[rounded == rounded.min()]
+        if alive.size > 1:
+            exact = [sign * sum(map(Fraction, values[rows[i]].tolist()), Fraction(0)) for i in alive]
+            low = min(exact)
+            alive = alive[[x == low for x in exact]]
+        if alive.size == 1:
+            return int(alive[0])
+    # rule 3: rows descending as 0/1 strings
+    best = alive[0]
+    for i in alive[1:]:
+        diff = np.flatnonzero(rows[i] != rows[best])
+        if diff.size and rows[i][diff[0]]:
+            best = i
+    return int(best)
