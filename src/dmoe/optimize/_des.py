@@ -9,8 +9,8 @@ runs as Python on lists and compiled by numba on arrays):
 * :func:`search_canonical` (``select_experts(method="des")``, variant ``"canonical"``,
   the default) -- :func:`search_strong`'s order, bound and reachability tests, made to
   return the canonical optimum of :mod:`dmoe.optimize._ties` (least energy, then largest
-  score sum, then the expert-index rule; candidates compared with correctly rounded
-  sums, ties explored instead of pruned, dominance in index form). The compiled and the
+  score sum, then the expert-index rule; candidates compared by exact
+  real-number sums, ties explored instead of pruned, dominance tie-broken by index). The compiled and the
   Python fallback run this same kernel, so they return the same selection.
 * :func:`search_strong` (variant ``"strong"``: some optimum, ties unresolved) -- depth first with an
   explicit stack of depth <= n + 1 (memory O(K), never a frontier), experts decided in

@@ -17,9 +17,9 @@ Conventions shared by all methods (decided here, relied on by tests):
   feasible.
 * Canonical optimum (:mod:`dmoe.optimize._ties`): among the feasible selections, the
   least energy E; among equal E, the largest score sum G; among equal (E, G), the one
-  that holds the smallest expert index where they differ. E and G are correctly rounded
-  sums, so "equal" means equal after one float64 rounding (no larger tolerance: it would
-  not be transitive). Every method (``des`` compiled or pure Python, ``enumerate``,
+  that holds the smallest expert index where they differ. E and G are compared exactly,
+  as real-number sums of the float64 inputs (order-free; no tolerance: one would not be
+  transitive). Every method (``des`` compiled or pure Python, ``enumerate``,
   ``milp``, ``auto``) returns exactly this selection, bit for bit.
 * Eligible experts: score > 0 and finite cost. ``+inf`` cost = unavailable (e.g. a link
   without subcarrier): never selected. Zero-score experts are never selected either
@@ -171,8 +171,8 @@ def select_experts(
     Every method returns the **canonical optimal selection** of each feasible token: the
     feasible selection with (1) the least energy E = sum of its costs, then (2) the largest
     score sum G, then (3) at the smallest expert index where two candidates differ, the
-    one holding that expert. E and G are correctly rounded float64 sums (order-free), so
-    rules 1-2 compare exactly and ties mean equal after rounding. This makes the answer
+    one holding that expert. E and G are compared exactly as real-number sums of the
+    inputs (order-free, no tolerance). This makes the answer
     identical across methods and with or without numba (tests/test_edges.py,
     tests/test_properties.py, tests/test_determinism.py).
 
