@@ -125,6 +125,15 @@ def test_zero_cost_experts_join_while_the_energy_stays_tied():
         assert np.flatnonzero(r.selection[0]).tolist() == [0, 2], m
 
 
+@pytest.mark.parametrize("d, chosen", [(2, [0, 1]), (3, [0, 1, 3])])
+def test_subnormal_costs_tie_and_break_ties_canonically(numba_mode, d, chosen):
+    # E({0, 1}) = E({2, 3}) = 2e-320 exactly (subnormal), G equal: rule 3 -> {0, 1};
+    # with D = 3 the zero-cost expert 3 joins (same E, larger G)
+    res = _all_methods([[0.25, 0.25, 0.375, 0.125]], [1e-320, 1e-320, 2e-320, 0.0], 0.5, d)
+    for m, r in res.items():
+        assert np.flatnonzero(r.selection[0]).tolist() == chosen, m
+
+
 def test_exact_sum_is_correctly_rounded_and_order_free():
     rng = np.random.default_rng(1)
     for _ in range(200):

@@ -69,6 +69,9 @@ from dmoe.optimize._ties import compare_sets, exact_diff_sign, exact_sum, lex_pr
 # slack for floating-point error in pruning decisions (never changes the C1 definition)
 _PRUNE_SLACK = 1e-12
 _BOUND_REL = 1e-12
+# absolute slack of the canonical search's pruning: covers the absolute rounding of
+# subnormal costs (1e-305 is far below any physical energy and only weakens pruning)
+_TINY = 1e-305
 _MU_ITERATIONS = 60
 _MU_REL_TOL = 1e-10
 # the clock is read when (nodes & _CLOCK_MASK) == _CLOCK_MASK inside a token, and after
@@ -298,7 +301,7 @@ def search_canonical(
             for i in range(n):
                 best_x[i] = 1 if seed_x[i] != 0 else 0
     # floating-point slack of the approximate path and prefix sums (relative to the sums)
-    tslack = _BOUND_REL * (abs(thr_eff) + p_t[n])
+    tslack = _BOUND_REL * (abs(thr_eff) + p_t[n]) + _TINY
     st_j[0] = 0
     st_t[0] = 0.0
     st_e[0] = 0.0
@@ -330,7 +333,7 @@ def search_canonical(
             if g >= thr_eff:
                 if not found:
                     c = -1
-                elif inc_e * (1.0 - _BOUND_REL) > best_e:
+                elif inc_e * (1.0 - _BOUND_REL) - _TINY > best_e:
                     c = 1  # clearly more energy (the path sum is within 1e-12 of exact)
                 else:
                     c = compare_sets(e, t, gidx, inc_pos, cnt, best_pos, best_cnt, fbuf, cand_idx, best_idx)
@@ -347,7 +350,7 @@ def search_canonical(
                 if j >= n or cnt >= max_experts:
                     continue
                 # supersets cost at least inc_e + the cheapest open expert
-                if (inc_e + sufmin[j]) * (1.0 - _BOUND_REL) > best_e:
+                if (inc_e + sufmin[j]) * (1.0 - _BOUND_REL) - _TINY > best_e:
                     continue
         if j >= n or cnt >= max_experts:
             continue
@@ -355,7 +358,7 @@ def search_canonical(
         q_left = max_experts - cnt
         if rb <= 0.0:
             lb = inc_e
-            slack = _BOUND_REL * best_e
+            slack = _BOUND_REL * best_e + _TINY
         else:
             if p_t[n] - p_t[j] < rb:
                 continue
@@ -377,12 +380,12 @@ def search_canonical(
                 if cover < 0.0:
                     cover = 0.0
                 lb = inc_e + cover - mu * q_left
-                slack = _BOUND_REL * (best_e + cover + mu * q_left)
+                slack = _BOUND_REL * (best_e + cover + mu * q_left) + _TINY
             else:
                 # e/t overflows float64: the decision order among such items is arbitrary,
                 # so the LP bound is not used (still exact, only weaker)
                 lb = inc_e
-                slack = _BOUND_REL * best_e
+                slack = _BOUND_REL * best_e + _TINY
         if lb > best_e + slack:
             continue
         tj = t[j]
