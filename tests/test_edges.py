@@ -134,6 +134,28 @@ def test_subnormal_costs_tie_and_break_ties_canonically(numba_mode, d, chosen):
         assert np.flatnonzero(r.selection[0]).tolist() == chosen, m
 
 
+def test_near_tie_instances_with_many_experts_finish():
+    """Found while hunting with the property suite's near-tie generator: with energies
+    compared after rounding, value dominance was not valid and the canonical search
+    needed more than 3 million nodes on such tokens (K = 64, near-equal scores and costs).
+    Exact comparison restores dominance: about as many nodes as the plain search."""
+    near = [0.0, 1e-12, -1e-12, 5e-11, 1e-9, 2.0**-52]
+    rng = np.random.default_rng(0)
+    s = 0.25 * (1 + rng.choice(near, (2, 64)))
+    c = 0.3 * (1 + rng.choice(near, (2, 64)))
+    thr = np.array([s[q, rng.choice(64, 27, replace=False)].sum() for q in range(2)])
+    out = []
+    for flag in (True, False):
+        _des.USE_NUMBA, old = flag, _des.USE_NUMBA
+        try:
+            out.append(select_experts(s, c, thr, 44, method="des", node_limit=200_000))
+        finally:
+            _des.USE_NUMBA = old
+    assert (out[0].status == "optimal").all() and (out[1].status == "optimal").all()
+    assert np.array_equal(out[0].selection, out[1].selection)
+    check_selection(out[0], s, c, thr, 44)
+
+
 def test_exact_sum_is_correctly_rounded_and_order_free():
     rng = np.random.default_rng(1)
     for _ in range(200):
