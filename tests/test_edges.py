@@ -20,7 +20,7 @@ from dmoe.energy import token_costs
 from dmoe.system import SystemConfig
 from dmoe.data import Question, pack_question
 from dmoe.model.combine import renormalised_weights
-from dmoe.model.moe import MoEModel
+from dmoe.model import HFMoEModel, MoEModel
 from dmoe.optimize import SCORE_TOL, _des, _milp, allocate_subcarriers, policy_from_name, select_experts
 from dmoe.optimize._ties import canonical_best, compare_sets, exact_diff_sign, exact_sum, lex_precedes
 from dmoe.optimize.feasibility import check_selection
@@ -227,6 +227,9 @@ def test_weighted_combine_renormalises_subnormal_selected_mass():
     moe_like = SimpleNamespace(combine="weighted")
     w2 = MoEModel.combine_weights(moe_like, sel, scores)
     assert torch.equal(w2, w)
+    # and so do the wrapped transformers MoE families that renormalise (eq 8)
+    hf_like = SimpleNamespace(_normalize=True, _routed_scale=1.0, _residual_scale=1.0)
+    assert torch.equal(HFMoEModel.combine_weights(hf_like, sel, scores), w)
 
 
 def test_weighted_combine_edge_rows():

@@ -47,6 +47,9 @@ class PolicyResult:
         Index of the correct option.
     seconds : float
         Wall-clock time of the run [s].
+    energy_always_on_j : float
+        Of ``energy_comp_j``, the always-on part (shared experts, dense layers) charged at
+        the source nodes [J]; the same for every policy, 0 for the carved model.
     """
 
     policy: str
@@ -62,6 +65,7 @@ class PolicyResult:
     logliks: np.ndarray
     answers: np.ndarray
     seconds: float = 0.0
+    energy_always_on_j: float = 0.0
 
     def summary(self) -> dict:
         """The JSON record of ``summary.json``'s ``results`` list."""
@@ -74,6 +78,7 @@ class PolicyResult:
             "energy_comp_j": self.energy_comp_j,
             "num_questions": self.num_questions,
             "num_tokens": self.num_tokens,
+            "energy_always_on_j": self.energy_always_on_j,
             "seconds": round(self.seconds, 2),
         }
 
@@ -96,7 +101,7 @@ def evaluate_policy(
 
     Parameters
     ----------
-    model : dmoe.model.MoEModel
+    model : dmoe.model.ExpertModel
     queries : sequence of PackedQuery (see :func:`dmoe.data.pack_question`)
     policy : dmoe.optimize.policies.Policy
     system : SystemConfig
@@ -148,4 +153,5 @@ def evaluate_policy(
         logliks=logliks,
         answers=answers,
         seconds=seconds,
+        energy_always_on_j=ledger.energy_always_on_j,
     )
