@@ -23,6 +23,7 @@ from dmoe.cli import main
         (["run", "--subject", "anatomy,nope"], "'nope'"),
         (["run", "--num-subcarriers", "32"], "--num-subcarriers"),
         (["run", "--policy", "Top-9"], "`k`"),
+        (["run", "--ppl-texts", "-1"], "--ppl-texts"),
     ],
 )
 def test_bad_run_arguments_fail_cleanly(args, needle, tmp_path):

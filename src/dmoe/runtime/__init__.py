@@ -1,8 +1,10 @@
-"""The DMoE runtime: expert nodes, the edge server's protocol loop, the energy ledger."""
+"""The DMoE runtime: expert nodes, the edge server's protocol loop, the energy ledger,
+evaluation and quality measures against the full model."""
 
-from .evaluate import PolicyResult, evaluate_policy
+from .evaluate import PolicyResult, evaluate_perplexity, evaluate_policy
 from .ledger import EnergyLedger, LayerTotals
 from .node import ExpertNode
+from .quality import FullReference, full_reference, full_text_nll, perplexity, token_kl
 from .server import CHANNEL_REDRAW, DMoERuntime, RoundOutput
 
 __all__ = [
@@ -10,8 +12,14 @@ __all__ = [
     "DMoERuntime",
     "EnergyLedger",
     "ExpertNode",
+    "FullReference",
     "LayerTotals",
     "PolicyResult",
     "RoundOutput",
+    "evaluate_perplexity",
     "evaluate_policy",
+    "full_reference",
+    "full_text_nll",
+    "perplexity",
+    "token_kl",
 ]
