@@ -330,8 +330,10 @@ def policy_from_name(name: str, *, profile=None, warn=None) -> Policy:
     :mod:`dmoe.optimize.calibrated`; ``warn`` receives the message of a budget it cannot meet).
 
     Raises:
-        ValueError: listing the accepted forms when ``name`` matches none; for a
-        calibrated form without ``profile``, telling the user to run ``dmoe calibrate``.
+        ValueError: listing the accepted forms when ``name`` matches none; naming the
+        policy string and the broken rule when it matches a form with a bad value
+        (e.g. "policy 'Top-0': `k` must be >= 1, got 0"); for a calibrated form without
+        ``profile``, telling the user to run ``dmoe calibrate``.
     """
     if not isinstance(name, str):
         raise ValueError(f"`name` must be a string; accepted forms: {_FORMS}")
@@ -340,6 +342,16 @@ def policy_from_name(name: str, *, profile=None, warn=None) -> Policy:
 
     if is_calibrated_name(s):
         return parse_calibrated(s, profile=profile, warn=warn)
+    try:
+        return _parse_policy(s, name)
+    except ValueError as exc:
+        if str(exc).startswith("unknown policy"):
+            raise
+        # a constructor's rule ("`k` must be >= 1") names the policy string it came from
+        raise ValueError(f"policy {name!r}: {exc}") from None
+
+
+def _parse_policy(s: str, name: str) -> Policy:
     m = re.fullmatch(r"(?i)top\s*-?" + _INT, s)
     if m:
         return TopK(int(m.group(1)))
