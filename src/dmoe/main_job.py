@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .channels import ChannelConfig
 from .data import CALIBRATION_SUBJECTS, load_mmlu, pack_question, resolve_subjects
 from .optimize.policies import Dense, TopK, policy_from_name
 from .results import format_table, plot_per_layer, write_per_layer_csv, write_summary
@@ -34,6 +35,7 @@ def run_main_job(
     system: SystemConfig | None = None,
     seed: int = 0,
     channel_redraw: str = "layer",
+    channel: ChannelConfig | None = None,
     model_source: str | None = None,
     cache_dir: str | None = None,
     combine: str = "sum",
@@ -55,6 +57,10 @@ def run_main_job(
     seed : int
         Channel draws and policy randomness; the same for every policy.
     channel_redraw : {"layer", "round", "fixed"}
+        Block-fading redraw when ``channel`` has no speed.
+    channel : ChannelConfig, optional
+        Fading model (i.i.d. Rayleigh or TDL-A..E), mobility and imperfect CSI; default the
+        paper's i.i.d. Rayleigh with perfect CSI.
     model_source : str, optional
         ``None``: SmolLM2-135M-Instruct made an MoE; or a local path / hub id.
     cache_dir : str, optional
@@ -78,6 +84,14 @@ def run_main_job(
     from .model import load_moe_model
 
     system = system or SystemConfig()
+    channel = channel or ChannelConfig()
+    if not isinstance(channel, ChannelConfig):
+        raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
+    if channel.speed_kmh is not None and channel_redraw != "layer":
+        raise ValueError(
+            f"`channel_redraw` (--channel-redraw) = {channel_redraw!r} cannot be combined with `speed_kmh` "
+            "(--speed-kmh): with a speed, mobility decides how the channel changes between layer rounds"
+        )
     names = resolve_subjects(subjects)
     parsed = [policy_from_name(p) for p in policies]
     if not parsed:
@@ -96,6 +110,7 @@ def run_main_job(
             f"reroute; use M >= {links} or drop dense"
         )
     for p in parsed:
+        p = getattr(p, "policy", p)  # a Deadline wraps its base policy
         if isinstance(p, TopK) and p.k > system.num_experts:
             raise ValueError(f"policy {p.name}: `k` must not exceed K = {system.num_experts}")
     questions = load_mmlu(names, limit=limit)
@@ -111,7 +126,8 @@ def run_main_job(
     queries = [pack_question(model.tokenizer, q) for q in questions]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
-        f"tokens per policy; K = {system.num_experts} experts, M = {system.num_subcarriers} subcarriers"
+        f"tokens per policy; K = {system.num_experts} experts, M = {system.num_subcarriers} subcarriers; "
+        f"channel: {channel.label()}"
     )
     results = [
         evaluate_policy(
@@ -121,6 +137,7 @@ def run_main_job(
             system=system,
             seed=seed,
             channel_redraw=channel_redraw,
+            channel=channel,
             progress=progress,
         )
         for pol in parsed
@@ -131,6 +148,7 @@ def run_main_job(
         "policies": [{"name": p.name, **p.params()} for p in parsed],
         "seed": seed,
         "channel_redraw": channel_redraw,
+        "channel": channel.to_dict(),
         "combine": combine,
         "model": dict(getattr(model, "metadata", {}) or {"source": model_source or "default"}),
         "system": system.to_dict(),
