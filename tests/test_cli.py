@@ -23,6 +23,17 @@ from dmoe.cli import main
         (["run", "--subject", "anatomy,nope"], "'nope'"),
         (["run", "--num-subcarriers", "32"], "--num-subcarriers"),
         (["run", "--policy", "Top-9"], "`k`"),
+        (["run", "--channel", "tdl-x"], "--channel"),
+        (["run", "--delay-spread", "-1"], "--delay-spread"),
+        (["run", "--speed-kmh", "-3"], "--speed-kmh"),
+        (["run", "--carrier-ghz", "0"], "--carrier-ghz"),
+        (["run", "--csi-error", "1.5"], "--csi-error"),
+        (["run", "--csi-error", "nan"], "--csi-error"),
+        (["run", "--csi-delay", "-1"], "--csi-delay"),
+        (["run", "--comp-throughput", "0"], "--comp-throughput"),
+        (["run", "--speed-kmh", "3", "--channel-redraw", "round"], "--channel-redraw"),
+        (["run", "--policy", "dense[T=1s]"], "dense"),
+        (["run", "--policy", "JESA(0.9,2)[T=0s]"], "`deadline_s`"),
     ],
 )
 def test_bad_run_arguments_fail_cleanly(args, needle, tmp_path):
