@@ -250,10 +250,10 @@ def test_tdl_matches_sionna_statistically():
     m, ds = 16, 100e-9
     for name in ("A", "D"):
         tdl = TDL(model=name, delay_spread=ds, carrier_frequency=3.5e9, min_speed=0.0, max_speed=0.0)
-        a, tau = tdl(batch_size=4000, num_time_steps=1, sampling_frequency=1.0)
+        a, tau = tdl(batch_size=3000, num_time_steps=1, sampling_frequency=1.0)
         freqs = subcarrier_frequencies(m, B0)
         # [batch, M] frequency response
-        h_s = cir_to_ofdm_channel(freqs, a, tau, normalize=False).reshape(4000, m).numpy().astype(np.complex128)
+        h_s = cir_to_ofdm_channel(freqs, a, tau, normalize=False).reshape(3000, m).numpy().astype(np.complex128)
         ours = TDLChannel(f"tdl-{name.lower()}", ds * 1e9)
         h_o = _offdiag(ours.draw(64, m, B0, np.random.default_rng(0)).response)
         for h in (h_s, h_o):
@@ -265,3 +265,14 @@ def test_tdl_matches_sionna_statistically():
             # Conventions of the sign of the phase may differ: compare magnitudes and the real part.
             assert abs(c_s) == pytest.approx(abs(c_o), abs=0.06)
             assert abs(c_s) == pytest.approx(abs(ours.frequency_correlation(d, B0)), abs=0.06)
+
+    # time correlation of Sionna's sum-of-sinusoids TDL-A at 30 km/h against our J0 (Clarke)
+    v = 30 / 3.6
+    f_d = doppler_hz(30.0, 3.5)
+    for x in (1.0, 3.0):
+        dt = x / (2 * np.pi * f_d)
+        tdl = TDL(model="A", delay_spread=ds, carrier_frequency=3.5e9, min_speed=v, max_speed=v)
+        a, _ = tdl(batch_size=3000, num_time_steps=2, sampling_frequency=1.0 / dt)
+        a = a.numpy().astype(np.complex128).reshape(3000, -1, 2)  # [batch, paths, time]
+        emp = np.sum(np.mean(a[..., 1] * np.conj(a[..., 0]), axis=0)) / np.sum(np.mean(np.abs(a[..., 0]) ** 2, axis=0))
+        assert emp.real == pytest.approx(float(time_correlation(f_d, dt)), abs=0.06)
