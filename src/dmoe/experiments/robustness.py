@@ -131,6 +131,11 @@ def run(cfg: dict, ctx) -> dict:
 
 
 # ------------------------------------------------------------------ plots
+def _jesa(point: dict) -> dict:
+    """The JESA record of a sweep point."""
+    return next(r for name, r in point["policies"].items() if name.startswith("JESA"))
+
+
 _AXES = (("channel", "channel model (no mobility, perfect CSI)"),
          ("speed", "node speed, CSI one layer round old"),
          ("csi", "CSI error σ² (perfect timing)"))
@@ -145,9 +150,7 @@ def plot(result: dict, path) -> None:
         x = np.arange(len(pts))
         save_ = [100 * p["saving_vs_top2"] for p in pts]
         gap = [100 * p["gap_to_lb"] for p in pts]
-        waste = [100 * (p["policies"][next(k for k in p["policies"] if k.startswith("JESA"))]["energy_j"]
-                        / p["policies"][next(k for k in p["policies"] if k.startswith("JESA"))]["energy_planned_j"] - 1)
-                 for p in pts]
+        waste = [100 * (_jesa(p)["energy_j"] / _jesa(p)["energy_planned_j"] - 1) for p in pts]
         w = 0.27
         ax.bar(x - w, save_, w, color=family_color("JESA"), label="JESA saving vs Top-2 [%]")
         ax.bar(x, gap, w, color=family_color("LB"), label="JESA above LB [%]")
@@ -254,8 +257,7 @@ def report(result: dict) -> Section:
     ))
     rows = []
     for p in pts:
-        jname = next(k for k in p["policies"] if k.startswith("JESA"))
-        j, t = p["policies"][jname], p["policies"]["Top-2"]
+        j, t = _jesa(p), p["policies"]["Top-2"]
         rows.append([p["axis"], p["label"], pct(p["saving_vs_top2"]), pct(p["saving_planned_vs_top2"]),
                      pct(p["gap_to_lb"]), f"{j['mean_nll']:.2f}", f"{t['mean_nll']:.2f}",
                      f"{j['energy_j'] / j['energy_planned_j']:.3f}", f"{j['failed_attempts']} / {j['transmissions']}",
