@@ -164,6 +164,7 @@ def plot(result: dict, path) -> None:
         ax2.plot(x, [p["top2_nll"] for p in pts], color="#444444", ls=":", marker="s", ms=3, label="Top-2 mean NLL")
         ax2.set_ylabel("mean NLL [nat]", fontsize=8)
         if axis == "channel":
+            ax.set_ylim(top=1.6 * max(save_ + gap + waste + [1.0]))  # room for the legend
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = ax2.get_legend_handles_labels()
             ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper right")
