@@ -34,6 +34,7 @@ from dmoe.cli import main
         (["run", "--speed-kmh", "3", "--channel-redraw", "round"], "--channel-redraw"),
         (["run", "--policy", "dense[T=1s]"], "dense"),
         (["run", "--policy", "JESA(0.9,2)[T=0s]"], "`deadline_s`"),
+        (["run", "--ppl-texts", "-1"], "--ppl-texts"),
     ],
 )
 def test_bad_run_arguments_fail_cleanly(args, needle, tmp_path):

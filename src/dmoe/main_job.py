@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import sys
 import warnings
@@ -10,11 +11,22 @@ from pathlib import Path
 from typing import Sequence
 
 from .channels import ChannelConfig
-from .data import CALIBRATION_SUBJECTS, load_mmlu, pack_question, resolve_subjects
+from .data import (
+    CALIBRATION_SUBJECTS,
+    TEXT_MAX_TOKENS,
+    heldout_subjects,
+    heldout_texts,
+    load_mmlu,
+    pack_question,
+    pack_text,
+    resolve_subjects,
+)
 from .optimize.policies import Dense, TopK, policy_from_name
 from .results import format_table, plot_per_layer, write_per_layer_csv, write_summary
 from .runtime.evaluate import PolicyResult, evaluate_policy
-from .system import SystemConfig
+from .runtime.quality import full_reference, full_text_nll, perplexity
+from .model.loader import DEFAULT_CARVED_EXPERTS
+from .system import SystemConfig, default_num_subcarriers
 
 #: The policies of `dmoe run` when none are given (Section VII-A-3 names).
 DEFAULT_POLICIES: tuple[str, ...] = (
@@ -33,13 +45,19 @@ def run_main_job(
     limit: int | None = None,
     policies: Sequence[str] = DEFAULT_POLICIES,
     system: SystemConfig | None = None,
+    num_experts: int | None = None,
+    num_subcarriers: int | None = None,
+    snr_db: float | None = None,
+    comp_throughput_tokens_per_s: float | None = None,
     seed: int = 0,
     channel_redraw: str = "layer",
     channel: ChannelConfig | None = None,
     model_source: str | None = None,
     cache_dir: str | None = None,
-    combine: str = "sum",
+    combine: str | None = None,
+    device: str | None = None,
     output: str | Path | None = None,
+    ppl_texts: int = 16,
     progress: bool = True,
     command: str | None = None,
     log=print,
@@ -53,7 +71,15 @@ def run_main_job(
     policies : sequence of str
         Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`.
     system : SystemConfig, optional
-        Radio and device parameters; ``num_experts`` sets K (default 8, Section VII-A).
+        Radio and device parameters. ``system.num_experts`` must equal the model's K. When
+        omitted it is built from the model: K = the model's routed experts per layer,
+        M = ``num_subcarriers`` or the smallest power of two >= K(K-1), P0/N0 = ``snr_db``
+        (default 10 dB), the other fields the paper's defaults.
+    num_experts : int, optional
+        K asked for (``--num-experts``): the carved model's K (default 8); for a real MoE
+        checkpoint it must equal the checkpoint's K.
+    num_subcarriers, snr_db, comp_throughput_tokens_per_s : optional
+        M, P0/N0 [dB] and the nodes' FFN throughput [token/s] when ``system`` is omitted.
     seed : int
         Channel draws and policy randomness; the same for every policy.
     channel_redraw : {"layer", "round", "fixed"}
@@ -62,13 +88,24 @@ def run_main_job(
         Fading model (i.i.d. Rayleigh or TDL-A..E), mobility and imperfect CSI; default the
         paper's i.i.d. Rayleigh with perfect CSI.
     model_source : str, optional
-        ``None``: SmolLM2-135M-Instruct made an MoE; or a local path / hub id.
+        ``None``: SmolLM2-135M-Instruct carved into experts; a transformers MoE checkpoint
+        (local directory or hub id) of a supported family; a dense model to carve; a
+        dmoe build.
     cache_dir : str, optional
-        Where built MoE models are cached (default ``$DMOE_CACHE_DIR`` or ``~/.cache/dmoe``).
-    combine : {"sum", "weighted"}
-        Aggregation of expert outputs: sum of slices, or eq (8).
+        Where carved models are cached (default ``$DMOE_CACHE_DIR`` or ``~/.cache/dmoe``).
+    combine : {"sum", "weighted"}, optional
+        Carved model only: sum of slices (default) or eq (8). A real MoE uses its family's
+        own combination.
+    device : str, optional
+        Torch device of the model (default CPU; e.g. ``"cuda"``).
     output : path, optional
-        Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``.
+        Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``; created
+        only once every policy has run, so a failed run writes nothing.
+    ppl_texts : int, >= 0
+        Held-out texts (:func:`dmoe.data.heldout_texts`, at most
+        :data:`dmoe.data.TEXT_MAX_TOKENS` tokens each) for each policy's perplexity; 0
+        disables it. When every non-calibration subject is evaluated, there is no held-out
+        text: a warning says so and perplexity is skipped.
     command : str, optional
         The command line that started the run, recorded in the config.
 
@@ -79,11 +116,14 @@ def run_main_job(
     Raises
     ------
     ValueError
-        On an unknown subject or policy name, bad ``limit`` or configuration.
+        On an unknown subject or policy name, bad ``limit``, ``ppl_texts`` or configuration: a policy
+        with k or D above K, M too small for dense, ``num_experts`` contradicting the
+        checkpoint, an unsupported architecture, NaN router outputs (naming the layer).
+    FileNotFoundError, OSError
+        Missing checkpoint files, an unwritable output location, an unreachable hub id.
     """
-    from .model import load_moe_model
+    from .model import inspect_checkpoint, load_expert_model
 
-    system = system or SystemConfig()
     channel = channel or ChannelConfig()
     if not isinstance(channel, ChannelConfig):
         raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
@@ -96,38 +136,104 @@ def run_main_job(
     parsed = [policy_from_name(p) for p in policies]
     if not parsed:
         raise ValueError("`policies` must name at least one policy")
+    out_dir = Path(output) if output is not None else None
+    if out_dir is not None:
+        _check_output_dir(out_dir)
+    if system is not None and num_experts is not None and int(num_experts) != system.num_experts:
+        raise ValueError(f"`num_experts` ({num_experts}) differs from `system.num_experts` ({system.num_experts})")
+    asked_k = num_experts if num_experts is not None else (system.num_experts if system is not None else None)
+    # what the checkpoint is, from its config only: K is known before any weight is loaded
+    info = inspect_checkpoint(model_source)
+    if info.kind == "moe":
+        if asked_k is not None and info.num_experts is not None and int(asked_k) != info.num_experts:
+            raise ValueError(
+                f"`num_experts` (--num-experts/-K) = {asked_k} contradicts the checkpoint: this "
+                f"{info.family.label} model has K = {info.num_experts} routed experts per layer (one per node); "
+                "omit --num-experts"
+            )
+        k = info.num_experts
+    else:
+        k = int(asked_k) if asked_k is not None else DEFAULT_CARVED_EXPERTS
+    if system is None:
+        extra = {} if snr_db is None else {"snr_db": snr_db}
+        if comp_throughput_tokens_per_s is not None:
+            extra["comp_throughput_tokens_per_s"] = comp_throughput_tokens_per_s
+        system = SystemConfig(
+            num_experts=k,
+            num_subcarriers=num_subcarriers if num_subcarriers is not None else default_num_subcarriers(k),
+            **extra,
+        )
+    _check_policies(parsed, system)
     calib = sorted(set(names) & set(CALIBRATION_SUBJECTS))
-    if calib:
+    if calib and info.kind != "moe":
         warnings.warn(
             f"subjects {calib} are in the routers' calibration set: their accuracy is optimistic",
             stacklevel=2,
         )
-    links = system.num_experts * (system.num_experts - 1)
-    if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:
-        raise ValueError(
-            f"`num_subcarriers` (--num-subcarriers/-M) = {system.num_subcarriers} is too small for "
-            f"the dense policy: K(K-1) = {links} links may all be active at once and dense cannot "
-            f"reroute; use M >= {links} or drop dense"
+    if isinstance(ppl_texts, bool) or not isinstance(ppl_texts, int) or ppl_texts < 0:
+        raise ValueError(f"`ppl_texts` (--ppl-texts) must be a non-negative integer, got {ppl_texts!r}")
+    if ppl_texts and not heldout_subjects(names):
+        warnings.warn(
+            "perplexity skipped: every MMLU subject outside the calibration set is evaluated, "
+            "so there is no held-out text",
+            stacklevel=2,
         )
-    for p in parsed:
-        p = getattr(p, "policy", p)  # a Deadline wraps its base policy
-        if isinstance(p, TopK) and p.k > system.num_experts:
-            raise ValueError(f"policy {p.name}: `k` must not exceed K = {system.num_experts}")
+        ppl_texts = 0
+    try:
+        texts, text_subjects = heldout_texts(ppl_texts, exclude=names)
+    except ValueError as exc:
+        raise ValueError(f"`ppl_texts` (--ppl-texts): {exc}") from exc
     questions = load_mmlu(names, limit=limit)
-    out_dir = Path(output) if output is not None else None
-    if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"`output` (--output/-o) must be a directory, but {str(out_dir)!r} is a file")
-        out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_moe_model(
-        model_source, num_experts=system.num_experts, cache_dir=cache_dir, progress=progress
+    model = load_expert_model(
+        model_source, num_experts=system.num_experts, cache_dir=cache_dir, progress=progress,
+        combine=combine, device=device,
     )
-    model.combine = combine
+    if model.num_experts != system.num_experts:
+        raise ValueError(
+            f"`system.num_experts` ({system.num_experts}) must equal the model's K = {model.num_experts}"
+        )
+    if model.tokenizer is None:
+        raise ValueError(
+            f"the model at {model_source!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
+            "`dmoe run` needs one to encode MMLU questions"
+        )
+    info_line = model.describe()
+    log(
+        f"model: {info_line.get('label', info_line['family'])} ({info_line['family']}), K = {model.num_experts} "
+        f"routed experts per layer, native top-k = {info_line['native_top_k']}, "
+        f"shared experts: {info_line.get('shared_experts', 'none')}"
+        + (f", dense layers {info_line['dense_layers']}" if info_line.get("dense_layers") else "")
+    )
+    log(f"gating scores: {info_line.get('gate', '')}; combination: {info_line.get('combine', '')}")
     queries = [pack_question(model.tokenizer, q) for q in questions]
+    packed_texts = [pack_text(model.tokenizer, t) for t in texts]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
         f"tokens per policy; K = {system.num_experts} experts, M = {system.num_subcarriers} subcarriers; "
         f"channel: {channel.label()}"
+    )
+    # the full model (selection=None), once, shared by every policy
+    reference = full_reference(model, queries)
+    full_nll = full_text_nll(model, packed_texts) if packed_texts else None
+    text_tokens = [t.score_rows.numel() for t in packed_texts]
+    full_model = {
+        "definition": "dense model (every expert)" if info_line["family"] == "carved" else
+        f"the family's own top-{model.native_top_k} routing",
+        "accuracy": float(
+            sum(int(c == q.answer) for c, q in zip(reference.choices, questions)) / len(questions)
+        ),
+        "mean_nll": float(-sum(reference.logliks[i, q.answer] for i, q in enumerate(questions)) / len(questions)),
+        "perplexity": None if full_nll is None else perplexity(full_nll, text_tokens),
+    }
+    if packed_texts:
+        log(
+            f"perplexity: {len(packed_texts)} held-out texts ({sum(text_tokens)} predicted tokens) from "
+            f"{', '.join(dict.fromkeys(text_subjects))}"
+        )
+    log(
+        f"full model ({full_model['definition']}): accuracy {full_model['accuracy']:.3f}, mean NLL "
+        f"{full_model['mean_nll']:.3f}"
+        + ("" if full_model["perplexity"] is None else f", perplexity {full_model['perplexity']:.2f}")
     )
     results = [
         evaluate_policy(
@@ -139,6 +245,8 @@ def run_main_job(
             channel_redraw=channel_redraw,
             channel=channel,
             progress=progress,
+            reference=reference,
+            texts=packed_texts,
         )
         for pol in parsed
     ]
@@ -149,8 +257,14 @@ def run_main_job(
         "seed": seed,
         "channel_redraw": channel_redraw,
         "channel": channel.to_dict(),
-        "combine": combine,
+        "combine": model.combine,
+        "device": str(model.device),
+        "ppl_texts": len(packed_texts),
+        "ppl_subjects": list(dict.fromkeys(text_subjects)),
+        "ppl_max_tokens": TEXT_MAX_TOKENS,
+        "full_model": full_model,
         "model": dict(getattr(model, "metadata", {}) or {"source": model_source or "default"}),
+        "expert_model": info_line,
         "system": system.to_dict(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
@@ -159,6 +273,7 @@ def run_main_job(
     }
     log(format_table(results))
     if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(out_dir / "summary.json", config, results)
         write_per_layer_csv(out_dir / "per_layer.csv", results)
         plot_per_layer(
@@ -168,3 +283,33 @@ def run_main_job(
         )
         log(f"wrote {out_dir / 'summary.json'}, per_layer.csv, per_layer.png")
     return config, results
+
+
+def _check_output_dir(out_dir: Path) -> None:
+    """Raise unless ``out_dir`` is (or can become) a writable directory; creates nothing."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"`output` (--output/-o) must be a directory, but {str(out_dir)!r} is a file")
+    parent = out_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"`output` (--output/-o): {str(parent)!r} is not a writable directory")
+
+
+def _check_policies(parsed, system: SystemConfig) -> None:
+    """Every policy fits K and M: k <= K, D <= K, and M >= K(K-1) for dense."""
+    k = system.num_experts
+    links = k * (k - 1)
+    if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:
+        raise ValueError(
+            f"`num_subcarriers` (--num-subcarriers/-M) = {system.num_subcarriers} is too small for "
+            f"the dense policy: K(K-1) = {links} links may all be active at once and dense cannot "
+            f"reroute; use M >= {links} or drop dense"
+        )
+    for p in parsed:
+        p = getattr(p, "policy", p)  # a Deadline wraps its base policy
+        if isinstance(p, TopK) and p.k > k:
+            raise ValueError(f"policy {p.name}: `k` must not exceed K = {k}")
+        d = getattr(p, "max_experts", None)
+        if d is not None and d > k:
+            raise ValueError(f"policy {p.name}: `max_experts` D = {d} must not exceed K = {k} (the model's experts)")

@@ -1,11 +1,14 @@
 """Shared state of a reproduction run: output folder, the model (loaded once, lazily),
-MMLU questions, and cached policy evaluations.
+MMLU questions, the full model's reference outputs, and cached policy evaluations.
 
 Policy evaluations on the real model are the expensive part, and several experiments
 need the same ones (Top-2 appears in Fig. 7-10). :meth:`Context.evaluate` stores each
 evaluation as ``DIR/cache/evals/<key>.json``; the key hashes the policy's parameters,
 the exact questions, the seed, the system parameters, the channel model and the model's
-build key. A rerun (or a resumed run after an interruption) reuses them.
+build key. A rerun (or a resumed run after an interruption) reuses them. Perplexities on
+held-out text (:meth:`Context.perplexity`) are cached the same way under
+``DIR/cache/ppl/``. The full model's outputs (:func:`dmoe.runtime.full_reference`) are
+computed once per question set, only when an evaluation is not in the cache.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dmoe.system import SystemConfig
 
 __all__ = ["Context", "EvalRecord", "to_jsonable", "write_json", "read_json"]
 
-EVAL_FORMAT = 2
+EVAL_FORMAT = 3  # 2: agreement and KL with the full model; 3: channel, CSI and latency
 
 
 def to_jsonable(obj):
@@ -78,11 +81,25 @@ class EvalRecord(dict):
     ``per_layer`` (lists over layers: ``energy_comm_j``, ``energy_comp_j``, ``tokens``,
     ``expert_calls``, ``transmissions``, ``infeasible_tokens``, ``latency_mean_s``,
     ``latency_p95_s``), ``selection_counts`` ``[L][K]``, ``correct`` and ``nll`` per question,
-    ``subjects`` per question, ``seconds``; the radio: ``channel`` (ChannelConfig dict),
+    ``subjects`` per question, ``seconds``; against the full model: ``agreement`` and
+    ``mean_kl`` [nat], and per question ``agree`` (0/1), ``kl`` (mean over its scored tokens
+    [nat]) and ``scored`` (its scored tokens); the radio: ``channel`` (ChannelConfig dict),
     ``energy_planned_j``, ``failed_attempts``, ``dropped_tokens`` and the latency statistics
     ``latency_layer_round_mean_s``, ``latency_layer_round_p95_s``, ``latency_query_mean_s``,
     ``latency_query_p95_s`` [s].
     """
+
+    @property
+    def agree(self) -> np.ndarray:
+        return np.asarray(self["agree"], dtype=np.float64)
+
+    @property
+    def kl(self) -> np.ndarray:
+        return np.asarray(self["kl"], dtype=np.float64)
+
+    @property
+    def scored(self) -> np.ndarray:
+        return np.asarray(self["scored"], dtype=np.float64)
 
     @property
     def correct(self) -> np.ndarray:
@@ -135,6 +152,8 @@ class Context:
         self.log = log
         self._model = None
         self._packed: dict = {}
+        self._reference: dict = {}
+        self._texts: dict = {}
         self.evaluations_run = 0
         self.evaluations_cached = 0
         self.model_load_seconds = 0.0
@@ -189,7 +208,88 @@ class Context:
             self._packed[key] = (qs, [pack_question(tok, q) for q in qs])
         return self._packed[key]
 
+    def reference(self, subjects: Sequence[str], limit: int | None):
+        """The full model's outputs on the questions (:func:`dmoe.runtime.full_reference`), memoised."""
+        key = (tuple(subjects), limit)
+        if key not in self._reference:
+            from dmoe.runtime import full_reference
+
+            self._reference[key] = full_reference(self.model(), self.packed(subjects, limit)[1])
+        return self._reference[key]
+
+    def texts(self, exclude: Sequence[str], num_texts: int):
+        """(subjects, packed held-out texts) for a run evaluating ``exclude``, memoised."""
+        key = (tuple(exclude), int(num_texts))
+        if key not in self._texts:
+            from dmoe.data import heldout_texts, pack_text
+
+            texts, subjects = heldout_texts(int(num_texts), exclude=list(exclude))
+            tok = self.model().tokenizer
+            self._texts[key] = (subjects, [pack_text(tok, t) for t in texts])
+        return self._texts[key]
+
+    def full_perplexity(self, *, exclude: Sequence[str], num_texts: int) -> float:
+        """The full model's perplexity on the held-out texts (``selection=None``)."""
+        from dmoe.runtime import full_text_nll, perplexity
+
+        _, texts = self.texts(exclude, num_texts)
+        return perplexity(full_text_nll(self.model(), texts), [t.score_rows.numel() for t in texts])
+
     # ------------------------------------------------------------- evaluation
+    def perplexity(
+        self,
+        policy,
+        *,
+        exclude: Sequence[str],
+        num_texts: int,
+        seed: int,
+        system: SystemConfig | None = None,
+        channel_redraw: str = "layer",
+        label: str = "",
+    ) -> dict:
+        """Perplexity of ``policy`` on ``num_texts`` held-out texts through the runtime, cached.
+
+        Returns:
+            ``{"perplexity", "text_nll" [num_texts] nat, "text_tokens" [num_texts],
+            "subjects" [num_texts], "seconds"}``.
+        """
+        from dmoe.runtime import evaluate_perplexity, perplexity
+
+        system = system or SystemConfig()
+        model = self.model()
+        key_inputs = {
+            "format": EVAL_FORMAT,
+            "policy": policy.params(),
+            "exclude": list(exclude),
+            "num_texts": int(num_texts),
+            "seed": int(seed),
+            "system": system.to_dict(),
+            "channel_redraw": channel_redraw,
+            "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
+            "combine": getattr(model, "combine", "sum"),
+        }
+        path = self.output / "cache" / "ppl" / f"{_hash(key_inputs)}.json"
+        stored = read_json(path)
+        if stored is not None and stored.get("key_inputs") == to_jsonable(key_inputs):
+            self.reused_seconds += float(stored["record"].get("seconds", 0.0))
+            return stored["record"]
+        subjects, texts = self.texts(exclude, num_texts)
+        tag = f"[{label}] " if label else ""
+        self.log(f"{tag}perplexity of {policy.name} on {len(texts)} held-out texts ...")
+        start = time.perf_counter()
+        nll, tokens = evaluate_perplexity(
+            model, texts, policy, system=system, seed=int(seed), channel_redraw=channel_redraw
+        )
+        record = to_jsonable({
+            "perplexity": perplexity(nll, tokens),
+            "text_nll": nll,
+            "text_tokens": tokens,
+            "subjects": subjects,
+            "seconds": round(time.perf_counter() - start, 2),
+        })
+        write_json(path, {"key_inputs": key_inputs, "record": record})
+        return record
+
     def evaluate(
         self,
         policy,
@@ -238,7 +338,7 @@ class Context:
         self.log(f"{tag}evaluating {policy.name} on {len(queries)} questions ...")
         res = evaluate_policy(
             model, queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw, channel=channel,
-            progress=self.progress,
+            progress=self.progress, reference=self.reference(subjects, limit),
         )
         idx = np.arange(len(queries))
         nll = -res.logliks[idx, res.answers]
@@ -279,12 +379,18 @@ class Context:
             nll=nll,
             subjects=[q.subject for q in questions],
             seconds=round(res.seconds, 2),
+            agreement=res.agreement,
+            mean_kl=res.mean_kl,
+            agree=(res.choices == res.full_choices).astype(int),
+            kl=res.kl_per_question,
+            scored=res.scored_tokens,
         )
         record = EvalRecord(to_jsonable(record))
         write_json(path, {"key_inputs": key_inputs, "record": record})
         self.evaluations_run += 1
         self.log(
             f"{tag}{policy.name}: accuracy {record['accuracy']:.3f}, mean NLL {record['mean_nll']:.2f}, "
+            f"agreement {record['agreement']:.3f}, mean KL {record['mean_kl']:.3f}, "
             f"energy {record['energy_j']:.1f} J ({record['seconds']:.1f} s)"
         )
         return record

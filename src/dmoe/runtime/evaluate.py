@@ -3,7 +3,10 @@
 Accuracy: the option with the highest log-likelihood of its text given the prompt is the
 model's answer. Mean NLL: the mean over questions of ``-log p(correct answer text |
 prompt)`` [nat] (DESIGN.md "Scoring": SmolLM2-135M is near chance on MMLU, so the NLL
-carries the signal).
+carries the signal). Against the full model (:mod:`dmoe.runtime.quality`): agreement of the
+chosen answers, mean KL(p_full || p_policy) over the scored tokens, and perplexity on
+held-out text served through the runtime with the same policy (its energy is kept out of
+the MMLU ledger).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..channels import ChannelConfig
-from ..data.packing import PackedQuery, option_logliks
+from ..data.packing import PackedQuery, PackedText, option_logliks
 from ..system import SystemConfig
 from .ledger import LayerTotals
+from .quality import FullReference, full_reference, perplexity, text_nll, token_kl
 from .server import DMoERuntime
 
 
@@ -58,6 +62,28 @@ class PolicyResult:
         Completion time of every layer round [s] (:mod:`dmoe.latency`).
     latency_query_s : ndarray [num_questions], float64
         Latency of each query: the sum of its query round's layer-round times [s].
+        Wall-clock time of the run [s] (MMLU questions and held-out texts).
+    agreement : float
+        Fraction of questions where the policy's chosen option equals the full model's, in [0, 1].
+    mean_kl : float
+        KL(p_full || p_policy) [nat] of the next-token distribution, averaged over all
+        scored tokens of all questions.
+    perplexity : float or None
+        ``exp(mean NLL per token)`` on the held-out texts; None when no text was given.
+    full_choices : ndarray [num_questions], int
+        The full model's chosen option.
+    kl_per_question : ndarray [num_questions], float64
+        Mean KL over each question's scored tokens [nat/token].
+    scored_tokens : ndarray [num_questions], int
+        Scored tokens of each question (``score_rows``); ``mean_kl`` is the
+        ``scored_tokens``-weighted mean of ``kl_per_question``.
+    text_nll : ndarray [num_texts], float64
+        NLL of each held-out text summed over its predicted tokens [nat].
+    text_tokens : ndarray [num_texts], int
+        Predicted tokens of each held-out text.
+    energy_always_on_j : float
+        Of ``energy_comp_j``, the always-on part (shared experts, dense layers) charged at
+        the source nodes [J]; the same for every policy, 0 for the carved model.
     """
 
     policy: str
@@ -94,6 +120,20 @@ class PolicyResult:
             "latency_query_mean_s": qm,
             "latency_query_p95_s": qp,
         }
+    energy_always_on_j: float = 0.0
+    agreement: float = float("nan")
+    mean_kl: float = float("nan")
+    perplexity: float | None = None
+    full_choices: np.ndarray | None = None
+    kl_per_question: np.ndarray | None = None
+    scored_tokens: np.ndarray | None = None
+    text_nll: np.ndarray | None = None
+    text_tokens: np.ndarray | None = None
+
+    @property
+    def choices(self) -> np.ndarray:
+        """``[num_questions]`` int: the option the policy chose."""
+        return self.logliks.argmax(axis=1)
 
     def summary(self) -> dict:
         """The JSON record of ``summary.json``'s ``results`` list."""
@@ -101,6 +141,10 @@ class PolicyResult:
             "policy": self.policy,
             "accuracy": self.accuracy,
             "mean_nll": self.mean_nll,
+            "agreement": self.agreement,
+            "mean_kl": self.mean_kl,
+            "perplexity": self.perplexity,
+            "perplexity_tokens": None if self.text_tokens is None else int(np.sum(self.text_tokens)),
             "energy_j": self.energy_j,
             "energy_comm_j": self.energy_comm_j,
             "energy_comp_j": self.energy_comp_j,
@@ -110,6 +154,7 @@ class PolicyResult:
             "failed_attempts": self.failed_attempts,
             "dropped_tokens": self.dropped_tokens,
             **self.latency_stats(),
+            "energy_always_on_j": self.energy_always_on_j,
             "seconds": round(self.seconds, 2),
         }
 
@@ -125,6 +170,8 @@ def evaluate_policy(
     rates_fn: Callable | None = None,
     channel: ChannelConfig | None = None,
     progress: bool = True,
+    reference: FullReference | None = None,
+    texts: Sequence[PackedText] = (),
 ) -> PolicyResult:
     """Answer packed MMLU questions with ``policy`` scheduling every layer round.
 
@@ -133,7 +180,7 @@ def evaluate_policy(
 
     Parameters
     ----------
-    model : dmoe.model.MoEModel
+    model : dmoe.model.ExpertModel
     queries : sequence of PackedQuery (see :func:`dmoe.data.pack_question`)
     policy : dmoe.optimize.policies.Policy
     system : SystemConfig
@@ -144,6 +191,12 @@ def evaluate_policy(
         Fading model, mobility and CSI (default: the paper's i.i.d. Rayleigh, perfect CSI).
     progress : bool
         Show a progress bar over rounds.
+    reference : FullReference, optional
+        The full model's outputs on ``queries`` (:func:`~dmoe.runtime.quality.full_reference`);
+        computed here when not given. Pass one to share it between policies.
+    texts : sequence of PackedText
+        Held-out texts for perplexity (:func:`evaluate_perplexity`); none: ``perplexity``
+        is None. Their energy is not part of the result.
 
     Returns
     -------
@@ -152,16 +205,22 @@ def evaluate_policy(
     Raises
     ------
     ValueError
-        If ``queries`` is empty, or on the runtime's configuration errors.
+        If ``queries`` is empty, ``reference`` does not fit ``queries``, or on the
+        runtime's configuration errors.
     """
     if len(queries) == 0:
         raise ValueError("`queries` must hold at least one question")
+    if reference is None:
+        reference = full_reference(model, queries)
+    reference.check(queries)
     runtime = DMoERuntime(
         model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel
     )
     K = system.num_experts
     name = getattr(policy, "name", type(policy).__name__)
     logliks = np.zeros((len(queries), 4))
+    kl = np.zeros(len(queries))
+    scored = np.array([q.score_rows.numel() for q in queries], dtype=np.int64)
     answers = np.array([q.answer for q in queries], dtype=np.int64)
     start = time.perf_counter()
     batches = [queries[b : b + K] for b in range(0, len(queries), K)]
@@ -169,6 +228,10 @@ def evaluate_policy(
         out = runtime.run_round(batch)
         for i, (q, lg) in enumerate(zip(batch, out.logits)):
             logliks[b * K + i] = option_logliks(lg, q).numpy()
+            kl[b * K + i] = float(token_kl(reference.logits[b * K + i], lg).mean())
+    ppl = evaluate_perplexity(
+        model, texts, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn
+    ) if len(texts) else None
     seconds = time.perf_counter() - start
     pred = logliks.argmax(axis=1)
     ledger = runtime.ledger
@@ -193,4 +256,62 @@ def evaluate_policy(
         dropped_tokens=ledger.dropped_tokens,
         latency_layer_round_s=runtime.latency.layer_round_s,
         latency_query_s=runtime.latency.query_s,
+        energy_always_on_j=ledger.energy_always_on_j,
+        agreement=float(np.mean(pred == reference.choices)),
+        mean_kl=float(np.sum(kl * scored) / np.sum(scored)),
+        perplexity=None if ppl is None else perplexity(ppl[0], ppl[1]),
+        full_choices=reference.choices.copy(),
+        kl_per_question=kl,
+        scored_tokens=scored,
+        text_nll=None if ppl is None else ppl[0],
+        text_tokens=None if ppl is None else ppl[1],
     )
+
+
+def evaluate_perplexity(
+    model,
+    texts: Sequence[PackedText],
+    policy,
+    *,
+    system: SystemConfig,
+    seed: int = 0,
+    channel_redraw: str = "layer",
+    rates_fn: Callable | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Serve held-out texts through the DMoE runtime with ``policy`` and score every token.
+
+    The texts run on a runtime of their own, K texts per round, text ``r*K + i`` on node
+    ``i``: the policy schedules their tokens at every layer exactly as for questions, and
+    their energy goes to that runtime's ledger, which is dropped, so the MMLU energy of
+    :func:`evaluate_policy` is untouched.
+
+    Parameters
+    ----------
+    model, policy, system, seed, channel_redraw, rates_fn
+        As for :func:`evaluate_policy`.
+    texts : sequence of PackedText (:func:`dmoe.data.pack_text`), at least one
+
+    Returns
+    -------
+    (nll, tokens) : ndarray [num_texts] float64 [nat], ndarray [num_texts] int64
+        NLL of each text summed over its predicted tokens, and the number of those tokens;
+        ``dmoe.runtime.quality.perplexity(nll, tokens)`` is the perplexity.
+
+    Raises
+    ------
+    ValueError
+        If ``texts`` is empty, or on the runtime's configuration errors.
+    """
+    if len(texts) == 0:
+        raise ValueError("`texts` must hold at least one text")
+    runtime = DMoERuntime(
+        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn
+    )
+    K = system.num_experts
+    nll = np.zeros(len(texts))
+    tokens = np.array([t.score_rows.numel() for t in texts], dtype=np.int64)
+    for b in range(0, len(texts), K):
+        out = runtime.run_round(texts[b : b + K])
+        for i, (t, lg) in enumerate(zip(texts[b : b + K], out.logits)):
+            nll[b + i] = text_nll(lg, t)
+    return nll, tokens

@@ -8,6 +8,14 @@ link); computation energy of expert j is ``a_j`` [J] per token processed plus ``
 once per round in which it processes at least one token (eq 4). In-situ processing
 (i == j) costs no communication.
 
+Always-on part (shared experts, the whole FFN of a dense layer, e.g. DeepSeek-V3's first
+layers): it runs at each token's source node i with no transmission, so it costs no
+communication, and its computation is charged there as ``c^(l) * a_i`` [J] per token,
+where ``c^(l)`` is its size in units of one routed expert (``model.always_on_size(layer)``,
+the ratio of FFN parameter counts). The charge does not depend on the policy: it is the
+same for every policy on the same questions. It is part of ``energy_comp_j`` and is also
+reported alone as ``energy_always_on_j``. The carved default has no always-on part.
+
 The return of the FFN output to the source node (protocol step 5) is counted in
 ``backward_transmissions`` but not charged: the paper's energy model (eq 3) and its
 objective P1/P2 charge each selected remote expert one hidden-state transfer, and the
@@ -55,6 +63,7 @@ class LayerTotals:
     dropped_tokens: np.ndarray | None = None
     latency_mean_s: np.ndarray | None = None
     latency_p95_s: np.ndarray | None = None
+    energy_always_on_j: np.ndarray | None = None
 
 
 @dataclass
@@ -82,6 +91,7 @@ class EnergyLedger:
     _comp_planned: np.ndarray = field(init=False)
     _failed: np.ndarray = field(init=False)
     _dropped: np.ndarray = field(init=False)
+    _always_on: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         L, K = self.num_layers, self.system.num_experts
@@ -97,6 +107,7 @@ class EnergyLedger:
         self._comp_planned = np.zeros(L)
         self._failed = np.zeros(L, dtype=np.int64)
         self._dropped = np.zeros(L, dtype=np.int64)
+        self._always_on = np.zeros(L)
 
     def charge(
         self,
@@ -199,6 +210,44 @@ class EnergyLedger:
             self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)))
         return comm, comp
 
+    def charge_always_on(self, layer: int, source: np.ndarray, size: float, *, dense_layer: bool = False) -> float:
+        """Charge the always-on part of one layer round at the tokens' source nodes.
+
+        Parameters
+        ----------
+        layer : int
+            0-based layer index.
+        source : ndarray [num_tokens], int
+            Node holding each token (where its always-on part runs).
+        size : float
+            c^(l) >= 0, the always-on computation in units of one routed expert.
+        dense_layer : bool
+            The layer has no routed experts (nothing was scheduled): its tokens are
+            counted here instead of in :meth:`charge`.
+
+        Returns
+        -------
+        float
+            Energy charged [J]: ``size * sum_t a_{source(t)}``.
+
+        Raises
+        ------
+        ValueError
+            If ``size`` is negative or not finite.
+        """
+        size = float(size)
+        if not np.isfinite(size) or size < 0:
+            raise ValueError(f"`size` must be a finite number >= 0, got {size!r}")
+        source = np.asarray(source, dtype=np.int64)
+        a = self.system.comp_energy_per_token_j
+        energy = size * float(a[source].sum())
+        self._comp[layer] += energy
+        self._comp_planned[layer] += energy
+        self._always_on[layer] += energy
+        if dense_layer:
+            self._tokens[layer] += source.shape[0]
+        return energy
+
     # ---------------------------------------------------------------- read-outs
     @property
     def energy_planned_j(self) -> float:
@@ -214,6 +263,11 @@ class EnergyLedger:
     def dropped_tokens(self) -> int:
         """Token transfers that never reached their expert."""
         return int(self._dropped.sum())
+
+    @property
+    def energy_always_on_j(self) -> float:
+        """Always-on computation energy [J] (included in :attr:`energy_comp_j`)."""
+        return float(self._always_on.sum())
 
     @property
     def energy_comm_j(self) -> float:
@@ -248,6 +302,7 @@ class EnergyLedger:
             self._comp_planned.copy(),
             self._failed.copy(),
             self._dropped.copy(),
+            energy_always_on_j=self._always_on.copy(),
         )
 
 

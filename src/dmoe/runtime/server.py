@@ -8,10 +8,17 @@ K queries, one per node (step 1). For each layer l = 1..L it runs
    subcarrier allocation beta) on this layer round's channel realisation;
 4. forward transmission of each hidden state to its selected experts and the FFN of each
    selected expert on everything it received;
-5. backward transmission and aggregation at the source node (sum of slices, or eq (8));
+5. backward transmission and aggregation at the source node with the model's combination
+   weights (sum of slices or eq (8) for the carved model, the family's own weights for a
+   real MoE), plus the model's always-on part (shared experts) computed at the source node;
 
 and charges the :class:`~dmoe.runtime.ledger.EnergyLedger` with what was sent and
-computed. Finally each source node computes the next-token logits it needs.
+computed. A dense layer (e.g. DeepSeek-V3's first layers) is not scheduled: its whole FFN
+is the always-on part, run at the source node. Finally each source node computes the
+next-token logits it needs.
+
+The model is any :class:`~dmoe.model.interface.ExpertModel`; the runtime runs on the
+model's device (CPU, or CUDA when the model was moved there), the schedule on the CPU.
 
 Channel realisations come from ``numpy.random.default_rng([seed, round, layer])``, so every
 policy run with the same seed meets exactly the same channels. By default a new i.i.d.
@@ -69,8 +76,9 @@ class DMoERuntime:
 
     Parameters
     ----------
-    model : dmoe.model.MoEModel
-        ``model.num_experts`` must equal ``system.num_experts`` (one expert per node).
+    model : dmoe.model.ExpertModel
+        ``model.num_experts`` (K routed experts per layer) must equal
+        ``system.num_experts`` (one expert per node).
     policy : dmoe.optimize.policies.Policy
         Decides selection and subcarriers for each layer round.
     system : SystemConfig
@@ -185,46 +193,61 @@ class DMoERuntime:
             else None
         )
         for layer in range(model.num_layers):
-            us, gs = [], []
+            us = []
             for i in range(n_active):
                 node = self.nodes[i]
                 hidden[i] = node.attention(layer, hidden[i], pos_emb[i], masks[i])
-                u, g = node.gate(layer, hidden[i])
-                us.append(u)
-                gs.append(g)
-            # [T, H] FFN inputs of all tokens; [T, K] gating scores
+                us.append(node.ffn_input(layer, hidden[i]))
+            # [T, H] FFN inputs of all tokens of the round
             u_all = torch.cat(us)
-            g_all = torch.cat(gs)
-            scores = g_all.double().numpy()
-            chan = self._channel(r, layer)
-            sched = self.policy.schedule(
-                scores,
-                source,
-                chan.estimated_rates,
-                layer + 1,
-                system=self.system,
-                rng=np.random.default_rng([self.seed, r, layer, 1]),
-            )
-            # the schedule meets the true channel; the experts that received a token process it
-            sent = transmit(sched.selection, source, sched.subcarrier, chan.estimated_rates, chan.true_rates, self.system)
-            self.ledger.charge_outcome(layer, sent, sched.feasible)
-            timing = round_timing(sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system)
-            self.latency.charge(r, layer, timing, n_active)
-            if self.process is not None:
-                self.process.advance(timing.latency_s)
-            selection = sent.selection
-            # [T, K, H] FFN output of expert j for token t (zero where not selected)
-            out = torch.zeros(T, K, u_all.shape[1], dtype=u_all.dtype)
-            sel_t = torch.from_numpy(selection)
-            for j in range(K):
-                idx = torch.nonzero(sel_t[:, j], as_tuple=True)[0]
-                if idx.numel():
-                    # forward transmission to node j, FFN_j, backward transmission
-                    out[idx, j] = self.nodes[j].ffn(layer, u_all[idx])
-            agg = model.combine_outputs(out, sel_t, g_all)
-            for i in range(n_active):
-                hidden[i] = hidden[i] + agg[offsets[i] : offsets[i + 1]]
+            agg = None
+            if model.is_moe_layer(layer):
+                # [T, K] gating scores (eq 7), computed at each token's source node
+                g_all = torch.cat([self.nodes[i].gate_scores(layer, us[i]) for i in range(n_active)])
+                scores = g_all.double().cpu().numpy()
+                chan = self._channel(r, layer)
+                sched = self.policy.schedule(
+                    scores,
+                    source,
+                    chan.estimated_rates,
+                    layer + 1,
+                    system=self.system,
+                    rng=np.random.default_rng([self.seed, r, layer, 1]),
+                )
+                # the schedule meets the true channel; the experts that received a token process it
+                sent = transmit(
+                    sched.selection, source, sched.subcarrier, chan.estimated_rates, chan.true_rates, self.system
+                )
+                self.ledger.charge_outcome(layer, sent, sched.feasible)
+                timing = round_timing(sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system)
+                self.latency.charge(r, layer, timing, n_active)
+                if self.process is not None:
+                    self.process.advance(timing.latency_s)
+                selection = sent.selection
+                sel_t = torch.from_numpy(selection).to(u_all.device)
+                # [T, K] the model's combination weights for this selection (eq 8 or the family's)
+                weights = model.combine_weights(sel_t, g_all)
+                # [T, H] aggregated FFN output, accumulated expert by expert at the source nodes
+                agg = torch.zeros(T, u_all.shape[1], dtype=torch.float32, device=u_all.device)
+                for j in range(K):
+                    idx = torch.nonzero(sel_t[:, j], as_tuple=True)[0]
+                    if idx.numel():
+                        # forward transmission to node j, FFN_j, backward transmission
+                        y = self.nodes[j].ffn(layer, u_all[idx])
+                        agg.index_add_(0, idx, y.float() * weights[idx, j, None])
                 if record is not None:
-                    record[i][layer] = selection[offsets[i] : offsets[i + 1]]
-        logits = [model.logits(hidden[i][q.score_rows]) for i, q in enumerate(queries)]
+                    for i in range(n_active):
+                        record[i][layer] = selection[offsets[i] : offsets[i + 1]]
+            size = float(model.always_on_size(layer))
+            if size > 0 or not model.is_moe_layer(layer):
+                # shared experts / dense FFN: at the source node, no transmission
+                self.ledger.charge_always_on(layer, source, size, dense_layer=not model.is_moe_layer(layer))
+            for i in range(n_active):
+                if agg is not None:
+                    hidden[i] = hidden[i] + agg[offsets[i] : offsets[i + 1]]
+                extra = self.nodes[i].always_on(layer, us[i])
+                if extra is not None:
+                    hidden[i] = hidden[i] + extra
+        # next-token logits at the source nodes, returned on the CPU
+        logits = [model.logits(hidden[i][q.score_rows]).cpu() for i, q in enumerate(queries)]
         return RoundOutput(logits=logits, selections=record)
