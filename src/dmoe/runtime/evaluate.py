@@ -230,7 +230,8 @@ def evaluate_policy(
             logliks[b * K + i] = option_logliks(lg, q).numpy()
             kl[b * K + i] = float(token_kl(reference.logits[b * K + i], lg).mean())
     ppl = evaluate_perplexity(
-        model, texts, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn
+        model, texts, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn,
+        channel=channel,
     ) if len(texts) else None
     seconds = time.perf_counter() - start
     pred = logliks.argmax(axis=1)
@@ -277,6 +278,7 @@ def evaluate_perplexity(
     seed: int = 0,
     channel_redraw: str = "layer",
     rates_fn: Callable | None = None,
+    channel: ChannelConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Serve held-out texts through the DMoE runtime with ``policy`` and score every token.
 
@@ -287,7 +289,7 @@ def evaluate_perplexity(
 
     Parameters
     ----------
-    model, policy, system, seed, channel_redraw, rates_fn
+    model, policy, system, seed, channel_redraw, rates_fn, channel
         As for :func:`evaluate_policy`.
     texts : sequence of PackedText (:func:`dmoe.data.pack_text`), at least one
 
@@ -305,7 +307,7 @@ def evaluate_perplexity(
     if len(texts) == 0:
         raise ValueError("`texts` must hold at least one text")
     runtime = DMoERuntime(
-        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn
+        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel
     )
     K = system.num_experts
     nll = np.zeros(len(texts))
