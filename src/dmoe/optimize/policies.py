@@ -317,17 +317,22 @@ _NUM = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
 _INT = r"\s*([0-9]+)\s*"
 _FORMS = (
     "'Top-k' / 'topk' (e.g. 'Top-2', 'top2'), 'H(z,D)' (e.g. 'H(0.8,2)'), "
-    "'JESA(gamma0,D)' or 'JESA(gamma0,D,z)' (e.g. 'JESA(0.9,2)'), 'LB(gamma0,D)' or 'LB(gamma0,D,z)' (e.g. 'LB(0.9,2)'), 'dense'; "
+    "'JESA(gamma0,D)' or 'JESA(gamma0,D,z)' (e.g. 'JESA(0.9,2)'), 'LB(gamma0,D)' or 'LB(gamma0,D,z)' (e.g. 'LB(0.9,2)'), 'dense'"
+    ", calibrated 'JESA(cal:B,D)' / 'DES(cal:B,D)' / 'LB(cal:B,D)' (e.g. 'JESA(cal:0.5,2)', needs `dmoe calibrate`); "
     "any but dense with a layer-round deadline T [s] appended as '[T=<seconds>s]' (e.g. 'JESA(0.9,2)[T=5s]')"
 )
 
 
-def policy_from_name(name: str) -> Policy:
+def policy_from_name(name: str, *, profile=None, warn=None) -> Policy:
     """Parse a policy label (CLI): "Top-2", "top2", "H(0.8,2)", "JESA(0.9,2)",
-    "JESA(0.9,2,1.0)", "LB(0.9,2)", "dense" (case-insensitive, spaces ignored).
+    "JESA(0.9,2,1.0)", "LB(0.9,2)", "dense" (case-insensitive, spaces ignored), and the
+    calibrated forms "JESA(cal:0.5,2)", "DES(cal:0.5,2)", "LB(cal:0.5,2)" that need
+    ``profile`` (an :class:`~dmoe.optimize.importance.ImportanceProfile`; see
+    :mod:`dmoe.optimize.calibrated`; ``warn`` receives the message of a budget it cannot meet).
 
     Raises:
-        ValueError: listing the accepted forms when ``name`` matches none.
+        ValueError: listing the accepted forms when ``name`` matches none; for a
+        calibrated form without ``profile``, telling the user to run ``dmoe calibrate``.
     """
     if not isinstance(name, str):
         raise ValueError(f"`name` must be a string; accepted forms: {_FORMS}")
@@ -336,7 +341,11 @@ def policy_from_name(name: str) -> Policy:
     if m:
         from dmoe.optimize.deadline import Deadline
 
-        return Deadline(policy_from_name(m.group(1)), float(m.group(2)))
+        return Deadline(policy_from_name(m.group(1), profile=profile, warn=warn), float(m.group(2)))
+    from dmoe.optimize.calibrated import is_calibrated_name, parse_calibrated
+
+    if is_calibrated_name(s):
+        return parse_calibrated(s, profile=profile, warn=warn)
     m = re.fullmatch(r"(?i)top\s*-?" + _INT, s)
     if m:
         return TopK(int(m.group(1)))
@@ -367,6 +376,11 @@ def policy_from_params(params: dict) -> Policy:
 
         return Deadline(policy_from_params(args["base"]), args["deadline_s"])
     classes = {"TopK": TopK, "Homogeneous": Homogeneous, "JESA": JESAPolicy, "LowerBound": LowerBound, "Dense": Dense}
+    if str(kind).startswith("Calibrated"):
+        from dmoe.optimize.calibrated import CALIBRATED_KINDS, calibrated_from_params
+
+        if kind in {c._kind for c in CALIBRATED_KINDS.values()}:
+            return calibrated_from_params(params)
     if kind not in classes:
         raise ValueError(f"unknown `policy` {kind!r}; known: {', '.join(classes)}, Deadline")
     return classes[kind](**args)
