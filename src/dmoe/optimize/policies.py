@@ -318,7 +318,8 @@ _INT = r"\s*([0-9]+)\s*"
 _FORMS = (
     "'Top-k' / 'topk' (e.g. 'Top-2', 'top2'), 'H(z,D)' (e.g. 'H(0.8,2)'), "
     "'JESA(gamma0,D)' or 'JESA(gamma0,D,z)' (e.g. 'JESA(0.9,2)'), 'LB(gamma0,D)' or 'LB(gamma0,D,z)' (e.g. 'LB(0.9,2)'), 'dense'"
-    ", calibrated 'JESA(cal:B,D)' / 'DES(cal:B,D)' / 'LB(cal:B,D)' (e.g. 'JESA(cal:0.5,2)', needs `dmoe calibrate`)"
+    ", calibrated 'JESA(cal:B,D)' / 'DES(cal:B,D)' / 'LB(cal:B,D)' (e.g. 'JESA(cal:0.5,2)', needs `dmoe calibrate`); "
+    "any but dense with a layer-round deadline T [s] appended as '[T=<seconds>s]' (e.g. 'JESA(0.9,2)[T=5s]')"
 )
 
 
@@ -338,6 +339,11 @@ def policy_from_name(name: str, *, profile=None, warn=None) -> Policy:
     if not isinstance(name, str):
         raise ValueError(f"`name` must be a string; accepted forms: {_FORMS}")
     s = name.strip()
+    m = re.fullmatch(r"(?i)(.*?)\s*\[\s*T\s*=" + _NUM + r"s?\s*\]", s)
+    if m:
+        from dmoe.optimize.deadline import Deadline
+
+        return Deadline(policy_from_name(m.group(1), profile=profile, warn=warn), float(m.group(2)))
     from dmoe.optimize.calibrated import is_calibrated_name, parse_calibrated
 
     if is_calibrated_name(s):
@@ -377,6 +383,10 @@ def policy_from_params(params: dict) -> Policy:
         raise ValueError("`params` must be a dict with a 'policy' key (see Policy.params())")
     kind = params["policy"]
     args = {key: value for key, value in params.items() if key not in ("policy", "name")}
+    if kind == "Deadline":
+        from dmoe.optimize.deadline import Deadline
+
+        return Deadline(policy_from_params(args["base"]), args["deadline_s"])
     classes = {"TopK": TopK, "Homogeneous": Homogeneous, "JESA": JESAPolicy, "LowerBound": LowerBound, "Dense": Dense}
     if str(kind).startswith("Calibrated"):
         from dmoe.optimize.calibrated import CALIBRATED_KINDS, calibrated_from_params
@@ -384,5 +394,5 @@ def policy_from_params(params: dict) -> Policy:
         if kind in {c._kind for c in CALIBRATED_KINDS.values()}:
             return calibrated_from_params(params)
     if kind not in classes:
-        raise ValueError(f"unknown `policy` {kind!r}; known: {', '.join(classes)}")
+        raise ValueError(f"unknown `policy` {kind!r}; known: {', '.join(classes)}, Deadline")
     return classes[kind](**args)
