@@ -39,7 +39,8 @@ def _names_help() -> str:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_source, cache_dir, list_only, quiet):
     """Reproduce the paper's figures and table: NAME ... is any of fig5 fig6 fig7 fig8 fig9
-    fig10 table1 theorem1 importance, granularity and placement (many experts on few nodes), or all (default).
+    fig10 table1 theorem1 importance robustness, granularity and placement (many experts on few
+    nodes), or all (default).
 
     Writes DIR/<name>.png, DIR/<name>.csv, DIR/<name>.json per experiment and DIR/report.md.
     Finished experiments and policy evaluations are cached in DIR, so an interrupted run resumes.

@@ -26,7 +26,7 @@ from dmoe.system import SystemConfig
 
 __all__ = ["Context", "EvalRecord", "to_jsonable", "write_json", "read_json"]
 
-EVAL_FORMAT = 2  # 2: agreement and KL with the full model
+EVAL_FORMAT = 3  # 2: agreement and KL with the full model; 3: channel, CSI and latency
 
 
 def to_jsonable(obj):
@@ -79,10 +79,14 @@ class EvalRecord(dict):
     ``energy_comm_j``, ``energy_comp_j`` [J], ``num_questions``, ``num_tokens``,
     ``channel_draws`` (independent channel realisations the energy averages over),
     ``per_layer`` (lists over layers: ``energy_comm_j``, ``energy_comp_j``, ``tokens``,
-    ``expert_calls``, ``transmissions``, ``infeasible_tokens``), ``selection_counts``
-    ``[L][K]``, ``correct`` and ``nll`` per question, ``subjects`` per question, ``seconds``;
-    against the full model: ``agreement`` and ``mean_kl`` [nat], and per question ``agree``
-    (0/1), ``kl`` (mean over its scored tokens [nat]) and ``scored`` (its scored tokens).
+    ``expert_calls``, ``transmissions``, ``infeasible_tokens``, ``latency_mean_s``,
+    ``latency_p95_s``), ``selection_counts`` ``[L][K]``, ``correct`` and ``nll`` per question,
+    ``subjects`` per question, ``seconds``; against the full model: ``agreement`` and
+    ``mean_kl`` [nat], and per question ``agree`` (0/1), ``kl`` (mean over its scored tokens
+    [nat]) and ``scored`` (its scored tokens); the radio: ``channel`` (ChannelConfig dict),
+    ``energy_planned_j``, ``failed_attempts``, ``dropped_tokens`` and the latency statistics
+    ``latency_layer_round_mean_s``, ``latency_layer_round_p95_s``, ``latency_query_mean_s``,
+    ``latency_query_p95_s`` [s].
     """
 
     @property
@@ -309,6 +313,7 @@ class Context:
         seed: int,
         system: SystemConfig | None = None,
         channel_redraw: str = "layer",
+        channel=None,
         label: str = "",
         num_experts: int = 8,
         placement=None,
@@ -322,9 +327,11 @@ class Context:
         Returns:
             :class:`EvalRecord`.
         """
+        from dmoe.channels import ChannelConfig
         from dmoe.runtime import evaluate_policy
 
         system = system or SystemConfig()
+        channel = channel or ChannelConfig()
         model = (self.model() if num_experts == 8 else self.model(num_experts))
         questions, queries = self.packed(subjects, limit)
         qids = [(q.subject, q.index) for q in questions]
@@ -336,6 +343,7 @@ class Context:
             "seed": int(seed),
             "system": system.to_dict(),
             "channel_redraw": channel_redraw,
+            "channel": channel.to_dict(),
             "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
             "combine": getattr(model, "combine", "sum"),
         }
@@ -351,7 +359,7 @@ class Context:
         tag = f"[{label}] " if label else ""
         self.log(f"{tag}evaluating {policy.name} on {len(queries)} questions ...")
         res = evaluate_policy(
-            model, queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw,
+            model, queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw, channel=channel,
             progress=self.progress, reference=self.reference(subjects, limit, num_experts), placement=placement,
         )
         idx = np.arange(len(queries))
@@ -360,6 +368,8 @@ class Context:
         t = res.per_layer
         num_rounds = -(-len(queries) // system.num_experts)
         draws = {"layer": num_rounds * model.num_layers, "round": num_rounds, "fixed": 1}[channel_redraw]
+        if channel.speed_kmh is not None:
+            draws = num_rounds  # independent starts; later layer rounds are correlated with them
         record = EvalRecord(
             policy=policy.name,
             params=policy.params(),
@@ -378,7 +388,14 @@ class Context:
                 "expert_calls": t.expert_calls,
                 "transmissions": t.transmissions,
                 "infeasible_tokens": t.infeasible_tokens,
+                "latency_mean_s": t.latency_mean_s,
+                "latency_p95_s": t.latency_p95_s,
             },
+            channel=channel.to_dict(),
+            energy_planned_j=res.energy_planned_j,
+            failed_attempts=res.failed_attempts,
+            dropped_tokens=res.dropped_tokens,
+            **res.latency_stats(),
             selection_counts=res.selection_counts,
             correct=correct,
             nll=nll,

@@ -36,8 +36,9 @@ Search (depth first, explicit stack of depth <= n + 1, "include" child first):
   or a score/energy difference beyond a few ulps of the sums; :func:`_dominates`):
   swapping q for p keeps the node set and yields a canonically earlier selection, so the
   canonical optimum (below) never includes q without p; branches that do are cut.
-* ties: the canonical order of issue 8 (``dmoe.optimize._ties`` on that branch): smaller
-  energy, then larger score sum, both as correctly rounded sums (:func:`_fsum`, equal to
+* ties: the canonical order of issue 8 (:mod:`dmoe.optimize._ties`): smaller
+  energy, then larger score sum, here both as correctly rounded sums (not exact real sums:
+  the documented difference of the node-aware methods, :mod:`dmoe.optimize.selection`) (:func:`_fsum`, equal to
   :func:`math.fsum`, so independent of summation order), then the expert-index rule (at
   the smallest index where two selections differ, the one containing it comes first).
   Nodes are pruned only when their bound exceeds the incumbent by more than the bound's

@@ -27,6 +27,14 @@ Rayleigh draw is made for every layer round (``channel_redraw="layer"``): one ro
 second per transfer), far longer than the coherence time of an edge link, so consecutive
 rounds see independent block fading. ``"round"`` keeps one draw for all layers of a query
 round, ``"fixed"`` one draw for the whole run.
+
+The channel comes from a :class:`~dmoe.channels.ChannelProcess` built from ``channel``
+(:class:`~dmoe.channels.ChannelConfig`: fading model, mobility, imperfect CSI). The policy
+schedules on the *estimated* rates; :func:`~dmoe.runtime.transfer.transmit` plays the
+schedule over the *true* rates (failed packets are retransmitted at the true rate, tokens
+on a dead link are dropped), the energy ledger charges what was spent and the latency
+ledger the round's completion time (:mod:`dmoe.latency`), which in turn tells the channel
+how much time passed (mobility).
 """
 
 from __future__ import annotations
@@ -37,13 +45,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..channel import draw_rates
+from ..channels import CHANNEL_REDRAW, ChannelConfig, ChannelProcess, LayerChannel
 from ..data.packing import PackedQuery
+from ..latency import round_timing
 from ..system import SystemConfig
-from .ledger import EnergyLedger
+from .ledger import EnergyLedger, LatencyLedger
 from .node import ExpertNode
-
-CHANNEL_REDRAW = ("layer", "round", "fixed")
+from .transfer import transmit
 
 
 @dataclass
@@ -79,7 +87,10 @@ class DMoERuntime:
     channel_redraw : {"layer", "round", "fixed"}
         How often the channel is redrawn (module docstring).
     rates_fn : callable(rng) -> ndarray [K, K, M], optional
-        Channel model; default :func:`dmoe.channel.draw_rates` (i.i.d. Rayleigh, eq 1).
+        Custom channel (true rates, known perfectly); replaces ``channel``.
+    channel : ChannelConfig, optional
+        Fading model, mobility and CSI; default i.i.d. Rayleigh with perfect CSI, which is
+        :func:`dmoe.channel.draw_rates` (eq 1) on the keys above.
     record_selection : bool
         Keep every token's selection per layer (for tests and selection-pattern plots).
     placement : ndarray [num_experts] or [num_layers, num_experts], int, optional
@@ -104,7 +115,10 @@ class DMoERuntime:
     rates_fn: Callable[[np.random.Generator], np.ndarray] | None = None
     record_selection: bool = False
     placement: object = None
+    channel: ChannelConfig | None = None
     ledger: EnergyLedger = field(init=False)
+    latency: LatencyLedger = field(init=False)
+    process: ChannelProcess | None = field(init=False, default=None)
     nodes: list[ExpertNode] = field(init=False)
     rounds: int = field(init=False, default=0)
 
@@ -127,11 +141,24 @@ class DMoERuntime:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
+        if self.rates_fn is not None and self.channel is not None:
+            raise ValueError("give either `rates_fn` or `channel`, not both")
         self.ledger = EnergyLedger(int(self.model.num_layers), self.system, self.placement)
+        self.latency = LatencyLedger(int(self.model.num_layers))
+        if self.rates_fn is None:
+            self.process = ChannelProcess(
+                self.channel or ChannelConfig(), self.system, seed=int(self.seed), channel_redraw=self.channel_redraw
+            )
         # one holder per expert: with a placement, node n hosts the holders of its experts
         self.nodes = [ExpertNode(j, self.model) for j in range(K)]
 
     # ------------------------------------------------------------------ channels
+    def _channel(self, round_index: int, layer: int) -> LayerChannel:
+        if self.process is not None:
+            return self.process.layer_channel(round_index, layer)
+        rates = self._rates(round_index, layer)
+        return LayerChannel(rates, rates)
+
     def _rates(self, round_index: int, layer: int) -> np.ndarray:
         if self.channel_redraw == "layer":
             key = [self.seed, round_index, layer]
@@ -139,10 +166,7 @@ class DMoERuntime:
             key = [self.seed, round_index]
         else:
             key = [self.seed]
-        rng = np.random.default_rng(key)
-        if self.rates_fn is not None:
-            return np.asarray(self.rates_fn(rng), dtype=np.float64)
-        return draw_rates(self.system, rng)
+        return np.asarray(self.rates_fn(np.random.default_rng(key)), dtype=np.float64)
 
     # --------------------------------------------------------------------- round
     @torch.no_grad()
@@ -196,7 +220,7 @@ class DMoERuntime:
                 # [T, K] gating scores (eq 7), computed at each token's source node
                 g_all = torch.cat([self.nodes[i].gate_scores(layer, us[i]) for i in range(n_active)])
                 scores = g_all.double().cpu().numpy()
-                rates = self._rates(r, layer)
+                chan = self._channel(r, layer)
                 place_kw = {}
                 if self.placement is not None:
                     from ..placement import layer_placement
@@ -205,14 +229,28 @@ class DMoERuntime:
                 sched = self.policy.schedule(
                     scores,
                     source,
-                    rates,
+                    chan.estimated_rates,
                     layer + 1,
                     system=self.system,
                     rng=np.random.default_rng([self.seed, r, layer, 1]),
                     **place_kw,
                 )
-                selection = np.asarray(sched.selection, dtype=bool)
-                self.ledger.charge(layer, selection, source, sched.subcarrier, rates, sched.feasible)
+                # the schedule meets the true channel; the experts that received a token process it
+                sent = transmit(
+                    sched.selection,
+                    source,
+                    sched.subcarrier,
+                    chan.estimated_rates,
+                    chan.true_rates,
+                    self.system,
+                    **place_kw,
+                )
+                self.ledger.charge_outcome(layer, sent, sched.feasible)
+                timing = round_timing(sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system)
+                self.latency.charge(r, layer, timing, n_active)
+                if self.process is not None:
+                    self.process.advance(timing.latency_s)
+                selection = sent.selection
                 sel_t = torch.from_numpy(selection).to(u_all.device)
                 # [T, K] the model's combination weights for this selection (eq 8 or the family's)
                 weights = model.combine_weights(sel_t, g_all)
