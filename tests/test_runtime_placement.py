@@ -123,3 +123,90 @@ def test_cli_rejects_bad_nodes(tmp_path):
     assert res.exit_code != 0 and "--nodes" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["run", "--nodes", "4", "--placement", "random", "--output", str(tmp_path)])
     assert res.exit_code != 0 and "--placement" in res.output
+
+
+# ------------------------------------------------------- placement x imperfect CSI (issue 10)
+def test_transmit_with_placement_perfect_csi_equals_schedule_energy():
+    from dmoe.channel import draw_rates
+    from dmoe.runtime.transfer import transmit
+
+    rng = np.random.default_rng(7)
+    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    place = round_robin_placement(E, N)
+    source = rng.integers(0, N, 40)
+    scores = rng.dirichlet(np.ones(E), 40)
+    rates = draw_rates(system, rng)
+    s = JESAPolicy(0.8, 3).schedule(scores, source, rates, 1, system=system, rng=0, placement=place)
+    out = transmit(s.selection, source, s.subcarrier, rates, rates, system, placement=place)
+    ref = schedule_energy(s.selection, source, s.subcarrier, rates, system, placement=place)
+    assert np.array_equal(out.tokens_planned, ref.tokens)  # node-pair counts
+    assert np.array_equal(out.energy_comm_spent, ref.comm_links)
+    np.testing.assert_allclose(out.energy_comp_spent, ref.comp_experts, rtol=1e-15)
+    a, b = EnergyLedger(1, system, place), EnergyLedger(1, system, place)
+    a.charge_outcome(0, out, s.feasible)
+    b.charge(0, s.selection, source, s.subcarrier, rates, s.feasible)
+    pa, pb = a.per_layer(), b.per_layer()
+    for f in ("energy_comm_j", "tokens", "expert_calls", "transmissions", "infeasible_tokens"):
+        assert np.array_equal(getattr(pa, f), getattr(pb, f)), f
+    np.testing.assert_allclose(pa.energy_comp_j, pb.energy_comp_j, rtol=1e-15)
+
+
+def test_transmit_with_placement_dead_link_drops_the_whole_node():
+    from dmoe.runtime.transfer import transmit
+
+    system = SystemConfig(num_experts=2, num_subcarriers=1)
+    place = np.array([0, 0, 1, 1])
+    est = np.zeros((2, 2, 1))
+    true = np.zeros((2, 2, 1))
+    est[0, 1, 0] = 2e5  # the server believes node 0 -> node 1 works; it is dead
+    sub = np.array([[-1, 0], [-1, -1]])
+    # token 0 (node 0) uses experts 1, 2, 3: one transmission to node 1 for experts 2 and 3
+    sel = np.array([[False, True, True, True], [True, False, False, False]])
+    out = transmit(sel, np.array([0, 0]), sub, est, true, system, placement=place)
+    bits, p0 = system.bits_per_token, system.tx_power_w
+    assert out.tokens_planned[0, 1] == 1 and out.dropped_tokens == 1 and out.failed_attempts == 1
+    assert out.selection.tolist() == [[False, True, False, False], [True, False, False, False]]
+    assert out.energy_comm_spent[0, 1] == pytest.approx(p0 * bits / 2e5)  # the lost packet only
+    a = system.comp_energy_per_token_j
+    assert out.energy_comp_spent.tolist() == pytest.approx([2 * a[0] * 0.5 + system.comp_energy_static_j[0], 0.0])
+    assert out.node_load.tolist() == [1.0, 0.0]  # two expert calls of 1/2 node share each
+
+
+def test_runtime_with_placement_and_imperfect_csi(moe8, queries):
+    from dmoe.channels import ChannelConfig
+
+    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    place = round_robin_placement(E, N)
+    rt = DMoERuntime(moe8, JESAPolicy(0.8, 3), system=system, seed=3, placement=place,
+                     channel=ChannelConfig(csi_error=0.3))
+    rt.run_round(queries[:N])
+    t = rt.ledger.per_layer()
+    # the schedules were made on the estimate; the ledger charges what the true channel cost
+    assert not np.allclose(t.energy_comm_j, t.energy_comm_planned_j)
+    assert np.all(np.isfinite(t.energy_comm_j)) and rt.ledger.failed_attempts > 0
+    lat = rt.latency.layer_round_s
+    assert lat.shape == (1, moe8.num_layers) and np.all(np.isfinite(lat)) and np.all(lat > 0)
+
+
+def test_deadline_with_placement_meets_its_deadline_on_node_pairs():
+    from dmoe.channel import draw_rates
+    from dmoe.energy import link_rate_from_subcarriers
+    from dmoe.latency import link_air_time, round_timing
+    from dmoe.optimize import Deadline
+
+    rng = np.random.default_rng(2)
+    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    place = round_robin_placement(E, N)
+    source = rng.integers(0, N, 40)
+    scores = rng.dirichlet(np.ones(E), 40)
+    rates = draw_rates(system, rng)
+    base = JESAPolicy(0.8, 3).schedule(scores, source, rates, 1, system=system, rng=0, placement=place)
+    need = node_selection(base.selection, place, N)
+    tokens = np.zeros((N, N), dtype=np.int64)
+    np.add.at(tokens, (np.repeat(source, N), np.tile(np.arange(N), len(source))), need.ravel())
+    air = link_air_time(tokens, link_rate_from_subcarriers(rates, base.subcarrier), system.bits_per_token)
+    free = round_timing(tokens, air, air, system).latency_s
+    s = Deadline(JESAPolicy(0.8, 3), free / 2).schedule(scores, source, rates, 1, system=system, rng=0,
+                                                        placement=place)
+    assert s.selection.shape == (40, E)
+    assert s.info["deadline_met"] and s.info["planned_latency_s"] <= free / 2 < free

@@ -80,7 +80,12 @@ class Deadline(Policy):
             sched = self.policy.schedule(scores, source, usable, layer, system=system, rng=rng, **place_kw)
             tokens = _node_demand(sched.selection, source, placement, k)
             air = link_air_time(tokens, link_rate_from_subcarriers(usable, sched.subcarrier), bits)
-            timing = round_timing(tokens, air, air, system)
+            load = None
+            if placement is not None:
+                # [K] FFN work per node, as dmoe.runtime.transfer.TransferOutcome.node_load
+                calls = np.asarray(sched.selection, dtype=bool).sum(axis=0).astype(np.float64)
+                load = np.bincount(placement, weights=calls, minlength=k) * (k / placement.shape[0])
+            timing = round_timing(tokens, air, air, system, load=load)
             if timing.latency_s <= limit:
                 break
             loaded = off & (tokens > 0)

@@ -246,7 +246,9 @@ class DMoERuntime:
                     **place_kw,
                 )
                 self.ledger.charge_outcome(layer, sent, sched.feasible)
-                timing = round_timing(sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system)
+                timing = round_timing(
+                    sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system, load=sent.node_load
+                )
                 self.latency.charge(r, layer, timing, n_active)
                 if self.process is not None:
                     self.process.advance(timing.latency_s)

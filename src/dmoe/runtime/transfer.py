@@ -49,6 +49,9 @@ class TransferOutcome:
         energy_comp_planned, energy_comp_spent: ``[K], float64`` [J] (eq 4).
         forward_s, backward_s: ``[K, K], float64`` air time per link [s] (all attempts;
             backward indexed [i, j] for the return j -> i).
+        node_load: ``[K], float64`` FFN work per node for :func:`dmoe.latency.round_timing`
+            with a placement (delivered expert calls on node n times N / E, the same
+            scaling as the computation energy); None without a placement (s_ij counts).
     """
 
     tokens_planned: np.ndarray
@@ -64,6 +67,7 @@ class TransferOutcome:
     energy_comp_spent: np.ndarray
     forward_s: np.ndarray
     backward_s: np.ndarray
+    node_load: np.ndarray | None = None
 
     @property
     def failed_attempts(self) -> int:
@@ -161,4 +165,10 @@ def transmit(selection, source, subcarrier, estimated_rates, true_rates, system:
         ),
         forward_s=forward_s,
         backward_s=backward_s,
+        node_load=(
+            None
+            if placement is None
+            else np.bincount(placement, weights=eff.sum(axis=0).astype(np.float64), minlength=k)
+            * (k / placement.shape[0])
+        ),
     )
