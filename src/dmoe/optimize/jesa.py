@@ -36,6 +36,7 @@ from dmoe.channel import as_generator
 from dmoe.energy import computation_energy, link_rate_from_subcarriers, link_token_counts, token_costs
 from dmoe.optimize._validation import (
     SELECTION_METHODS,
+    check_available,
     check_int,
     check_method,
     check_rates,
@@ -43,6 +44,7 @@ from dmoe.optimize._validation import (
     check_source,
     check_system,
     check_threshold,
+    mask_costs,
 )
 from dmoe.optimize.selection import select_experts
 from dmoe.optimize.subcarrier import allocate_subcarriers
@@ -139,7 +141,7 @@ def random_subcarriers(num_experts: int, num_subcarriers: int, rng=None) -> np.n
     return beta
 
 
-def _prepare(scores, source, rates, threshold, max_experts, system, method):
+def _prepare(scores, source, rates, threshold, max_experts, system, method, available=None):
     scores = check_scores(scores)
     rates = check_rates(rates)
     t, k = scores.shape
@@ -150,7 +152,8 @@ def _prepare(scores, source, rates, threshold, max_experts, system, method):
     d = check_int("max_experts", max_experts, minimum=1)
     system = check_system(system, k)
     method = check_method(method, SELECTION_METHODS)
-    return scores, source, rates, thr, d, system, method
+    avail = check_available(available, t, k)
+    return scores, source, rates, thr, d, system, method, avail
 
 
 def jesa(
@@ -165,6 +168,7 @@ def jesa(
     rng=None,
     method: str = "auto",
     init: str = "random",
+    available=None,
 ) -> JESAResult:
     """JESA: block coordinate descent for P2 (Algorithm 2, Section VI-B).
 
@@ -181,6 +185,10 @@ def jesa(
         method: expert-selection method (see :func:`select_experts`).
         init: ``"random"`` (the paper's random assignment) or ``"assignment"`` (the optimal
             allocation for one token on every link, deterministic).
+        available: None (all experts) or bool ``[K]`` / ``[num_tokens, K]``: experts that
+            may serve this round (issue 9: failed nodes are unavailable). Unavailable
+            experts cost ``+inf`` in every selection step, so each step is exact on the
+            remaining experts and infeasible tokens fall back to their best remaining ones.
 
     Returns:
         :class:`JESAResult`; every selected remote expert's link has a subcarrier with
@@ -191,8 +199,8 @@ def jesa(
         out of range, K mismatch between ``rates``, ``scores`` and ``system``, unknown
         ``method`` or ``init``).
     """
-    scores, source, rates, thr, d, system, method = _prepare(
-        scores, source, rates, threshold, max_experts, system, method
+    scores, source, rates, thr, d, system, method, avail = _prepare(
+        scores, source, rates, threshold, max_experts, system, method, available
     )
     max_iterations = check_int("max_iterations", max_iterations, minimum=1)
     if init not in _INITS:
@@ -215,7 +223,7 @@ def jesa(
         iterations = it
         # [K, K] eq (2) -> [K, K] per-token costs; a token from node i sees row i
         link_rate = link_rate_from_subcarriers(rates, beta)
-        costs = token_costs(link_rate, system)[source]
+        costs = mask_costs(token_costs(link_rate, system)[source], avail)
         res = select_experts(scores, costs, thr, d, method=method)
         demand = link_token_counts(res.selection, source, k)
         alloc = allocate_subcarriers(rates, demand, tx_power_w=p0, bits_per_token=bits, assign_idle=True)
@@ -258,21 +266,23 @@ def jesa(
     )
 
 
-def lower_bound(scores, source, rates, threshold, max_experts, *, system, method: str = "auto") -> LowerBoundResult:
+def lower_bound(
+    scores, source, rates, threshold, max_experts, *, system, method: str = "auto", available=None
+) -> LowerBoundResult:
     """LB(gamma0, D) of Section VII-A: DES with C3 ignored.
 
     Every link uses its best subcarrier (argmax_m r_ij^(m); several links may share one),
     then DES selects experts with those costs. Its energy is a lower bound on P2 for
     tokens that are feasible (per-token costs are elementwise minimal).
 
-    Args / Raises: as :func:`jesa` (no BCD arguments).
+    Args / Raises: as :func:`jesa` (no BCD arguments; ``available`` as there).
 
     Returns:
         :class:`LowerBoundResult`; ``subcarrier[i, j]`` = best subcarrier of every
         off-diagonal link with some positive rate (-1 otherwise).
     """
-    scores, source, rates, thr, d, system, method = _prepare(
-        scores, source, rates, threshold, max_experts, system, method
+    scores, source, rates, thr, d, system, method, avail = _prepare(
+        scores, source, rates, threshold, max_experts, system, method, available
     )
     k = rates.shape[0]
     off = ~np.eye(k, dtype=bool)
@@ -281,7 +291,7 @@ def lower_bound(scores, source, rates, threshold, max_experts, *, system, method
     best_rate = np.where(off, np.max(rates, axis=2), 0.0)
     subcarrier = np.where(off & (best_rate > 0), best, -1).astype(np.int64)
     best_rate = np.where(subcarrier >= 0, best_rate, 0.0)
-    costs = token_costs(best_rate, system)[source]
+    costs = mask_costs(token_costs(best_rate, system)[source], avail)
     res = select_experts(scores, costs, thr, d, method=method)
     demand = link_token_counts(res.selection, source, k)
     loaded = off & (demand > 0)

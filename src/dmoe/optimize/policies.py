@@ -30,7 +30,14 @@ import numpy as np
 
 from dmoe.channel import as_generator
 from dmoe.energy import link_token_counts
-from dmoe.optimize._validation import check_int, check_rates, check_scores, check_source, check_system
+from dmoe.optimize._validation import (
+    check_available,
+    check_int,
+    check_rates,
+    check_scores,
+    check_source,
+    check_system,
+)
 from dmoe.optimize.jesa import jesa, lower_bound
 from dmoe.optimize.subcarrier import allocate_subcarriers
 
@@ -99,7 +106,7 @@ class Policy(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def schedule(self, scores, source, rates, layer: int, *, system, rng=None) -> Schedule:
+    def schedule(self, scores, source, rates, layer: int, *, system, rng=None, available=None) -> Schedule:
         """Schedule one layer (layers are numbered from 1).
 
         Args:
@@ -109,6 +116,12 @@ class Policy(abc.ABC):
             layer: l >= 1.
             system: :class:`~dmoe.system.SystemConfig`.
             rng: Generator / seed / None (JESA's random initial beta).
+            available: None (every expert) or ``[num_experts]`` / ``[num_tokens,
+                num_experts]`` bool: experts that may serve this round (a failed node's
+                expert is unavailable, issue 9). Unavailable experts are never selected;
+                the threshold policies solve exactly over the remaining experts (cost
+                ``+inf``, Remark 2's fallback takes the best remaining ones), Top-k takes
+                the k best remaining, dense takes every remaining expert.
         """
 
     @abc.abstractmethod
@@ -125,7 +138,7 @@ class Policy(abc.ABC):
         return hash((type(self).__name__, tuple(sorted(self.params().items()))))
 
 
-def _inputs(scores, source, rates, layer, system):
+def _inputs(scores, source, rates, layer, system, available=None):
     scores = check_scores(scores)
     rates = check_rates(rates)
     t, k = scores.shape
@@ -134,7 +147,8 @@ def _inputs(scores, source, rates, layer, system):
     source = check_source(source, t, k)
     check_int("layer", layer, minimum=1)
     system = check_system(system, k)
-    return scores, source, rates, system
+    avail = check_available(available, t, k)
+    return scores, source, rates, system, avail
 
 
 class TopK(Policy):
@@ -157,8 +171,8 @@ class TopK(Policy):
     def params(self) -> dict:
         return {"policy": "TopK", "name": self.name, "k": self.k}
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
-        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
+        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
         t, kk = scores.shape
         if self.k > kk:
             raise ValueError(f"`k` of Top-{self.k} must not exceed the number of experts K = {kk}")
@@ -169,10 +183,10 @@ class TopK(Policy):
         while True:
             rounds += 1
             # [T, K] experts each token may still use
-            avail = allowed[source]
-            key = np.where(avail, scores, -np.inf)
+            usable = allowed[source] if avail is None else allowed[source] & avail
+            key = np.where(usable, scores, -np.inf)
             order = np.argsort(-key, axis=1, kind="stable")[:, :k]
-            ok = np.take_along_axis(avail, order, axis=1)
+            ok = np.take_along_axis(usable, order, axis=1)
             selection = np.zeros((t, kk), dtype=bool)
             np.put_along_axis(selection, order, ok, axis=1)
             demand = link_token_counts(selection, source, kk)
@@ -192,10 +206,12 @@ class _JESABase(Policy):
     def _threshold(self, layer: int) -> float:
         raise NotImplementedError
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
-        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
+        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
         thr = self._threshold(int(layer))
-        res = jesa(scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng))
+        res = jesa(
+            scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), available=avail
+        )
         info = {
             "iterations": res.iterations,
             "converged": res.converged,
@@ -276,16 +292,17 @@ class LowerBound(_LayerImportance):
     _label = "LB"
     _kind = "LowerBound"
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
-        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
+        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
         thr = self._threshold(layer)
-        res = lower_bound(scores, source, rates, thr, self.max_experts, system=system)
+        res = lower_bound(scores, source, rates, thr, self.max_experts, system=system, available=avail)
         return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, False, {"energy": res.energy})
 
 
 class Dense(Policy):
-    """Every expert for every token, optimal subcarriers; cannot reroute (the dense MoE,
-    i.e. Top-K; the reference point of Fig. 10).
+    """Every (available) expert for every token, optimal subcarriers; cannot reroute (the
+    dense MoE, i.e. Top-K; the reference point of Fig. 10). ``feasible`` is False for
+    tokens that could not get all K experts (some unavailable).
 
     Raises ValueError from :meth:`schedule` if some active link cannot be served (more
     active links than subcarriers, or a link with rate 0 on every subcarrier).
@@ -296,10 +313,10 @@ class Dense(Policy):
     def params(self) -> dict:
         return {"policy": "Dense", "name": self.name}
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None) -> Schedule:
-        scores, source, rates, system = _inputs(scores, source, rates, layer, system)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
+        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
         t, k = scores.shape
-        selection = np.ones((t, k), dtype=bool)
+        selection = np.ones((t, k), dtype=bool) if avail is None else np.array(avail, dtype=bool)
         demand = link_token_counts(selection, source, k)
         alloc = allocate_subcarriers(rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token)
         if alloc.unserved.any():
@@ -310,7 +327,8 @@ class Dense(Policy):
                 f"{rates.shape[2]} subcarriers (`rates` has too few subcarriers or a link with rate 0 "
                 "everywhere); dense cannot reroute tokens"
             )
-        return Schedule(selection, alloc.subcarrier, np.ones(t, dtype=bool), None, True, {})
+        # feasible: the token got every one of the K experts (False once a node failed)
+        return Schedule(selection, alloc.subcarrier, selection.all(axis=1), None, True, {})
 
 
 _NUM = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
