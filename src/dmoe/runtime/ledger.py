@@ -12,6 +12,20 @@ The return of the FFN output to the source node (protocol step 5) is counted in
 ``backward_transmissions`` but not charged: the paper's energy model (eq 3) and its
 objective P1/P2 charge each selected remote expert one hidden-state transfer, and the
 ledger follows the model the solvers optimise.
+
+Node failures (issue 9). Every schedule that was sent is charged in full, including a
+layer round whose attempt failed because an expert died after the schedule was sent: its
+transmissions and computations were spent (the attempt's per-token energy is also kept
+as ``energy_lost_j``), and the re-planned attempt is charged again. Only completed tokens
+count as ``tokens`` and in ``selection_counts`` and ``infeasible_tokens``. Re-hosting a
+query whose node died sends the server's checkpoint, the query's hidden states after its
+last completed layer (``S`` tokens x s0 bytes; the runtime keeps no KV cache, every
+layer attends over the whole sequence, so these states are the query's whole state), to
+the new host: charged ``S * P0 * 8 * s0 / R`` [J] with R the best rate into the new host
+(max over live nodes i and subcarriers m of r_i,new^(m)) of this layer round's channel
+(the edge server's downlink is not in the paper's model; this charges it like the best
+link a neighbour could relay it on). Before layer 1 completes only token ids move (not
+charged).
 """
 
 from __future__ import annotations
@@ -57,6 +71,9 @@ class EnergyLedger:
     _tx: np.ndarray = field(init=False)
     _infeasible: np.ndarray = field(init=False)
     _selection_counts: np.ndarray = field(init=False)
+    _lost: np.ndarray = field(init=False)
+    _rehost: np.ndarray = field(init=False)
+    _rehost_tokens: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         L, K = self.num_layers, self.system.num_experts
@@ -68,6 +85,10 @@ class EnergyLedger:
         self._infeasible = np.zeros(L, dtype=np.int64)
         # [num_layers, num_experts] how often each expert was selected
         self._selection_counts = np.zeros((L, K), dtype=np.int64)
+        # [num_layers] energy of failed attempts [J]; re-host transfers [J] and [tokens]
+        self._lost = np.zeros(L)
+        self._rehost = np.zeros(L)
+        self._rehost_tokens = np.zeros(L, dtype=np.int64)
 
     def charge(
         self,
@@ -77,6 +98,7 @@ class EnergyLedger:
         subcarrier: np.ndarray,
         rates: np.ndarray,
         feasible: np.ndarray | None = None,
+        completed: np.ndarray | None = None,
     ) -> tuple[float, float]:
         """Charge one layer round.
 
@@ -94,6 +116,9 @@ class EnergyLedger:
             The channel realisation of this round.
         feasible : ndarray [num_tokens], bool, optional
             Tokens whose QoS could be met (counted, not charged).
+        completed : ndarray [num_tokens], bool, optional
+            Tokens whose layer round completed (default all). The energy of the others'
+            share (their transmissions and expert calls) is also recorded as lost.
 
         Returns
         -------
@@ -124,13 +149,31 @@ class EnergyLedger:
         comm, comp = float(bill.comm), float(bill.comp)
         self._comm[layer] += comm
         self._comp[layer] += comp
-        self._tokens[layer] += selection.shape[0]
         self._calls[layer] += int(selection.sum())
         self._tx[layer] += int(remote.sum())
-        self._selection_counts[layer] += selection.sum(axis=0)
+        done = np.ones(selection.shape[0], dtype=bool) if completed is None else np.asarray(completed, dtype=bool)
+        self._tokens[layer] += int(done.sum())
+        self._selection_counts[layer] += selection[done].sum(axis=0)
         if feasible is not None:
-            self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)))
+            self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)[done]))
+        if not done.all():
+            lost = schedule_energy(selection[~done], source[~done], sub, rates, self.system, zero_rate="raise")
+            self._lost[layer] += float(lost.comm) + float(lost.comp)
         return comm, comp
+
+    def charge_rehost(self, layer: int, num_tokens: int, rate: float) -> float:
+        """Charge re-hosting a query: ``num_tokens`` hidden states sent at ``rate`` [bit/s].
+
+        Returns the energy [J] (``num_tokens * P0 * 8 * s0 / rate``, module docstring).
+        Raises RuntimeError for a non-positive rate (the transfer would never finish).
+        """
+        if not rate > 0:
+            raise RuntimeError(f"re-host transfer at rate {rate!r}: the new host has no usable link")
+        energy = int(num_tokens) * self.system.tx_power_w * self.system.bits_per_token / float(rate)
+        self._comm[layer] += energy
+        self._rehost[layer] += energy
+        self._rehost_tokens[layer] += int(num_tokens)
+        return energy
 
     # ---------------------------------------------------------------- read-outs
     @property
@@ -147,6 +190,21 @@ class EnergyLedger:
     def energy_j(self) -> float:
         """Total energy [J]."""
         return self.energy_comm_j + self.energy_comp_j
+
+    @property
+    def energy_lost_j(self) -> float:
+        """Energy of layer-round attempts that failed (already inside the totals) [J]."""
+        return float(self._lost.sum())
+
+    @property
+    def energy_rehost_j(self) -> float:
+        """Energy of re-host transfers (already inside ``energy_comm_j``) [J]."""
+        return float(self._rehost.sum())
+
+    @property
+    def rehost_tokens(self) -> int:
+        """Hidden states sent to re-host queries [tokens]."""
+        return int(self._rehost_tokens.sum())
 
     @property
     def selection_counts(self) -> np.ndarray:
