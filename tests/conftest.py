@@ -53,3 +53,22 @@ def tiny_llama():
 
     torch.manual_seed(0)
     return LlamaForCausalLM(tiny_llama_config()).eval()
+
+
+def make_tiny_moe(dense, num_experts: int, seed: int = 1):
+    """A MoEModel over ``dense`` with a random neuron partition and random routers."""
+    import torch
+
+    from dmoe.model.moe import MoEModel
+    from dmoe.model.router import Router
+
+    torch.manual_seed(seed)
+    F = dense.config.intermediate_size
+    L = dense.config.num_hidden_layers
+    parts = torch.stack([torch.randperm(F).view(num_experts, F // num_experts) for _ in range(L)])
+    routers = []
+    for _ in range(L):
+        r = Router(dense.config.hidden_size, num_experts)
+        torch.nn.init.normal_(r.weight, std=0.5)
+        routers.append(r)
+    return MoEModel(dense, parts, routers)

@@ -145,4 +145,4 @@ def least_loaded(up: np.ndarray, load: Iterable[int]) -> int | None:
     cand = np.flatnonzero(up)
     if cand.size == 0:
         return None
-    return int(cand[np.argmin(load[cand], kind="stable")])
+    return int(cand[np.argmin(load[cand])])

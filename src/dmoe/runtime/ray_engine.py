@@ -126,6 +126,9 @@ class RayEngine(Engine):
         import ray
 
         self._ray = ray
+        # node deaths are expected and handled by the server; the driver drops the refs of
+        # calls that depended on a dead node, which Ray would otherwise print as "unhandled"
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
         self.num_nodes = int(num_nodes if num_nodes is not None else model.num_experts)
         self.timeout_s = float(timeout_s)
         self._started_ray = connect_ray(address, num_cpus=num_cpus, **(ray_init_kwargs or {}))
