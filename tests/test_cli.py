@@ -23,6 +23,11 @@ from dmoe.cli import main
         (["run", "--subject", "anatomy,nope"], "'nope'"),
         (["run", "--num-subcarriers", "32"], "--num-subcarriers"),
         (["run", "--policy", "Top-9"], "`k`"),
+        (["run", "--node-failure-rate", "1"], "--node-failure-rate"),
+        (["run", "--node-failure-rate", "-0.1"], "--node-failure-rate"),
+        (["run", "--engine", "spark"], "--engine"),
+        (["run", "--ray-address", "127.0.0.1:1"], "--engine ray"),
+        (["run", "--engine", "ray", "--ray-address", "127.0.0.1:1"], "no Ray cluster reachable"),
     ],
 )
 def test_bad_run_arguments_fail_cleanly(args, needle, tmp_path):

@@ -50,12 +50,28 @@ def main() -> None:
               help="Dense model to MoE-ify (local path or hub id) or a dmoe build; default SmolLM2-135M-Instruct.")
 @click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe).")
 @click.option("--output", "-o", default="results/run", show_default=True, help="Output directory.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the expert nodes run: this process, or one Ray actor (process) per node.")
+@click.option("--ray-address", default=None,
+              help="Join this Ray cluster (auto, host:port, ray://host:port); default: start Ray embedded "
+                   "with this machine's CPUs. Needs --engine ray.")
+@click.option("--node-failure-rate", type=float, default=0.0, show_default=True,
+              help="Probability in [0, 1) that a node fails in a layer round (seeded; failed nodes' queries "
+                   "are re-hosted and the round re-planned).")
+@click.option("--node-rejoin/--no-node-rejoin", default=True, show_default=True,
+              help="Failed nodes rejoin at the next query round.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_subcarriers, snr_db,
-        seed, channel_redraw, combine, model_source, cache_dir, output, quiet):
+        seed, channel_redraw, combine, model_source, cache_dir, output, engine, ray_address, node_failure_rate,
+        node_rejoin, quiet):
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
     from .main_job import run_main_job
+    from .runtime.faults import NoLiveNodeError
 
+    if not (math.isfinite(node_failure_rate) and 0.0 <= node_failure_rate < 1.0):
+        raise click.BadParameter(f"must lie in [0, 1), got {node_failure_rate}", param_hint="'--node-failure-rate'")
+    if ray_address is not None and engine != "ray":
+        raise click.BadParameter("needs --engine ray", param_hint="'--ray-address'")
     for flag, value in (("--gamma0", gamma0), ("--qos", qos), ("--snr-db", snr_db)):
         if not math.isfinite(value):
             raise click.BadParameter(f"must be a finite number, got {value}", param_hint=f"'{flag}'")
@@ -68,9 +84,10 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
             subjects=[s for s in subjects], limit=limit, policies=list(policies), system=system,
             seed=seed, channel_redraw=channel_redraw, model_source=model_source,
             cache_dir=cache_dir, combine=combine, output=output, progress=not quiet,
-            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo,
+            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, engine=engine,
+            ray_address=ray_address, node_failure_rate=node_failure_rate, node_rejoin=node_rejoin,
         )
-    except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+    except (ValueError, FileNotFoundError, TypeError, OSError, NoLiveNodeError) as exc:
         _fail(exc)
 
 

@@ -12,7 +12,9 @@ from typing import Sequence
 from .data import CALIBRATION_SUBJECTS, load_mmlu, pack_question, resolve_subjects
 from .optimize.policies import Dense, TopK, policy_from_name
 from .results import format_table, plot_per_layer, write_per_layer_csv, write_summary
+from .runtime.engine import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
+from .runtime.faults import NoLiveNodeError, check_failure_rate
 from .system import SystemConfig
 
 #: The policies of `dmoe run` when none are given (Section VII-A-3 names).
@@ -41,6 +43,10 @@ def run_main_job(
     progress: bool = True,
     command: str | None = None,
     log=print,
+    engine: str = "local",
+    ray_address: str | None = None,
+    node_failure_rate: float = 0.0,
+    node_rejoin: bool = True,
 ) -> tuple[dict, list[PolicyResult]]:
     """Run ``policies`` through the DMoE runtime on MMLU and write the results.
 
@@ -65,6 +71,15 @@ def run_main_job(
         Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``.
     command : str, optional
         The command line that started the run, recorded in the config.
+    engine : {"local", "ray"}
+        Where the expert nodes run (:mod:`dmoe.runtime.engine`); one engine serves every
+        policy of the job.
+    ray_address : str, optional
+        Ray cluster to join (``engine="ray"``); None starts Ray embedded.
+    node_failure_rate : float in [0, 1)
+        Per node and layer round failure probability (:mod:`dmoe.runtime.faults`).
+    node_rejoin : bool
+        Failed nodes rejoin at the next query round.
 
     Returns
     -------
@@ -74,10 +89,24 @@ def run_main_job(
     ------
     ValueError
         On an unknown subject or policy name, bad ``limit`` or configuration.
+    ConnectionError
+        ``ray_address`` unreachable (checked before the model loads).
+    NoLiveNodeError
+        Every node failed; the results so far (the interrupted policy's partial result
+        included) are written first.
     """
     from .model import load_moe_model
 
     system = system or SystemConfig()
+    if engine not in ENGINES:
+        raise ValueError(f"`engine` (--engine) must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if ray_address is not None and engine != "ray":
+        raise ValueError("`ray_address` (--ray-address) needs `engine`='ray' (--engine ray)")
+    node_failure_rate = check_failure_rate(node_failure_rate)
+    if ray_address is not None:
+        from .runtime.ray_engine import CONNECT_TIMEOUT_S, _check_reachable
+
+        _check_reachable(ray_address, CONNECT_TIMEOUT_S)
     names = resolve_subjects(subjects)
     parsed = [policy_from_name(p) for p in policies]
     if not parsed:
@@ -113,18 +142,31 @@ def run_main_job(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
         f"tokens per policy; K = {system.num_experts} experts, M = {system.num_subcarriers} subcarriers"
     )
-    results = [
-        evaluate_policy(
-            model,
-            queries,
-            pol,
-            system=system,
-            seed=seed,
-            channel_redraw=channel_redraw,
-            progress=progress,
-        )
-        for pol in parsed
-    ]
+    nodes = make_engine(engine, model, num_nodes=system.num_experts, address=ray_address)
+    results: list[PolicyResult] = []
+    failure = None
+    try:
+        for pol in parsed:
+            results.append(
+                evaluate_policy(
+                    model,
+                    queries,
+                    pol,
+                    system=system,
+                    seed=seed,
+                    channel_redraw=channel_redraw,
+                    progress=progress,
+                    engine=nodes,
+                    node_failure_rate=node_failure_rate,
+                    node_rejoin=node_rejoin,
+                )
+            )
+    except NoLiveNodeError as exc:
+        failure = exc
+        if exc.partial is not None:
+            results.append(exc.partial)
+    finally:
+        nodes.shutdown()
     config = {
         "subjects": names,
         "limit": limit,
@@ -132,6 +174,10 @@ def run_main_job(
         "seed": seed,
         "channel_redraw": channel_redraw,
         "combine": combine,
+        "engine": engine,
+        "ray_address": ray_address,
+        "node_failure_rate": node_failure_rate,
+        "node_rejoin": node_rejoin,
         "model": dict(getattr(model, "metadata", {}) or {"source": model_source or "default"}),
         "system": system.to_dict(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -139,8 +185,10 @@ def run_main_job(
         "platform": platform.platform(),
         "command": command,
     }
+    if failure is not None:
+        config["error"] = str(failure)
     log(format_table(results))
-    if out_dir is not None:
+    if out_dir is not None and results:
         write_summary(out_dir / "summary.json", config, results)
         write_per_layer_csv(out_dir / "per_layer.csv", results)
         plot_per_layer(
@@ -149,4 +197,7 @@ def run_main_job(
             title=f"MMLU {', '.join(names)} — {len(questions)} questions, seed {seed}",
         )
         log(f"wrote {out_dir / 'summary.json'}, per_layer.csv, per_layer.png")
+    if failure is not None:
+        where = f"; the results so far are in {out_dir}" if out_dir is not None and results else ""
+        raise NoLiveNodeError(f"{failure}{where}", round=failure.round, layer=failure.layer) from failure
     return config, results
