@@ -237,3 +237,45 @@ def test_bad_fault_and_engine_arguments(tiny_moe):
         _check_reachable("nonsense", 2.0)
     with pytest.raises(ValueError, match="`phase`"):
         NodeKill(0, 0, 0, phase="later")
+
+
+def test_reproduce_sweep_as_ray_tasks_equals_local(tiny_llama, tiny_tokenizer, ray_session, tmp_path):
+    import json
+
+    from dmoe.experiments import Options, run_experiments
+    from dmoe.experiments.context import Context
+
+    moe8 = make_tiny_moe(tiny_llama, 8)
+
+    class TinyContext(Context):
+        def model(self):
+            return moe8
+
+        def packed(self, subjects, limit):
+            qs = self.questions(subjects, limit)
+            return qs, [pack_question(tiny_tokenizer, q) for q in qs]
+
+    opts = Options(quick=True, limit=3, subjects=("anatomy",))
+    data = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        ctx = TinyContext(out, progress=False, log=lambda *_: None, engine=engine)
+        run_experiments(["fig7"], out, options=opts, context=ctx, log=lambda *_: None, engine=engine)
+        data[engine] = json.loads((out / "fig7.json").read_text())["data"]
+        if engine == "ray":
+            # every evaluation ran as a task before the experiment, which then found them cached
+            assert ctx.evaluations_run == 5 and ctx.evaluations_cached == 5
+            again = TinyContext(out, progress=False, log=lambda *_: None, engine=engine)
+            run_experiments(["fig7"], out, options=opts, context=again, log=lambda *_: None, engine=engine,
+                            force=True)
+            assert again.evaluations_run == 0 and again.evaluations_cached == 5  # resumable: all cached
+    # the same numbers (the tasks run torch on one thread: float rounding may differ slightly)
+    for a, b in zip(data["local"]["policies"], data["ray"]["policies"]):
+        assert a.keys() == b.keys()
+        for key in a:
+            if "seconds" in key:
+                continue
+            if isinstance(a[key], (str, dict)):
+                assert a[key] == b[key], key
+            else:
+                np.testing.assert_allclose(np.asarray(a[key], float), np.asarray(b[key], float), rtol=1e-6, err_msg=key)

@@ -113,7 +113,9 @@ class RayEngine(Engine):
         address: cluster address, or None (embedded / already running Ray).
         num_cpus: CPUs of an embedded Ray (default: all of this machine's).
         ray_init_kwargs: extra ``ray.init`` arguments (e.g. ``runtime_env``).
-        timeout_s: how long to wait for a node to start or to answer a liveness probe.
+        timeout_s: how long to wait for a node to answer a liveness probe or to die after
+            ``ray.kill``.
+        start_timeout_s: how long to wait for the nodes to start (each loads the model).
 
     Raises:
         ConnectionError / ValueError: from :func:`connect_ray`.
@@ -122,7 +124,8 @@ class RayEngine(Engine):
     name = "ray"
 
     def __init__(self, model, num_nodes: int | None = None, *, address: str | None = None,
-                 num_cpus: int | None = None, ray_init_kwargs: dict | None = None, timeout_s: float = 120.0) -> None:
+                 num_cpus: int | None = None, ray_init_kwargs: dict | None = None, timeout_s: float = 60.0,
+                 start_timeout_s: float = 900.0) -> None:
         import ray
 
         self._ray = ray
@@ -131,6 +134,7 @@ class RayEngine(Engine):
         os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
         self.num_nodes = int(num_nodes if num_nodes is not None else model.num_experts)
         self.timeout_s = float(timeout_s)
+        self.start_timeout_s = float(start_timeout_s)
         self._started_ray = connect_ray(address, num_cpus=num_cpus, **(ray_init_kwargs or {}))
         self._actor_cls = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(_ActorNode)
         # the model's weights enter the object store once; every actor fetches them from there
@@ -138,7 +142,7 @@ class RayEngine(Engine):
         self._actors: list[Any] = [None] * self.num_nodes
         for j in range(self.num_nodes):
             self._actors[j] = self._actor_cls.remote(j, self._model_ref)
-        ray.get([a.ping.remote() for a in self._actors], timeout=self.timeout_s)
+        ray.get([a.ping.remote() for a in self._actors], timeout=self.start_timeout_s)
 
     # ------------------------------------------------------------------ calls
     def submit(self, node: int, method: str, *args, num_returns: int = 1) -> list:
@@ -203,7 +207,7 @@ class RayEngine(Engine):
 
     def join(self, node: int) -> None:
         actor = self._actor_cls.remote(node, self._model_ref)
-        self._ray.get(actor.ping.remote(), timeout=self.timeout_s)
+        self._ray.get(actor.ping.remote(), timeout=self.start_timeout_s)
         self._actors[node] = actor
 
     def pid(self, node: int) -> int:
