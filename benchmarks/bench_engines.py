@@ -33,9 +33,13 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policies", nargs="*", default=None, help="policy names (default: dmoe run's)")
     ap.add_argument("--skip-failures", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the driver (local engine)")
     args = ap.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from dmoe.data import load_mmlu, pack_question
     from dmoe.main_job import DEFAULT_POLICIES

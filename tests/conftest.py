@@ -55,7 +55,7 @@ def tiny_llama():
     return LlamaForCausalLM(tiny_llama_config()).eval()
 
 
-def make_tiny_moe(dense, num_experts: int, seed: int = 1):
+def make_tiny_moe(dense, num_experts: int, seed: int = 1, cls=None):
     """A MoEModel over ``dense`` with a random neuron partition and random routers."""
     import torch
 
@@ -71,4 +71,4 @@ def make_tiny_moe(dense, num_experts: int, seed: int = 1):
         r = Router(dense.config.hidden_size, num_experts)
         torch.nn.init.normal_(r.weight, std=0.5)
         routers.append(r)
-    return MoEModel(dense, parts, routers)
+    return (cls or MoEModel)(dense, parts, routers)

@@ -279,3 +279,27 @@ def test_reproduce_sweep_as_ray_tasks_equals_local(tiny_llama, tiny_tokenizer, r
                 assert a[key] == b[key], key
             else:
                 np.testing.assert_allclose(np.asarray(a[key], float), np.asarray(b[key], float), rtol=1e-6, err_msg=key)
+
+
+def test_dense_layers_and_always_on_run_at_the_source(tiny_llama, queries):
+    from dmoe.model.moe import MoEModel
+
+    class DenseFirst(MoEModel):
+        """Layer 0 has no routed experts (its whole FFN is always on), like DeepSeek-V3's first layers."""
+
+        def is_moe_layer(self, layer):
+            return layer != 0
+
+        def always_on(self, layer, x):
+            return self.masked_ffn(layer, x, None) if layer == 0 else None
+
+    model = make_tiny_moe(tiny_llama, K, cls=DenseFirst)
+    rt, logits, sels = _run(model, queries[:K], TopK(1), "local", node_kills=[NodeKill(0, 0, 1, "attention")])
+    assert rt.ledger.per_layer().tokens[0] == 0  # nothing scheduled or charged at the dense layer
+    assert rt.faults.rehosted == 1  # the dense layer re-hosts like any other
+    for q, lg, sel in zip(queries[:K], logits, sels):
+        sel = sel.copy()
+        sel[0] = True  # layer 0 = every slice = the dense FFN
+        ref = model.forward_masked(q.input_ids, positions=q.positions, attention_mask=q.attention_mask,
+                                   selection=torch.from_numpy(sel))[q.score_rows]
+        torch.testing.assert_close(lg, ref, atol=1e-5, rtol=1e-5)

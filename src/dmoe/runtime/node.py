@@ -13,7 +13,10 @@ batched over everything it hosts or receives:
 * :meth:`host` -- take queries (from their tokens, or resumed from a checkpoint of their
   last completed layer, when a query is re-hosted after its node failed);
 * :meth:`attend_gate` -- step 2: attention and gating of its hosted queries; the gating
-  scores go to the server;
+  scores go to the server (plus the always-on part of the FFN, e.g. shared experts, which
+  runs at the source with no transmission);
+* :meth:`dense_layer` -- a layer without routed experts (``is_moe_layer`` False): the
+  whole layer runs at the source, nothing is scheduled;
 * :meth:`dispatch` -- step 4 (send side): the FFN inputs of its tokens, one batch per
   selected expert;
 * :meth:`ffn` -- step 4 (expert side): ``FFN_j`` on the batches received from all sources,
@@ -24,7 +27,8 @@ batched over everything it hosts or receives:
 
 Model access goes only through the expert-model interface (``embed``,
 ``position_embeddings``, ``attention_block``, ``ffn_input``, ``gate_scores``,
-``expert_parameters``, ``apply_expert``, ``combine_outputs``, ``logits``).
+``expert_parameters``, ``apply_expert``, ``combine_outputs``, ``logits``, and where the
+model has them ``always_on`` and ``is_moe_layer``).
 """
 
 from __future__ import annotations
@@ -135,9 +139,30 @@ class ExpertNode:
             h = model.attention_block(layer, st["hidden"], st["pe"], st["mask"])
             u = model.ffn_input(layer, h)
             g = model.gate_scores(layer, u)
-            st.update(attended=h, u=u, g=g, layer=layer)
+            st.update(attended=h, u=u, g=g, layer=layer, always=self._always_on(layer, u))
             out[q] = g.numpy()
         return out
+
+    def _always_on(self, layer: int, u: torch.Tensor):
+        always_on = getattr(self._model, "always_on", None)
+        return None if always_on is None else always_on(layer, u)
+
+    @torch.no_grad()
+    def dense_layer(self, layer: int, qids: Sequence[int]):
+        """A layer with nothing to schedule: attention and the always-on FFN at the source.
+
+        Returns (True, hidden [S, H] per qid in the given order): a status, then every
+        query's layer output (the server's checkpoint).
+        """
+        model = self._model
+        new = []
+        for q in qids:
+            st = self._queries[q]
+            h = model.attention_block(layer, st["hidden"], st["pe"], st["mask"])
+            a = self._always_on(layer, model.ffn_input(layer, h))
+            st["hidden"] = h if a is None else h + a
+            new.append(st["hidden"])
+        return (True, *new)
 
     def dispatch(self, layer: int, sends: Sequence[tuple[int, Sequence[tuple[int, np.ndarray]]]]) -> list[torch.Tensor]:
         """Step 4, send side: one batch of FFN inputs per destination expert.
@@ -194,7 +219,9 @@ class ExpertNode:
             sel = torch.from_numpy(np.asarray(selections[q], dtype=bool))
             agg = model.combine_outputs(full[q], sel, st["g"])
             st["hidden"] = st["attended"] + agg
-            for key in ("attended", "u", "g"):
+            if st["always"] is not None:  # shared experts / always-on FFN, at the source
+                st["hidden"] = st["hidden"] + st["always"]
+            for key in ("attended", "u", "g", "always"):
                 st.pop(key)
             st["layer"] = None
             new.append(st["hidden"])

@@ -314,11 +314,18 @@ class DMoERuntime:
         )
         self._place(range(n), r, 0, None, st)
         rates = None
+        is_moe = getattr(self.model, "is_moe_layer", None)
         for layer in range(L):
             rates = self._rates(r, layer)
             kills = self.fault_model.draw(r, layer, self.up)
             for j in kills["attention"]:
                 eng.kill(j)
+            if is_moe is not None and not is_moe(layer):
+                # nothing to schedule: the whole layer runs at each host (always-on FFN)
+                for j in kills["experts"]:
+                    eng.kill(j)
+                self._dense_layer(layer, r, rates, st)
+                continue
             pending = set(range(n))
             st.scores = {}
             attempt = 0
@@ -385,6 +392,25 @@ class DMoERuntime:
             if h >= 0 and self.up[h]:
                 eng.submit(h, "release", list(range(n)))
         return RoundOutput(logits=[logits[q] for q in range(n)], selections=record)
+
+    def _dense_layer(self, layer: int, r: int, rates: np.ndarray, st) -> None:
+        """A layer without routed experts, at every query's host (re-hosting as needed)."""
+        eng = self._engine
+        pending = list(range(len(st.hosted)))
+        while pending:
+            self._place([q for q in pending if st.host[q] < 0], r, layer, rates, st)
+            groups = defaultdict(list)
+            for q in pending:
+                groups[int(st.host[q])].append(q)
+            hosts = sorted(groups)
+            calls = {h: eng.submit(h, "dense_layer", layer, groups[h], num_returns=1 + len(groups[h])) for h in hosts}
+            vals = eng.get([calls[h][0] for h in hosts])
+            for h, v in zip(hosts, vals):
+                if not isinstance(v, Failure):
+                    for q, ref in zip(groups[h], calls[h][1:]):
+                        st.ckpt[q] = ref
+                        pending.remove(q)
+            self._failed(hosts, vals, r, layer, st)
 
     def _experts(self, layer, order, offsets, selection, r, st) -> dict:
         """Steps 4-5 for the pending queries; returns {qid: checkpoint handle} of the
