@@ -41,6 +41,9 @@ _EXPORTS = {
     "DMoERuntime": "dmoe.runtime",
     "EnergyLedger": "dmoe.runtime",
     "evaluate_policy": "dmoe.runtime",
+    "make_engine": "dmoe.runtime",
+    "NodeKill": "dmoe.runtime",
+    "NoLiveNodeError": "dmoe.runtime",
     "run_main_job": "dmoe.main_job",
 }
 

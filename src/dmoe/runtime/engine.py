@@ -73,6 +73,11 @@ class Engine(abc.ABC):
         """Start a fresh node in place of ``node`` (a rejoin or a new node): it downloads
         its blocks (eq 6) and holds no query."""
 
+    def join_many(self, nodes: Sequence[int]) -> None:
+        """:meth:`join` several nodes (engines may start them in parallel)."""
+        for j in nodes:
+            self.join(j)
+
     def configure(self, *, combine: str) -> None:
         """Tell every live node the combination rule of step 5 (``model.combine``)."""
         handles = [h for j in range(self.num_nodes) for h in self.submit(j, "set_combine", combine)]

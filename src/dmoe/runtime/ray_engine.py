@@ -157,6 +157,11 @@ class RayEngine(Engine):
 
     def get(self, handles: Sequence) -> list:
         ray = self._ray
+        if all(isinstance(h, ray.ObjectRef) for h in handles):
+            try:
+                return ray.get(list(handles))
+            except ray.exceptions.RayError:
+                pass  # some call failed: sort them out one by one
         refs = [h for h in handles if isinstance(h, ray.ObjectRef)]
         if refs:
             ray.wait(refs, num_returns=len(refs), fetch_local=False)
@@ -209,6 +214,12 @@ class RayEngine(Engine):
         actor = self._actor_cls.remote(node, self._model_ref)
         self._ray.get(actor.ping.remote(), timeout=self.start_timeout_s)
         self._actors[node] = actor
+
+    def join_many(self, nodes: Sequence[int]) -> None:
+        actors = {int(j): self._actor_cls.remote(int(j), self._model_ref) for j in nodes}
+        self._ray.get([a.ping.remote() for a in actors.values()], timeout=self.start_timeout_s)
+        for j, actor in actors.items():
+            self._actors[j] = actor
 
     def pid(self, node: int) -> int:
         """Process id of node ``node``'s actor (for real kills in tests)."""

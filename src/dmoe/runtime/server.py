@@ -155,8 +155,7 @@ class DMoERuntime:
         if self._engine.num_nodes != K:
             raise ValueError(f"`engine` runs {self._engine.num_nodes} nodes but the model has K = {K} experts")
         # a shared engine may hold nodes that died in an earlier run: start them again
-        for j in sorted(self._engine.probe(range(K))):
-            self._engine.join(j)
+        self._engine.join_many(sorted(self._engine.probe(range(K))))
         self._engine.configure(combine=getattr(self.model, "combine", "sum"))
         # [K] the server's view of which nodes are up
         self.up = np.ones(K, dtype=bool)
@@ -175,17 +174,22 @@ class DMoERuntime:
             self._engine.shutdown()
 
     # ------------------------------------------------------------- membership
-    def join_node(self, node: int) -> None:
-        """Start node ``node`` again between rounds (a rejoin, or a new node taking its
-        place): it downloads its blocks (eq 6) and its expert is available again."""
-        if not 0 <= int(node) < self.num_nodes:
-            raise ValueError(f"`node` must lie in [0, {self.num_nodes}), got {node!r}")
-        node = int(node)
-        self._engine.join(node)
-        self._engine.get(self._engine.submit(node, "set_combine", getattr(self.model, "combine", "sum")))
-        self.up[node] = True
-        self.faults.joins += 1
-        self.faults.record(self.rounds, None, node, "join")
+    def join_node(self, node) -> None:
+        """Start node ``node`` (or each of a list of nodes) again between rounds (a rejoin,
+        or a new node taking its place): it downloads its blocks (eq 6) and its expert is
+        available again."""
+        nodes = [node] if np.ndim(node) == 0 else list(node)
+        for j in nodes:
+            if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= int(j) < self.num_nodes:
+                raise ValueError(f"`node` must be an integer in [0, {self.num_nodes}), got {j!r}")
+        nodes = [int(j) for j in nodes]
+        self._engine.join_many(nodes)
+        combine = getattr(self.model, "combine", "sum")
+        self._engine.get([h for j in nodes for h in self._engine.submit(j, "set_combine", combine)])
+        for j in nodes:
+            self.up[j] = True
+            self.faults.joins += 1
+            self.faults.record(self.rounds, None, j, "join")
 
     def _mark_dead(self, nodes, r: int, layer: int | None, st) -> None:
         for j in sorted(nodes):
@@ -295,9 +299,8 @@ class DMoERuntime:
         eng = self._engine
         r = self.rounds
         self.rounds += 1
-        if self.node_rejoin:
-            for j in np.flatnonzero(~self.up):
-                self.join_node(int(j))
+        if self.node_rejoin and not self.up.all():
+            self.join_node(np.flatnonzero(~self.up).tolist())
         n = len(queries)
         st = _RoundState(
             hosted=[
@@ -436,17 +439,14 @@ class DMoERuntime:
                 for (j, _), hd in zip(routes[h], hs):
                     disp[(h, j)] = hd
         experts = sorted({j for _, j in disp})
-        status, back = [], {}
+        back = {}
         for j in experts:
             srcs = sorted(h for h, jj in disp if jj == j)
             hs = eng.submit(j, "ffn", layer, *[disp[(h, j)] for h in srcs], num_returns=1 + len(srcs))
-            status.append(hs[0])
             for h, hd in zip(srcs, hs[1:]):
                 back[(h, j)] = hd
-        vals = eng.get(status)
-        if any(isinstance(v, Failure) for v in vals):
-            self._failed(sorted(set(experts) | set(routes)), vals, r, layer, st)
-            return {}
+        # no barrier after the experts: a host's combine runs once its outputs are back and
+        # fails (without touching its state) if one of its experts or itself died
         hosts = sorted(routes)
         outs = {}
         status = []
@@ -462,7 +462,7 @@ class DMoERuntime:
         for h, v in zip(hosts, vals):
             if not isinstance(v, Failure):
                 done.update(outs[h])
-        self._failed(hosts, vals, r, layer, st)
+        self._failed(sorted(set(hosts) | set(experts)), vals, r, layer, st)
         return done
 
 
