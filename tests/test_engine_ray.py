@@ -293,9 +293,16 @@ def test_dense_layers_and_always_on_run_at_the_source(tiny_llama, queries):
         def always_on(self, layer, x):
             return self.masked_ffn(layer, x, None) if layer == 0 else None
 
+        def always_on_size(self, layer):
+            return float(self.num_experts) if layer == 0 else 0.0
+
     model = make_tiny_moe(tiny_llama, K, cls=DenseFirst)
     rt, logits, sels = _run(model, queries[:K], TopK(1), "local", node_kills=[NodeKill(0, 0, 1, "attention")])
-    assert rt.ledger.per_layer().tokens[0] == 0  # nothing scheduled or charged at the dense layer
+    t = rt.ledger.per_layer()
+    # nothing scheduled at the dense layer: no transmissions, its FFN charged as K slices at the host
+    assert t.transmissions[0] == 0 and t.expert_calls[0] == 0
+    assert t.tokens[0] == sum(q.num_tokens for q in queries[:K])
+    assert t.energy_always_on_j[0] > 0 and t.energy_comp_j[0] == pytest.approx(t.energy_always_on_j[0])
     assert rt.faults.rehosted == 1  # the dense layer re-hosts like any other
     for q, lg, sel in zip(queries[:K], logits, sels):
         sel = sel.copy()

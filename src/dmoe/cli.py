@@ -8,7 +8,6 @@ import sys
 
 import click
 
-from .system import SystemConfig
 
 
 def _fail(exc: Exception) -> None:
@@ -35,19 +34,25 @@ def main() -> None:
               help="QoS z of the default homogeneous policy H(z,D).")
 @click.option("--max-experts", "-D", type=click.IntRange(min=1), default=2, show_default=True,
               help="D, the most experts per token (C2) of the default policies.")
-@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=8, show_default=True,
-              help="K, experts per layer = expert nodes.")
-@click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=64, show_default=True,
-              help="M, OFDMA subcarriers.")
+@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
+              help="K, experts per layer = expert nodes. Default: the checkpoint's routed experts for a "
+                   "real MoE (giving another K is an error), 8 for a carved dense model.")
+@click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=None,
+              help="M, OFDMA subcarriers. Default: the smallest power of two >= K(K-1) (64 for K = 8).")
 @click.option("--snr-db", type=float, default=10.0, show_default=True, help="P0/N0 [dB].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the channel draws (the same for every policy).")
 @click.option("--channel-redraw", type=click.Choice(["layer", "round", "fixed"]), default="layer",
               show_default=True, help="New channel draw per layer round, per query round, or once.")
-@click.option("--combine", type=click.Choice(["sum", "weighted"]), default="sum", show_default=True,
-              help="Aggregate selected experts by summing slices, or by eq (8)'s weighted mean.")
+@click.option("--combine", type=click.Choice(["sum", "weighted"]), default=None,
+              help="Carved model only: aggregate selected slices by their sum (default) or eq (8)'s "
+                   "weighted mean. A real MoE combines with its family's own weights.")
 @click.option("--model", "model_source", default=None,
-              help="Dense model to MoE-ify (local path or hub id) or a dmoe build; default SmolLM2-135M-Instruct.")
+              help="A Mixture-of-Experts checkpoint (local dir or hub id: Mixtral, Qwen2-MoE, Qwen3-MoE, "
+                   "OLMoE, DeepSeek-V3, GPT-OSS, Granite-MoE), a dense model to carve into experts, or a "
+                   "dmoe build; default SmolLM2-135M-Instruct carved.")
+@click.option("--device", default=None,
+              help="Torch device for the model, e.g. cuda or cpu (default cpu).")
 @click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe).")
 @click.option("--output", "-o", default="results/run", show_default=True, help="Output directory.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -62,8 +67,8 @@ def main() -> None:
               help="Failed nodes rejoin at the next query round.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_subcarriers, snr_db,
-        seed, channel_redraw, combine, model_source, cache_dir, output, engine, ray_address, node_failure_rate,
-        node_rejoin, quiet):
+        seed, channel_redraw, combine, model_source, device, cache_dir, output, engine, ray_address,
+        node_failure_rate, node_rejoin, quiet):
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
     from .main_job import run_main_job
     from .runtime.faults import NoLiveNodeError
@@ -78,12 +83,21 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
     if not policies:
         policies = ("dense", "Top-1", "Top-2", f"H({qos!r},{max_experts})",
                     f"JESA({gamma0!r},{max_experts})", f"LB({gamma0!r},{max_experts})")
+    if device is not None:
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError) as exc:
+            raise click.BadParameter(f"not a torch device: {exc}", param_hint="'--device'") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise click.BadParameter("CUDA is not available on this machine", param_hint="'--device'")
     try:
-        system = SystemConfig(num_experts=num_experts, num_subcarriers=num_subcarriers, snr_db=snr_db)
         run_main_job(
-            subjects=[s for s in subjects], limit=limit, policies=list(policies), system=system,
+            subjects=[s for s in subjects], limit=limit, policies=list(policies), num_experts=num_experts,
+            num_subcarriers=num_subcarriers, snr_db=snr_db,
             seed=seed, channel_redraw=channel_redraw, model_source=model_source,
-            cache_dir=cache_dir, combine=combine, output=output, progress=not quiet,
+            cache_dir=cache_dir, combine=combine, device=device, output=output, progress=not quiet,
             command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, engine=engine,
             ray_address=ray_address, node_failure_rate=node_failure_rate, node_rejoin=node_rejoin,
         )
@@ -105,8 +119,10 @@ def subjects():
 
 
 @main.command("build-model")
-@click.option("--model", "model_source", default=None, help="Dense model path or hub id (default SmolLM2).")
-@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("--model", "model_source", default=None,
+              help="Dense model path or hub id to carve (default SmolLM2), or an MoE checkpoint to check.")
+@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
+              help="K (carved default 8; an MoE checkpoint's own K).")
 @click.option("--cache-dir", default=None)
 @click.option("--rebuild", is_flag=True, help="Rebuild even if a valid cached build exists.")
 def build_model(model_source, num_experts, cache_dir, rebuild):
@@ -117,7 +133,8 @@ def build_model(model_source, num_experts, cache_dir, rebuild):
         model = load_moe_model(model_source, num_experts=num_experts, cache_dir=cache_dir, rebuild=rebuild)
     except (ValueError, FileNotFoundError, OSError) as exc:
         _fail(exc)
-    click.echo(f"MoE model ready: {model.num_layers} layers x {model.num_experts} experts ({getattr(model, 'metadata', {}).get('cache_path', '')})")
+    where = getattr(model, "metadata", {}).get("cache_path") or getattr(model, "metadata", {}).get("source", {}).get("location", "")
+    click.echo(f"{model.family} model ready: {model.num_layers} layers x {model.num_experts} experts ({where})")
 
 
 def _register_reproduce() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import sys
 import warnings
@@ -15,7 +16,8 @@ from .results import format_table, plot_per_layer, write_per_layer_csv, write_su
 from .runtime.engine import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .runtime.faults import NoLiveNodeError, check_failure_rate
-from .system import SystemConfig
+from .model.loader import DEFAULT_CARVED_EXPERTS
+from .system import SystemConfig, default_num_subcarriers
 
 #: The policies of `dmoe run` when none are given (Section VII-A-3 names).
 DEFAULT_POLICIES: tuple[str, ...] = (
@@ -34,11 +36,15 @@ def run_main_job(
     limit: int | None = None,
     policies: Sequence[str] = DEFAULT_POLICIES,
     system: SystemConfig | None = None,
+    num_experts: int | None = None,
+    num_subcarriers: int | None = None,
+    snr_db: float | None = None,
     seed: int = 0,
     channel_redraw: str = "layer",
     model_source: str | None = None,
     cache_dir: str | None = None,
-    combine: str = "sum",
+    combine: str | None = None,
+    device: str | None = None,
     output: str | Path | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -57,18 +63,32 @@ def run_main_job(
     policies : sequence of str
         Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`.
     system : SystemConfig, optional
-        Radio and device parameters; ``num_experts`` sets K (default 8, Section VII-A).
+        Radio and device parameters. ``system.num_experts`` must equal the model's K. When
+        omitted it is built from the model: K = the model's routed experts per layer,
+        M = ``num_subcarriers`` or the smallest power of two >= K(K-1), P0/N0 = ``snr_db``
+        (default 10 dB), the other fields the paper's defaults.
+    num_experts : int, optional
+        K asked for (``--num-experts``): the carved model's K (default 8); for a real MoE
+        checkpoint it must equal the checkpoint's K.
+    num_subcarriers, snr_db : optional
+        M and P0/N0 [dB] when ``system`` is omitted.
     seed : int
         Channel draws and policy randomness; the same for every policy.
     channel_redraw : {"layer", "round", "fixed"}
     model_source : str, optional
-        ``None``: SmolLM2-135M-Instruct made an MoE; or a local path / hub id.
+        ``None``: SmolLM2-135M-Instruct carved into experts; a transformers MoE checkpoint
+        (local directory or hub id) of a supported family; a dense model to carve; a
+        dmoe build.
     cache_dir : str, optional
-        Where built MoE models are cached (default ``$DMOE_CACHE_DIR`` or ``~/.cache/dmoe``).
-    combine : {"sum", "weighted"}
-        Aggregation of expert outputs: sum of slices, or eq (8).
+        Where carved models are cached (default ``$DMOE_CACHE_DIR`` or ``~/.cache/dmoe``).
+    combine : {"sum", "weighted"}, optional
+        Carved model only: sum of slices (default) or eq (8). A real MoE uses its family's
+        own combination.
+    device : str, optional
+        Torch device of the model (default CPU; e.g. ``"cuda"``).
     output : path, optional
-        Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``.
+        Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``; created
+        only once every policy has run, so a failed run writes nothing.
     command : str, optional
         The command line that started the run, recorded in the config.
     engine : {"local", "ray"}
@@ -88,16 +108,19 @@ def run_main_job(
     Raises
     ------
     ValueError
-        On an unknown subject or policy name, bad ``limit`` or configuration.
+        On an unknown subject or policy name, bad ``limit`` or configuration: a policy
+        with k or D above K, M too small for dense, ``num_experts`` contradicting the
+        checkpoint, an unsupported architecture, NaN router outputs (naming the layer).
+    FileNotFoundError, OSError
+        Missing checkpoint files, an unwritable output location, an unreachable hub id.
     ConnectionError
         ``ray_address`` unreachable (checked before the model loads).
     NoLiveNodeError
         Every node failed; the results so far (the interrupted policy's partial result
         included) are written first.
     """
-    from .model import load_moe_model
+    from .model import inspect_checkpoint, load_expert_model
 
-    system = system or SystemConfig()
     if engine not in ENGINES:
         raise ValueError(f"`engine` (--engine) must be one of {', '.join(ENGINES)}, got {engine!r}")
     if ray_address is not None and engine != "ray":
@@ -107,36 +130,65 @@ def run_main_job(
         from .runtime.ray_engine import CONNECT_TIMEOUT_S, _check_reachable
 
         _check_reachable(ray_address, CONNECT_TIMEOUT_S)
+
     names = resolve_subjects(subjects)
     parsed = [policy_from_name(p) for p in policies]
     if not parsed:
         raise ValueError("`policies` must name at least one policy")
+    out_dir = Path(output) if output is not None else None
+    if out_dir is not None:
+        _check_output_dir(out_dir)
+    if system is not None and num_experts is not None and int(num_experts) != system.num_experts:
+        raise ValueError(f"`num_experts` ({num_experts}) differs from `system.num_experts` ({system.num_experts})")
+    asked_k = num_experts if num_experts is not None else (system.num_experts if system is not None else None)
+    # what the checkpoint is, from its config only: K is known before any weight is loaded
+    info = inspect_checkpoint(model_source)
+    if info.kind == "moe":
+        if asked_k is not None and info.num_experts is not None and int(asked_k) != info.num_experts:
+            raise ValueError(
+                f"`num_experts` (--num-experts/-K) = {asked_k} contradicts the checkpoint: this "
+                f"{info.family.label} model has K = {info.num_experts} routed experts per layer (one per node); "
+                "omit --num-experts"
+            )
+        k = info.num_experts
+    else:
+        k = int(asked_k) if asked_k is not None else DEFAULT_CARVED_EXPERTS
+    if system is None:
+        extra = {} if snr_db is None else {"snr_db": snr_db}
+        system = SystemConfig(
+            num_experts=k,
+            num_subcarriers=num_subcarriers if num_subcarriers is not None else default_num_subcarriers(k),
+            **extra,
+        )
+    _check_policies(parsed, system)
     calib = sorted(set(names) & set(CALIBRATION_SUBJECTS))
-    if calib:
+    if calib and info.kind != "moe":
         warnings.warn(
             f"subjects {calib} are in the routers' calibration set: their accuracy is optimistic",
             stacklevel=2,
         )
-    links = system.num_experts * (system.num_experts - 1)
-    if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:
-        raise ValueError(
-            f"`num_subcarriers` (--num-subcarriers/-M) = {system.num_subcarriers} is too small for "
-            f"the dense policy: K(K-1) = {links} links may all be active at once and dense cannot "
-            f"reroute; use M >= {links} or drop dense"
-        )
-    for p in parsed:
-        if isinstance(p, TopK) and p.k > system.num_experts:
-            raise ValueError(f"policy {p.name}: `k` must not exceed K = {system.num_experts}")
     questions = load_mmlu(names, limit=limit)
-    out_dir = Path(output) if output is not None else None
-    if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"`output` (--output/-o) must be a directory, but {str(out_dir)!r} is a file")
-        out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_moe_model(
-        model_source, num_experts=system.num_experts, cache_dir=cache_dir, progress=progress
+    model = load_expert_model(
+        model_source, num_experts=system.num_experts, cache_dir=cache_dir, progress=progress,
+        combine=combine, device=device,
     )
-    model.combine = combine
+    if model.num_experts != system.num_experts:
+        raise ValueError(
+            f"`system.num_experts` ({system.num_experts}) must equal the model's K = {model.num_experts}"
+        )
+    if model.tokenizer is None:
+        raise ValueError(
+            f"the model at {model_source!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
+            "`dmoe run` needs one to encode MMLU questions"
+        )
+    info_line = model.describe()
+    log(
+        f"model: {info_line.get('label', info_line['family'])} ({info_line['family']}), K = {model.num_experts} "
+        f"routed experts per layer, native top-k = {info_line['native_top_k']}, "
+        f"shared experts: {info_line.get('shared_experts', 'none')}"
+        + (f", dense layers {info_line['dense_layers']}" if info_line.get("dense_layers") else "")
+    )
+    log(f"gating scores: {info_line.get('gate', '')}; combination: {info_line.get('combine', '')}")
     queries = [pack_question(model.tokenizer, q) for q in questions]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
@@ -173,12 +225,14 @@ def run_main_job(
         "policies": [{"name": p.name, **p.params()} for p in parsed],
         "seed": seed,
         "channel_redraw": channel_redraw,
-        "combine": combine,
+        "combine": model.combine,
+        "device": str(model.device),
         "engine": engine,
         "ray_address": ray_address,
         "node_failure_rate": node_failure_rate,
         "node_rejoin": node_rejoin,
         "model": dict(getattr(model, "metadata", {}) or {"source": model_source or "default"}),
+        "expert_model": info_line,
         "system": system.to_dict(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
@@ -189,6 +243,7 @@ def run_main_job(
         config["error"] = str(failure)
     log(format_table(results))
     if out_dir is not None and results:
+        out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(out_dir / "summary.json", config, results)
         write_per_layer_csv(out_dir / "per_layer.csv", results)
         plot_per_layer(
@@ -201,3 +256,32 @@ def run_main_job(
         where = f"; the results so far are in {out_dir}" if out_dir is not None and results else ""
         raise NoLiveNodeError(f"{failure}{where}", round=failure.round, layer=failure.layer) from failure
     return config, results
+
+
+def _check_output_dir(out_dir: Path) -> None:
+    """Raise unless ``out_dir`` is (or can become) a writable directory; creates nothing."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"`output` (--output/-o) must be a directory, but {str(out_dir)!r} is a file")
+    parent = out_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"`output` (--output/-o): {str(parent)!r} is not a writable directory")
+
+
+def _check_policies(parsed, system: SystemConfig) -> None:
+    """Every policy fits K and M: k <= K, D <= K, and M >= K(K-1) for dense."""
+    k = system.num_experts
+    links = k * (k - 1)
+    if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:
+        raise ValueError(
+            f"`num_subcarriers` (--num-subcarriers/-M) = {system.num_subcarriers} is too small for "
+            f"the dense policy: K(K-1) = {links} links may all be active at once and dense cannot "
+            f"reroute; use M >= {links} or drop dense"
+        )
+    for p in parsed:
+        if isinstance(p, TopK) and p.k > k:
+            raise ValueError(f"policy {p.name}: `k` must not exceed K = {k}")
+        d = getattr(p, "max_experts", None)
+        if d is not None and d > k:
+            raise ValueError(f"policy {p.name}: `max_experts` D = {d} must not exceed K = {k} (the model's experts)")

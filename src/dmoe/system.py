@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["SystemConfig"]
+__all__ = ["SystemConfig", "default_num_subcarriers"]
 
 
 def _is_int(value: Any) -> bool:
@@ -67,6 +67,20 @@ def _coefficients(name: str, value: Any, num_experts: int, *, strictly_positive:
     return tuple(out)
 
 
+def default_num_subcarriers(num_experts: int) -> int:
+    """M for K experts: the smallest power of two >= K(K-1) (DESIGN.md; 64 for K = 8).
+
+    Every one of the K(K-1) directed links can then hold its own subcarrier (C3), so
+    every policy, dense included, is feasible. K = 64 (OLMoE) gives 4096.
+
+    Raises:
+        ValueError: ``num_experts`` is not a positive integer.
+    """
+    k = _positive_int("num_experts", num_experts)
+    links = k * (k - 1)
+    return 1 if links <= 1 else 1 << (links - 1).bit_length()
+
+
 @dataclass(frozen=True)
 class SystemConfig:
     """Physical parameters of the DMoE system; defaults are the paper's (Section VII-A).
@@ -81,7 +95,8 @@ class SystemConfig:
         path_loss: average channel power gain E[H] of the Rayleigh links [linear]. Default 1e-2.
         hidden_state_bytes: s0 [byte] per token. Default 8192 (4096 dims in FP16).
         comp_energy_per_token: a_j [J/token], j = 1..K, each > 0; ``None`` means the
-            paper's a_j = j * 1e-3.
+            paper's a_j = j * 1e-3 for every K (Section VII-A; for K = 64 experts a_j runs
+            from 1 mJ to 64 mJ per token).
         comp_energy_static: b_j [J], each >= 0; ``None`` means b_j = 0.
 
     Raises:

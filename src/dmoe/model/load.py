@@ -8,7 +8,7 @@ Sources (:func:`resolve_source`):
 * a path to a ``.gguf`` file — dequantised to float32 by transformers (needs ``gguf``).
 * a local directory with a Hugging Face Llama-family model (``config.json`` + weights).
 * a local directory holding a dmoe build (``meta.json`` with ``"format": "dmoe-moe"``) —
-  loaded as is by :func:`dmoe.model.build.load_moe_model`.
+  loaded as is by :func:`dmoe.model.carved.build.load_moe_model`.
 * any other string — a Hugging Face Hub id, loaded with ``from_pretrained`` (needs network
   access or a populated HF cache; failures are re-raised as a clear :class:`OSError`).
 """
@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from .moe import UnsupportedModelError, check_supported
+from .carved.moe import check_supported
+from .interface import UnsupportedModelError
 
 __all__ = [
     "DEFAULT_GGUF_PACKAGE",
@@ -73,7 +74,7 @@ def _file_fingerprint(path: Path, chunk: int = 4 << 20) -> dict[str, Any]:
 
 
 def is_dmoe_build(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory written by :func:`dmoe.model.build.build_moe_model`."""
+    """Whether ``path`` is a directory written by :func:`dmoe.model.carved.build.build_moe_model`."""
     meta = Path(path) / "meta.json"
     if not meta.is_file():
         return False
@@ -195,7 +196,7 @@ def load_dense_model(
     """Load the dense causal LM (float32, eval mode) and its tokenizer.
 
     Returns ``(model, tokenizer_or_None, ModelSource)``. Raises
-    :class:`~dmoe.model.moe.UnsupportedModelError` (a ValueError) when the model is not a
+    :class:`~dmoe.model.interface.UnsupportedModelError` (a ValueError) when the model is not a
     Llama-family dense causal LM, :class:`OSError` when a hub id cannot be fetched.
     """
     from transformers import AutoModelForCausalLM

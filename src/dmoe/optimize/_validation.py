@@ -153,6 +153,8 @@ def check_rates(rates) -> np.ndarray:
     k, _, m = arr.shape
     if k < 1 or m < 1:
         raise ValueError(f"`rates` must have num_experts >= 1 and num_subcarriers >= 1, got {arr.shape}")
+    if arr.size and arr.min() >= 0 and np.isfinite(arr.max()):
+        return arr  # fast path, no copy: every entry finite and >= 0 (a NaN fails min() >= 0)
     off = ~np.eye(k, dtype=bool)
     vals = arr[off]
     if vals.size:

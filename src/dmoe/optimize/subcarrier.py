@@ -85,10 +85,13 @@ def assign_links(weight: np.ndarray, usable: np.ndarray) -> np.ndarray:
     out = np.full(n, -1, dtype=np.int64)
     if n == 0 or m == 0 or not usable.any():
         return out
-    scale = float(weight[usable].max())
+    scale = float(np.max(weight, where=usable, initial=0.0))  # weights are >= 0
     scale = scale if scale > 0 and np.isfinite(scale) else 1.0
     # [n, m] normalised weights in [0, 1]; unusable pairs get a penalty > any real total
-    cost = np.where(usable, weight / scale, float(n + 1))
+    with np.errstate(invalid="ignore"):
+        cost = weight / scale
+    if not usable.all():
+        cost[~usable] = float(n + 1)
     rows, cols = linear_sum_assignment(cost)
     keep = usable[rows, cols]
     out[rows[keep]] = cols[keep]
@@ -127,12 +130,11 @@ def allocate_subcarriers(rates, demand, *, tx_power_w, bits_per_token, assign_id
     act = np.argwhere(active)
     if act.size:
         r_act = rates[act[:, 0], act[:, 1], :]
-        usable = r_act > 0
         s = demand[act[:, 0], act[:, 1]]
-        with np.errstate(divide="ignore"):
-            # [L, M] energy of link l on subcarrier m (eq 3)
-            weight = np.where(usable, p0 * bits * s[:, None] / np.where(usable, r_act, 1.0), 0.0)
-        usable &= np.isfinite(weight)
+        with np.errstate(divide="ignore", over="ignore"):
+            # [L, M] energy of link l on subcarrier m (eq 3); inf where r = 0 (never used)
+            weight = (p0 * bits * s)[:, None] / r_act
+        usable = (r_act > 0) & np.isfinite(weight)
         subcarrier[act[:, 0], act[:, 1]] = assign_links(weight, usable)
 
     if assign_idle:
@@ -143,10 +145,9 @@ def allocate_subcarriers(rates, demand, *, tx_power_w, bits_per_token, assign_id
         if idle.size and free.size:
             # [I, F] rates of idle links on free subcarriers
             r_idle = rates[idle[:, 0], idle[:, 1], :][:, free]
-            usable = r_idle > 0
-            with np.errstate(divide="ignore"):
-                weight = np.where(usable, p0 * bits / np.where(usable, r_idle, 1.0), 0.0)
-            usable &= np.isfinite(weight)
+            with np.errstate(divide="ignore", over="ignore"):
+                weight = (p0 * bits) / r_idle  # inf where r = 0 (never used)
+            usable = (r_idle > 0) & np.isfinite(weight)
             cols = assign_links(weight, usable)
             got = cols >= 0
             subcarrier[idle[got, 0], idle[got, 1]] = free[cols[got]]

@@ -61,6 +61,9 @@ class PolicyResult:
     complete : bool
         False when the run stopped early (every node failed): then the numbers cover
         the ``num_questions`` questions answered before.
+    energy_always_on_j : float
+        Of ``energy_comp_j``, the always-on part (shared experts, dense layers) charged at
+        the source nodes [J]; the same for every policy, 0 for the carved model.
     """
 
     policy: str
@@ -85,6 +88,7 @@ class PolicyResult:
     energy_lost_j: float = 0.0
     energy_rehost_j: float = 0.0
     complete: bool = True
+    energy_always_on_j: float = 0.0
 
     @property
     def seconds_per_round(self) -> float:
@@ -102,6 +106,7 @@ class PolicyResult:
             "energy_comp_j": self.energy_comp_j,
             "num_questions": self.num_questions,
             "num_tokens": self.num_tokens,
+            "energy_always_on_j": self.energy_always_on_j,
             "seconds": round(self.seconds, 2),
             "engine": self.engine,
             "rounds": self.rounds,
@@ -231,4 +236,5 @@ def _result(runtime: DMoERuntime, name: str, logliks, answers, seconds: float, *
         energy_lost_j=ledger.energy_lost_j,
         energy_rehost_j=ledger.energy_rehost_j,
         complete=complete,
+        energy_always_on_j=ledger.energy_always_on_j,
     )

@@ -8,6 +8,14 @@ link); computation energy of expert j is ``a_j`` [J] per token processed plus ``
 once per round in which it processes at least one token (eq 4). In-situ processing
 (i == j) costs no communication.
 
+Always-on part (shared experts, the whole FFN of a dense layer, e.g. DeepSeek-V3's first
+layers): it runs at each token's source node i with no transmission, so it costs no
+communication, and its computation is charged there as ``c^(l) * a_i`` [J] per token,
+where ``c^(l)`` is its size in units of one routed expert (``model.always_on_size(layer)``,
+the ratio of FFN parameter counts). The charge does not depend on the policy: it is the
+same for every policy on the same questions. It is part of ``energy_comp_j`` and is also
+reported alone as ``energy_always_on_j``. The carved default has no always-on part.
+
 The return of the FFN output to the source node (protocol step 5) is counted in
 ``backward_transmissions`` but not charged: the paper's energy model (eq 3) and its
 objective P1/P2 charge each selected remote expert one hidden-state transfer, and the
@@ -48,6 +56,7 @@ class LayerTotals:
     expert_calls: np.ndarray
     transmissions: np.ndarray
     infeasible_tokens: np.ndarray
+    energy_always_on_j: np.ndarray | None = None
 
 
 @dataclass
@@ -74,6 +83,7 @@ class EnergyLedger:
     _lost: np.ndarray = field(init=False)
     _rehost: np.ndarray = field(init=False)
     _rehost_tokens: np.ndarray = field(init=False)
+    _always_on: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         L, K = self.num_layers, self.system.num_experts
@@ -89,6 +99,7 @@ class EnergyLedger:
         self._lost = np.zeros(L)
         self._rehost = np.zeros(L)
         self._rehost_tokens = np.zeros(L, dtype=np.int64)
+        self._always_on = np.zeros(L)
 
     def charge(
         self,
@@ -175,7 +186,49 @@ class EnergyLedger:
         self._rehost_tokens[layer] += int(num_tokens)
         return energy
 
+    def charge_always_on(self, layer: int, source: np.ndarray, size: float, *, dense_layer: bool = False) -> float:
+        """Charge the always-on part of one layer round at the tokens' source nodes.
+
+        Parameters
+        ----------
+        layer : int
+            0-based layer index.
+        source : ndarray [num_tokens], int
+            Node holding each token (where its always-on part runs).
+        size : float
+            c^(l) >= 0, the always-on computation in units of one routed expert.
+        dense_layer : bool
+            The layer has no routed experts (nothing was scheduled): its tokens are
+            counted here instead of in :meth:`charge`.
+
+        Returns
+        -------
+        float
+            Energy charged [J]: ``size * sum_t a_{source(t)}``.
+
+        Raises
+        ------
+        ValueError
+            If ``size`` is negative or not finite.
+        """
+        size = float(size)
+        if not np.isfinite(size) or size < 0:
+            raise ValueError(f"`size` must be a finite number >= 0, got {size!r}")
+        source = np.asarray(source, dtype=np.int64)
+        a = self.system.comp_energy_per_token_j
+        energy = size * float(a[source].sum())
+        self._comp[layer] += energy
+        self._always_on[layer] += energy
+        if dense_layer:
+            self._tokens[layer] += source.shape[0]
+        return energy
+
     # ---------------------------------------------------------------- read-outs
+    @property
+    def energy_always_on_j(self) -> float:
+        """Always-on computation energy [J] (included in :attr:`energy_comp_j`)."""
+        return float(self._always_on.sum())
+
     @property
     def energy_comm_j(self) -> float:
         """Total communication energy [J]."""
@@ -220,4 +273,5 @@ class EnergyLedger:
             self._calls.copy(),
             self._tx.copy(),
             self._infeasible.copy(),
+            self._always_on.copy(),
         )

@@ -21,14 +21,14 @@ batched over everything it hosts or receives:
   selected expert;
 * :meth:`ffn` -- step 4 (expert side): ``FFN_j`` on the batches received from all sources,
   one output batch back per source;
-* :meth:`combine` -- step 5: aggregate the returned outputs (the model's combination rule)
-  and add the residual; returns each query's new hidden state, the server's checkpoint;
+* :meth:`combine` -- step 5: aggregate the returned outputs with the model's combination
+  weights, add the always-on part and the residual; returns each query's new hidden state, the server's checkpoint;
 * :meth:`logits` -- the next-token logits the server scores.
 
 Model access goes only through the expert-model interface (``embed``,
 ``position_embeddings``, ``attention_block``, ``ffn_input``, ``gate_scores``,
-``expert_parameters``, ``apply_expert``, ``combine_outputs``, ``logits``, and where the
-model has them ``always_on`` and ``is_moe_layer``).
+``expert_parameters``, ``apply_expert``, ``combine_weights``, ``always_on``,
+``is_moe_layer``, ``logits``).
 """
 
 from __future__ import annotations
@@ -77,9 +77,12 @@ class ExpertNode:
     def __init__(self, index: int, model) -> None:
         self.index = int(index)
         self._model = model
-        # per layer: this node's own FFN parameters (eq 6), contiguous copies taken once
-        self._ffn: list[dict[str, torch.Tensor]] = [
+        # per layer: this node's own expert parameters (eq 6; carved: {"gate": [F_j, H],
+        # "up": [F_j, H], "down": [H, F_j]}), contiguous tensors taken once; None at a dense layer
+        self._ffn: list[dict[str, torch.Tensor] | None] = [
             {k: v.contiguous() for k, v in model.expert_parameters(layer, self.index).items()}
+            if model.is_moe_layer(layer)
+            else None
             for layer in range(model.num_layers)
         ]
         # per hosted query: {"hidden", "pe", "mask", "rows", "u", "g"}
@@ -139,13 +142,9 @@ class ExpertNode:
             h = model.attention_block(layer, st["hidden"], st["pe"], st["mask"])
             u = model.ffn_input(layer, h)
             g = model.gate_scores(layer, u)
-            st.update(attended=h, u=u, g=g, layer=layer, always=self._always_on(layer, u))
-            out[q] = g.numpy()
+            st.update(attended=h, u=u, g=g, layer=layer, always=model.always_on(layer, u))
+            out[q] = g.cpu().numpy()
         return out
-
-    def _always_on(self, layer: int, u: torch.Tensor):
-        always_on = getattr(self._model, "always_on", None)
-        return None if always_on is None else always_on(layer, u)
 
     @torch.no_grad()
     def dense_layer(self, layer: int, qids: Sequence[int]):
@@ -159,7 +158,7 @@ class ExpertNode:
         for q in qids:
             st = self._queries[q]
             h = model.attention_block(layer, st["hidden"], st["pe"], st["mask"])
-            a = self._always_on(layer, model.ffn_input(layer, h))
+            a = model.always_on(layer, model.ffn_input(layer, h))
             st["hidden"] = h if a is None else h + a
             new.append(st["hidden"])
         return (True, *new)
@@ -184,6 +183,8 @@ class ExpertNode:
         parts : Tensor [n_i, H] per source -> (True, Tensor [n_i, H] per source): a status
         the server waits on, then one output batch back to each source.
         """
+        if self._ffn[layer] is None:
+            raise ValueError(f"layer {layer} is a dense layer: node {self.index} holds no expert there")
         sizes = [p.shape[0] for p in parts]
         x = parts[0] if len(parts) == 1 else torch.cat(parts)
         y = self._model.apply_expert(layer, self._ffn[layer], x)
@@ -201,24 +202,26 @@ class ExpertNode:
         """
         model = self._model
         qids = sorted(selections)
-        full = {}
+        weights, agg = {}, {}
         for q in qids:
             st = self._queries[q]
             if st.get("layer") != layer:
                 raise RuntimeError(f"node {self.index}: query {q} has not attended layer {layer}")
-            full[q] = torch.zeros(st["u"].shape[0], model.num_experts, st["u"].shape[1], dtype=st["u"].dtype)
+            sel = torch.from_numpy(np.asarray(selections[q], dtype=bool)).to(st["u"].device)
+            # [S, K] the model's combination weights for this selection (eq 8 or the family's)
+            weights[q] = model.combine_weights(sel, st["g"])
+            agg[q] = torch.zeros(st["u"].shape[0], st["u"].shape[1], dtype=torch.float32, device=st["u"].device)
         for (j, parts), y in zip(recv, outputs):
             start = 0
             for q, rows in parts:
                 n = len(rows)
-                full[q][torch.as_tensor(rows, dtype=torch.long), j] = y[start : start + n]
+                idx = torch.as_tensor(rows, dtype=torch.long, device=agg[q].device)
+                agg[q].index_add_(0, idx, y[start : start + n].float() * weights[q][idx, j, None])
                 start += n
         new = []
         for q in qids:
             st = self._queries[q]
-            sel = torch.from_numpy(np.asarray(selections[q], dtype=bool))
-            agg = model.combine_outputs(full[q], sel, st["g"])
-            st["hidden"] = st["attended"] + agg
+            st["hidden"] = st["attended"] + agg[q]
             if st["always"] is not None:  # shared experts / always-on FFN, at the source
                 st["hidden"] = st["hidden"] + st["always"]
             for key in ("attended", "u", "g", "always"):
@@ -230,4 +233,4 @@ class ExpertNode:
     @torch.no_grad()
     def logits(self, qids: Sequence[int]) -> dict[int, torch.Tensor]:
         """Next-token logits ``[n_scored, V]`` of each hosted query at its score rows."""
-        return {q: self._model.logits(self._queries[q]["hidden"][self._queries[q]["rows"]]) for q in qids}
+        return {q: self._model.logits(self._queries[q]["hidden"][self._queries[q]["rows"]]).cpu() for q in qids}

@@ -11,13 +11,17 @@ l = 1..L it runs
    experts that are up;
 4. forward transmission of each hidden state to its selected experts (one batch per
    source and expert) and the FFN of each selected expert on everything it received;
-5. backward transmission and aggregation at the host node (the model's combination rule);
-   the host returns each query's layer output, which the server keeps as the query's
+5. backward transmission and aggregation at the host node with the model's combination
+   weights, plus the model's always-on part (shared experts) computed at the host; the
+   host returns each query's layer output, which the server keeps as the query's
    checkpoint;
 
 and charges the :class:`~dmoe.runtime.ledger.EnergyLedger` with what was sent and
-computed. Finally each host computes the next-token logits the server scores. Every
-phase is one call per node (batched over everything the node hosts or receives).
+computed. A dense layer (e.g. DeepSeek-V3's first layers) is not scheduled: its whole FFN
+is the always-on part, run at the host. Finally each host computes the next-token logits
+the server scores (returned on the CPU). Every phase is one call per node (batched over
+everything the node hosts or receives). The model is any
+:class:`~dmoe.model.interface.ExpertModel`.
 
 Node loss (issue 9): a node that dies (fault model, scheduled kill, or a real process
 death) is detected when its call fails. The server marks its expert unavailable; a query
@@ -317,13 +321,13 @@ class DMoERuntime:
         )
         self._place(range(n), r, 0, None, st)
         rates = None
-        is_moe = getattr(self.model, "is_moe_layer", None)
+        model = self.model
         for layer in range(L):
             rates = self._rates(r, layer)
             kills = self.fault_model.draw(r, layer, self.up)
             for j in kills["attention"]:
                 eng.kill(j)
-            if is_moe is not None and not is_moe(layer):
+            if not model.is_moe_layer(layer):
                 # nothing to schedule: the whole layer runs at each host (always-on FFN)
                 for j in kills["experts"]:
                     eng.kill(j)
@@ -367,6 +371,10 @@ class DMoERuntime:
                 self.ledger.charge(
                     layer, selection, source, sched.subcarrier, rates, sched.feasible, completed=completed
                 )
+                size = float(model.always_on_size(layer))
+                if size > 0 and completed.any():
+                    # shared experts: at each completed token's host, no transmission
+                    self.ledger.charge_always_on(layer, source[completed], size)
                 for i, q in enumerate(order):
                     if q in done:
                         st.ckpt[q] = done[q]
@@ -413,6 +421,10 @@ class DMoERuntime:
                     for q, ref in zip(groups[h], calls[h][1:]):
                         st.ckpt[q] = ref
                         pending.remove(q)
+                    # the whole FFN is the always-on part, run at the host: charged c^(l) a_h per token
+                    source = np.full(sum(st.tokens[q] for q in groups[h]), h, dtype=np.int64)
+                    self.ledger.charge_always_on(layer, source, float(self.model.always_on_size(layer)),
+                                                 dense_layer=True)
             self._failed(hosts, vals, r, layer, st)
 
     def _experts(self, layer, order, offsets, selection, r, st) -> dict:

@@ -3,7 +3,7 @@
 Every layer's FFN ``down(act(gate x) * up x)`` with F intermediate neurons is partitioned
 into K experts of F/K neurons each (``expert_neurons``); expert j of layer l is the FFN
 restricted to its neurons, ``FFN_j(x) = down[:, n_j] (act(gate[n_j] x) * up[n_j] x)``, so
-``sum_j FFN_j(x) = FFN(x)`` exactly (up to float rounding). A :class:`~dmoe.model.router.Router`
+``sum_j FFN_j(x) = FFN(x)`` exactly (up to float rounding). A :class:`~dmoe.model.carved.router.Router`
 per layer gives the gating scores (eq 7).
 
 The methods are the pieces the DMoE runtime (Section III-C) calls: embedding, rotary
@@ -23,15 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..interface import ExpertModel, UnsupportedModelError
+from ..masks import attention_mask_for
 from .router import Router
 
 __all__ = ["MoEModel", "UnsupportedModelError", "check_supported", "COMBINE_MODES"]
 
 COMBINE_MODES = ("sum", "weighted")
-
-
-class UnsupportedModelError(ValueError):
-    """The dense model does not have the Llama-family layout that MoEModel needs."""
 
 
 def check_supported(dense: nn.Module) -> None:
@@ -96,7 +94,7 @@ def _as_partition(expert_neurons: torch.Tensor | Sequence, num_layers: int, inte
     return t
 
 
-class MoEModel(nn.Module):
+class MoEModel(nn.Module, ExpertModel):
     """A dense Llama-family ``*ForCausalLM`` whose FFNs are split into experts, plus routers.
 
     Args:
@@ -117,8 +115,13 @@ class MoEModel(nn.Module):
     ``intermediate_size`` (F), ``expert_size`` (F/K), ``vocab_size``, ``config`` (the HF
     config), ``tokenizer``, ``combine``, ``routers`` (``nn.ModuleList``), ``expert_neurons``.
 
-    Layers are 0-based here (the paper's l = layer + 1).
+    Layers are 0-based here (the paper's l = layer + 1). Implements
+    :class:`~dmoe.model.interface.ExpertModel` with ``family = "carved"``, no native top-k,
+    no always-on part and every layer an MoE layer.
     """
+
+    family = "carved"
+    native_top_k = None
 
     def __init__(
         self,
@@ -161,6 +164,18 @@ class MoEModel(nn.Module):
         self.to(device)
 
     # ------------------------------------------------------------------ properties
+    def describe(self) -> dict[str, Any]:
+        """Family, K, native top-k (None), shared experts (none) and how g is derived."""
+        return {
+            "family": self.family,
+            "num_experts": self.num_experts,
+            "native_top_k": None,
+            "shared_experts": "none",
+            "dense_layers": [],
+            "gate": "softmax of a linear router trained on the slices' output norms (eq 7)",
+            "combine": "sum of the selected slices" if self.combine == "sum" else "eq (8)",
+        }
+
     @property
     def combine(self) -> str:
         return self._combine
@@ -225,20 +240,7 @@ class MoEModel(nn.Module):
 
     def _attn_mask(self, attention_mask: torch.Tensor | None, seq_len: int, dtype: torch.dtype):
         impl = getattr(self.dense.config, "_attn_implementation", "sdpa")
-        if attention_mask is None:
-            if impl == "sdpa" or seq_len == 1:
-                return None  # SDPA applies the causal mask itself
-            attention_mask = torch.ones(seq_len, seq_len, dtype=torch.bool, device=self.device).tril()
-        mask = attention_mask.to(self.device)
-        if mask.dtype != torch.bool:
-            raise ValueError("attention_mask must be a bool [S, S] tensor (True = may attend)")
-        if mask.shape != (seq_len, seq_len):
-            raise ValueError(f"attention_mask must be [S, S] = [{seq_len}, {seq_len}], got {tuple(mask.shape)}")
-        mask = mask[None, None]
-        if impl == "sdpa":
-            return mask
-        additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-        return additive.masked_fill(~mask, torch.finfo(dtype).min)
+        return attention_mask_for(impl, attention_mask, seq_len, dtype, self.device)
 
     def attention_block(
         self,
@@ -275,7 +277,7 @@ class MoEModel(nn.Module):
         """Expert ``expert``'s slice of layer ``layer``'s FFN (what its node holds, eq 6).
 
         Returns ``{"gate": [F/K, H], "up": [F/K, H], "down": [H, F/K]}``. When the layer's
-        experts are contiguous neuron blocks (the layout :func:`~dmoe.model.build.build_moe_model`
+        experts are contiguous neuron blocks (the layout :func:`~dmoe.model.carved.build.build_moe_model`
         produces) and ``copy`` is False these are **views** of the dense weights (no
         memory; treat them as read-only, ``down`` is a strided view); otherwise they are
         fresh contiguous copies.

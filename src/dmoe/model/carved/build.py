@@ -1,4 +1,4 @@
-"""Build a :class:`~dmoe.model.moe.MoEModel` from a dense model, and cache it on disk.
+"""Build a :class:`~dmoe.model.carved.moe.MoEModel` from a dense model, and cache it on disk.
 
 Build (:func:`moefy_model`), one decoder layer at a time so that only one layer's
 calibration activations are held in memory:
@@ -7,17 +7,17 @@ calibration activations are held in memory:
    causal masks) through the layer's attention block (dense model);
 2. collect the FFN inputs ``x`` ``[N, H]`` and activations ``act(gate x) * up x`` ``[N, F]``;
 3. MoEfication: partition the F neurons into K equal experts of co-activating neurons
-   (:func:`~dmoe.model.moefy.partition_neurons`), then permute the FFN's neurons so that
+   (:func:`~dmoe.model.carved.moefy.partition_neurons`), then permute the FFN's neurons so that
    expert j is the contiguous block ``[j F/K, (j+1) F/K)`` (a permutation of the
    intermediate neurons does not change the FFN; ``expert_parameters`` are then views);
 4. router: targets ``p_j = ||FFN_j(x)|| / sum_k ||FFN_k(x)||``, fitted with
-   :func:`~dmoe.model.router.train_router`; its quality goes into the metadata;
+   :func:`~dmoe.model.carved.router.train_router`; its quality goes into the metadata;
 5. advance the hidden states with the dense FFN output.
 
 At the end the MoE model with every expert selected is checked against the dense model's
 logits on a calibration sequence (max |diff| recorded as ``dense_check_max_abs_diff``; a
 value above :data:`DENSE_CHECK_ATOL` means the architecture is not the Llama layout and
-raises :class:`~dmoe.model.moe.UnsupportedModelError`).
+raises :class:`~dmoe.model.carved.moe.UnsupportedModelError`).
 
 Cache (:func:`build_moe_model`): ``$DMOE_CACHE_DIR`` (default ``~/.cache/dmoe``) /
 ``<source name>-K<K>-<key>`` holding ``config.json``, the tokenizer files,
@@ -47,14 +47,14 @@ from typing import Any
 
 import torch
 
-from .calibration import (
+from ..calibration import (
     DEFAULT_CALIBRATION_TOKENS,
     as_id_tensors,
     calibration_spec,
     default_calibration_texts,
     tokenize_calibration,
 )
-from .load import BUILD_FORMAT, load_dense_model, read_intermediate_size, resolve_source
+from ..load import BUILD_FORMAT, load_dense_model, read_intermediate_size, resolve_source
 from .moe import COMBINE_MODES, MoEModel, UnsupportedModelError, check_supported
 from .moefy import ffn_activations, partition_neurons
 from .router import Router, router_targets, train_router
