@@ -310,3 +310,40 @@ def test_dense_layers_and_always_on_run_at_the_source(tiny_llama, queries):
         ref = model.forward_masked(q.input_ids, positions=q.positions, attention_mask=q.attention_mask,
                                    selection=torch.from_numpy(sel))[q.score_rows]
         torch.testing.assert_close(lg, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_real_moe_family_same_on_ray(ray_session, tmp_path):
+    """DeepSeek-V3 (a dense first layer, a shared expert, its own combination weights) on
+    real actors gives what the in-process engine gives, with and without a node loss."""
+    from test_hf_moe import _causal_query, save_tiny_moe
+
+    from dmoe.model import load_expert_model
+    from dmoe.runtime.ray_engine import RayEngine
+    from dmoe.system import default_num_subcarriers
+
+    save_tiny_moe("deepseek_v3", tmp_path)
+    model = load_expert_model(str(tmp_path))
+    k = model.num_experts
+    system = SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
+    gen = torch.Generator().manual_seed(0)
+    qs = [_causal_query(torch.randint(0, 256, (int(n),), generator=gen)) for n in torch.randint(5, 12, (k,))]
+    eng = RayEngine(model)
+    try:
+        for kills in ([], [NodeKill(0, 1, 3, "experts")]):
+            out = {}
+            for name, engine in (("local", "local"), ("ray", eng)):
+                rt = DMoERuntime(model, JESAPolicy(0.8, 2), system=system, seed=1, record_selection=True,
+                                 engine=engine, node_kills=kills)
+                out[name] = (rt, rt.run_round(qs))
+            (rt_a, a), (rt_b, b) = out["local"], out["ray"]
+            for x, y in zip(a.logits, b.logits):
+                torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+            for x, y in zip(a.selections, b.selections):
+                np.testing.assert_array_equal(x, y)
+            assert rt_a.ledger.energy_j == pytest.approx(rt_b.ledger.energy_j, rel=1e-12)
+            assert rt_a.ledger.energy_always_on_j > 0
+            assert rt_a.ledger.energy_always_on_j == pytest.approx(rt_b.ledger.energy_always_on_j)
+            assert rt_a.faults.summary() == rt_b.faults.summary()
+            assert rt_a.faults.failures == len(kills)
+    finally:
+        eng.shutdown()
