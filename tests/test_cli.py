@@ -28,6 +28,7 @@ from dmoe.cli import main
         (["run", "--engine", "spark"], "--engine"),
         (["run", "--ray-address", "127.0.0.1:1"], "--engine ray"),
         (["run", "--engine", "ray", "--ray-address", "127.0.0.1:1"], "no Ray cluster reachable"),
+        (["run", "--ppl-texts", "-1"], "--ppl-texts"),
     ],
 )
 def test_bad_run_arguments_fail_cleanly(args, needle, tmp_path):

@@ -202,6 +202,9 @@ class _FakeContext(Context):
         comp = rng.uniform(0.5, 1.0) * decay * n * 10
         correct = rng.integers(0, 2, n)
         nll = rng.uniform(20, 60, n)
+        agree = rng.integers(0, 2, n)
+        kl = rng.uniform(0.1, 2.0, n)
+        scored = rng.integers(5, 30, n)
         rec = EvalRecord(
             policy=policy.name, params=policy.params(), accuracy=float(correct.mean()), mean_nll=float(nll.mean()),
             energy_j=float(comm.sum() + comp.sum()), energy_comm_j=float(comm.sum()), energy_comp_j=float(comp.sum()),
@@ -211,6 +214,8 @@ class _FakeContext(Context):
                        "infeasible_tokens": [0] * layers},
             selection_counts=np.ones((layers, 8), int).tolist(), correct=correct.tolist(), nll=nll.tolist(),
             subjects=[subjects[0]] * n, seconds=0.1,
+            agreement=float(agree.mean()), mean_kl=float((kl * scored).sum() / scored.sum()),
+            agree=agree.tolist(), kl=kl.tolist(), scored=scored.tolist(),
         )
         return rec
 

@@ -350,6 +350,12 @@ def test_dmoe_run_on_a_moe_checkpoint(tmp_path, tiny_tokenizer):
     assert cfg["expert_model"]["family"] == "qwen2_moe" and cfg["expert_model"]["native_top_k"] == 2
     assert cfg["system"]["num_experts"] == 6 and cfg["system"]["num_subcarriers"] == 32
     assert cfg["combine"] == "family"
+    # quality against the full model = the family's own top-2 routing
+    assert cfg["full_model"]["definition"] == "the family's own top-2 routing"
+    rows = {r["policy"]: r for r in _read_summary(out)["results"]}
+    assert rows["Top-2"]["agreement"] == 1.0 and rows["Top-2"]["mean_kl"] < 1e-9
+    assert rows["JESA(0.9,2)"]["mean_kl"] >= 0 and rows["Top-2"]["perplexity"] == pytest.approx(
+        cfg["full_model"]["perplexity"], rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,9 @@ def main() -> None:
               help="Torch device for the model, e.g. cuda or cpu (default cpu).")
 @click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe).")
 @click.option("--output", "-o", default="results/run", show_default=True, help="Output directory.")
+@click.option("--ppl-texts", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Held-out MMLU question texts (subjects neither evaluated nor used for calibration) "
+                   "for each policy's perplexity; 0 disables it.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where the expert nodes run: this process, or one Ray actor (process) per node.")
 @click.option("--ray-address", default=None,
@@ -67,7 +70,7 @@ def main() -> None:
               help="Failed nodes rejoin at the next query round.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_subcarriers, snr_db,
-        seed, channel_redraw, combine, model_source, device, cache_dir, output, engine, ray_address,
+        seed, channel_redraw, combine, model_source, device, cache_dir, output, ppl_texts, engine, ray_address,
         node_failure_rate, node_rejoin, quiet):
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
     from .main_job import run_main_job
@@ -97,7 +100,8 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
             subjects=[s for s in subjects], limit=limit, policies=list(policies), num_experts=num_experts,
             num_subcarriers=num_subcarriers, snr_db=snr_db,
             seed=seed, channel_redraw=channel_redraw, model_source=model_source,
-            cache_dir=cache_dir, combine=combine, device=device, output=output, progress=not quiet,
+            cache_dir=cache_dir, combine=combine, device=device, output=output, ppl_texts=ppl_texts,
+            progress=not quiet,
             command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, engine=engine,
             ray_address=ray_address, node_failure_rate=node_failure_rate, node_rejoin=node_rejoin,
         )

@@ -10,12 +10,22 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .data import CALIBRATION_SUBJECTS, load_mmlu, pack_question, resolve_subjects
+from .data import (
+    CALIBRATION_SUBJECTS,
+    TEXT_MAX_TOKENS,
+    heldout_subjects,
+    heldout_texts,
+    load_mmlu,
+    pack_question,
+    pack_text,
+    resolve_subjects,
+)
 from .optimize.policies import Dense, TopK, policy_from_name
 from .results import format_table, plot_per_layer, write_per_layer_csv, write_summary
 from .runtime.engine import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .runtime.faults import NoLiveNodeError, check_failure_rate
+from .runtime.quality import full_reference, full_text_nll, perplexity
 from .model.loader import DEFAULT_CARVED_EXPERTS
 from .system import SystemConfig, default_num_subcarriers
 
@@ -46,6 +56,7 @@ def run_main_job(
     combine: str | None = None,
     device: str | None = None,
     output: str | Path | None = None,
+    ppl_texts: int = 16,
     progress: bool = True,
     command: str | None = None,
     log=print,
@@ -89,6 +100,11 @@ def run_main_job(
     output : path, optional
         Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``; created
         only once every policy has run, so a failed run writes nothing.
+    ppl_texts : int, >= 0
+        Held-out texts (:func:`dmoe.data.heldout_texts`, at most
+        :data:`dmoe.data.TEXT_MAX_TOKENS` tokens each) for each policy's perplexity; 0
+        disables it. When every non-calibration subject is evaluated, there is no held-out
+        text: a warning says so and perplexity is skipped.
     command : str, optional
         The command line that started the run, recorded in the config.
     engine : {"local", "ray"}
@@ -108,7 +124,7 @@ def run_main_job(
     Raises
     ------
     ValueError
-        On an unknown subject or policy name, bad ``limit`` or configuration: a policy
+        On an unknown subject or policy name, bad ``limit``, ``ppl_texts`` or configuration: a policy
         with k or D above K, M too small for dense, ``num_experts`` contradicting the
         checkpoint, an unsupported architecture, NaN router outputs (naming the layer).
     FileNotFoundError, OSError
@@ -167,6 +183,19 @@ def run_main_job(
             f"subjects {calib} are in the routers' calibration set: their accuracy is optimistic",
             stacklevel=2,
         )
+    if isinstance(ppl_texts, bool) or not isinstance(ppl_texts, int) or ppl_texts < 0:
+        raise ValueError(f"`ppl_texts` (--ppl-texts) must be a non-negative integer, got {ppl_texts!r}")
+    if ppl_texts and not heldout_subjects(names):
+        warnings.warn(
+            "perplexity skipped: every MMLU subject outside the calibration set is evaluated, "
+            "so there is no held-out text",
+            stacklevel=2,
+        )
+        ppl_texts = 0
+    try:
+        texts, text_subjects = heldout_texts(ppl_texts, exclude=names)
+    except ValueError as exc:
+        raise ValueError(f"`ppl_texts` (--ppl-texts): {exc}") from exc
     questions = load_mmlu(names, limit=limit)
     model = load_expert_model(
         model_source, num_experts=system.num_experts, cache_dir=cache_dir, progress=progress,
@@ -190,9 +219,33 @@ def run_main_job(
     )
     log(f"gating scores: {info_line.get('gate', '')}; combination: {info_line.get('combine', '')}")
     queries = [pack_question(model.tokenizer, q) for q in questions]
+    packed_texts = [pack_text(model.tokenizer, t) for t in texts]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
         f"tokens per policy; K = {system.num_experts} experts, M = {system.num_subcarriers} subcarriers"
+    )
+    # the full model (selection=None), once, shared by every policy
+    reference = full_reference(model, queries)
+    full_nll = full_text_nll(model, packed_texts) if packed_texts else None
+    text_tokens = [t.score_rows.numel() for t in packed_texts]
+    full_model = {
+        "definition": "dense model (every expert)" if info_line["family"] == "carved" else
+        f"the family's own top-{model.native_top_k} routing",
+        "accuracy": float(
+            sum(int(c == q.answer) for c, q in zip(reference.choices, questions)) / len(questions)
+        ),
+        "mean_nll": float(-sum(reference.logliks[i, q.answer] for i, q in enumerate(questions)) / len(questions)),
+        "perplexity": None if full_nll is None else perplexity(full_nll, text_tokens),
+    }
+    if packed_texts:
+        log(
+            f"perplexity: {len(packed_texts)} held-out texts ({sum(text_tokens)} predicted tokens) from "
+            f"{', '.join(dict.fromkeys(text_subjects))}"
+        )
+    log(
+        f"full model ({full_model['definition']}): accuracy {full_model['accuracy']:.3f}, mean NLL "
+        f"{full_model['mean_nll']:.3f}"
+        + ("" if full_model["perplexity"] is None else f", perplexity {full_model['perplexity']:.2f}")
     )
     nodes = make_engine(engine, model, num_nodes=system.num_experts, address=ray_address)
     results: list[PolicyResult] = []
@@ -211,6 +264,8 @@ def run_main_job(
                     engine=nodes,
                     node_failure_rate=node_failure_rate,
                     node_rejoin=node_rejoin,
+                    reference=reference,
+                    texts=packed_texts,
                 )
             )
     except NoLiveNodeError as exc:
@@ -231,6 +286,10 @@ def run_main_job(
         "ray_address": ray_address,
         "node_failure_rate": node_failure_rate,
         "node_rejoin": node_rejoin,
+        "ppl_texts": len(packed_texts),
+        "ppl_subjects": list(dict.fromkeys(text_subjects)),
+        "ppl_max_tokens": TEXT_MAX_TOKENS,
+        "full_model": full_model,
         "model": dict(getattr(model, "metadata", {}) or {"source": model_source or "default"}),
         "expert_model": info_line,
         "system": system.to_dict(),

@@ -92,8 +92,12 @@ def plot_per_layer(path: Path, results: Sequence[PolicyResult], title: str = "")
 
 
 def format_table(results: Sequence[PolicyResult]) -> str:
-    """A plain-text table of accuracy, NLL and energy per policy."""
-    head = f"{'policy':<16}{'accuracy':>9}{'mean NLL':>10}{'energy [J]':>12}{'comm [J]':>11}{'comp [J]':>11}{'vs dense':>9}{'time [s]':>9}"
+    """A plain-text table of accuracy, NLL, agreement and KL with the full model, held-out
+    perplexity and energy per policy."""
+    head = (
+        f"{'policy':<16}{'accuracy':>9}{'mean NLL':>10}{'agree':>7}{'KL [nat]':>10}{'ppl':>12}"
+        f"{'energy [J]':>12}{'comm [J]':>11}{'comp [J]':>11}{'vs dense':>9}{'time [s]':>9}"
+    )
     lines = [head, "-" * len(head)]
     faults = any(r.node_failures or r.node_joins or not r.complete for r in results)
     if faults:
@@ -102,9 +106,10 @@ def format_table(results: Sequence[PolicyResult]) -> str:
     dense = next((r.energy_j for r in results if r.policy == "dense"), None)
     for r in results:
         rel = f"{r.energy_j / dense:>9.3f}" if dense else f"{'':>9}"
+        ppl = f"{r.perplexity:>12.5g}" if r.perplexity is not None else f"{'n/a':>12}"
         line = (
-            f"{r.policy:<16}{r.accuracy:>9.3f}{r.mean_nll:>10.3f}{r.energy_j:>12.2f}"
-            f"{r.energy_comm_j:>11.2f}{r.energy_comp_j:>11.2f}{rel}{r.seconds:>9.1f}"
+            f"{r.policy:<16}{r.accuracy:>9.3f}{r.mean_nll:>10.3f}{r.agreement:>7.3f}{r.mean_kl:>10.4f}{ppl}"
+            f"{r.energy_j:>12.2f}{r.energy_comm_j:>11.2f}{r.energy_comp_j:>11.2f}{rel}{r.seconds:>9.1f}"
         )
         if faults:
             line += f"{r.node_failures:>9}{r.replans:>8}{r.rehosted_queries:>9}"

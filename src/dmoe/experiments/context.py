@@ -1,17 +1,21 @@
 """Shared state of a reproduction run: output folder, the model (loaded once, lazily),
-MMLU questions, and cached policy evaluations.
+MMLU questions, the full model's reference outputs, and cached policy evaluations.
 
 Policy evaluations on the real model are the expensive part, and several experiments
 need the same ones (Top-2 appears in Fig. 7-10). :meth:`Context.evaluate` stores each
 evaluation as ``DIR/cache/evals/<key>.json``; the key hashes the policy's parameters,
 the exact questions, the seed, the system parameters, the channel model and the model's
-build key. A rerun (or a resumed run after an interruption) reuses them.
+build key. A rerun (or a resumed run after an interruption) reuses them. Perplexities on
+held-out text (:meth:`Context.perplexity`) are cached the same way under
+``DIR/cache/ppl/``. The full model's outputs (:func:`dmoe.runtime.full_reference`) are
+computed once per question set, only when an evaluation is not in the cache.
 
 With ``engine="ray"`` the runner first *plans* (:meth:`Context.plan`): it runs the
 experiments against placeholder records to learn which evaluations they need, then
 :meth:`Context.prefetch` runs the missing ones as parallel Ray tasks
 (:mod:`dmoe.experiments.parallel`), writing each into the same cache as it finishes; the
-experiments then run for real and find every evaluation cached. The numbers are the same
+experiments then run for real and find every evaluation cached (perplexities on
+held-out text still run in order). The numbers are the same
 as a local run's: a task runs exactly :func:`~dmoe.runtime.evaluate_policy` on the same
 inputs.
 """
@@ -31,7 +35,7 @@ from dmoe.system import SystemConfig
 
 __all__ = ["Context", "EvalRecord", "to_jsonable", "write_json", "read_json"]
 
-EVAL_FORMAT = 1
+EVAL_FORMAT = 2  # 2: agreement and KL with the full model
 
 
 def to_jsonable(obj):
@@ -85,8 +89,22 @@ class EvalRecord(dict):
     ``channel_draws`` (independent channel realisations the energy averages over),
     ``per_layer`` (lists over layers: ``energy_comm_j``, ``energy_comp_j``, ``tokens``,
     ``expert_calls``, ``transmissions``, ``infeasible_tokens``), ``selection_counts``
-    ``[L][K]``, ``correct`` and ``nll`` per question, ``subjects`` per question, ``seconds``.
+    ``[L][K]``, ``correct`` and ``nll`` per question, ``subjects`` per question, ``seconds``;
+    against the full model: ``agreement`` and ``mean_kl`` [nat], and per question ``agree``
+    (0/1), ``kl`` (mean over its scored tokens [nat]) and ``scored`` (its scored tokens).
     """
+
+    @property
+    def agree(self) -> np.ndarray:
+        return np.asarray(self["agree"], dtype=np.float64)
+
+    @property
+    def kl(self) -> np.ndarray:
+        return np.asarray(self["kl"], dtype=np.float64)
+
+    @property
+    def scored(self) -> np.ndarray:
+        return np.asarray(self["scored"], dtype=np.float64)
 
     @property
     def correct(self) -> np.ndarray:
@@ -145,6 +163,8 @@ class Context:
         self.log = log
         self._model = None
         self._packed: dict = {}
+        self._reference: dict = {}
+        self._texts: dict = {}
         self.evaluations_run = 0
         self.evaluations_cached = 0
         self.model_load_seconds = 0.0
@@ -199,7 +219,91 @@ class Context:
             self._packed[key] = (qs, [pack_question(tok, q) for q in qs])
         return self._packed[key]
 
+    def reference(self, subjects: Sequence[str], limit: int | None):
+        """The full model's outputs on the questions (:func:`dmoe.runtime.full_reference`), memoised."""
+        key = (tuple(subjects), limit)
+        if key not in self._reference:
+            from dmoe.runtime import full_reference
+
+            self._reference[key] = full_reference(self.model(), self.packed(subjects, limit)[1])
+        return self._reference[key]
+
+    def texts(self, exclude: Sequence[str], num_texts: int):
+        """(subjects, packed held-out texts) for a run evaluating ``exclude``, memoised."""
+        key = (tuple(exclude), int(num_texts))
+        if key not in self._texts:
+            from dmoe.data import heldout_texts, pack_text
+
+            texts, subjects = heldout_texts(int(num_texts), exclude=list(exclude))
+            tok = self.model().tokenizer
+            self._texts[key] = (subjects, [pack_text(tok, t) for t in texts])
+        return self._texts[key]
+
+    def full_perplexity(self, *, exclude: Sequence[str], num_texts: int) -> float:
+        """The full model's perplexity on the held-out texts (``selection=None``)."""
+        from dmoe.runtime import full_text_nll, perplexity
+
+        _, texts = self.texts(exclude, num_texts)
+        return perplexity(full_text_nll(self.model(), texts), [t.score_rows.numel() for t in texts])
+
     # ------------------------------------------------------------- evaluation
+    def perplexity(
+        self,
+        policy,
+        *,
+        exclude: Sequence[str],
+        num_texts: int,
+        seed: int,
+        system: SystemConfig | None = None,
+        channel_redraw: str = "layer",
+        label: str = "",
+    ) -> dict:
+        """Perplexity of ``policy`` on ``num_texts`` held-out texts through the runtime, cached.
+
+        Returns:
+            ``{"perplexity", "text_nll" [num_texts] nat, "text_tokens" [num_texts],
+            "subjects" [num_texts], "seconds"}``.
+        """
+        from dmoe.runtime import evaluate_perplexity, perplexity
+
+        system = system or SystemConfig()
+        model = self.model()
+        key_inputs = {
+            "format": EVAL_FORMAT,
+            "policy": policy.params(),
+            "exclude": list(exclude),
+            "num_texts": int(num_texts),
+            "seed": int(seed),
+            "system": system.to_dict(),
+            "channel_redraw": channel_redraw,
+            "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
+            "combine": getattr(model, "combine", "sum"),
+        }
+        path = self.output / "cache" / "ppl" / f"{_hash(key_inputs)}.json"
+        stored = read_json(path)
+        if stored is not None and stored.get("key_inputs") == to_jsonable(key_inputs):
+            self.reused_seconds += float(stored["record"].get("seconds", 0.0))
+            return stored["record"]
+        subjects, texts = self.texts(exclude, num_texts)
+        if self._planning is not None:  # planning (engine="ray"): perplexities run in order later
+            return {"perplexity": 1.0, "text_nll": [1.0] * len(texts), "text_tokens": [1] * len(texts),
+                    "subjects": list(subjects), "seconds": 0.0}
+        tag = f"[{label}] " if label else ""
+        self.log(f"{tag}perplexity of {policy.name} on {len(texts)} held-out texts ...")
+        start = time.perf_counter()
+        nll, tokens = evaluate_perplexity(
+            model, texts, policy, system=system, seed=int(seed), channel_redraw=channel_redraw
+        )
+        record = to_jsonable({
+            "perplexity": perplexity(nll, tokens),
+            "text_nll": nll,
+            "text_tokens": tokens,
+            "subjects": subjects,
+            "seconds": round(time.perf_counter() - start, 2),
+        })
+        write_json(path, {"key_inputs": key_inputs, "record": record})
+        return record
+
     def _request(self, policy, subjects, limit, seed, system, channel_redraw):
         """(key_inputs, cache path, questions, queries) of one evaluation."""
         model = self.model()
@@ -262,7 +366,7 @@ class Context:
         self.log(f"{tag}evaluating {policy.name} on {len(queries)} questions ...")
         res = evaluate_policy(
             self.model(), queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw,
-            progress=self.progress,
+            progress=self.progress, reference=self.reference(subjects, limit),
         )
         return self._store(res, policy, key_inputs, path, questions, system, channel_redraw, tag)
 
@@ -299,12 +403,18 @@ class Context:
             nll=nll,
             subjects=[q.subject for q in questions],
             seconds=round(res.seconds, 2),
+            agreement=res.agreement,
+            mean_kl=res.mean_kl,
+            agree=(res.choices == res.full_choices).astype(int),
+            kl=res.kl_per_question,
+            scored=res.scored_tokens,
         )
         record = EvalRecord(to_jsonable(record))
         write_json(path, {"key_inputs": key_inputs, "record": record})
         self.evaluations_run += 1
         self.log(
             f"{tag}{policy.name}: accuracy {record['accuracy']:.3f}, mean NLL {record['mean_nll']:.2f}, "
+            f"agreement {record['agreement']:.3f}, mean KL {record['mean_kl']:.3f}, "
             f"energy {record['energy_j']:.1f} J ({record['seconds']:.1f} s)"
         )
         return record
@@ -367,5 +477,6 @@ def _placeholder(policy, questions, model) -> EvalRecord:
         per_layer={"energy_comm_j": ones, "energy_comp_j": ones, "tokens": ones, "expert_calls": ones,
                    "transmissions": ones, "infeasible_tokens": [0.0] * L},
         selection_counts=[[1] * K for _ in range(L)], correct=[i % 2 for i in range(n)], nll=[1.0] * n,
-        subjects=[q.subject for q in questions], seconds=0.0,
+        subjects=[q.subject for q in questions], seconds=0.0, agreement=0.5, mean_kl=1.0,
+        agree=[i % 2 for i in range(n)], kl=[1.0] * n, scored=[1] * n,
     )

@@ -8,7 +8,10 @@ same energy; both converge to Top-k as gamma -> 1.
 
 Because SmolLM2-135M answers MMLU near chance, the same analysis is repeated with the mean
 negative log-likelihood (NLL) of the correct answer, which moves smoothly with the
-experts removed. "At equal or better accuracy" is tested on the point estimates and
+experts removed, and with two measures against the full model (the dense model here, the
+family's own top-k routing for a real MoE): the agreement of the chosen answers and the
+mean KL(p_full || p_policy) over the scored tokens; full runs add the perplexity on
+held-out text. "At equal or better accuracy" is tested on the point estimates and
 reported with paired bootstrap intervals of the differences (same questions, same
 channels).
 """
@@ -18,7 +21,16 @@ from __future__ import annotations
 import numpy as np
 
 from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Options, Section
-from dmoe.experiments.common import band, fmt, md_table, pct, policy_summary, question_config, statistics_line
+from dmoe.experiments.common import (
+    band,
+    fmt,
+    md_table,
+    pct,
+    perplexity_summary,
+    policy_summary,
+    question_config,
+    statistics_line,
+)
 from dmoe.experiments.plotting import csv_write, family_color, figure, save, yerr
 from dmoe.experiments.stats import paired_bootstrap, pareto_front
 from dmoe.optimize import Homogeneous, JESAPolicy, TopK
@@ -40,6 +52,7 @@ def config(options: Options) -> dict:
         "qos": qos,
         "ks": ks,
         "max_experts": 2,
+        "ppl_texts": 0 if options.quick else 16,
         "seed": options.seed,
         "system": SystemConfig().to_dict(),
         "channel_redraw": "layer",
@@ -55,26 +68,47 @@ def run(cfg: dict, ctx) -> dict:
         + [Homogeneous(z, d) for z in cfg["qos"]]
     )
     out = []
+    ppl_texts = int(cfg.get("ppl_texts", 0))
     for p in policies:
         rec = ctx.evaluate(p, subjects=cfg["subjects"], limit=cfg["limit"], seed=cfg["seed"], system=system,
                            channel_redraw=cfg["channel_redraw"], label=NAME)
         s = policy_summary(rec, seed=cfg["seed"])
+        if ppl_texts:
+            s.update(perplexity_summary(ctx.perplexity(
+                p, exclude=cfg["subjects"], num_texts=ppl_texts, seed=cfg["seed"], system=system,
+                channel_redraw=cfg["channel_redraw"], label=NAME), seed=cfg["seed"]))
         s["family"] = {"TopK": "Top-k", "JESA": "JESA", "Homogeneous": "H"}[p.params()["policy"]]
         s["value"] = {"TopK": "k", "JESA": "gamma0", "Homogeneous": "qos"}[p.params()["policy"]]
         s["value"] = p.params()[s["value"]]
         for key in ("per_token_comm_j", "per_token_comp_j", "per_token_total_j", "infeasible_tokens", "expert_calls"):
             s.pop(key, None)
         out.append(s)
-    return {"policies": out}
+    data = {"policies": out}
+    if ppl_texts:
+        data["full_model_perplexity"] = ctx.full_perplexity(exclude=cfg["subjects"], num_texts=ppl_texts)
+    return data
 
 
 # ---------------------------------------------------------------------- analysis
+#: Quality measures compared: accuracy (higher is better), mean NLL and mean KL (lower).
+_METRICS = ("accuracy", "nll", "kl")
+
+
+def _at_least_as_good(p: dict, q: dict, metric: str) -> bool:
+    """Whether point ``p`` is at least as good as ``q`` on ``metric``."""
+    if metric == "accuracy":
+        return p["accuracy"] >= q["accuracy"]
+    key = {"nll": "mean_nll", "kl": "mean_kl"}[metric]
+    return p[key] <= q[key]
+
+
 def analyse(data: dict, seed: int = 0) -> dict:
     """Savings, Pareto fronts and paired comparisons (JSON-ready)."""
     pts = data["policies"]
     energy = np.array([p["energy_per_token_j"] for p in pts])
     acc = np.array([p["accuracy"] for p in pts])
     nll = np.array([p["mean_nll"] for p in pts])
+    kl = np.array([p["mean_kl"] for p in pts])
     by = {p["policy"]: p for p in pts}
     top2 = by.get("Top-2")
     jesa = sorted((p for p in pts if p["family"] == "JESA"), key=lambda p: p["value"])
@@ -82,12 +116,14 @@ def analyse(data: dict, seed: int = 0) -> dict:
     out = {
         "pareto_accuracy": [pts[i]["policy"] for i in pareto_front(energy, acc)],
         "pareto_nll": [pts[i]["policy"] for i in pareto_front(energy, -nll)],
+        "pareto_kl": [pts[i]["policy"] for i in pareto_front(energy, -kl)],
     }
 
     def paired(a, b):
         return {
             "accuracy": paired_bootstrap(a["correct"], b["correct"], seed=seed),
             "nll": paired_bootstrap(a["nll"], b["nll"], seed=seed),
+            "kl": paired_bootstrap(a["kl"], b["kl"], seed=seed),
         }
 
     if top2 is not None:
@@ -116,11 +152,8 @@ def analyse(data: dict, seed: int = 0) -> dict:
     # JESA against H: for each H point, the cheapest JESA point at least as good
     rows = []
     for h in hom:
-        for metric in ("accuracy", "nll"):
-            if metric == "accuracy":
-                cand = [p for p in jesa if p["accuracy"] >= h["accuracy"]]
-            else:
-                cand = [p for p in jesa if p["mean_nll"] <= h["mean_nll"]]
+        for metric in _METRICS:
+            cand = [p for p in jesa if _at_least_as_good(p, h, metric)]
             if cand:
                 best = min(cand, key=lambda p: p["energy_per_token_j"])
                 rows.append({"h": h["policy"], "metric": metric, "jesa": best["policy"],
@@ -130,16 +163,10 @@ def analyse(data: dict, seed: int = 0) -> dict:
     out["vs_h"] = rows
     # how many H points are dominated by (or tied with) a JESA point
     def dominated(h, metric):
-        for p in jesa:
-            if p["energy_per_token_j"] <= h["energy_per_token_j"] and (
-                p["accuracy"] >= h["accuracy"] if metric == "accuracy" else p["mean_nll"] <= h["mean_nll"]
-            ):
-                return True
-        return False
+        return any(p["energy_per_token_j"] <= h["energy_per_token_j"] and _at_least_as_good(p, h, metric)
+                   for p in jesa)
 
-    out["h_dominated"] = {
-        m: int(sum(dominated(h, m) for h in hom)) for m in ("accuracy", "nll")
-    }
+    out["h_dominated"] = {m: int(sum(dominated(h, m) for h in hom)) for m in _METRICS}
     out["num_h"] = len(hom)
     if top2 is not None and jesa:
         out["jesa_max_gamma_energy_ratio"] = jesa[-1]["energy_per_token_j"] / top2["energy_per_token_j"]
@@ -154,9 +181,9 @@ def plot(result: dict, path) -> None:
     cfg, data = result["config"], result["data"]
     pts = data["policies"]
     an = analyse(data, cfg["seed"])
-    fig, axes = figure(ncols=2, width=6.4, height=4.8)
+    fig, axes = figure(ncols=3, width=5.6, height=4.8)
     markers = {"Top-k": "s", "JESA": "o", "H": "^"}
-    for ax, metric in zip(axes, ("accuracy", "nll")):
+    for ax, metric in zip(axes, _METRICS):
         for fam in ("Top-k", "H", "JESA"):
             ps = sorted((p for p in pts if p["family"] == fam), key=lambda p: p["value"])
             if not ps:
@@ -165,9 +192,12 @@ def plot(result: dict, path) -> None:
             if metric == "accuracy":
                 y = np.array([p["accuracy"] for p in ps]) * 100
                 ci = np.array([p["accuracy_ci"] for p in ps]) * 100
-            else:
+            elif metric == "nll":
                 y = np.array([p["mean_nll"] for p in ps])
                 ci = np.array([p["nll_ci"] for p in ps])
+            else:
+                y = np.array([p["mean_kl"] for p in ps])
+                ci = np.array([p["kl_ci"] for p in ps])
             color = family_color(ps[0]["policy"])
             label = {"Top-k": "Top-k (k = " + ",".join(str(p["value"]) for p in ps) + ")",
                      "H": f"H(z, {cfg['max_experts']})", "JESA": f"JESA(γ0, {cfg['max_experts']})"}[fam]
@@ -175,10 +205,10 @@ def plot(result: dict, path) -> None:
                         capsize=2, lw=1.2, elinewidth=0.8, label=label)
             for xi, yi, p in zip(x, y, ps):
                 ax.annotate(f"{p['value']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
-        front = an["pareto_accuracy"] if metric == "accuracy" else an["pareto_nll"]
+        front = an[f"pareto_{metric}"]
         by = {p["policy"]: p for p in pts}
         fx = [by[n]["energy_per_token_j"] for n in front]
-        fy = [by[n]["accuracy"] * 100 if metric == "accuracy" else by[n]["mean_nll"] for n in front]
+        fy = [by[n]["accuracy"] * 100 if metric == "accuracy" else by[n]["mean_" + metric] for n in front]
         ax.plot(fx, fy, color="orange", lw=6, alpha=0.35, zorder=0, solid_capstyle="round", label="Pareto front")
         ax.set_xlabel("energy per token, all layers [J]")
         ax.grid(alpha=0.3)
@@ -188,9 +218,12 @@ def plot(result: dict, path) -> None:
             ax.annotate("chance (4 options)", (1.0, 25), xycoords=("axes fraction", "data"), xytext=(-4, 3),
                         textcoords="offset points", ha="right", fontsize=7, color="grey")
             ax.set_title("accuracy vs energy (95% Wilson intervals)", fontsize=10)
-        else:
+        elif metric == "nll":
             ax.set_ylabel("mean NLL of the correct answer [nat]")
             ax.set_title("mean NLL vs energy (lower is better; 95% bootstrap)", fontsize=10)
+        else:
+            ax.set_ylabel("mean KL(full ‖ policy) per scored token [nat]")
+            ax.set_title("KL from the full model vs energy (lower is better)", fontsize=10)
         ax.legend(fontsize=8)
     fig.suptitle(f"Fig. 10 — accuracy–energy tradeoff on MMLU {', '.join(cfg['subjects'])} "
                  f"({pts[0]['num_questions']} questions)", fontsize=11)
@@ -203,11 +236,14 @@ def write_table(result: dict, path) -> None:
     for p in result["data"]["policies"]:
         rows.append([p["policy"], p["family"], p["value"], p["energy_per_token_j"], p["energy_comm_j"],
                      p["energy_comp_j"], p["accuracy"], p["accuracy_ci"][0], p["accuracy_ci"][1],
-                     p["mean_nll"], p["nll_ci"][0], p["nll_ci"][1], p["num_questions"],
-                     int(p["policy"] in an["pareto_accuracy"]), int(p["policy"] in an["pareto_nll"])])
+                     p["mean_nll"], p["nll_ci"][0], p["nll_ci"][1], p["agreement"], p["agreement_ci"][0],
+                     p["agreement_ci"][1], p["mean_kl"], p["kl_ci"][0], p["kl_ci"][1], p.get("perplexity"),
+                     p["num_questions"], int(p["policy"] in an["pareto_accuracy"]),
+                     int(p["policy"] in an["pareto_nll"]), int(p["policy"] in an["pareto_kl"])])
     csv_write(path, ["policy", "family", "parameter", "energy_per_token_j", "energy_comm_j", "energy_comp_j",
-                     "accuracy", "accuracy_lo", "accuracy_hi", "mean_nll", "nll_lo", "nll_hi", "questions",
-                     "pareto_accuracy", "pareto_nll"], rows)
+                     "accuracy", "accuracy_lo", "accuracy_hi", "mean_nll", "nll_lo", "nll_hi", "agreement",
+                     "agreement_lo", "agreement_hi", "mean_kl", "kl_lo", "kl_hi", "perplexity", "questions",
+                     "pareto_accuracy", "pareto_nll", "pareto_kl"], rows)
 
 
 def _diff(p, metric, scale=100.0, digits=1):
@@ -230,7 +266,7 @@ def report(result: dict) -> Section:
         ours = []
         if ba:
             ours.append(f"accuracy ≥ Top-2: {ba['policy']} saves {pct(ba['saving'])} "
-                        f"(Δacc {_diff(ba, 'accuracy')} pp, ΔNLL {_diff(ba, 'nll', 1, 2)})")
+                        f"(Δacc {_diff(ba, 'accuracy')} pp, ΔNLL {_diff(ba, 'nll', 1, 2)}, ΔKL {_diff(ba, 'kl', 1, 3)})")
         else:
             ours.append("no JESA point reaches Top-2's accuracy")
         if bn:
@@ -282,10 +318,12 @@ def report(result: dict) -> Section:
                    "interval excludes 0): the quality loss is larger than the accuracy shows."
                    if g92["nll"]["lo"] > 0 else "the NLL does not rise significantly."),
             ))
-        rows = [[r["policy"], f"{r['energy_ratio']:.2f}", _diff(r, "accuracy"), _diff(r, "nll", 1, 2)]
+        rows = [[r["policy"], f"{r['energy_ratio']:.2f}", _diff(r, "accuracy"), _diff(r, "nll", 1, 2),
+                 _diff(r, "kl", 1, 3)]
                 for r in v["per_jesa"]]
         tables.append("JESA against Top-2 (paired over the same questions and channels):\n\n" + md_table(
-            ["policy", "energy / Top-2", "Δ accuracy [pp] (95% CI)", "Δ NLL [nat] (95% CI)"], rows))
+            ["policy", "energy / Top-2", "Δ accuracy [pp] (95% CI)", "Δ NLL [nat] (95% CI)",
+             "Δ KL [nat/token] (95% CI)"], rows))
     if an["num_h"]:
         n_h = an["num_h"]
         sav_acc = [r["saving"] for r in an["vs_h"] if r["metric"] == "accuracy" and r["saving"] is not None]
@@ -296,7 +334,7 @@ def report(result: dict) -> Section:
             "JESA needs less energy than H for the same accuracy (JESA always outperforms H)",
             "JESA's curve above/left of H's",
             f"H points matched or beaten by a JESA point (≤ energy, ≥ quality): accuracy {dom['accuracy']}/{n_h}, "
-            f"NLL {dom['nll']}/{n_h}; energy saved at equal-or-better quality: accuracy "
+            f"NLL {dom['nll']}/{n_h}, KL {dom['kl']}/{n_h}; energy saved at equal-or-better quality: accuracy "
             f"{'median ' + pct(float(np.median(sav_acc))) if sav_acc else 'n/a'}, NLL "
             f"{'median ' + pct(float(np.median(sav_nll))) if sav_nll else 'n/a'}",
             AGREES if ok else (PARTLY if dom["nll"] + dom["accuracy"] > 0 else DIFFERS),
@@ -318,12 +356,24 @@ def report(result: dict) -> Section:
             "" if r >= 0.85 else f"γ0 = {an['jesa_max_gamma']:g} still lowers the threshold γ0^l well below 1 "
             "at the upper layers of a 30-layer model; the limit is only reached as γ0 → 1.",
         ))
+    has_ppl = all("perplexity" in p for p in pts)
     rows = [[p["policy"], fmt(p["energy_per_token_j"]), f"{p['accuracy'] * 100:.1f} {band(p['accuracy_ci'], 100)}",
              f"{p['mean_nll']:.2f} {band(p['nll_ci'], 1, 2)}",
-             ("A" if p["policy"] in an["pareto_accuracy"] else "") + ("N" if p["policy"] in an["pareto_nll"] else "")]
+             f"{p['agreement'] * 100:.1f} {band(p['agreement_ci'], 100)}",
+             f"{p['mean_kl']:.3f} {band(p['kl_ci'], 1, 3)}"]
+            + ([f"{p['perplexity']:.2f} {band(p['perplexity_ci'], 1, 2)}"] if has_ppl else [])
+            + [("A" if p["policy"] in an["pareto_accuracy"] else "") + ("N" if p["policy"] in an["pareto_nll"] else "")
+               + ("K" if p["policy"] in an["pareto_kl"] else "")]
             for p in sorted(pts, key=lambda p: p["energy_per_token_j"])]
-    tables.insert(0, "All points (Pareto: A = on the accuracy front, N = on the NLL front):\n\n" + md_table(
-        ["policy", "energy per token, all layers [J]", "accuracy [%] (95% CI)", "mean NLL [nat] (95% CI)", "Pareto"], rows))
+    tables.insert(0, "All points (agreement: same answer as the full model; KL: mean KL(full ‖ policy) per scored "
+                  "token; Pareto: A = on the accuracy front, N = on the NLL front, K = on the KL front):\n\n"
+                  + md_table(["policy", "energy per token, all layers [J]", "accuracy [%] (95% CI)",
+                              "mean NLL [nat] (95% CI)", "agreement [%] (95% CI)", "mean KL [nat] (95% CI)"]
+                             + (["perplexity (95% CI)"] if has_ppl else []) + ["Pareto"], rows))
+    if "full_model_perplexity" in data:
+        notes.append(f"Perplexity on {cfg['ppl_texts']} held-out MMLU question texts (subjects neither evaluated "
+                     f"nor used for calibration), served through the runtime with each policy; the full model's "
+                     f"perplexity on them is {data['full_model_perplexity']:.2f}.")
     notes.append("Energy per token counts all 30 layers (communication + computation) divided by the tokens of one layer.")
     return Section(
         summary=(
@@ -335,7 +385,7 @@ def report(result: dict) -> Section:
         claims=claims,
         tables=tables,
         notes=notes,
-        statistics=statistics_line(pts),
+        statistics=statistics_line(pts, full_model=True),
     )
 
 

@@ -5,6 +5,10 @@ Paper: lower layers are more critical for accuracy, upper layers allow more flex
 (accuracy rises with the window's starting layer), which motivates a non-increasing
 layer importance gamma^(l).
 
+Beside accuracy and NLL, each window is compared with the full model (here the dense
+model): agreement of the chosen answers and the mean KL(p_full || p_policy) over the
+scored tokens.
+
 The paper does not give the lowered z nor D; we use z = 0.1 in the window and D = 2, with
 JESA (Algorithm 2) choosing the experts (:class:`~dmoe.optimize.layerwise.LayerwiseQoS`).
 The reference is the same policy without a window (z = 0.5 on all layers).
@@ -70,11 +74,17 @@ def _arrays(data):
     return starts, acc, acc_ci, nll, nll_ci
 
 
+def _kl_arrays(data):
+    w = data["windows"]
+    return np.array([p["mean_kl"] for p in w]), np.array([p["kl_ci"] for p in w])
+
+
 def plot(result: dict, path) -> None:
     cfg, data = result["config"], result["data"]
     starts, acc, acc_ci, nll, nll_ci = _arrays(data)
     ref = data["reference"]
-    fig, axes = figure(ncols=2, width=5.6, height=4.2)
+    kl, kl_ci = _kl_arrays(data)
+    fig, axes = figure(ncols=3, width=5.2, height=4.2)
     ax = axes[0]
     ax.errorbar(starts, acc * 100, yerr=yerr(acc * 100, acc_ci * 100), marker="o",
                 capsize=2, color="#1f77b4", label=f"z = {cfg['low_qos']:g} on layers s..s+{cfg['width'] - 1}")
@@ -94,6 +104,15 @@ def plot(result: dict, path) -> None:
     ax.set_title("mean NLL (lower is better; 95% bootstrap)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    ax = axes[2]
+    ax.errorbar(starts, kl, yerr=yerr(kl, kl_ci), marker="o", capsize=2, color="#9467bd",
+                label="lowered-QoS window")
+    ax.axhline(ref["mean_kl"], color="black", ls="--", lw=1, label="no window")
+    ax.set_xlabel("starting layer s of the lowered-QoS window")
+    ax.set_ylabel("mean KL(full ‖ policy) per scored token [nat]")
+    ax.set_title("KL from the full model (lower is better)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.suptitle(f"Fig. 5 — lowered QoS on {cfg['width']} consecutive layers (MMLU {', '.join(cfg['subjects'])}, "
                  f"{ref['num_questions']} questions, D = {cfg['max_experts']})", fontsize=11)
     save(fig, path)
@@ -102,10 +121,12 @@ def plot(result: dict, path) -> None:
 def write_table(result: dict, path) -> None:
     data = result["data"]
     ref = data["reference"]
-    rows = [["none", ref["accuracy"], *ref["accuracy_ci"], ref["mean_nll"], *ref["nll_ci"], ref["energy_per_token_j"]]]
-    for p in data["windows"]:
-        rows.append([p["start"], p["accuracy"], *p["accuracy_ci"], p["mean_nll"], *p["nll_ci"], p["energy_per_token_j"]])
+    rows = []
+    for start, p in [("none", ref)] + [(p["start"], p) for p in data["windows"]]:
+        rows.append([start, p["accuracy"], *p["accuracy_ci"], p["mean_nll"], *p["nll_ci"], p["agreement"],
+                     *p["agreement_ci"], p["mean_kl"], *p["kl_ci"], p["energy_per_token_j"]])
     csv_write(path, ["window_start", "accuracy", "accuracy_lo", "accuracy_hi", "mean_nll", "nll_lo", "nll_hi",
+                     "agreement", "agreement_lo", "agreement_hi", "mean_kl", "kl_lo", "kl_hi",
                      "energy_per_token_j"], rows)
 
 
@@ -125,6 +146,11 @@ def report(result: dict) -> Section:
     e_acc = np.mean([p["correct"] for p in early], axis=0)
     l_acc = np.mean([p["correct"] for p in late], axis=0)
     d_nll = paired_bootstrap(e_nll, l_nll, seed=seed)
+    d_kl = paired_bootstrap(np.mean([p["kl"] for p in early], axis=0), np.mean([p["kl"] for p in late], axis=0),
+                            seed=seed)
+    kl, _ = _kl_arrays(data)
+    rho_kl = float(spearmanr(starts, -kl).statistic) if len(starts) > 2 and np.ptp(kl) > 0 else float("nan")
+    kl_ok = d_kl["lo"] > 0
     d_acc = paired_bootstrap(l_acc, e_acc, seed=seed)
     nll_ok = d_nll["lo"] > 0
     acc_ok = d_acc["lo"] > 0
@@ -152,14 +178,26 @@ def report(result: dict) -> Section:
                 + (": the layers next to the output head matter most, plausibly because no later layer can make up "
                    "for the FFN slices removed there." if worst is w[-1] else ".")),
         ),
+        Claim(
+            "(KL from the full model, our added measure) lower layers are more critical",
+            "—",
+            f"Spearman ρ(start, −KL) = {rho_kl:.2f}; early − late windows: ΔKL {d_kl['diff']:+.3f} nat/token "
+            f"{band([d_kl['lo'], d_kl['hi']], 1, 3)}",
+            AGREES if kl_ok else (PARTLY if (d_kl["diff"] > 0 or rho_kl > 0.3) else DIFFERS),
+            "" if kl_ok else (
+                "Windows at the upper layers move the next-token distribution more than windows at the lower "
+                "layers: in the MoEfied SmolLM2 the layers next to the output head matter most."
+                if d_kl["hi"] < 0 else "The KL does not fall significantly as the window moves up."),
+        ),
     ]
-    rows = [["none (reference)", f"{ref['accuracy'] * 100:.1f} {band(ref['accuracy_ci'], 100)}",
-             f"{ref['mean_nll']:.2f} {band(ref['nll_ci'], 1, 2)}", f"{ref['energy_per_token_j']:.3g}"]]
-    for p in w:
-        rows.append([f"{p['start']}–{p['start'] + cfg['width'] - 1}", f"{p['accuracy'] * 100:.1f} {band(p['accuracy_ci'], 100)}",
-                     f"{p['mean_nll']:.2f} {band(p['nll_ci'], 1, 2)}", f"{p['energy_per_token_j']:.3g}"])
+    rows = []
+    for name, p in [("none (reference)", ref)] + [(f"{p['start']}–{p['start'] + cfg['width'] - 1}", p) for p in w]:
+        rows.append([name, f"{p['accuracy'] * 100:.1f} {band(p['accuracy_ci'], 100)}",
+                     f"{p['mean_nll']:.2f} {band(p['nll_ci'], 1, 2)}",
+                     f"{p['agreement'] * 100:.1f} {band(p['agreement_ci'], 100)}",
+                     f"{p['mean_kl']:.3f} {band(p['kl_ci'], 1, 3)}", f"{p['energy_per_token_j']:.3g}"])
     table = md_table(["lowered layers", "accuracy [%] (95% CI)", "mean NLL [nat] (95% CI)",
-                      "energy per token [J]"], rows)
+                      "agreement with full [%] (95% CI)", "mean KL [nat] (95% CI)", "energy per token [J]"], rows)
     return Section(
         summary=(
             f"QoS z = {cfg['low_qos']:g} on {cfg['width']} consecutive layers starting at layer s, z = {cfg['qos']:g} "
@@ -169,7 +207,7 @@ def report(result: dict) -> Section:
         ),
         claims=claims,
         tables=[table],
-        statistics=statistics_line([ref]) + f" Early/late groups: the first and last {third} window positions.",
+        statistics=statistics_line([ref], full_model=True) + f" Early/late groups: the first and last {third} window positions.",
     )
 
 

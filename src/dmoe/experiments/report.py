@@ -29,6 +29,13 @@ GLOBAL_DIFFERENCES = """\
   confidence intervals. We therefore also report the mean negative log-likelihood (NLL) of
   the correct answer's text. The NLL moves smoothly as experts are removed, so it is our
   main quality measure. Claims about accuracy are checked on both.
+- **Quality against the full model.** Each policy is also compared with the full model,
+  the centralised forward with no expert removed (here the dense model; for a real MoE
+  checkpoint the family's own top-k routing): **agreement**, the share of questions on
+  which the policy picks the same answer, and **mean KL**, KL(p_full ‖ p_policy) of the
+  next-token distribution per scored token [nat]. Both carry signal even where accuracy
+  sits at chance. Full runs of Fig. 10 add the **perplexity** on held-out MMLU question
+  text (subjects neither evaluated nor used for router calibration).
 - **Energy units.** The paper's per-token cost is e_ij = s0(a_j + P0/R_ij), which mixes
   units. We charge each token a_j + P0·8·s0/R_ij joules, for i ≠ j (DESIGN.md), with the
   paper's constants (B0 = 1 MHz, P0 = 10 mW, P0/N0 = 10 dB, path loss 1e-2, s0 = 8 kB,

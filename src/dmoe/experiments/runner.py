@@ -26,7 +26,7 @@ from dmoe.experiments.registry import EXPERIMENTS, resolve_names
 
 __all__ = ["RESULT_FORMAT", "run_experiments", "environment"]
 
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2  # 2: results carry agreement and KL with the full model
 
 
 def _git_commit() -> str | None:

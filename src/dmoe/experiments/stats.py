@@ -4,6 +4,9 @@
   empirical probabilities of Theorem 1).
 * :func:`bootstrap_mean_interval` -- percentile bootstrap of a mean (e.g. mean NLL over
   questions).
+* :func:`bootstrap_ratio_interval` -- percentile bootstrap of a ratio of sums, resampling
+  units (questions or texts) jointly: a token-weighted mean such as the mean KL over scored
+  tokens, or the log of a token-level perplexity.
 * :func:`paired_bootstrap` -- difference of the means of two policies measured on the
   *same* questions, resampling questions jointly (paired).
 * :func:`pareto_front` -- indices of the points not dominated when energy is minimised
@@ -20,6 +23,7 @@ __all__ = [
     "Z95",
     "wilson_interval",
     "bootstrap_mean_interval",
+    "bootstrap_ratio_interval",
     "paired_bootstrap",
     "pareto_front",
 ]
@@ -62,6 +66,41 @@ def bootstrap_mean_interval(values, *, num_resamples: int = 2000, level: float =
     means = x[idx].mean(axis=1)
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [a, 1.0 - a])
+    return (float(lo), float(hi))
+
+
+def bootstrap_ratio_interval(
+    numerators, denominators, *, num_resamples: int = 2000, level: float = 0.95, seed=0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``sum(numerators) / sum(denominators)``.
+
+    Args:
+        numerators: ``[n]`` per-unit sums (e.g. a question's KL summed over its scored
+            tokens [nat], a text's NLL [nat]).
+        denominators: ``[n]`` per-unit weights > 0 (e.g. its number of tokens).
+
+    Units are resampled with replacement, numerator and denominator together. Returns
+    ``(nan, nan)`` for no unit.
+
+    Raises:
+        ValueError: if the lengths differ or a denominator is not positive.
+    """
+    x = np.asarray(numerators, dtype=np.float64).ravel()
+    w = np.asarray(denominators, dtype=np.float64).ravel()
+    if x.shape != w.shape:
+        raise ValueError(f"`numerators` and `denominators` must have the same length, got {x.size} and {w.size}")
+    if x.size == 0:
+        return (math.nan, math.nan)
+    if np.any(w <= 0):
+        raise ValueError("`denominators` must be positive")
+    if x.size == 1:
+        v = float(x[0] / w[0])
+        return (v, v)
+    rng = _rng(seed)
+    idx = rng.integers(0, x.size, size=(int(num_resamples), x.size))
+    ratios = x[idx].sum(axis=1) / w[idx].sum(axis=1)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(ratios, [a, 1.0 - a])
     return (float(lo), float(hi))
 
 

@@ -10,7 +10,9 @@ Here: those experts, C-Eval, CMMLU and MedMCQA cannot be obtained offline. We us
 MoE built from SmolLM2-135M-Instruct (K = 8 experts per layer) and the medical MMLU
 subjects; the dense model (all experts) stands in for the "individual experts" rows.
 DES(gamma0, D) is :class:`~dmoe.optimize.layerwise.DESPolicy` (Algorithm 1 without JESA's
-iterations, then optimal subcarriers).
+iterations, then optimal subcarriers). Beside accuracy and NLL each policy is compared with
+the full model (here the dense model): agreement of the chosen answers and the mean
+KL(p_full || p_policy) over the scored tokens, pooled over subjects.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from dmoe.experiments.base import AGREES, DIFFERS, NOT_TESTABLE, PARTLY, Claim, Experiment, Options, Section
 from dmoe.experiments.common import band, md_table, policy_summary
 from dmoe.experiments.plotting import csv_write, family_color, figure, save, yerr
-from dmoe.experiments.stats import paired_bootstrap
+from dmoe.experiments.stats import bootstrap_ratio_interval, paired_bootstrap, wilson_interval
 from dmoe.optimize import Dense, TopK
 from dmoe.optimize.layerwise import DESPolicy
 from dmoe.system import SystemConfig
@@ -89,7 +91,7 @@ def plot(result: dict, path) -> None:
     data = result["data"]
     subjects = list(data["subjects"])
     names = _names(data)
-    fig, axes = figure(nrows=3, width=max(7.0, 1.6 * len(subjects) + 2), height=2.9)
+    fig, axes = figure(nrows=4, width=max(7.0, 1.6 * len(subjects) + 2), height=2.9)
     x = np.arange(len(subjects))
     w = 0.8 / len(names)
     shades = {n: family_color(n) for n in names}
@@ -108,13 +110,16 @@ def plot(result: dict, path) -> None:
         axes[0].bar(xs, acc, w, color=shades[n], label=n, yerr=yerr(acc, ci), capsize=1.5,
                     error_kw={"lw": 0.7})
         axes[1].bar(xs, nll, w, color=shades[n], label=n)
-        axes[2].bar(xs, en, w, color=shades[n], label=n)
+        kl = np.array([r["mean_kl"] for r in rows])
+        axes[2].bar(xs, kl, w, color=shades[n], label=n)
+        axes[3].bar(xs, en, w, color=shades[n], label=n)
     axes[0].axhline(25, color="grey", ls=":", lw=1)
     axes[0].set_ylabel("accuracy [%]")
     axes[1].set_ylabel("mean NLL [nat]")
-    axes[2].set_ylabel("energy / Top-2")
-    axes[2].axhline(1.0, color="black", lw=0.8)
-    axes[2].set_ylim(0, 1.15)
+    axes[2].set_ylabel("mean KL from full [nat]")
+    axes[3].set_ylabel("energy / Top-2")
+    axes[3].axhline(1.0, color="black", lw=0.8)
+    axes[3].set_ylim(0, 1.15)
     for ax in axes:
         ax.set_xticks(x)
         ax.set_xticklabels(subjects, fontsize=8)
@@ -122,7 +127,7 @@ def plot(result: dict, path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, ncol=len(names), loc="outside lower center")
     n_q = {s: data["subjects"][s][0]["num_questions"] for s in subjects}
-    fig.suptitle(f"Table I — per-subject accuracy, NLL and energy relative to Top-2 "
+    fig.suptitle(f"Table I — per-subject accuracy, NLL, KL from the full model and energy relative to Top-2 "
                  f"({sum(n_q.values())} questions in all)", fontsize=10)
     save(fig, path)
 
@@ -132,9 +137,12 @@ def write_table(result: dict, path) -> None:
     for subject, rs in result["data"]["subjects"].items():
         for r in rs:
             rows.append([subject, r["policy"], r["num_questions"], r["accuracy"], r["accuracy_ci"][0],
-                         r["accuracy_ci"][1], r["mean_nll"], r["energy_j"], r["energy_rel"]])
+                         r["accuracy_ci"][1], r["mean_nll"], r["agreement"], r["agreement_ci"][0],
+                         r["agreement_ci"][1], r["mean_kl"], r["kl_ci"][0], r["kl_ci"][1], r["energy_j"],
+                         r["energy_rel"]])
     csv_write(path, ["subject", "policy", "questions", "accuracy", "accuracy_lo", "accuracy_hi", "mean_nll",
-                     "energy_j", "energy_rel_top2"], rows)
+                     "agreement", "agreement_lo", "agreement_hi", "mean_kl", "kl_lo", "kl_hi", "energy_j",
+                     "energy_rel_top2"], rows)
 
 
 def _pooled(data, name):
@@ -147,15 +155,35 @@ def _pooled(data, name):
     return np.asarray(correct, float), np.asarray(nll, float)
 
 
+def _pooled_full(data, name, seed):
+    """Agreement with the full model (Wilson 95%) and mean KL per scored token (bootstrap
+    95% over questions), pooled over all subjects."""
+    agree, kl, scored = [], [], []
+    for rs in data["subjects"].values():
+        r = next(x for x in rs if x["policy"] == name)
+        agree.extend(r["agree"])
+        kl.extend(r["kl"])
+        scored.extend(r["scored"])
+    agree, kl, scored = np.asarray(agree, float), np.asarray(kl, float), np.asarray(scored, float)
+    return {
+        "agreement": float(agree.mean()),
+        "agreement_ci": wilson_interval(int(agree.sum()), agree.size),
+        "mean_kl": float((kl * scored).sum() / scored.sum()),
+        "kl_ci": bootstrap_ratio_interval(kl * scored, scored, seed=seed),
+    }
+
+
 def report(result: dict) -> Section:
     cfg, data = result["config"], result["data"]
     subjects = list(data["subjects"])
     names = _names(data)
     seed = cfg["seed"]
     # main table: rows = policies, columns = subjects (Acc %, En)
-    header = ["policy"] + [f"{s} Acc / En" for s in subjects] + ["all: Acc", "all: NLL"]
+    header = ["policy"] + [f"{s} Acc / En" for s in subjects] + [
+        "all: Acc", "all: NLL", "all: agreement [%] (95% CI)", "all: KL [nat] (95% CI)"]
     rows = []
     pooled = {n: _pooled(data, n) for n in names}
+    full = {n: _pooled_full(data, n, seed) for n in names}
     for n in names:
         row = [n]
         for s in subjects:
@@ -164,6 +192,9 @@ def report(result: dict) -> Section:
         c, l_ = pooled[n]
         row.append(f"{c.mean() * 100:.1f}")
         row.append(f"{l_.mean():.2f}")
+        f = full[n]
+        row.append(f"{f['agreement'] * 100:.1f} {band(f['agreement_ci'], 100)}")
+        row.append(f"{f['mean_kl']:.3f} {band(f['kl_ci'], 1, 3)}")
         rows.append(row)
     main = md_table(header, rows)
     paper_rows = [[n, f"{a:.1f}", f"{e:.2f}"] for n, (a, e) in PAPER_MMLU_BIO.items()]
@@ -242,7 +273,9 @@ def report(result: dict) -> Section:
     stats = (f"Questions per subject: {', '.join(f'{s} {n}' for s, n in n_q.items())}. Each subject is run "
              "separately (its own rounds of 8 queries, one i.i.d. Rayleigh draw per layer round). Energy is the "
              "policy's total over the subject divided by Top-2's on the same questions and channels. 95% intervals: "
-             "Wilson for accuracies, paired bootstrap over questions for differences.")
+             "Wilson for accuracies and agreement, bootstrap over questions for the KL, paired bootstrap over "
+             "questions for differences. Agreement and KL compare each policy with the full model (the dense "
+             "model, every expert) on the same questions.")
     return Section(
         summary=(
             f"Top-1, Top-2{', dense' if cfg['dense'] else ''} and DES(γ0, {cfg['max_experts']}) for γ0 ∈ "

@@ -3,7 +3,10 @@
 Accuracy: the option with the highest log-likelihood of its text given the prompt is the
 model's answer. Mean NLL: the mean over questions of ``-log p(correct answer text |
 prompt)`` [nat] (DESIGN.md "Scoring": SmolLM2-135M is near chance on MMLU, so the NLL
-carries the signal).
+carries the signal). Against the full model (:mod:`dmoe.runtime.quality`): agreement of the
+chosen answers, mean KL(p_full || p_policy) over the scored tokens, and perplexity on
+held-out text served through the runtime with the same policy (its energy is kept out of
+the MMLU ledger).
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.packing import PackedQuery, option_logliks
+from ..data.packing import PackedQuery, PackedText, option_logliks
 from ..system import SystemConfig
 from .engine import Engine
 from .faults import NodeKill, NoLiveNodeError
 from .ledger import LayerTotals
+from .quality import FullReference, full_reference, perplexity, text_nll, token_kl
 from .server import DMoERuntime
 
 
@@ -48,7 +52,25 @@ class PolicyResult:
     answers : ndarray [num_questions], int
         Index of the correct option.
     seconds : float
-        Wall-clock time of the run [s].
+        Wall-clock time of the run [s] (MMLU questions and held-out texts).
+    agreement : float
+        Fraction of questions where the policy's chosen option equals the full model's, in [0, 1].
+    mean_kl : float
+        KL(p_full || p_policy) [nat] of the next-token distribution, averaged over all
+        scored tokens of all questions.
+    perplexity : float or None
+        ``exp(mean NLL per token)`` on the held-out texts; None when no text was given.
+    full_choices : ndarray [num_questions], int
+        The full model's chosen option.
+    kl_per_question : ndarray [num_questions], float64
+        Mean KL over each question's scored tokens [nat/token].
+    scored_tokens : ndarray [num_questions], int
+        Scored tokens of each question (``score_rows``); ``mean_kl`` is the
+        ``scored_tokens``-weighted mean of ``kl_per_question``.
+    text_nll : ndarray [num_texts], float64
+        NLL of each held-out text summed over its predicted tokens [nat].
+    text_tokens : ndarray [num_texts], int
+        Predicted tokens of each held-out text.
     engine : str
         ``"local"`` or ``"ray"``.
     rounds : int
@@ -61,6 +83,8 @@ class PolicyResult:
     complete : bool
         False when the run stopped early (every node failed): then the numbers cover
         the ``num_questions`` questions answered before.
+    round_seconds : float or None
+        Wall-clock time of the MMLU rounds alone [s] (None: ``seconds``).
     energy_always_on_j : float
         Of ``energy_comp_j``, the always-on part (shared experts, dense layers) charged at
         the source nodes [J]; the same for every policy, 0 for the carved model.
@@ -79,6 +103,15 @@ class PolicyResult:
     logliks: np.ndarray
     answers: np.ndarray
     seconds: float = 0.0
+    energy_always_on_j: float = 0.0
+    agreement: float = float("nan")
+    mean_kl: float = float("nan")
+    perplexity: float | None = None
+    full_choices: np.ndarray | None = None
+    kl_per_question: np.ndarray | None = None
+    scored_tokens: np.ndarray | None = None
+    text_nll: np.ndarray | None = None
+    text_tokens: np.ndarray | None = None
     engine: str = "local"
     rounds: int = 0
     node_failures: int = 0
@@ -88,12 +121,17 @@ class PolicyResult:
     energy_lost_j: float = 0.0
     energy_rehost_j: float = 0.0
     complete: bool = True
-    energy_always_on_j: float = 0.0
+    round_seconds: float | None = None
 
     @property
     def seconds_per_round(self) -> float:
-        """Wall-clock time per query round [s]."""
-        return self.seconds / max(self.rounds, 1)
+        """Wall-clock time per query round of the MMLU questions (held-out texts excluded) [s]."""
+        return (self.seconds if self.round_seconds is None else self.round_seconds) / max(self.rounds, 1)
+
+    @property
+    def choices(self) -> np.ndarray:
+        """``[num_questions]`` int: the option the policy chose."""
+        return self.logliks.argmax(axis=1)
 
     def summary(self) -> dict:
         """The JSON record of ``summary.json``'s ``results`` list."""
@@ -101,6 +139,10 @@ class PolicyResult:
             "policy": self.policy,
             "accuracy": self.accuracy,
             "mean_nll": self.mean_nll,
+            "agreement": self.agreement,
+            "mean_kl": self.mean_kl,
+            "perplexity": self.perplexity,
+            "perplexity_tokens": None if self.text_tokens is None else int(np.sum(self.text_tokens)),
             "energy_j": self.energy_j,
             "energy_comm_j": self.energy_comm_j,
             "energy_comp_j": self.energy_comp_j,
@@ -131,6 +173,8 @@ def evaluate_policy(
     channel_redraw: str = "layer",
     rates_fn: Callable | None = None,
     progress: bool = True,
+    reference: FullReference | None = None,
+    texts: Sequence[PackedText] = (),
     engine: str | Engine = "local",
     ray_address: str | None = None,
     node_failure_rate: float = 0.0,
@@ -140,12 +184,11 @@ def evaluate_policy(
     """Answer packed MMLU questions with ``policy`` scheduling every layer round.
 
     Queries are served K at a time, query ``r*K + i`` on node ``i`` in round ``r``
-    (protocol step 1: one query per node). Same ``seed`` → same channels (and same node
-    failures) for every policy and every engine.
+    (protocol step 1: one query per node). Same ``seed`` → same channels for every policy.
 
     Parameters
     ----------
-    model : ExpertModel
+    model : dmoe.model.ExpertModel
     queries : sequence of PackedQuery (see :func:`dmoe.data.pack_question`)
     policy : dmoe.optimize.policies.Policy
     system : SystemConfig
@@ -154,6 +197,12 @@ def evaluate_policy(
     rates_fn : callable(rng) -> [K, K, M] rates, optional
     progress : bool
         Show a progress bar over rounds.
+    reference : FullReference, optional
+        The full model's outputs on ``queries`` (:func:`~dmoe.runtime.quality.full_reference`);
+        computed here when not given. Pass one to share it between policies.
+    texts : sequence of PackedText
+        Held-out texts for perplexity (:func:`evaluate_perplexity`); none: ``perplexity``
+        is None. Their energy is not part of the result.
     engine : {"local", "ray"} or Engine
         Where the expert nodes run (:mod:`dmoe.runtime.engine`); pass an Engine to reuse
         its nodes across calls (a name starts and stops one for this call).
@@ -173,13 +222,17 @@ def evaluate_policy(
     Raises
     ------
     ValueError
-        If ``queries`` is empty, or on the runtime's configuration errors.
+        If ``queries`` is empty, ``reference`` does not fit ``queries``, or on the
+        runtime's configuration errors.
     NoLiveNodeError
         When every node has failed; its ``partial`` attribute holds the
         :class:`PolicyResult` of the questions answered before (``complete`` False).
     """
     if len(queries) == 0:
         raise ValueError("`queries` must hold at least one question")
+    if reference is None:
+        reference = full_reference(model, queries)
+    reference.check(queries)
     runtime = DMoERuntime(
         model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, engine=engine,
         ray_address=ray_address, node_failure_rate=node_failure_rate, node_kills=node_kills, node_rejoin=node_rejoin,
@@ -188,6 +241,8 @@ def evaluate_policy(
         K = system.num_experts
         name = getattr(policy, "name", type(policy).__name__)
         logliks = np.zeros((len(queries), 4))
+        kl = np.zeros(len(queries))
+        scored = np.array([q.score_rows.numel() for q in queries], dtype=np.int64)
         answers = np.array([q.answer for q in queries], dtype=np.int64)
         start = time.perf_counter()
         batches = [queries[b : b + K] for b in range(0, len(queries), K)]
@@ -197,21 +252,31 @@ def evaluate_policy(
                 out = runtime.run_round(batch)
                 for i, (q, lg) in enumerate(zip(batch, out.logits)):
                     logliks[b * K + i] = option_logliks(lg, q).numpy()
+                    kl[b * K + i] = float(token_kl(reference.logits[b * K + i], lg).mean())
                 answered += len(batch)
         except NoLiveNodeError as exc:
-            exc.partial = _result(runtime, name, logliks[:answered], answers[:answered], time.perf_counter() - start,
-                                  complete=False)
+            exc.partial = _result(runtime, name, logliks[:answered], answers[:answered], kl[:answered],
+                                  scored[:answered], reference, None, time.perf_counter() - start, complete=False)
             raise
-        return _result(runtime, name, logliks, answers, time.perf_counter() - start)
+        round_seconds = time.perf_counter() - start
+        ppl = evaluate_perplexity(
+            model, texts, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn,
+            engine=runtime.engine_object,
+        ) if len(texts) else None
+        res = _result(runtime, name, logliks, answers, kl, scored, reference, ppl, time.perf_counter() - start)
+        res.round_seconds = round_seconds
+        return res
     finally:
         runtime.close()
 
 
-def _result(runtime: DMoERuntime, name: str, logliks, answers, seconds: float, *, complete: bool = True):
+def _result(runtime: DMoERuntime, name: str, logliks, answers, kl, scored, reference, ppl, seconds: float, *,
+            complete: bool = True) -> PolicyResult:
     ledger = runtime.ledger
     totals = ledger.per_layer()
     n = len(answers)
     pred = logliks.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
+    full = reference.choices[:n]
     faults = runtime.faults
     return PolicyResult(
         policy=name,
@@ -227,6 +292,15 @@ def _result(runtime: DMoERuntime, name: str, logliks, answers, seconds: float, *
         logliks=logliks,
         answers=answers,
         seconds=seconds,
+        energy_always_on_j=ledger.energy_always_on_j,
+        agreement=float(np.mean(pred == full)) if n else float("nan"),
+        mean_kl=float(np.sum(kl * scored) / np.sum(scored)) if n else float("nan"),
+        perplexity=None if ppl is None else perplexity(ppl[0], ppl[1]),
+        full_choices=full.copy(),
+        kl_per_question=kl,
+        scored_tokens=scored,
+        text_nll=None if ppl is None else ppl[0],
+        text_tokens=None if ppl is None else ppl[1],
         engine=runtime.engine_name,
         rounds=runtime.rounds if complete else -(-n // runtime.num_nodes),
         node_failures=faults.failures,
@@ -236,5 +310,57 @@ def _result(runtime: DMoERuntime, name: str, logliks, answers, seconds: float, *
         energy_lost_j=ledger.energy_lost_j,
         energy_rehost_j=ledger.energy_rehost_j,
         complete=complete,
-        energy_always_on_j=ledger.energy_always_on_j,
     )
+
+
+def evaluate_perplexity(
+    model,
+    texts: Sequence[PackedText],
+    policy,
+    *,
+    system: SystemConfig,
+    seed: int = 0,
+    channel_redraw: str = "layer",
+    rates_fn: Callable | None = None,
+    engine: str | Engine = "local",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Serve held-out texts through the DMoE runtime with ``policy`` and score every token.
+
+    The texts run on a runtime of their own, K texts per round, text ``r*K + i`` on node
+    ``i``: the policy schedules their tokens at every layer exactly as for questions, and
+    their energy goes to that runtime's ledger, which is dropped, so the MMLU energy of
+    :func:`evaluate_policy` is untouched.
+
+    Parameters
+    ----------
+    model, policy, system, seed, channel_redraw, rates_fn, engine
+        As for :func:`evaluate_policy` (no node failures here).
+    texts : sequence of PackedText (:func:`dmoe.data.pack_text`), at least one
+
+    Returns
+    -------
+    (nll, tokens) : ndarray [num_texts] float64 [nat], ndarray [num_texts] int64
+        NLL of each text summed over its predicted tokens, and the number of those tokens;
+        ``dmoe.runtime.quality.perplexity(nll, tokens)`` is the perplexity.
+
+    Raises
+    ------
+    ValueError
+        If ``texts`` is empty, or on the runtime's configuration errors.
+    """
+    if len(texts) == 0:
+        raise ValueError("`texts` must hold at least one text")
+    runtime = DMoERuntime(
+        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, engine=engine
+    )
+    K = system.num_experts
+    nll = np.zeros(len(texts))
+    tokens = np.array([t.score_rows.numel() for t in texts], dtype=np.int64)
+    try:
+        for b in range(0, len(texts), K):
+            out = runtime.run_round(texts[b : b + K])
+            for i, (t, lg) in enumerate(zip(texts[b : b + K], out.logits)):
+                nll[b + i] = text_nll(lg, t)
+    finally:
+        runtime.close()
+    return nll, tokens

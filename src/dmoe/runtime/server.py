@@ -172,6 +172,11 @@ class DMoERuntime:
     def engine_name(self) -> str:
         return self._engine.name
 
+    @property
+    def engine_object(self) -> Engine:
+        """The engine running the nodes (shareable with another runtime)."""
+        return self._engine
+
     def close(self) -> None:
         """Shut the engine down if this runtime made it."""
         if self._owns_engine:
