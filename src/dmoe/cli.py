@@ -26,7 +26,9 @@ def main() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="At most this many questions per subject.")
 @click.option("--policy", "policies", multiple=True,
-              help="Policy to run (repeatable): dense, Top-k, H(z,D), JESA(g0,D), LB(g0,D). "
+              help="Policy to run (repeatable): dense, Top-k, H(z,D), JESA(g0,D), LB(g0,D), and the calibrated "
+                   "JESA(cal:B,D), DES(cal:B,D), LB(cal:B,D) (B: budget of predicted KL to the full model [nat/token]; "
+                   "needs `dmoe calibrate`). "
                    "Default: dense, Top-1, Top-2, H(<qos>,<D>), JESA(<gamma0>,<D>), LB(<gamma0>,<D>).")
 @click.option("--gamma0", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Layer importance base of the default JESA and LB policies (gamma^(l) = gamma0^l).")
@@ -58,6 +60,9 @@ def main() -> None:
 @click.option("--ppl-texts", type=click.IntRange(min=0), default=16, show_default=True,
               help="Held-out MMLU question texts (subjects neither evaluated nor used for calibration) "
                    "for each policy's perplexity; 0 disables it.")
+@click.option("--profile", "profile", default=None,
+              help="Layer-importance profile (JSON of `dmoe calibrate`) for calibrated policies; default the "
+                   "cached one of the model with the most calibration passes.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where the expert nodes run: this process, or one Ray actor (process) per node.")
 @click.option("--ray-address", default=None,
@@ -70,8 +75,8 @@ def main() -> None:
               help="Failed nodes rejoin at the next query round.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_subcarriers, snr_db,
-        seed, channel_redraw, combine, model_source, device, cache_dir, output, ppl_texts, engine, ray_address,
-        node_failure_rate, node_rejoin, quiet):
+        seed, channel_redraw, combine, model_source, device, cache_dir, output, ppl_texts, profile, engine,
+        ray_address, node_failure_rate, node_rejoin, quiet):
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
     from .main_job import run_main_job
     from .runtime.faults import NoLiveNodeError
@@ -102,7 +107,7 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
             seed=seed, channel_redraw=channel_redraw, model_source=model_source,
             cache_dir=cache_dir, combine=combine, device=device, output=output, ppl_texts=ppl_texts,
             progress=not quiet,
-            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, engine=engine,
+            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, profile=profile, engine=engine,
             ray_address=ray_address, node_failure_rate=node_failure_rate, node_rejoin=node_rejoin,
         )
     except (ValueError, FileNotFoundError, TypeError, OSError, NoLiveNodeError) as exc:
@@ -139,6 +144,105 @@ def build_model(model_source, num_experts, cache_dir, rebuild):
         _fail(exc)
     where = getattr(model, "metadata", {}).get("cache_path") or getattr(model, "metadata", {}).get("source", {}).get("location", "")
     click.echo(f"{model.family} model ready: {model.num_layers} layers x {model.num_experts} experts ({where})")
+
+
+def _float_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in str(value).split(",") if v.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"must be comma-separated numbers, got {value!r}") from exc
+
+
+@main.command()
+@click.option("--model", "model_source", default=None,
+              help="An MoE checkpoint, a dense model to carve, or a dmoe build (as in `dmoe run`); default "
+                   "SmolLM2-135M-Instruct carved.")
+@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
+              help="K (carved models; default 8). A real MoE has its own K.")
+@click.option("--device", default=None, help="Torch device for the model (default cpu).")
+@click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe).")
+@click.option("--max-experts", "-D", type=click.IntRange(min=1), default=2, show_default=True,
+              help="D of every QoS level (the calibrated policy must use the same D).")
+@click.option("--qos", "qos", default="0.1,0.2,0.3,0.4,1.0", show_default=True, callback=_float_list,
+              help="QoS levels z (comma-separated, in [0, 1]).")
+@click.option("--window", "-w", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Layers per window (one level per window).")
+@click.option("--questions", "-n", "num_questions", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Calibration questions (round-robin over the routers' calibration subjects).")
+@click.option("--subject", "subjects", multiple=True,
+              help="Calibration subjects instead of the routers' calibration set (repeat or comma-separate).")
+@click.option("--base", type=click.Choice(["top", "full"]), default="top", show_default=True,
+              help="What the layers outside the measured window run: the top QoS level, or the full model.")
+@click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=None,
+              help="M (default the smallest power of two >= K(K-1)).")
+@click.option("--snr-db", type=float, default=10.0, show_default=True, help="P0/N0 [dB].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Recalibrate even if a cached profile with these settings exists.")
+@click.option("--budget", "budgets", type=float, multiple=True,
+              help="Also print the optimal allocation for this KL budget [nat/token] (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, window, num_questions, subjects, base,
+              num_subcarriers, snr_db, seed, force, budgets, quiet):
+    """Measure the model's layer importance (quality loss and energy of each QoS level at each
+    window of layers) and cache it beside the model build, with a heatmap PNG.
+
+    Cost: QUESTIONS x (WINDOWS x (LEVELS - 1) + 2) forward passes (base top); the defaults on
+    the 30-layer default model: 16 x (6 x 4 + 2) = 416 passes, about 9 minutes on 2 busy CPU
+    cores. Then use the profile with `dmoe run --policy 'JESA(cal:B,D)'`.
+    """
+    import warnings as _warnings
+
+    from .importance import calibrate_cached
+    from .model import load_expert_model
+    from .optimize.importance import allocate_qos
+    from .system import SystemConfig, default_num_subcarriers
+
+    if not math.isfinite(snr_db):
+        raise click.BadParameter(f"must be a finite number, got {snr_db}", param_hint="'--snr-db'")
+    subj = tuple(x.strip() for item in subjects for x in item.split(",") if x.strip()) or None
+    try:
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always", UserWarning)
+            if subj is not None:
+                from .importance import calibration_questions
+
+                calibration_questions(num_questions, subj)  # validates subjects, warns on overlap
+        for w in caught:
+            click.echo(f"warning: {w.message}", err=True)
+        model = load_expert_model(model_source, num_experts=num_experts, cache_dir=cache_dir, progress=not quiet,
+                                  device=device)
+        k = int(model.num_experts)
+        if max_experts > k:
+            raise ValueError(f"`max_experts` (-D) = {max_experts} must not exceed the model's K = {k}")
+        m = num_subcarriers if num_subcarriers is not None else default_num_subcarriers(k)
+        system = SystemConfig(num_experts=k, num_subcarriers=m, snr_db=snr_db)
+        prof, path, reused = calibrate_cached(
+            model, qos=qos, max_experts=max_experts, window=min(window, model.num_layers), num_questions=num_questions,
+            subjects=subj, system=system, seed=seed, base=base, cache_dir=cache_dir, force=force,
+            progress=not quiet, log=lambda m: click.echo(m, err=True),
+        )
+        click.echo(("reused " if reused else "wrote ") + f"{path} and {path.with_suffix('.png')}")
+        click.echo(format_profile(prof))
+        for b in budgets:
+            a = allocate_qos(prof, b)
+            click.echo(f"budget {b:g} nat/token: thresholds {', '.join(f'{t:g}' for t in a.thresholds)}; predicted KL "
+                       f"{a.predicted_loss:.4g}, energy {a.predicted_energy * 1e3:.4g} mJ/token"
+                       + ("" if a.feasible else f" ({a.message})"))
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        _fail(exc)
+
+
+def format_profile(prof) -> str:
+    """Plain-text table of a profile: one row per window, KL / NLL increments per level."""
+    head = "layers    " + "".join(f"{'z=' + format(z, 'g'):>22}" for z in prof.qos)
+    lines = [f"increments over base {prof.base!r} (base: KL {prof.base_kl:.4g} nat/token, NLL +{prof.base_nll:.4g} nat); "
+             "cell = KL [nat/token] / NLL [nat] / energy [mJ/token]", head]
+    for (a, b), kl, nll, en in zip(prof.windows, prof.kl, prof.nll, prof.energy):
+        cells = "".join(f"{f'{k:.3f}/{n:+.1f}/{e * 1e3:.0f}':>22}" for k, n, e in zip(kl, nll, en))
+        lines.append(f"{f'{a}-{b}':<10}{cells}")
+    return "\n".join(lines)
 
 
 def _register_reproduce() -> None:

@@ -60,6 +60,7 @@ def run_main_job(
     progress: bool = True,
     command: str | None = None,
     log=print,
+    profile: str | Path | None = None,
     engine: str = "local",
     ray_address: str | None = None,
     node_failure_rate: float = 0.0,
@@ -107,6 +108,9 @@ def run_main_job(
         text: a warning says so and perplexity is skipped.
     command : str, optional
         The command line that started the run, recorded in the config.
+    profile : path, optional
+        Layer-importance profile for calibrated policies (``JESA(cal:B,D)``); default
+        the cached one of the model for that D with the most calibration passes.
     engine : {"local", "ray"}
         Where the expert nodes run (:mod:`dmoe.runtime.engine`); one engine serves every
         policy of the job.
@@ -126,7 +130,9 @@ def run_main_job(
     ValueError
         On an unknown subject or policy name, bad ``limit``, ``ppl_texts`` or configuration: a policy
         with k or D above K, M too small for dense, ``num_experts`` contradicting the
-        checkpoint, an unsupported architecture, NaN router outputs (naming the layer).
+        checkpoint, an unsupported architecture, NaN router outputs (naming the layer); a
+        calibrated policy without a matching profile (telling the user to run
+        ``dmoe calibrate``).
     FileNotFoundError, OSError
         Missing checkpoint files, an unwritable output location, an unreachable hub id.
     ConnectionError
@@ -148,7 +154,17 @@ def run_main_job(
         _check_reachable(ray_address, CONNECT_TIMEOUT_S)
 
     names = resolve_subjects(subjects)
-    parsed = [policy_from_name(p) for p in policies]
+    from .optimize.calibrated import is_calibrated_name, parse_calibrated
+
+    # calibrated policies need the model's profile: check their syntax now, build them after loading
+    parsed = [None if is_calibrated_name(p) else policy_from_name(p) for p in policies]
+    for name in policies:
+        if is_calibrated_name(name):
+            try:
+                parse_calibrated(name, profile=None)
+            except ValueError as exc:
+                if "malformed" in str(exc):
+                    raise
     if not parsed:
         raise ValueError("`policies` must name at least one policy")
     out_dir = Path(output) if output is not None else None
@@ -218,6 +234,9 @@ def run_main_job(
         + (f", dense layers {info_line['dense_layers']}" if info_line.get("dense_layers") else "")
     )
     log(f"gating scores: {info_line.get('gate', '')}; combination: {info_line.get('combine', '')}")
+    if any(p is None for p in parsed):
+        parsed = _calibrated_policies(parsed, policies, model, profile, cache_dir, names, system, log)
+        _check_policies(parsed, system)
     queries = [pack_question(model.tokenizer, q) for q in questions]
     packed_texts = [pack_text(model.tokenizer, t) for t in texts]
     log(
@@ -315,6 +334,35 @@ def run_main_job(
         where = f"; the results so far are in {out_dir}" if out_dir is not None and results else ""
         raise NoLiveNodeError(f"{failure}{where}", round=failure.round, layer=failure.layer) from failure
     return config, results
+
+
+def _calibrated_policies(parsed, names, model, profile, cache_dir, subjects, system, log):
+    """Build the calibrated policies of ``names`` (None in ``parsed``) from the model's profile."""
+    from .importance import find_profile, load_profile_for
+    from .optimize.calibrated import _CAL_RE, parse_calibrated
+
+    out = []
+    for pol, name in zip(parsed, names):
+        if pol is not None:
+            out.append(pol)
+            continue
+        d = int(_CAL_RE.fullmatch(name).group(4))
+        path = profile if profile is not None else find_profile(model, d, cache_dir)
+        prof = load_profile_for(model, d, path=path, cache_dir=cache_dir)
+        overlap = sorted(set(subjects) & set(prof.config.get("subjects", [])))
+        if overlap:
+            warnings.warn(
+                f"subjects {overlap} are in the importance profile's calibration set ({path}): "
+                "the calibrated policy's results on them are optimistic",
+                stacklevel=3,
+            )
+        if system.to_dict() != prof.config.get("system"):
+            log(f"note: {name} uses a profile calibrated under other system parameters ({path}); "
+                "its energies are relative, the allocation may be less than optimal here")
+        pol = parse_calibrated(name, profile=prof, warn=lambda m: log(f"warning: {m}"))
+        log(f"{pol.name}: profile {path}; thresholds per layer {', '.join(f'{t:g}' for t in pol.thresholds)}")
+        out.append(pol)
+    return out
 
 
 def _check_output_dir(out_dir: Path) -> None:

@@ -5,6 +5,9 @@
 * :func:`jesa`, :func:`lower_bound` -- joint allocation P2 (Algorithm 2) and LB(gamma0, D).
 * :mod:`dmoe.optimize.policies` -- Top-k, H(z, D), JESA(gamma0, D), LB(gamma0, D), dense.
 * :mod:`dmoe.optimize.feasibility` -- the shared invariant checker used by the tests.
+* :mod:`dmoe.optimize.importance`, :mod:`dmoe.optimize.calibrated` -- measured layer
+  importance, the exact per-layer QoS allocation (multiple-choice knapsack) and the
+  calibrated JESA/DES/LB (issue 11).
 """
 
 from dmoe.optimize._validation import ArgumentTypeError
@@ -20,6 +23,8 @@ from dmoe.optimize.policies import (
     policy_from_name,
     policy_from_params,
 )
+from dmoe.optimize.calibrated import CalibratedDES, CalibratedJESA, CalibratedLB, calibrated_policy
+from dmoe.optimize.importance import Allocation, ImportanceProfile, allocate_qos
 from dmoe.optimize.selection import SCORE_TOL, SelectionResult, select_experts
 from dmoe.optimize.subcarrier import SubcarrierResult, allocate_subcarriers
 
@@ -44,4 +49,11 @@ __all__ = [
     "Dense",
     "policy_from_name",
     "policy_from_params",
+    "ImportanceProfile",
+    "Allocation",
+    "allocate_qos",
+    "CalibratedJESA",
+    "CalibratedDES",
+    "CalibratedLB",
+    "calibrated_policy",
 ]

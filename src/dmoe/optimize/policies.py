@@ -336,19 +336,28 @@ _INT = r"\s*([0-9]+)\s*"
 _FORMS = (
     "'Top-k' / 'topk' (e.g. 'Top-2', 'top2'), 'H(z,D)' (e.g. 'H(0.8,2)'), "
     "'JESA(gamma0,D)' or 'JESA(gamma0,D,z)' (e.g. 'JESA(0.9,2)'), 'LB(gamma0,D)' or 'LB(gamma0,D,z)' (e.g. 'LB(0.9,2)'), 'dense'"
+    ", calibrated 'JESA(cal:B,D)' / 'DES(cal:B,D)' / 'LB(cal:B,D)' (e.g. 'JESA(cal:0.5,2)', needs `dmoe calibrate`)"
 )
 
 
-def policy_from_name(name: str) -> Policy:
+def policy_from_name(name: str, *, profile=None, warn=None) -> Policy:
     """Parse a policy label (CLI): "Top-2", "top2", "H(0.8,2)", "JESA(0.9,2)",
-    "JESA(0.9,2,1.0)", "LB(0.9,2)", "dense" (case-insensitive, spaces ignored).
+    "JESA(0.9,2,1.0)", "LB(0.9,2)", "dense" (case-insensitive, spaces ignored), and the
+    calibrated forms "JESA(cal:0.5,2)", "DES(cal:0.5,2)", "LB(cal:0.5,2)" that need
+    ``profile`` (an :class:`~dmoe.optimize.importance.ImportanceProfile`; see
+    :mod:`dmoe.optimize.calibrated`; ``warn`` receives the message of a budget it cannot meet).
 
     Raises:
-        ValueError: listing the accepted forms when ``name`` matches none.
+        ValueError: listing the accepted forms when ``name`` matches none; for a
+        calibrated form without ``profile``, telling the user to run ``dmoe calibrate``.
     """
     if not isinstance(name, str):
         raise ValueError(f"`name` must be a string; accepted forms: {_FORMS}")
     s = name.strip()
+    from dmoe.optimize.calibrated import is_calibrated_name, parse_calibrated
+
+    if is_calibrated_name(s):
+        return parse_calibrated(s, profile=profile, warn=warn)
     m = re.fullmatch(r"(?i)top\s*-?" + _INT, s)
     if m:
         return TopK(int(m.group(1)))
@@ -375,6 +384,11 @@ def policy_from_params(params: dict) -> Policy:
     kind = params["policy"]
     args = {key: value for key, value in params.items() if key not in ("policy", "name")}
     classes = {"TopK": TopK, "Homogeneous": Homogeneous, "JESA": JESAPolicy, "LowerBound": LowerBound, "Dense": Dense}
+    if str(kind).startswith("Calibrated"):
+        from dmoe.optimize.calibrated import CALIBRATED_KINDS, calibrated_from_params
+
+        if kind in {c._kind for c in CALIBRATED_KINDS.values()}:
+            return calibrated_from_params(params)
     if kind not in classes:
         raise ValueError(f"unknown `policy` {kind!r}; known: {', '.join(classes)}")
     return classes[kind](**args)
