@@ -72,3 +72,28 @@ def make_tiny_moe(dense, num_experts: int, seed: int = 1, cls=None):
         torch.nn.init.normal_(r.weight, std=0.5)
         routers.append(r)
     return (cls or MoEModel)(dense, parts, routers)
+
+
+# Property-based tests (tests/test_properties.py): one bounded, reproducible budget.
+# "ci" (default): derandomized (the same examples every run), no deadline (CI machines
+# vary), max_examples set per test with settings(...) on top of this profile.
+# HYPOTHESIS_PROFILE=dev explores new random examples with a larger budget.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "ci",
+        derandomize=True,
+        deadline=None,
+        max_examples=40,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    settings.register_profile(
+        "dev", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    )
+    import os as _os
+
+    settings.load_profile(_os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # pragma: no cover - hypothesis is in the dev extra
+    pass

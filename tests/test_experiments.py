@@ -248,3 +248,71 @@ def test_cli_reproduce(tmp_path):
     stored = json.loads((tmp_path / "fig6.json").read_text())
     assert stored["seed"] == 3 and stored["config"]["tokens_per_layer"] == 8 and stored["quick"]
     assert "dmoe reproduce" in (tmp_path / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- robustness (real tiny model)
+class _TinyContext(Context):
+    """A real Context whose model is a tiny random MoE with K = 8 (real runtime, real policies)."""
+
+    def __init__(self, output, model, **kw):
+        super().__init__(output, **kw)
+        self._model = model
+
+
+@pytest.fixture(scope="module")
+def tiny_moe8(tiny_llama, tiny_tokenizer):
+    import torch
+
+    from dmoe.model.moe import MoEModel
+    from dmoe.model.router import Router
+
+    torch.manual_seed(2)
+    F, L, H = tiny_llama.config.intermediate_size, tiny_llama.config.num_hidden_layers, tiny_llama.config.hidden_size
+    parts = torch.stack([torch.randperm(F).view(8, F // 8) for _ in range(L)])
+    routers = []
+    for _ in range(L):
+        r = Router(H, 8)
+        torch.nn.init.normal_(r.weight, std=0.5)
+        routers.append(r)
+    model = MoEModel(tiny_llama, parts, routers)
+    model.tokenizer = tiny_tokenizer
+    model.metadata = {"key": "tiny-test-moe8"}
+    return model
+
+
+def test_robustness_experiment_end_to_end(tmp_path, tiny_moe8):
+    from dmoe.experiments import robustness
+
+    ctx = _TinyContext(tmp_path, tiny_moe8, progress=False, log=lambda *_: None)
+    cfg = robustness.config(Options(quick=True, limit=1))
+    # a reduced sweep keeps the test fast; every axis and the trade-off are still exercised
+    cfg.update(channels=["rayleigh", "tdl-d"], speeds_kmh=[0.0, 120.0], csi_errors=[0.0, 0.3], deadlines_s=[1.0])
+    result = {"config": cfg, "data": robustness.run(cfg, ctx)}
+    data = result["data"]
+    assert len(data["points"]) == len(robustness.scenarios(cfg)) == 6
+    assert {p["axis"] for p in data["points"]} == {"channel", "speed", "csi"}
+    for p in data["points"]:
+        assert np.isfinite(p["saving_vs_top2"]) and np.isfinite(p["gap_to_lb"]) and np.isfinite(p["jesa_nll"])
+        for r in p["policies"].values():
+            assert r["latency_layer_round_mean_s"] > 0 and r["latency_layer_round_p95_s"] >= r["latency_layer_round_mean_s"]
+    # perfect CSI on the paper's channel: nothing lost; CSI error 0.3: packets lost and retransmitted
+    base = next(p for p in data["points"] if p["axis"] == "channel" and p["channel"]["model"] == "rayleigh")
+    noisy = next(p for p in data["points"] if p["axis"] == "csi" and p["channel"]["csi_error"] == 0.3)
+    assert all(r["failed_attempts"] == 0 for r in base["policies"].values())
+    assert sum(r["failed_attempts"] for r in noisy["policies"].values()) > 0
+    # the deadline policies keep their layer rounds within the deadline on the channel they planned on
+    bounded = [r for r in data["tradeoff"] if r["deadline_s"] is not None]
+    assert len(bounded) == 2
+    for r in bounded:
+        assert r["latency_layer_round_p95_s"] <= r["deadline_s"] + 1e-9
+    robustness.plot(result, tmp_path / "robustness.png")
+    robustness.write_table(result, tmp_path / "robustness.csv")
+    section = robustness.report(result)
+    assert (tmp_path / "robustness.png").stat().st_size > 0
+    assert len((tmp_path / "robustness.csv").read_text().splitlines()) == 1 + 6 * 3 + 5
+    assert any("JESA saves energy against Top-2" in c.claim for c in section.claims)
+    assert all(c.verdict in ("agrees", "partly", "differs") for c in section.claims)
+    # a second pass takes every evaluation from the cache
+    ctx2 = _TinyContext(tmp_path, tiny_moe8, progress=False, log=lambda *_: None)
+    robustness.run(cfg, ctx2)
+    assert ctx2.evaluations_run == 0 and ctx2.evaluations_cached == 6 * 3 + 5

@@ -129,3 +129,80 @@ def test_runtime_rejects_bad_configuration(tiny_moe, queries):
         rt.run_round(queries[: K + 1])
     with pytest.raises(ValueError, match="`queries`"):
         evaluate_policy(tiny_moe, [], Dense(), system=SYSTEM)
+
+
+# ------------------------------------------------------------------ radio: channels, CSI, latency
+def test_default_channel_gives_the_legacy_results_exactly(tiny_moe, queries):
+    from dmoe.channel import draw_rates
+
+    pol = JESAPolicy(0.8, 2)
+    new = evaluate_policy(tiny_moe, queries, pol, system=SYSTEM, seed=4, progress=False)
+    old = evaluate_policy(
+        tiny_moe, queries, pol, system=SYSTEM, seed=4, progress=False, rates_fn=lambda rng: draw_rates(SYSTEM, rng)
+    )
+    assert new.energy_j == old.energy_j and np.array_equal(new.logliks, old.logliks)
+    assert new.energy_planned_j == new.energy_j and new.failed_attempts == 0 and new.dropped_tokens == 0
+
+
+@pytest.mark.parametrize(
+    "channel",
+    [
+        dict(model="tdl-a"),
+        dict(model="tdl-d", speed_kmh=30.0),
+        dict(model="rayleigh", speed_kmh=0.0, csi_delay=1),
+        dict(model="tdl-c", csi_error=0.3),
+        dict(model="rayleigh", csi_error=1.0, csi_delay=1, speed_kmh=120.0),
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_runtime_on_realistic_channels(tiny_moe, queries, channel):
+    from dmoe.channels import ChannelConfig
+
+    cfg = ChannelConfig(**channel)
+    res = evaluate_policy(tiny_moe, queries, TopK(2), system=SYSTEM, seed=2, progress=False, channel=cfg)
+    t = res.per_layer
+    for value in (res.energy_j, res.energy_planned_j, res.mean_nll, *res.latency_stats().values()):
+        assert np.isfinite(value)
+    assert np.all(np.isfinite(res.latency_layer_round_s)) and np.all(res.latency_layer_round_s > 0)
+    assert res.latency_layer_round_s.shape == (2, tiny_moe.num_layers)  # 6 queries = 2 rounds of K = 4
+    assert res.latency_query_s.shape == (6,)
+    assert np.isclose(t.energy_comm_planned_j.sum() + t.energy_comp_planned_j.sum(), res.energy_planned_j)
+    if cfg.perfect_csi or (cfg.speed_kmh == 0.0 and cfg.csi_error == 0.0):  # static: a stale estimate is exact
+        assert res.failed_attempts == 0 and res.energy_planned_j == pytest.approx(res.energy_j)
+    else:
+        assert res.failed_attempts > 0  # a noisy or stale estimate overestimates some links
+        assert res.energy_comm_j > t.energy_comm_planned_j.sum() * 0.5
+    summary = res.summary()
+    for key in ("latency_layer_round_mean_s", "latency_layer_round_p95_s", "latency_query_mean_s",
+                "latency_query_p95_s", "energy_planned_j", "failed_attempts", "dropped_tokens"):
+        assert key in summary
+
+
+def test_layer_round_latency_is_the_slowest_path(tiny_moe, queries):
+    from dmoe.energy import link_rate_from_subcarriers, link_token_counts
+    from dmoe.latency import link_air_time, round_timing
+
+    captured = []
+
+    class Spy(TopK):
+        def schedule(self, scores, source, rates, layer, *, system, rng=None):
+            s = super().schedule(scores, source, rates, layer, system=system, rng=rng)
+            captured.append((s, source, rates))
+            return s
+
+    rt = DMoERuntime(tiny_moe, Spy(2), system=SYSTEM, seed=1)
+    rt.run_round(queries[:K])
+    lat = rt.latency.layer_round_s[0]
+    for layer, (s, source, rates) in enumerate(captured):
+        tok = link_token_counts(s.selection, source, K)
+        air = link_air_time(tok, link_rate_from_subcarriers(rates, s.subcarrier), SYSTEM.bits_per_token)
+        assert lat[layer] == pytest.approx(round_timing(tok, air, air, SYSTEM).latency_s)
+
+
+def test_runtime_rejects_rates_fn_with_channel(tiny_moe):
+    from dmoe.channels import ChannelConfig
+
+    with pytest.raises(ValueError, match="`rates_fn`"):
+        DMoERuntime(tiny_moe, Dense(), system=SYSTEM, rates_fn=lambda rng: None, channel=ChannelConfig())
+    with pytest.raises(ValueError, match="`channel_redraw`"):
+        DMoERuntime(tiny_moe, Dense(), system=SYSTEM, channel=ChannelConfig(speed_kmh=3.0), channel_redraw="fixed")

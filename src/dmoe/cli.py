@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from .channels import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, DEFAULT_DELAY_SPREAD_NS, ChannelConfig
 
 
 def _fail(exc: Exception) -> None:
@@ -28,7 +29,8 @@ def main() -> None:
 @click.option("--policy", "policies", multiple=True,
               help="Policy to run (repeatable): dense, Top-k, H(z,D), JESA(g0,D), LB(g0,D), and the calibrated "
                    "JESA(cal:B,D), DES(cal:B,D), LB(cal:B,D) (B: budget of predicted KL to the full model [nat/token]; "
-                   "needs `dmoe calibrate`). "
+                   "needs `dmoe calibrate`); append "
+                   "[T=<seconds>s] to bound each layer round's latency, e.g. 'JESA(0.9,2)[T=5s]'. "
                    "Default: dense, Top-1, Top-2, H(<qos>,<D>), JESA(<gamma0>,<D>), LB(<gamma0>,<D>).")
 @click.option("--gamma0", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Layer importance base of the default JESA and LB policies (gamma^(l) = gamma0^l).")
@@ -46,6 +48,23 @@ def main() -> None:
               help="Seed of the channel draws (the same for every policy).")
 @click.option("--channel-redraw", type=click.Choice(["layer", "round", "fixed"]), default="layer",
               show_default=True, help="New channel draw per layer round, per query round, or once.")
+@click.option("--channel", "channel_model", type=click.Choice(list(CHANNEL_MODELS), case_sensitive=False),
+              default="rayleigh", show_default=True,
+              help="Fading: i.i.d. Rayleigh per subcarrier (the paper) or a 3GPP TR 38.901 TDL profile.")
+@click.option("--delay-spread", "delay_spread", type=float, default=DEFAULT_DELAY_SPREAD_NS, show_default=True,
+              help="RMS delay spread of the TDL profiles [ns] (TR 38.901 Table 7.7.3-1 'nominal').")
+@click.option("--speed-kmh", type=float, default=None,
+              help="Node speed [km/h]: channels of consecutive layer rounds correlate by J0(2 pi f_D tau), "
+                   "tau = the round's latency; 0 = static within a query round. Default: no mobility model "
+                   "(independent block fading as --channel-redraw says).")
+@click.option("--carrier-ghz", type=float, default=DEFAULT_CARRIER_GHZ, show_default=True,
+              help="Carrier frequency [GHz] (Doppler shift).")
+@click.option("--csi-error", type=float, default=0.0, show_default=True,
+              help="Normalised variance in [0, 1] of the server's channel estimate error, CN(0, err * E|H|^2).")
+@click.option("--csi-delay", type=int, default=0, show_default=True,
+              help="Age of the server's channel estimate [layer rounds] (1 = the previous round's channel).")
+@click.option("--comp-throughput", type=float, default=1e4, show_default=True,
+              help="FFN throughput of every node [token/s] (latency model).")
 @click.option("--combine", type=click.Choice(["sum", "weighted"]), default=None,
               help="Carved model only: aggregate selected slices by their sum (default) or eq (8)'s "
                    "weighted mean. A real MoE combines with its family's own weights.")
@@ -75,7 +94,8 @@ def main() -> None:
               help="Failed nodes rejoin at the next query round.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_subcarriers, snr_db,
-        seed, channel_redraw, combine, model_source, device, cache_dir, output, ppl_texts, profile, engine,
+        seed, channel_redraw, channel_model, delay_spread, speed_kmh, carrier_ghz, csi_error, csi_delay,
+        comp_throughput, combine, model_source, device, cache_dir, output, ppl_texts, profile, engine,
         ray_address, node_failure_rate, node_rejoin, quiet):
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
     from .main_job import run_main_job
@@ -85,9 +105,23 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
         raise click.BadParameter(f"must lie in [0, 1), got {node_failure_rate}", param_hint="'--node-failure-rate'")
     if ray_address is not None and engine != "ray":
         raise click.BadParameter("needs --engine ray", param_hint="'--ray-address'")
-    for flag, value in (("--gamma0", gamma0), ("--qos", qos), ("--snr-db", snr_db)):
-        if not math.isfinite(value):
+    for flag, value in (("--gamma0", gamma0), ("--qos", qos), ("--snr-db", snr_db), ("--delay-spread", delay_spread),
+                        ("--carrier-ghz", carrier_ghz), ("--csi-error", csi_error),
+                        ("--comp-throughput", comp_throughput), ("--speed-kmh", speed_kmh)):
+        if value is not None and not math.isfinite(value):
             raise click.BadParameter(f"must be a finite number, got {value}", param_hint=f"'{flag}'")
+    for flag, value, rule in (("--delay-spread", delay_spread, delay_spread >= 0),
+                              ("--speed-kmh", speed_kmh, speed_kmh is None or speed_kmh >= 0),
+                              ("--carrier-ghz", carrier_ghz, carrier_ghz > 0),
+                              ("--csi-error", csi_error, 0 <= csi_error <= 1),
+                              ("--csi-delay", csi_delay, csi_delay >= 0),
+                              ("--comp-throughput", comp_throughput, comp_throughput > 0)):
+        if not rule:
+            need = {"--csi-error": "in [0, 1]", "--carrier-ghz": "> 0", "--comp-throughput": "> 0"}.get(flag, ">= 0")
+            raise click.BadParameter(f"must be {need}, got {value}", param_hint=f"'{flag}'")
+    if speed_kmh is not None and channel_redraw != "layer":
+        raise click.BadParameter("cannot be combined with --speed-kmh (mobility decides how the channel changes)",
+                                 param_hint="'--channel-redraw'")
     if not policies:
         policies = ("dense", "Top-1", "Top-2", f"H({qos!r},{max_experts})",
                     f"JESA({gamma0!r},{max_experts})", f"LB({gamma0!r},{max_experts})")
@@ -101,10 +135,12 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise click.BadParameter("CUDA is not available on this machine", param_hint="'--device'")
     try:
+        channel = ChannelConfig(model=channel_model.lower(), delay_spread_ns=delay_spread, speed_kmh=speed_kmh,
+                                carrier_ghz=carrier_ghz, csi_error=csi_error, csi_delay=csi_delay)
         run_main_job(
             subjects=[s for s in subjects], limit=limit, policies=list(policies), num_experts=num_experts,
-            num_subcarriers=num_subcarriers, snr_db=snr_db,
-            seed=seed, channel_redraw=channel_redraw, model_source=model_source,
+            num_subcarriers=num_subcarriers, snr_db=snr_db, comp_throughput_tokens_per_s=comp_throughput,
+            seed=seed, channel_redraw=channel_redraw, channel=channel, model_source=model_source,
             cache_dir=cache_dir, combine=combine, device=device, output=output, ppl_texts=ppl_texts,
             progress=not quiet,
             command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, profile=profile, engine=engine,

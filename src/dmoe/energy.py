@@ -82,7 +82,7 @@ def token_costs(link_rate, system: SystemConfig) -> np.ndarray:
         raise ValueError("`link_rate` must be >= 0 and not NaN off the diagonal")
     a = system.comp_energy_per_token_j
     # [K, K] transmission energy per token, inf on zero-rate links
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         comm = np.where(rate > 0, system.tx_power_w * system.bits_per_token / np.where(rate > 0, rate, 1.0), np.inf)
     comm[~off] = 0.0
     return comm + a[None, :]

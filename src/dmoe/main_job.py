@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .channels import ChannelConfig
 from .data import (
     CALIBRATION_SUBJECTS,
     TEXT_MAX_TOKENS,
@@ -49,8 +50,10 @@ def run_main_job(
     num_experts: int | None = None,
     num_subcarriers: int | None = None,
     snr_db: float | None = None,
+    comp_throughput_tokens_per_s: float | None = None,
     seed: int = 0,
     channel_redraw: str = "layer",
+    channel: ChannelConfig | None = None,
     model_source: str | None = None,
     cache_dir: str | None = None,
     combine: str | None = None,
@@ -82,11 +85,15 @@ def run_main_job(
     num_experts : int, optional
         K asked for (``--num-experts``): the carved model's K (default 8); for a real MoE
         checkpoint it must equal the checkpoint's K.
-    num_subcarriers, snr_db : optional
-        M and P0/N0 [dB] when ``system`` is omitted.
+    num_subcarriers, snr_db, comp_throughput_tokens_per_s : optional
+        M, P0/N0 [dB] and the nodes' FFN throughput [token/s] when ``system`` is omitted.
     seed : int
         Channel draws and policy randomness; the same for every policy.
     channel_redraw : {"layer", "round", "fixed"}
+        Block-fading redraw when ``channel`` has no speed.
+    channel : ChannelConfig, optional
+        Fading model (i.i.d. Rayleigh or TDL-A..E), mobility and imperfect CSI; default the
+        paper's i.i.d. Rayleigh with perfect CSI.
     model_source : str, optional
         ``None``: SmolLM2-135M-Instruct carved into experts; a transformers MoE checkpoint
         (local directory or hub id) of a supported family; a dense model to carve; a
@@ -148,6 +155,14 @@ def run_main_job(
     if ray_address is not None and engine != "ray":
         raise ValueError("`ray_address` (--ray-address) needs `engine`='ray' (--engine ray)")
     node_failure_rate = check_failure_rate(node_failure_rate)
+    channel = channel or ChannelConfig()
+    if not isinstance(channel, ChannelConfig):
+        raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
+    if channel.speed_kmh is not None and channel_redraw != "layer":
+        raise ValueError(
+            f"`channel_redraw` (--channel-redraw) = {channel_redraw!r} cannot be combined with `speed_kmh` "
+            "(--speed-kmh): with a speed, mobility decides how the channel changes between layer rounds"
+        )
     if ray_address is not None:
         from .runtime.ray_engine import CONNECT_TIMEOUT_S, _check_reachable
 
@@ -187,6 +202,8 @@ def run_main_job(
         k = int(asked_k) if asked_k is not None else DEFAULT_CARVED_EXPERTS
     if system is None:
         extra = {} if snr_db is None else {"snr_db": snr_db}
+        if comp_throughput_tokens_per_s is not None:
+            extra["comp_throughput_tokens_per_s"] = comp_throughput_tokens_per_s
         system = SystemConfig(
             num_experts=k,
             num_subcarriers=num_subcarriers if num_subcarriers is not None else default_num_subcarriers(k),
@@ -241,7 +258,8 @@ def run_main_job(
     packed_texts = [pack_text(model.tokenizer, t) for t in texts]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
-        f"tokens per policy; K = {system.num_experts} experts, M = {system.num_subcarriers} subcarriers"
+        f"tokens per policy; K = {system.num_experts} experts, M = {system.num_subcarriers} subcarriers; "
+        f"channel: {channel.label()}"
     )
     # the full model (selection=None), once, shared by every policy
     reference = full_reference(model, queries)
@@ -279,6 +297,7 @@ def run_main_job(
                     system=system,
                     seed=seed,
                     channel_redraw=channel_redraw,
+                    channel=channel,
                     progress=progress,
                     engine=nodes,
                     node_failure_rate=node_failure_rate,
@@ -299,6 +318,7 @@ def run_main_job(
         "policies": [{"name": p.name, **p.params()} for p in parsed],
         "seed": seed,
         "channel_redraw": channel_redraw,
+        "channel": channel.to_dict(),
         "combine": model.combine,
         "device": str(model.device),
         "engine": engine,
@@ -387,6 +407,7 @@ def _check_policies(parsed, system: SystemConfig) -> None:
             f"reroute; use M >= {links} or drop dense"
         )
     for p in parsed:
+        p = getattr(p, "policy", p)  # a Deadline wraps its base policy
         if isinstance(p, TopK) and p.k > k:
             raise ValueError(f"policy {p.name}: `k` must not exceed K = {k}")
         d = getattr(p, "max_experts", None)

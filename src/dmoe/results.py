@@ -23,6 +23,11 @@ PER_LAYER_FIELDS = (
     "energy_per_token_j",
     "transmissions",
     "infeasible_tokens",
+    "energy_planned_j",
+    "failed_attempts",
+    "dropped_tokens",
+    "latency_mean_s",
+    "latency_p95_s",
 )
 
 
@@ -37,9 +42,19 @@ def per_layer_rows(results: Sequence[PolicyResult]) -> list[dict]:
     rows = []
     for r in results:
         t = r.per_layer
-        for layer in range(len(t.tokens)):
+        L = len(t.tokens)
+
+        def col(values, layer, default=0.0):
+            return default if values is None else values[layer]
+
+        for layer in range(L):
             n = max(int(t.tokens[layer]), 1)
             comm, comp = float(t.energy_comm_j[layer]), float(t.energy_comp_j[layer])
+            planned = (
+                comm + comp
+                if t.energy_comm_planned_j is None
+                else float(t.energy_comm_planned_j[layer] + t.energy_comp_planned_j[layer])
+            )
             rows.append(
                 {
                     "policy": r.policy,
@@ -53,6 +68,11 @@ def per_layer_rows(results: Sequence[PolicyResult]) -> list[dict]:
                     "energy_per_token_j": (comm + comp) / n,
                     "transmissions": int(t.transmissions[layer]),
                     "infeasible_tokens": int(t.infeasible_tokens[layer]),
+                    "energy_planned_j": planned,
+                    "failed_attempts": int(col(t.failed_attempts, layer, 0)),
+                    "dropped_tokens": int(col(t.dropped_tokens, layer, 0)),
+                    "latency_mean_s": float(col(t.latency_mean_s, layer)),
+                    "latency_p95_s": float(col(t.latency_p95_s, layer)),
                 }
             )
     return rows
@@ -92,11 +112,19 @@ def plot_per_layer(path: Path, results: Sequence[PolicyResult], title: str = "")
 
 
 def format_table(results: Sequence[PolicyResult]) -> str:
-    """A plain-text table of accuracy, NLL, agreement and KL with the full model, held-out
-    perplexity and energy per policy."""
+    """A plain-text table per policy: accuracy, NLL, agreement and KL with the full model,
+    held-out perplexity, energy spent (and planned, lost packets and dropped transfers when the
+    CSI is imperfect), the mean / 95th-percentile latency per layer round and per query, and
+    node failures, re-plans and re-hosted queries when nodes failed."""
+    width = max([16] + [len(r.policy) + 2 for r in results])
+    imperfect = any(
+        r.energy_planned_j is not None and (r.energy_planned_j != r.energy_j or r.failed_attempts) for r in results
+    )
     head = (
-        f"{'policy':<16}{'accuracy':>9}{'mean NLL':>10}{'agree':>7}{'KL [nat]':>10}{'ppl':>12}"
-        f"{'energy [J]':>12}{'comm [J]':>11}{'comp [J]':>11}{'vs dense':>9}{'time [s]':>9}"
+        f"{'policy':<{width}}{'accuracy':>9}{'mean NLL':>10}{'agree':>7}{'KL [nat]':>10}{'ppl':>12}"
+        f"{'energy [J]':>12}{'comm [J]':>11}{'comp [J]':>11}"
+        + (f"{'planned [J]':>12}{'lost pkts':>10}{'dropped':>8}" if imperfect else "")
+        + f"{'vs dense':>9}{'round [s]':>10}{'p95 [s]':>9}{'query [s]':>10}{'p95 [s]':>9}{'time [s]':>9}"
     )
     lines = [head, "-" * len(head)]
     faults = any(r.node_failures or r.node_joins or not r.complete for r in results)
@@ -106,10 +134,15 @@ def format_table(results: Sequence[PolicyResult]) -> str:
     dense = next((r.energy_j for r in results if r.policy == "dense"), None)
     for r in results:
         rel = f"{r.energy_j / dense:>9.3f}" if dense else f"{'':>9}"
+        lat = r.latency_stats()
+        planned = r.energy_j if r.energy_planned_j is None else r.energy_planned_j
         ppl = f"{r.perplexity:>12.5g}" if r.perplexity is not None else f"{'n/a':>12}"
         line = (
-            f"{r.policy:<16}{r.accuracy:>9.3f}{r.mean_nll:>10.3f}{r.agreement:>7.3f}{r.mean_kl:>10.4f}{ppl}"
-            f"{r.energy_j:>12.2f}{r.energy_comm_j:>11.2f}{r.energy_comp_j:>11.2f}{rel}{r.seconds:>9.1f}"
+            f"{r.policy:<{width}}{r.accuracy:>9.3f}{r.mean_nll:>10.3f}{r.agreement:>7.3f}{r.mean_kl:>10.4f}{ppl}"
+            f"{r.energy_j:>12.2f}{r.energy_comm_j:>11.2f}{r.energy_comp_j:>11.2f}"
+            + (f"{planned:>12.2f}{r.failed_attempts:>10d}{r.dropped_tokens:>8d}" if imperfect else "")
+            + f"{rel}{lat['latency_layer_round_mean_s']:>10.2f}{lat['latency_layer_round_p95_s']:>9.2f}"
+            f"{lat['latency_query_mean_s']:>10.1f}{lat['latency_query_p95_s']:>9.1f}{r.seconds:>9.1f}"
         )
         if faults:
             line += f"{r.node_failures:>9}{r.replans:>8}{r.rehosted_queries:>9}"

@@ -67,6 +67,23 @@ def _coefficients(name: str, value: Any, num_experts: int, *, strictly_positive:
     return tuple(out)
 
 
+def _throughput(value: Any, num_experts: int) -> float | tuple:
+    name = "comp_throughput_tokens_per_s"
+    if _is_real(value):
+        if not math.isfinite(float(value)) or float(value) <= 0.0:
+            raise ValueError(f"`{name}` must be > 0 [token/s] and finite, got {value!r}")
+        return float(value)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise ValueError(f"`{name}` must be a positive number or one per expert [token/s], got {value!r}")
+    items = tuple(value)
+    if len(items) != num_experts:
+        raise ValueError(f"`{name}` must have one entry per expert (num_experts={num_experts}), got {len(items)}")
+    for k, item in enumerate(items):
+        if not _is_real(item) or not math.isfinite(float(item)) or float(item) <= 0.0:
+            raise ValueError(f"`{name}`[{k}] must be > 0 [token/s] and finite, got {item!r}")
+    return tuple(float(x) for x in items)
+
+
 def default_num_subcarriers(num_experts: int) -> int:
     """M for K experts: the smallest power of two >= K(K-1) (DESIGN.md; 64 for K = 8).
 
@@ -98,6 +115,11 @@ class SystemConfig:
             paper's a_j = j * 1e-3 for every K (Section VII-A; for K = 64 experts a_j runs
             from 1 mJ to 64 mJ per token).
         comp_energy_static: b_j [J], each >= 0; ``None`` means b_j = 0.
+        comp_throughput_tokens_per_s: c_j [token/s], the rate at which node j runs its
+            expert FFN (our latency model, not in the paper): one number for every node
+            or one per node, each > 0. Default 1e4 token/s: a ~10 W edge accelerator at
+            the paper's a_1 = 1 mJ/token (10 W / 1 mJ = 1e4 token/s), about what a
+            Jetson-class GPU sustains on a Mixtral-size expert (~0.35 GFLOP/token).
 
     Raises:
         ValueError: naming the offending field in backticks when a value is invalid.
@@ -112,6 +134,7 @@ class SystemConfig:
     hidden_state_bytes: int = 8192
     comp_energy_per_token: tuple | None = None
     comp_energy_static: tuple | None = None
+    comp_throughput_tokens_per_s: float | tuple = 1e4
 
     def __post_init__(self) -> None:
         k = _positive_int("num_experts", self.num_experts)
@@ -136,6 +159,7 @@ class SystemConfig:
             "comp_energy_static",
             _coefficients("comp_energy_static", self.comp_energy_static, k, strictly_positive=False),
         )
+        object.__setattr__(self, "comp_throughput_tokens_per_s", _throughput(self.comp_throughput_tokens_per_s, k))
 
     # ------------------------------------------------------------------ derived
     @property
@@ -171,6 +195,14 @@ class SystemConfig:
         if self.comp_energy_static is None:
             return np.zeros(self.num_experts, dtype=np.float64)
         return np.asarray(self.comp_energy_static, dtype=np.float64)
+
+    @property
+    def comp_throughput_j(self) -> np.ndarray:
+        """c_j [token/s], ``[num_experts], float64``: FFN throughput of each node (latency model)."""
+        c = self.comp_throughput_tokens_per_s
+        if isinstance(c, tuple):
+            return np.asarray(c, dtype=np.float64)
+        return np.full(self.num_experts, float(c))
 
     # ------------------------------------------------------------------ I/O
     def replace(self, **changes: Any) -> "SystemConfig":

@@ -79,15 +79,22 @@ def pack_question(tokenizer, question: Question) -> PackedQuery:
     Raises
     ------
     ValueError
-        If the context or a choice tokenises to nothing.
+        If the context tokenises to nothing, or a choice is empty / whitespace-only or
+        its text tokenises to nothing (it would otherwise be scored as a lone space).
     """
     context = _encode(tokenizer, format_prompt(question))
-    options = [_encode(tokenizer, " " + choice.strip()) for choice in question.choices]
     if not context:
         raise ValueError("`question`: the prompt tokenised to zero tokens")
-    for k, opt in enumerate(options):
-        if not opt:
-            raise ValueError(f"`question`: choice {k} tokenised to zero tokens")
+    options = []
+    for k, choice in enumerate(question.choices):
+        text = choice.strip()
+        label = f"choice {'ABCD'[k] if k < 4 else k} ({choice!r})"
+        if not text:
+            # scored as " " + "" it would be a lone space token that can win
+            raise ValueError(f"`question`: {label} is empty or whitespace-only; every choice needs text")
+        if not _encode(tokenizer, text):
+            raise ValueError(f"`question`: {label} tokenised to zero tokens")
+        options.append(_encode(tokenizer, " " + text))
     c = len(context)
     ids = list(context)
     positions = list(range(c))

@@ -44,7 +44,7 @@ def _names_help() -> str:
 def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_source, cache_dir, engine, ray_address,
               list_only, quiet):
     """Reproduce the paper's figures and table: NAME ... is any of fig5 fig6 fig7 fig8 fig9
-    fig10 table1 theorem1 importance, or all (default).
+    fig10 table1 theorem1 importance robustness, or all (default).
 
     Writes DIR/<name>.png, DIR/<name>.csv, DIR/<name>.json per experiment and DIR/report.md.
     Finished experiments and policy evaluations are cached in DIR, so an interrupted run resumes.

@@ -35,7 +35,7 @@ from dmoe.system import SystemConfig
 
 __all__ = ["Context", "EvalRecord", "to_jsonable", "write_json", "read_json"]
 
-EVAL_FORMAT = 2  # 2: agreement and KL with the full model
+EVAL_FORMAT = 3  # 2: agreement and KL with the full model; 3: channel, CSI and latency
 
 
 def to_jsonable(obj):
@@ -88,10 +88,14 @@ class EvalRecord(dict):
     ``energy_comm_j``, ``energy_comp_j`` [J], ``num_questions``, ``num_tokens``,
     ``channel_draws`` (independent channel realisations the energy averages over),
     ``per_layer`` (lists over layers: ``energy_comm_j``, ``energy_comp_j``, ``tokens``,
-    ``expert_calls``, ``transmissions``, ``infeasible_tokens``), ``selection_counts``
-    ``[L][K]``, ``correct`` and ``nll`` per question, ``subjects`` per question, ``seconds``;
-    against the full model: ``agreement`` and ``mean_kl`` [nat], and per question ``agree``
-    (0/1), ``kl`` (mean over its scored tokens [nat]) and ``scored`` (its scored tokens).
+    ``expert_calls``, ``transmissions``, ``infeasible_tokens``, ``latency_mean_s``,
+    ``latency_p95_s``), ``selection_counts`` ``[L][K]``, ``correct`` and ``nll`` per question,
+    ``subjects`` per question, ``seconds``; against the full model: ``agreement`` and
+    ``mean_kl`` [nat], and per question ``agree`` (0/1), ``kl`` (mean over its scored tokens
+    [nat]) and ``scored`` (its scored tokens); the radio: ``channel`` (ChannelConfig dict),
+    ``energy_planned_j``, ``failed_attempts``, ``dropped_tokens`` and the latency statistics
+    ``latency_layer_round_mean_s``, ``latency_layer_round_p95_s``, ``latency_query_mean_s``,
+    ``latency_query_p95_s`` [s].
     """
 
     @property
@@ -304,7 +308,7 @@ class Context:
         write_json(path, {"key_inputs": key_inputs, "record": record})
         return record
 
-    def _request(self, policy, subjects, limit, seed, system, channel_redraw):
+    def _request(self, policy, subjects, limit, seed, system, channel_redraw, channel):
         """(key_inputs, cache path, questions, queries) of one evaluation."""
         model = self.model()
         questions, queries = self.packed(subjects, limit)
@@ -317,6 +321,7 @@ class Context:
             "seed": int(seed),
             "system": system.to_dict(),
             "channel_redraw": channel_redraw,
+            "channel": channel.to_dict(),
             "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
             "combine": getattr(model, "combine", "sum"),
         }
@@ -338,6 +343,7 @@ class Context:
         seed: int,
         system: SystemConfig | None = None,
         channel_redraw: str = "layer",
+        channel=None,
         label: str = "",
     ) -> EvalRecord:
         """Evaluate ``policy`` on the questions, through the cache.
@@ -345,17 +351,21 @@ class Context:
         Returns:
             :class:`EvalRecord` (while planning, a placeholder for an evaluation not yet cached).
         """
+        from dmoe.channels import ChannelConfig
         from dmoe.runtime import evaluate_policy
 
         system = system or SystemConfig()
-        key_inputs, path, questions, queries = self._request(policy, subjects, limit, seed, system, channel_redraw)
+        channel = channel or ChannelConfig()
+        key_inputs, path, questions, queries = self._request(
+            policy, subjects, limit, seed, system, channel_redraw, channel
+        )
         stored = self._stored(key_inputs, path)
         if self._planning is not None:
             if stored is not None:
                 return EvalRecord(stored["record"])
             self._planning.append(
                 dict(policy=policy, subjects=list(subjects), limit=limit, seed=int(seed), system=system,
-                     channel_redraw=channel_redraw, label=label)
+                     channel_redraw=channel_redraw, channel=channel, label=label)
             )
             return _placeholder(policy, questions, self.model())
         if stored is not None:
@@ -365,12 +375,14 @@ class Context:
         tag = f"[{label}] " if label else ""
         self.log(f"{tag}evaluating {policy.name} on {len(queries)} questions ...")
         res = evaluate_policy(
-            self.model(), queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw,
+            self.model(), queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw, channel=channel,
             progress=self.progress, reference=self.reference(subjects, limit),
         )
-        return self._store(res, policy, key_inputs, path, questions, system, channel_redraw, tag)
+        return self._store(res, policy, key_inputs, path, questions, system, channel_redraw, channel, tag)
 
-    def _store(self, res, policy, key_inputs, path, questions, system, channel_redraw, tag="") -> EvalRecord:
+    def _store(
+        self, res, policy, key_inputs, path, questions, system, channel_redraw, channel, tag=""
+    ) -> EvalRecord:
         model = self.model()
         n = len(questions)
         idx = np.arange(n)
@@ -379,6 +391,8 @@ class Context:
         t = res.per_layer
         num_rounds = -(-n // system.num_experts)
         draws = {"layer": num_rounds * model.num_layers, "round": num_rounds, "fixed": 1}[channel_redraw]
+        if channel.speed_kmh is not None:
+            draws = num_rounds  # independent starts; later layer rounds are correlated with them
         record = EvalRecord(
             policy=policy.name,
             params=policy.params(),
@@ -397,7 +411,14 @@ class Context:
                 "expert_calls": t.expert_calls,
                 "transmissions": t.transmissions,
                 "infeasible_tokens": t.infeasible_tokens,
+                "latency_mean_s": t.latency_mean_s,
+                "latency_p95_s": t.latency_p95_s,
             },
+            channel=channel.to_dict(),
+            energy_planned_j=res.energy_planned_j,
+            failed_attempts=res.failed_attempts,
+            dropped_tokens=res.dropped_tokens,
+            **res.latency_stats(),
             selection_counts=res.selection_counts,
             correct=correct,
             nll=nll,
@@ -444,7 +465,8 @@ class Context:
         jobs = {}
         for req in requests:
             key_inputs, path, questions, queries = self._request(
-                req["policy"], req["subjects"], req["limit"], req["seed"], req["system"], req["channel_redraw"]
+                req["policy"], req["subjects"], req["limit"], req["seed"], req["system"], req["channel_redraw"],
+                req["channel"],
             )
             if path in jobs or self._stored(key_inputs, path) is not None:
                 continue
@@ -456,11 +478,12 @@ class Context:
         def done(path, res):
             req, key_inputs, questions, _ = jobs[path]
             tag = f"[{req['label']}] " if req["label"] else ""
-            self._store(res, req["policy"], key_inputs, path, questions, req["system"], req["channel_redraw"], tag)
+            self._store(res, req["policy"], key_inputs, path, questions, req["system"], req["channel_redraw"],
+                        req["channel"], tag)
 
         tasks = [
             (path, queries, req["policy"],
-             dict(system=req["system"], seed=req["seed"], channel_redraw=req["channel_redraw"]))
+             dict(system=req["system"], seed=req["seed"], channel_redraw=req["channel_redraw"], channel=req["channel"]))
             for path, (req, _, _, queries) in jobs.items()
         ]
         evaluate_on_ray(self.model(), tasks, address=self.ray_address, on_done=done)
@@ -469,13 +492,19 @@ class Context:
 
 def _placeholder(policy, questions, model) -> EvalRecord:
     """A record shaped like a real one (every number 1 or 0.5), for planning only."""
+    from dmoe.channels import ChannelConfig
+
     n, L, K = len(questions), int(model.num_layers), int(model.num_experts)
     ones = [1.0] * L
     return EvalRecord(
         policy=policy.name, params=policy.params(), accuracy=0.5, mean_nll=1.0, energy_j=1.0, energy_comm_j=0.5,
         energy_comp_j=0.5, num_questions=n, num_tokens=1, channel_draws=1,
         per_layer={"energy_comm_j": ones, "energy_comp_j": ones, "tokens": ones, "expert_calls": ones,
-                   "transmissions": ones, "infeasible_tokens": [0.0] * L},
+                   "transmissions": ones, "infeasible_tokens": [0.0] * L, "latency_mean_s": ones,
+                   "latency_p95_s": ones},
+        channel=ChannelConfig().to_dict(), energy_planned_j=1.0, failed_attempts=0, dropped_tokens=0,
+        latency_layer_round_mean_s=1.0, latency_layer_round_p95_s=1.0, latency_query_mean_s=1.0,
+        latency_query_p95_s=1.0,
         selection_counts=[[1] * K for _ in range(L)], correct=[i % 2 for i in range(n)], nll=[1.0] * n,
         subjects=[q.subject for q in questions], seconds=0.0, agreement=0.5, mean_kl=1.0,
         agree=[i % 2 for i in range(n)], kl=[1.0] * n, scored=[1] * n,

@@ -4,6 +4,7 @@
 * :func:`allocate_subcarriers` -- optimal subcarrier allocation P3(a) (Appendix B).
 * :func:`jesa`, :func:`lower_bound` -- joint allocation P2 (Algorithm 2) and LB(gamma0, D).
 * :mod:`dmoe.optimize.policies` -- Top-k, H(z, D), JESA(gamma0, D), LB(gamma0, D), dense.
+* :class:`Deadline` -- any policy with a bound on the layer-round latency (beyond the paper).
 * :mod:`dmoe.optimize.feasibility` -- the shared invariant checker used by the tests.
 * :mod:`dmoe.optimize.importance`, :mod:`dmoe.optimize.calibrated` -- measured layer
   importance, the exact per-layer QoS allocation (multiple-choice knapsack) and the
@@ -11,6 +12,7 @@
 """
 
 from dmoe.optimize._validation import ArgumentTypeError
+from dmoe.optimize.deadline import Deadline
 from dmoe.optimize.jesa import JESAResult, LowerBoundResult, jesa, lower_bound, random_subcarriers
 from dmoe.optimize.policies import (
     Dense,
@@ -47,6 +49,7 @@ __all__ = [
     "JESAPolicy",
     "LowerBound",
     "Dense",
+    "Deadline",
     "policy_from_name",
     "policy_from_params",
     "ImportanceProfile",

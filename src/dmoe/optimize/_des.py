@@ -6,7 +6,13 @@ e_j >= 0), |S| <= D, sum_{j in S} t_j >= thr_eff, minimising sum_{j in S} e_j.
 Search kernels (one token each; plain scalars and 1-D sequences only, so the same source
 runs as Python on lists and compiled by numba on arrays):
 
-* :func:`search_strong` (``select_experts(method="des")``) -- depth first with an
+* :func:`search_canonical` (``select_experts(method="des")``, variant ``"canonical"``,
+  the default) -- :func:`search_strong`'s order, bound and reachability tests, made to
+  return the canonical optimum of :mod:`dmoe.optimize._ties` (least energy, then largest
+  score sum, then the expert-index rule; candidates compared by exact
+  real-number sums, ties explored instead of pruned, dominance tie-broken by index). The compiled and the
+  Python fallback run this same kernel, so they return the same selection.
+* :func:`search_strong` (variant ``"strong"``: some optimum, ties unresolved) -- depth first with an
   explicit stack of depth <= n + 1 (memory O(K), never a frontier), experts decided in
   ascending (e_j + mu)/t_j (best ratio first), "include" child first, and
     - the LP bound of eq (10)-(12) made C2-aware by a Lagrange term: for any mu >= 0,
@@ -58,9 +64,14 @@ import types
 
 import numpy as np
 
+from dmoe.optimize._ties import compare_sets, exact_diff_sign, exact_sum, lex_precedes, sorted_indices
+
 # slack for floating-point error in pruning decisions (never changes the C1 definition)
 _PRUNE_SLACK = 1e-12
 _BOUND_REL = 1e-12
+# absolute slack of the canonical search's pruning: covers the absolute rounding of
+# subnormal costs (1e-305 is far below any physical energy and only weakens pruning)
+_TINY = 1e-305
 _MU_ITERATIONS = 60
 _MU_REL_TOL = 1e-10
 # the clock is read when (nodes & _CLOCK_MASK) == _CLOCK_MASK inside a token, and after
@@ -75,8 +86,8 @@ BFS_DEFAULT_NODE_LIMIT = 1_000_000
 #: variant used by ``select_experts(method="des")``; tests and the benchmark switch it to
 #: ``"paper"`` (Algorithm 1's order and bound, depth first) or ``"paper-bfs"``
 #: (Algorithm 1 literally, breadth first).
-DEFAULT_VARIANT = "strong"
-VARIANTS = ("strong", "paper", "paper-bfs")
+DEFAULT_VARIANT = "canonical"
+VARIANTS = ("canonical", "strong", "paper", "paper-bfs")
 
 #: stop codes per token
 STOP_NONE, STOP_NODES, STOP_TIME = 0, 1, 2
@@ -228,6 +239,191 @@ def search_strong(
             if st_lb[q] < open_lb:
                 open_lb = st_lb[q]
     return best_e, improved, nodes, stop, open_lb
+
+
+def search_canonical(
+    t, e, w, p_t, p_w, sufmax, sufmin, gidx, n, thr_eff, max_experts, mu, seed_x, node_limit, deadline,
+    st_j, st_t, st_e, st_c, st_d, st_lb, x, inc_pos, best_x, fbuf, cand_idx, best_idx, best_pos,
+):
+    """Branch and bound for the canonical optimum of one token (see :mod:`dmoe.optimize._ties`).
+
+    The order, bound and reachability tests are those of :func:`search_strong`, changed
+    so that the first selection in the canonical order (least energy, then largest score
+    sum, then the expert-index rule) is found, not merely some optimum:
+
+    * a node whose path meets C1 (correctly rounded score sum, as everywhere) is a
+      candidate, compared with the incumbent by the total order
+      (:func:`~dmoe.optimize._ties.compare_sets`: exact energies, exact score sums, then
+      the expert indices), so the result depends neither on the decision order nor on
+      the incumbent;
+    * a subtree is pruned only when its bound *exceeds* the incumbent by more than the
+      floating-point slack (ties are explored); a candidate's supersets are explored only
+      while the cheapest open expert could keep the energy tied (zero or tiny costs);
+    * dominance: if ``t_a >= t_b``, ``e_a <= e_b`` and (``t_a > t_b`` or ``e_a < e_b``
+      or index ``a < b``), the canonical optimum never holds b without a (swapping b for
+      a lowers the exact E, or raises the exact G, or keeps both and wins rule 3), so
+      "b included, a excluded" is cut. The cuts hold simultaneously for the canonical
+      optimum (it satisfies every one), so they keep exactness.
+
+    Args:
+        t, e, w, p_t, p_w, sufmax: as :func:`search_strong`.
+        sufmin: length n+1 suffix minima of e (``sufmin[n] = inf``).
+        gidx: length >= n original expert index of each position.
+        seed_x: length >= n 0/1 incumbent (positions); used only if it is feasible in
+            exact arithmetic (correctly rounded score sum >= thr_eff, <= D experts).
+        fbuf: float scratch of length >= 2 n + 2; cand_idx, best_idx, best_pos: int
+            scratch >= n + 1.
+        Others as :func:`search_strong`.
+
+    Returns:
+        (best_e, found, nodes, stop, open_lb): ``best_x[:n]`` holds the canonical optimum
+        when ``found`` (always, unless a limit stopped the search with no feasible
+        incumbent); best_e is its energy, correctly rounded.
+    """
+    nodes = 0
+    stop = 0
+    found = False
+    best_e = math.inf
+    best_cnt = 0
+    cnt = 0
+    for i in range(n):
+        if seed_x[i] != 0:
+            inc_pos[cnt] = i
+            cnt += 1
+    if cnt <= max_experts:
+        g = exact_sum(t, inc_pos, cnt, fbuf)
+        if g >= thr_eff:
+            found = True
+            best_e = exact_sum(e, inc_pos, cnt, fbuf)
+            best_cnt = cnt
+            for i in range(cnt):
+                best_pos[i] = inc_pos[i]
+            for i in range(n):
+                best_x[i] = 1 if seed_x[i] != 0 else 0
+    # floating-point slack of the approximate path and prefix sums (relative to the sums)
+    tslack = _BOUND_REL * (abs(thr_eff) + p_t[n]) + _TINY
+    st_j[0] = 0
+    st_t[0] = 0.0
+    st_e[0] = 0.0
+    st_c[0] = 0
+    st_d[0] = -1
+    st_lb[0] = 0.0
+    sp = 1
+    while sp > 0:
+        if node_limit > 0 and nodes >= node_limit:
+            stop = 1
+            break
+        if deadline > 0.0 and (nodes & _CLOCK_MASK) == _CLOCK_MASK:
+            if _now() > deadline:
+                stop = 2
+                break
+        sp -= 1
+        j = st_j[sp]
+        inc_t = st_t[sp]
+        inc_e = st_e[sp]
+        cnt = st_c[sp]
+        d = st_d[sp]
+        nodes += 1
+        if d >= 0:
+            x[j - 1] = d
+            if d == 1:
+                inc_pos[cnt - 1] = j - 1
+        if inc_t >= thr_eff - tslack:
+            g = exact_sum(t, inc_pos, cnt, fbuf)
+            if g >= thr_eff:
+                if not found:
+                    c = -1
+                elif inc_e * (1.0 - _BOUND_REL) - _TINY > best_e:
+                    c = 1  # clearly more energy (the path sum is within 1e-12 of exact)
+                else:
+                    c = compare_sets(e, t, gidx, inc_pos, cnt, best_pos, best_cnt, fbuf, cand_idx, best_idx)
+                if c < 0:
+                    found = True
+                    best_e = exact_sum(e, inc_pos, cnt, fbuf)
+                    best_cnt = cnt
+                    for q in range(cnt):
+                        best_pos[q] = inc_pos[q]
+                    for q in range(j):
+                        best_x[q] = x[q]
+                    for q in range(j, n):
+                        best_x[q] = 0
+                if j >= n or cnt >= max_experts:
+                    continue
+                # supersets cost at least inc_e + the cheapest open expert
+                if (inc_e + sufmin[j]) * (1.0 - _BOUND_REL) - _TINY > best_e:
+                    continue
+        if j >= n or cnt >= max_experts:
+            continue
+        rb = thr_eff - inc_t - tslack
+        q_left = max_experts - cnt
+        if rb <= 0.0:
+            lb = inc_e
+            slack = _BOUND_REL * best_e + _TINY
+        else:
+            if p_t[n] - p_t[j] < rb:
+                continue
+            if q_left * sufmax[j] < rb:
+                continue
+            target = rb + p_t[j]
+            lo = j
+            hi = n - 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if p_t[mid + 1] >= target:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            k = lo
+            if w[k] / t[k] < math.inf:
+                # fraction of the critical item first (<= 1): no overflow for huge costs
+                cover = p_w[k] - p_w[j] + w[k] * ((target - p_t[k]) / t[k])
+                if cover < 0.0:
+                    cover = 0.0
+                lb = inc_e + cover - mu * q_left
+                slack = _BOUND_REL * (best_e + cover + mu * q_left) + _TINY
+            else:
+                # e/t overflows float64: the decision order among such items is arbitrary,
+                # so the LP bound is not used (still exact, only weaker)
+                lb = inc_e
+                slack = _BOUND_REL * best_e + _TINY
+        if lb > best_e + slack:
+            continue
+        tj = t[j]
+        ej = e[j]
+        gj = gidx[j]
+        can_exc = True
+        for q in range(cnt):
+            i = inc_pos[q]
+            if tj >= t[i] and ej <= e[i] and (tj > t[i] or ej < e[i] or gj < gidx[i]):
+                can_exc = False
+                break
+        can_inc = True
+        for i in range(j):
+            if x[i] == 0 and t[i] >= tj and e[i] <= ej and (t[i] > tj or e[i] < ej or gidx[i] < gj):
+                can_inc = False
+                break
+        if can_exc:
+            st_j[sp] = j + 1
+            st_t[sp] = inc_t
+            st_e[sp] = inc_e
+            st_c[sp] = cnt
+            st_d[sp] = 0
+            st_lb[sp] = lb
+            sp += 1
+        if can_inc:
+            st_j[sp] = j + 1
+            st_t[sp] = inc_t + tj
+            st_e[sp] = inc_e + ej
+            st_c[sp] = cnt + 1
+            st_d[sp] = 1
+            st_lb[sp] = lb
+            sp += 1
+    open_lb = math.inf
+    if stop != 0:
+        for q in range(sp):
+            if st_lb[q] < open_lb:
+                open_lb = st_lb[q]
+    return best_e, found, nodes, stop, open_lb
 
 
 def search_paper(
@@ -694,8 +890,9 @@ def _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, heap):
     return best_mu, best_e
 
 
-def _arrange(tt, ee, n, mu, strong, key, tmp, order, t_s, e_s, w_s, pa, pb, sufmax):
-    """Decision order and the sums the bound needs (prefix sums for strong, suffix for paper)."""
+def _arrange(tt, ee, n, mu, strong, key, tmp, order, t_s, e_s, w_s, pa, pb, sufmax, sufmin):
+    """Decision order and the sums the bound needs (prefix sums for strong, suffix for paper;
+    ``sufmin``: suffix minima of the costs, for the canonical search)."""
     if strong:
         for i in range(n):
             key[i] = (ee[i] + mu) / tt[i]
@@ -711,6 +908,9 @@ def _arrange(tt, ee, n, mu, strong, key, tmp, order, t_s, e_s, w_s, pa, pb, sufm
     sufmax[n] = 0.0
     for i in range(n - 1, -1, -1):
         sufmax[i] = t_s[i] if t_s[i] > sufmax[i + 1] else sufmax[i + 1]
+    sufmin[n] = math.inf
+    for i in range(n - 1, -1, -1):
+        sufmin[i] = e_s[i] if e_s[i] < sufmin[i + 1] else sufmin[i + 1]
     if strong:
         pa[0] = 0.0
         pb[0] = 0.0
@@ -726,7 +926,7 @@ def _arrange(tt, ee, n, mu, strong, key, tmp, order, t_s, e_s, w_s, pa, pb, sufm
 
 
 def _prepare(scores, costs, thr, q, max_experts, strong, timed_out, idx, tt, ee, key, perm, tmp, order,
-             t_s, e_s, w_s, pa, pb, sufmax, inc_x, sel, feasible, stop, lower):
+             t_s, e_s, w_s, pa, pb, sufmax, sufmin, fbuf, inc_x, sel, feasible, stop, lower):
     """Per-token pipeline up to the search (compiled path).
 
     Gathers the eligible experts, applies Remark 2, builds the incumbents, mu (strong) and
@@ -739,6 +939,12 @@ def _prepare(scores, costs, thr, q, max_experts, strong, timed_out, idx, tt, ee,
     n = _gather(scores, costs, q, idx, tt, ee)
     m = max_experts if max_experts < n else n
     first = _top_prefix(tt, ee, n, m, thr, key, perm, tmp)
+    # C1 in exact arithmetic (correctly rounded sums, as every method): the naive prefix
+    # sums decide only away from the boundary
+    if first >= 0 and exact_sum(tt, perm, first + 1, fbuf) < thr:
+        first = _top_prefix(tt, ee, n, m, math.inf, key, perm, tmp)
+    if first < 0 and m > 0 and exact_sum(tt, perm, m, fbuf) >= thr:
+        first = m - 1
     if first < 0:
         # Remark 2: C1 and C2 cannot both hold -> Top-D eligible experts
         feasible[q] = False
@@ -765,7 +971,7 @@ def _prepare(scores, costs, thr, q, max_experts, strong, timed_out, idx, tt, ee,
                 sel[q, idx[i]] = True
         return False, n, best_e, 0.0
     mu, best_e = _root(tt, ee, n, thr, max_experts, strong, best_e, inc_x, key, perm, order)
-    _arrange(tt, ee, n, mu, strong, key, tmp, order, t_s, e_s, w_s, pa, pb, sufmax)
+    _arrange(tt, ee, n, mu, strong, key, tmp, order, t_s, e_s, w_s, pa, pb, sufmax, sufmin)
     return True, n, best_e, mu
 
 
@@ -796,15 +1002,15 @@ def solve_batch(scores, costs, thr_eff, max_experts, node_limit, deadline, varia
         scores, costs: ``[T, K] float64`` (validated; costs may be +inf).
         thr_eff: ``[T] float64`` threshold - SCORE_TOL.
         max_experts: D (1 <= D <= K). node_limit: per token, 0 = none (>= 1 for paper-bfs).
-        deadline: perf_counter time or 0. variant: 0 strong, 1 paper, 2 paper-bfs.
+        deadline: perf_counter time or 0. variant: 0 strong, 1 paper, 2 paper-bfs, 3 canonical.
         sel: ``[T, K] bool`` zeros (output); feasible ``[T] bool`` ones, nodes ``[T] int64``,
         stop ``[T] int8``, lower ``[T] float64`` zeros (outputs).
-        iw ``[10, K + 2] int64``, fw ``[12, K + 2] float64``, bw ``[K + 2] bool``,
+        iw ``[15, K + 2] int64``, fw ``[14, 2 K + 2] float64``, bw ``[K + 2] bool``,
         qi ``[4, cap] int64``, qf ``[2, cap] float64``:
         workspaces (allocated by :func:`run_compiled`; this function allocates nothing,
         so it runs without reference counting).
     """
-    strong = variant == 0
+    strong = variant == 0 or variant == 3
     idx = iw[0]
     perm = iw[1]
     tmp = iw[2]
@@ -815,6 +1021,11 @@ def solve_batch(scores, costs, thr_eff, max_experts, node_limit, deadline, varia
     st_c = iw[7]
     st_d = iw[8]
     inc_pos = iw[9]
+    gidx = iw[10]
+    seed = iw[11]
+    cand_idx = iw[12]
+    best_idx = iw[13]
+    best_pos = iw[14]
     tt = fw[0]
     ee = fw[1]
     key = fw[2]
@@ -827,6 +1038,8 @@ def solve_batch(scores, costs, thr_eff, max_experts, node_limit, deadline, varia
     st_t = fw[9]
     st_e = fw[10]
     st_lb = fw[11]
+    sufmin = fw[12]
+    fbuf = fw[13]
     inc_x = bw
     q_j = qi[0]
     q_exc = qi[1]
@@ -845,10 +1058,26 @@ def solve_batch(scores, costs, thr_eff, max_experts, node_limit, deadline, varia
             timed_out = _now() > deadline
         go, n, best_e, mu = _prepare(
             scores, costs, thr, q, max_experts, strong, timed_out, idx, tt, ee, key, perm, tmp, order,
-            t_s, e_s, w_s, pa, pb, sufmax, inc_x, sel, feasible, stop, lower,
+            t_s, e_s, w_s, pa, pb, sufmax, sufmin, fbuf, inc_x, sel, feasible, stop, lower,
         )
         work += n
         if not go:
+            continue
+        if variant == 3:
+            for i in range(n):
+                gidx[i] = idx[order[i]]
+                seed[i] = 1 if inc_x[order[i]] else 0
+            found_e, improved, cnt, st, open_lb = search_canonical(
+                t_s, e_s, w_s, pa, pb, sufmax, sufmin, gidx, n, thr, max_experts, mu, seed, node_limit, deadline,
+                st_j, st_t, st_e, st_c, st_d, st_lb, x, inc_pos, best_x, fbuf, cand_idx, best_idx, best_pos,
+            )
+            # the canonical optimum may tie the incumbent's energy: always take it
+            work += _finish(
+                found_e, improved, cnt, st, open_lb, math.inf, n, q, idx, order, inc_x, best_x, sel, nodes, stop,
+                lower,
+            )
+            if st == 2:
+                timed_out = True
             continue
         if variant == 0:
             found_e, improved, cnt, st, open_lb = search_strong(
@@ -871,10 +1100,11 @@ def solve_batch(scores, costs, thr_eff, max_experts, node_limit, deadline, varia
             timed_out = True
 
 
-_VARIANT_CODE = {"strong": 0, "paper": 1, "paper-bfs": 2}
+_VARIANT_CODE = {"strong": 0, "paper": 1, "paper-bfs": 2, "canonical": 3}
 _NO_NRT = (
     "_sift_down", "_argsort", "_gather", "_before", "_top_prefix", "_cover_eval", "_prefix_incumbent",
     "_root", "_arrange", "_prepare", "_finish", "search_strong", "search_paper", "search_paper_bfs", "solve_batch",
+    "exact_sum", "exact_diff_sign", "lex_precedes", "sorted_indices", "compare_sets", "search_canonical",
 )
 _NUMBA_NS = None
 
@@ -955,7 +1185,7 @@ def run_compiled(scores, costs, thr_eff, max_experts, node_limit, deadline, vari
         np.ascontiguousarray(thr_eff, dtype=np.float64),
         int(max_experts), limit, float(deadline or 0.0), code,
         sel, feasible, nodes, stop, lower,
-        np.zeros((10, k + 2), np.int64), np.zeros((12, k + 2)), np.zeros(k + 2, np.bool_),
+        np.zeros((15, k + 2), np.int64), np.zeros((14, 2 * k + 2)), np.zeros(k + 2, np.bool_),
         np.zeros((4, cap), np.int64), np.zeros((2, cap)),
     )
     return sel, feasible, nodes, stop, lower
@@ -987,7 +1217,7 @@ def cardinality_multiplier(scores, costs, eligible, thr_eff, max_experts, iterat
     def count_and_value(mu):
         # [n, K] modified costs, ineligible last
         w = e + mu[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ratio = np.where(eligible, w / np.where(eligible, t, 1.0), np.inf)
         order = np.argsort(ratio, axis=1, kind="stable")
         ts = np.take_along_axis(t, order, axis=1)
@@ -1043,7 +1273,7 @@ def _ratio_greedy(scores, costs, eligible, thr_eff, max_experts, mu=None):
     """
     n_tok, k = scores.shape
     w = costs if mu is None else costs + mu[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = np.where(eligible, w / np.where(eligible, scores, 1.0), np.inf)
     order = np.argsort(ratio, axis=1, kind="stable")
     ts = np.take_along_axis(np.where(eligible, scores, 0.0), order, axis=1)
@@ -1118,7 +1348,7 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
     t_el = np.where(eligible, scores, 0.0)
     e_el = np.where(eligible, costs, 0.0)
     if timed_out:
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             rmin = np.where(eligible, e_el / np.where(eligible, t_el, 1.0), np.inf).min(axis=1)
         lower[:] = thr_eff * rmin
         stop[:] = STOP_TIME
@@ -1130,7 +1360,8 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
     inc_e[better] = g_e[better]
 
     n_elig = eligible.sum(axis=1)
-    if variant == "strong":
+    strong = variant in ("strong", "canonical")
+    if strong:
         mu = cardinality_multiplier(scores, costs, eligible, thr_eff, max_experts)
         binding = mu > 0
         if binding.any():
@@ -1139,12 +1370,13 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
             better = m_ok & (m_e < inc_e)
             selection[better] = m_sel[better]
             inc_e[better] = m_e[better]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             key = np.where(eligible, (e_el + mu[:, None]) / np.where(eligible, t_el, 1.0), np.inf)
-        order = np.argsort(key, axis=1, kind="stable")
+        # eligible first even where e/t overflows to inf (lexsort is stable)
+        order = np.lexsort((key, ~eligible), axis=-1)
     else:
         mu = np.zeros(n_tok)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             key = np.where(eligible, e_el / np.where(eligible, t_el, 1.0), -np.inf)
         order = np.argsort(-key, axis=1, kind="stable")
     t_s = np.take_along_axis(t_el, order, axis=1)
@@ -1158,7 +1390,7 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
         suf_t[:, :k] = np.cumsum(t_s[:, ::-1], axis=1)[:, ::-1]
         suf_e[:, :k] = np.cumsum(e_s[:, ::-1], axis=1)[:, ::-1]
         a_l, b_l = suf_t.tolist(), suf_e.tolist()
-    elif variant == "strong":
+    elif strong:
         w_s = e_s + mu[:, None]
         # [n, K+1] prefix sums over the ascending order
         p_t = np.zeros((n_tok, k + 1))
@@ -1171,6 +1403,13 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
     if variant == "paper-bfs" and limit == 0:
         limit = BFS_DEFAULT_NODE_LIMIT
     t_l, e_l, m_l = t_s.tolist(), e_s.tolist(), sufmax.tolist()
+    if variant == "canonical":
+        sufmin = np.full((n_tok, k + 1), np.inf)
+        sufmin[:, :k] = np.minimum.accumulate(np.where(np.arange(k)[None, :] < n_elig[:, None], e_s, np.inf)[:, ::-1], axis=1)[:, ::-1]
+        mn_l = sufmin.tolist()
+        g_l = order.tolist()
+        seed_l = np.take_along_axis(selection, order, axis=1).astype(np.int64).tolist()
+        fbuf, cand_idx, best_idx, best_pos = [0.0] * (2 * k + 2), [0] * (k + 2), [0] * (k + 2), [0] * (k + 2)
     n_l, thr_l, inc_l, mu_l = n_elig.tolist(), thr_eff.tolist(), inc_e.tolist(), mu.tolist()
     size = k + 2
     stack = ([0] * size, [0.0] * size, [0.0] * size, [0] * size, [0] * size, [0.0] * size)
@@ -1192,6 +1431,11 @@ def _solve_chunk(scores, costs, eligible, thr_eff, max_experts, incumbent, node_
             )
             if improved and best_e >= inc_l[q]:
                 improved = False
+        elif variant == "canonical":
+            best_e, improved, cnt, st, open_lb = search_canonical(
+                t_l[q], e_l[q], w_l[q], a_l[q], b_l[q], m_l[q], mn_l[q], g_l[q], n, thr_l[q], max_experts, mu_l[q],
+                seed_l[q], limit, deadline, *stack, x, inc_pos, best_x, fbuf, cand_idx, best_idx, best_pos,
+            )
         elif variant == "paper":
             best_e, improved, cnt, st, open_lb = search_paper(
                 t_l[q], e_l[q], a_l[q], b_l[q], m_l[q], n, thr_l[q], max_experts, inc_l[q], limit,

@@ -3,8 +3,10 @@
 For K <= 16 the subsets with 1..D members are rows of a precomputed 0/1 matrix
 ``S [num_subsets, K]``; for a chunk of tokens the score sums and energies of every subset
 are two matrix products, infeasible subsets are masked, and the argmin is taken. There is
-no per-token Python work. Subsets are ordered by their bitmask, so among equal-energy
-optima the one with the smallest bitmask wins (deterministic).
+no per-token Python work for the products. The few subsets whose energy is within the
+rounding slack of the cheapest one are then compared exactly (C1 on correctly rounded
+sums, the order on exact sums, :mod:`dmoe.optimize._ties`), so the result is the canonical optimum (least energy, then
+largest score sum, then the expert-index rule).
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from dmoe.optimize._ties import canonical_best, row_exact_sums
+
 MAX_EXPERTS = 16
+# relative slack covering the rounding of the matrix-product sums (K <= 16 terms)
+_REL = 1e-12
 # entries of one [chunk, num_subsets] work array
 _CHUNK_ENTRIES = 1 << 20
 
@@ -36,7 +42,7 @@ def subset_matrix(num_experts: int, max_size: int) -> np.ndarray:
 
 
 def solve(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, thr_eff: np.ndarray, max_experts: int):
-    """Exact P1(a) for every row by enumeration.
+    """Canonical optimum of P1(a) for every row by enumeration (see :mod:`dmoe.optimize._ties`).
 
     Args:
         scores: ``[n, K], float64`` g_j >= 0.
@@ -61,14 +67,34 @@ def solve(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, thr_eff: 
     blocked = (~eligible).astype(np.float64)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
-        # [c, num_subsets] score sums, energies and "uses an ineligible expert"
+        rows = np.arange(hi - lo)
+        thr = thr_eff[lo:hi, None]
+        # [c, num_subsets] score sums, energies and "uses an ineligible expert" (matrix
+        # products: approximate, within _REL of the exact sums)
         ssum = scores_e[lo:hi] @ st
         esum = costs_e[lo:hi] @ st
         bad = (blocked[lo:hi] @ st) > 0.5
-        ok = (ssum >= thr_eff[lo:hi, None]) & ~bad
-        esum[~ok] = np.inf
-        best = np.argmin(esum, axis=1)
-        has = ok[np.arange(hi - lo), best]
-        found[lo:hi] = has
-        selection[lo:hi] = (subsets[best] > 0.5) & has[:, None]
+        tslack = _REL * (np.abs(thr) + scores_e[lo:hi].sum(axis=1, keepdims=True))
+        maybe = (ssum >= thr - tslack) & ~bad
+        sure = (ssum >= thr + tslack) & ~bad
+        # candidates for the canonical optimum: possibly feasible, energy within the
+        # rounding slack of the cheapest surely feasible subset
+        cap = np.where(sure, esum, np.inf).min(axis=1, keepdims=True)
+        cand = maybe & (esum <= cap * (1.0 + _REL))
+        n_cand = cand.sum(axis=1)
+        first = np.argmax(cand, axis=1)
+        # one candidate that surely meets C1: it is the canonical optimum
+        single = (n_cand == 1) & sure[rows, first]
+        found[lo:hi] = single
+        selection[lo:hi][single] = subsets[first[single]] > 0.5
+        for r in np.flatnonzero(~single & (n_cand > 0)):
+            q = lo + r
+            masks = subsets[np.flatnonzero(cand[r])] > 0.5
+            g = row_exact_sums(np.broadcast_to(scores_e[q], masks.shape), masks)
+            ok = g >= thr_eff[q]
+            if not ok.any():
+                continue
+            masks = masks[ok]
+            selection[q] = masks[canonical_best(costs_e[q], scores_e[q], masks)]
+            found[q] = True
     return selection, found

@@ -16,6 +16,8 @@ message saying which invariant broke, and returns ``None`` otherwise. Invariants
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dmoe.optimize.selection import SCORE_TOL
@@ -87,18 +89,20 @@ def check_selection(result, scores, costs, threshold, max_experts, *, optimal_en
         np.allclose(result.energy, energy, rtol=1e-12, atol=0.0), "energy differs from the sum of selected costs"
     )
 
-    # Top-D eligible score sum decides feasibility (Remark 2)
-    top = np.sort(np.where(eligible, scores, 0.0), axis=1)[:, ::-1][:, :d].sum(axis=1)
+    # Top-D eligible score sum decides feasibility (Remark 2); C1 is decided with correctly
+    # rounded sums (math.fsum), the definition every method uses (dmoe.optimize._ties)
+    top_vals = np.sort(np.where(eligible, scores, 0.0), axis=1)[:, ::-1][:, :d]
+    top = np.array([math.fsum(row.tolist()) for row in top_vals])
     need = thr - SCORE_TOL
     trivial = need <= 0
-    clearly_ok = trivial | (top >= need + _SUM_SLACK)
-    clearly_bad = ~trivial & (top < need - _SUM_SLACK)
+    clearly_ok = trivial | (top >= need)
+    clearly_bad = ~trivial & (top < need)
     fe = result.feasible
     _require(fe[clearly_ok].all(), f"token reported infeasible although Top-D meets C1: rows {_rows(clearly_ok & ~fe)}")
     _require(not fe[clearly_bad].any(), f"token reported feasible although Top-D misses C1: rows {_rows(clearly_bad & fe)}")
 
-    got = np.where(sel, scores, 0.0).sum(axis=1)
-    c1 = got >= need - _SUM_SLACK
+    got = np.array([math.fsum(scores[i, sel[i]].tolist()) for i in range(t)])
+    c1 = got >= need
     _require(c1[fe].all(), f"C1 violated for feasible tokens in rows {_rows(fe & ~c1)}")
     _require(not sel[fe & trivial].any(), "threshold <= SCORE_TOL must give the empty selection")
 
@@ -110,7 +114,7 @@ def check_selection(result, scores, costs, threshold, max_experts, *, optimal_en
             "infeasible tokens must carry min(D, #eligible) experts (Remark 2)",
         )
         _require(
-            np.allclose(got[inf_rows], top[inf_rows], rtol=0, atol=1e-12),
+            np.allclose(got[inf_rows], top[inf_rows], rtol=1e-12, atol=0),
             "infeasible tokens must carry the Top-D eligible experts by score (Remark 2)",
         )
 

@@ -336,7 +336,8 @@ _INT = r"\s*([0-9]+)\s*"
 _FORMS = (
     "'Top-k' / 'topk' (e.g. 'Top-2', 'top2'), 'H(z,D)' (e.g. 'H(0.8,2)'), "
     "'JESA(gamma0,D)' or 'JESA(gamma0,D,z)' (e.g. 'JESA(0.9,2)'), 'LB(gamma0,D)' or 'LB(gamma0,D,z)' (e.g. 'LB(0.9,2)'), 'dense'"
-    ", calibrated 'JESA(cal:B,D)' / 'DES(cal:B,D)' / 'LB(cal:B,D)' (e.g. 'JESA(cal:0.5,2)', needs `dmoe calibrate`)"
+    ", calibrated 'JESA(cal:B,D)' / 'DES(cal:B,D)' / 'LB(cal:B,D)' (e.g. 'JESA(cal:0.5,2)', needs `dmoe calibrate`); "
+    "any but dense with a layer-round deadline T [s] appended as '[T=<seconds>s]' (e.g. 'JESA(0.9,2)[T=5s]')"
 )
 
 
@@ -348,16 +349,33 @@ def policy_from_name(name: str, *, profile=None, warn=None) -> Policy:
     :mod:`dmoe.optimize.calibrated`; ``warn`` receives the message of a budget it cannot meet).
 
     Raises:
-        ValueError: listing the accepted forms when ``name`` matches none; for a
-        calibrated form without ``profile``, telling the user to run ``dmoe calibrate``.
+        ValueError: listing the accepted forms when ``name`` matches none; naming the
+        policy string and the broken rule when it matches a form with a bad value
+        (e.g. "policy 'Top-0': `k` must be >= 1, got 0"); for a calibrated form without
+        ``profile``, telling the user to run ``dmoe calibrate``.
     """
     if not isinstance(name, str):
         raise ValueError(f"`name` must be a string; accepted forms: {_FORMS}")
     s = name.strip()
+    m = re.fullmatch(r"(?i)(.*?)\s*\[\s*T\s*=" + _NUM + r"s?\s*\]", s)
+    if m:
+        from dmoe.optimize.deadline import Deadline
+
+        return Deadline(policy_from_name(m.group(1), profile=profile, warn=warn), float(m.group(2)))
     from dmoe.optimize.calibrated import is_calibrated_name, parse_calibrated
 
     if is_calibrated_name(s):
         return parse_calibrated(s, profile=profile, warn=warn)
+    try:
+        return _parse_policy(s, name)
+    except ValueError as exc:
+        if str(exc).startswith("unknown policy"):
+            raise
+        # a constructor's rule ("`k` must be >= 1") names the policy string it came from
+        raise ValueError(f"policy {name!r}: {exc}") from None
+
+
+def _parse_policy(s: str, name: str) -> Policy:
     m = re.fullmatch(r"(?i)top\s*-?" + _INT, s)
     if m:
         return TopK(int(m.group(1)))
@@ -383,6 +401,10 @@ def policy_from_params(params: dict) -> Policy:
         raise ValueError("`params` must be a dict with a 'policy' key (see Policy.params())")
     kind = params["policy"]
     args = {key: value for key, value in params.items() if key not in ("policy", "name")}
+    if kind == "Deadline":
+        from dmoe.optimize.deadline import Deadline
+
+        return Deadline(policy_from_params(args["base"]), args["deadline_s"])
     classes = {"TopK": TopK, "Homogeneous": Homogeneous, "JESA": JESAPolicy, "LowerBound": LowerBound, "Dense": Dense}
     if str(kind).startswith("Calibrated"):
         from dmoe.optimize.calibrated import CALIBRATED_KINDS, calibrated_from_params
@@ -390,5 +412,5 @@ def policy_from_params(params: dict) -> Policy:
         if kind in {c._kind for c in CALIBRATED_KINDS.values()}:
             return calibrated_from_params(params)
     if kind not in classes:
-        raise ValueError(f"unknown `policy` {kind!r}; known: {', '.join(classes)}")
+        raise ValueError(f"unknown `policy` {kind!r}; known: {', '.join(classes)}, Deadline")
     return classes[kind](**args)

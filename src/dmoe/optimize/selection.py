@@ -1,7 +1,8 @@
 """Expert selection, problem P1(a) (paper Section V), batched over tokens.
 
 For each token: choose experts S, |S| <= D (C2), sum_{j in S} g_j >= z gamma^(l) (C1),
-minimising sum_{j in S} e_j. Three exact methods return the same optimal energy:
+minimising sum_{j in S} e_j. Three exact methods return the same canonical optimal
+selection (below), hence the same energy:
 ``"des"`` (Algorithm 1, depth-first branch and bound; numba-compiled when numba imports,
 see :mod:`dmoe.optimize._des`), ``"enumerate"`` (vectorised brute force, K <= 16) and
 ``"milp"`` (HiGHS reference); ``"auto"`` picks the fastest exact one. Timings:
@@ -10,14 +11,23 @@ docs/performance.md.
 Conventions shared by all methods (decided here, relied on by tests):
 
 * C1 tolerance: a subset is feasible iff ``sum(scores) >= threshold - SCORE_TOL`` with the
-  single constant :data:`SCORE_TOL` = 1e-9. Hence thresholds <= SCORE_TOL (in particular
-  <= 0) give the empty selection with energy 0, feasible.
+  single constant :data:`SCORE_TOL` = 1e-9, the sum correctly rounded (``math.fsum``;
+  order-free, so every method and both DES builds decide C1 identically). Hence
+  thresholds <= SCORE_TOL (in particular <= 0) give the empty selection with energy 0,
+  feasible.
+* Canonical optimum (:mod:`dmoe.optimize._ties`): among the feasible selections, the
+  least energy E; among equal E, the largest score sum G; among equal (E, G), the one
+  that holds the smallest expert index where they differ. E and G are compared exactly,
+  as real-number sums of the float64 inputs (order-free; no tolerance: one would not be
+  transitive). Every method (``des`` compiled or pure Python, ``enumerate``,
+  ``milp``, ``auto``) returns exactly this selection, bit for bit.
 * Eligible experts: score > 0 and finite cost. ``+inf`` cost = unavailable (e.g. a link
   without subcarrier): never selected. Zero-score experts are never selected either
   (they cannot help C1 and cost >= 0; dominance).
 * Remark 2: a token is infeasible iff the Top-D eligible scores sum to less than
   ``threshold - SCORE_TOL``; it then gets its Top-D *eligible* experts by score (ties:
-  lower cost, then lower index), so its energy stays finite. It may have fewer than D
+  lower cost, then lower index; the same order Top-k uses, score then index), so its
+  energy stays finite. It may have fewer than D
   experts if fewer are eligible (possibly none).
 * ``energy`` is always recomputed as the sum of the selected costs in expert-index order.
 """
@@ -128,6 +138,17 @@ def top_d_fallback(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, 
     return order, valid, np.cumsum(top_scores, axis=1)
 
 
+def _top_sum_exact(scores, order, valid, csum, thr_eff):
+    """``[T]`` the Top-D eligible score sums, correctly rounded (``math.fsum``) where the
+    naive cumulative sum is within rounding of ``thr_eff`` (C1 is decided exactly, as in
+    every method; see :mod:`dmoe.optimize._ties`)."""
+    top = csum[:, -1].copy()
+    near = np.abs(top - thr_eff) <= 1e-12 * (np.abs(thr_eff) + top)
+    for r in np.flatnonzero(near):
+        top[r] = math.fsum(scores[r, order[r][valid[r]]].tolist())
+    return top
+
+
 def _resolve_auto(num_experts: int, max_experts: int) -> str:
     if _des.numba_enabled():
         return "des"
@@ -150,21 +171,34 @@ def select_experts(
 ) -> SelectionResult:
     """Solve P1(a) for every token: min-energy experts meeting the QoS (Section V, Algorithm 1).
 
+    Every method returns the **canonical optimal selection** of each feasible token: the
+    feasible selection with (1) the least energy E = sum of its costs, then (2) the largest
+    score sum G, then (3) at the smallest expert index where two candidates differ, the
+    one holding that expert. E and G are compared exactly as real-number sums of the
+    inputs (order-free, no tolerance). This makes the answer
+    identical across methods and with or without numba (tests/test_edges.py,
+    tests/test_properties.py, tests/test_determinism.py).
+
     Args:
         scores: ``[num_tokens, num_experts], float64`` gating scores g_j (eq 7), >= 0, finite.
         costs: ``[num_tokens, num_experts]`` or ``[num_experts]``, float64 energies e_j [J]
             >= 0; ``+inf`` = expert unavailable for that token (never selected).
         threshold: float or ``[num_tokens]``: the QoS requirement z gamma^(l) of C1.
         max_experts: D >= 1 (C2); D > num_experts is clipped to num_experts.
-        method: ``"auto"`` (the fastest exact method: compiled DES when numba is available;
+        method: all return the canonical optimum. ``"auto"`` (the fastest exact method:
+            compiled DES when numba is available;
             without numba, enumerate when K <= 16 and there are at most 2048 subsets of
             <= D experts, DES otherwise), ``"des"`` (Algorithm 1 depth first, with its LP
             bound made C2-aware and dominance pruning; see :mod:`dmoe.optimize._des`),
-            ``"enumerate"`` (K <= 16) or ``"milp"`` (scipy/HiGHS, one MILP per token).
+            ``"enumerate"`` (K <= 16) or ``"milp"`` (scipy/HiGHS, one scaled MILP per token,
+            its rounded solution verified against C1/C2 and HiGHS's dual bound, then
+            polished to the canonical optimum by the exact search; see
+            :mod:`dmoe.optimize._milp`).
         node_limit: DES nodes per token (None = unlimited).
         time_limit: DES wall-clock budget [s] for the whole call (None = unlimited). The
             token being searched when it runs out stops with its best feasible selection;
-            tokens not reached keep their greedy incumbent.
+            tokens not reached keep their greedy incumbent. Tokens stopped by a limit are
+            not guaranteed canonical.
             Tokens stopped by either limit report ``optimal=False``, a ``gap`` (energy minus
             a proven lower bound) and ``status`` "node_limit" / "time_limit". Both limits
             are ignored by "enumerate" and "milp" (exact oracles).
@@ -237,7 +271,7 @@ def select_experts(
     eligible = (scores > 0) & np.isfinite(costs)
     trivial = thr_eff <= 0
     order, valid, csum = top_d_fallback(scores, costs, eligible, d)
-    feasible = trivial | (csum[:, -1] >= thr_eff)
+    feasible = trivial | (_top_sum_exact(scores, order, valid, csum, thr_eff) >= thr_eff)
 
     # Remark 2: infeasible tokens take their Top-D eligible experts
     bad = np.flatnonzero(~feasible)
@@ -272,8 +306,10 @@ def select_experts(
             w_energy = np.where(sel, w_costs, 0.0).sum(axis=1)
             gap[work] = np.where(opt, 0.0, np.maximum(w_energy - lower, 0.0))
         else:
-            solver = _enumerate.solve if resolved == "enumerate" else _milp.solve
-            sel, found = solver(w_scores, w_costs, w_elig, w_thr, d)
+            if resolved == "enumerate":
+                sel, found = _enumerate.solve(w_scores, w_costs, w_elig, w_thr, d)
+            else:
+                sel, found, _ = _milp.solve(w_scores, w_costs, w_elig, w_thr, d)
             # floating-point borderline (Top-D sum meets C1 but no subset did): use greedy
             sel[~found] = greedy[~found]
         selection[work] = sel

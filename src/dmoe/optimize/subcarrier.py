@@ -134,6 +134,8 @@ def allocate_subcarriers(rates, demand, *, tx_power_w, bits_per_token, assign_id
         with np.errstate(divide="ignore", over="ignore"):
             # [L, M] energy of link l on subcarrier m (eq 3); inf where r = 0 (never used)
             weight = (p0 * bits * s)[:, None] / r_act
+        # a positive rate so small that the energy overflows float64 (> 1.8e308 J) cannot
+        # carry the link: unusable, like a zero rate (no overflow warning escapes)
         usable = (r_act > 0) & np.isfinite(weight)
         subcarrier[act[:, 0], act[:, 1]] = assign_links(weight, usable)
 
@@ -156,7 +158,7 @@ def allocate_subcarriers(rates, demand, *, tx_power_w, bits_per_token, assign_id
     link_rate = np.where(subcarrier >= 0, rates[i, j, np.maximum(subcarrier, 0)], 0.0)
     served = active & (subcarrier >= 0)
     unserved = active & (subcarrier < 0)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         energy = np.where(served, p0 * bits * demand / np.where(served, link_rate, 1.0), 0.0)
     energy[unserved] = np.inf
     return SubcarrierResult(subcarrier, energy, served, unserved, link_rate)

@@ -1,13 +1,14 @@
-"""The DMoE runtime: expert nodes, the edge server's protocol loop, engines, the energy
-ledger, evaluation and quality measures against the full model."""
+"""The DMoE runtime: expert nodes, the edge server's protocol loop, engines, transfers on
+air, the energy and latency ledgers, evaluation and quality measures against the full model."""
 
 from .engine import ENGINES, Engine, Failure, LocalEngine, make_engine
 from .evaluate import PolicyResult, evaluate_perplexity, evaluate_policy
 from .faults import FAULT_PHASES, FaultLog, FaultModel, NodeKill, NoLiveNodeError
-from .ledger import EnergyLedger, LayerTotals
+from .ledger import EnergyLedger, LatencyLedger, LayerTotals
 from .node import ExpertNode, HostedQuery
 from .quality import FullReference, full_reference, full_text_nll, perplexity, token_kl
 from .server import CHANNEL_REDRAW, DMoERuntime, RoundOutput
+from .transfer import TransferOutcome, transmit
 
 __all__ = [
     "CHANNEL_REDRAW",
@@ -22,12 +23,14 @@ __all__ = [
     "FaultModel",
     "HostedQuery",
     "FullReference",
+    "LatencyLedger",
     "LayerTotals",
     "LocalEngine",
     "NoLiveNodeError",
     "NodeKill",
     "PolicyResult",
     "RoundOutput",
+    "TransferOutcome",
     "evaluate_perplexity",
     "evaluate_policy",
     "make_engine",
@@ -35,4 +38,5 @@ __all__ = [
     "full_text_nll",
     "perplexity",
     "token_kl",
+    "transmit",
 ]

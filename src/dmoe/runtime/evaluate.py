@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..channels import ChannelConfig
 from ..data.packing import PackedQuery, PackedText, option_logliks
 from ..system import SystemConfig
 from .engine import Engine
@@ -52,6 +53,17 @@ class PolicyResult:
     answers : ndarray [num_questions], int
         Index of the correct option.
     seconds : float
+        Wall-clock time of the run [s].
+    energy_planned_j : float
+        Energy the schedules planned on the server's channel estimate [J] (equal to
+        ``energy_j`` with perfect CSI).
+    failed_attempts, dropped_tokens : int
+        Lost packets (retransmitted, or their link declared failed) and token transfers
+        that never reached their expert (:mod:`dmoe.runtime.transfer`).
+    latency_layer_round_s : ndarray [num_rounds, num_layers], float64
+        Completion time of every layer round [s] (:mod:`dmoe.latency`).
+    latency_query_s : ndarray [num_questions], float64
+        Latency of each query: the sum of its query round's layer-round times [s].
         Wall-clock time of the run [s] (MMLU questions and held-out texts).
     agreement : float
         Fraction of questions where the policy's chosen option equals the full model's, in [0, 1].
@@ -103,6 +115,27 @@ class PolicyResult:
     logliks: np.ndarray
     answers: np.ndarray
     seconds: float = 0.0
+    energy_planned_j: float | None = None
+    failed_attempts: int = 0
+    dropped_tokens: int = 0
+    latency_layer_round_s: np.ndarray | None = None
+    latency_query_s: np.ndarray | None = None
+
+    def latency_stats(self) -> dict:
+        """Mean and 95th percentile latency per layer round and per query [s]."""
+        lr = np.zeros(0) if self.latency_layer_round_s is None else np.asarray(self.latency_layer_round_s).ravel()
+        q = np.zeros(0) if self.latency_query_s is None else np.asarray(self.latency_query_s)
+
+        def pair(x):
+            return (float(np.mean(x)), float(np.percentile(x, 95))) if x.size else (0.0, 0.0)
+
+        (lm, lp), (qm, qp) = pair(lr), pair(q)
+        return {
+            "latency_layer_round_mean_s": lm,
+            "latency_layer_round_p95_s": lp,
+            "latency_query_mean_s": qm,
+            "latency_query_p95_s": qp,
+        }
     energy_always_on_j: float = 0.0
     agreement: float = float("nan")
     mean_kl: float = float("nan")
@@ -148,6 +181,10 @@ class PolicyResult:
             "energy_comp_j": self.energy_comp_j,
             "num_questions": self.num_questions,
             "num_tokens": self.num_tokens,
+            "energy_planned_j": self.energy_j if self.energy_planned_j is None else self.energy_planned_j,
+            "failed_attempts": self.failed_attempts,
+            "dropped_tokens": self.dropped_tokens,
+            **self.latency_stats(),
             "energy_always_on_j": self.energy_always_on_j,
             "seconds": round(self.seconds, 2),
             "engine": self.engine,
@@ -172,6 +209,7 @@ def evaluate_policy(
     seed: int = 0,
     channel_redraw: str = "layer",
     rates_fn: Callable | None = None,
+    channel: ChannelConfig | None = None,
     progress: bool = True,
     reference: FullReference | None = None,
     texts: Sequence[PackedText] = (),
@@ -195,6 +233,8 @@ def evaluate_policy(
     seed : int
     channel_redraw : {"layer", "round", "fixed"}
     rates_fn : callable(rng) -> [K, K, M] rates, optional
+    channel : ChannelConfig, optional
+        Fading model, mobility and CSI (default: the paper's i.i.d. Rayleigh, perfect CSI).
     progress : bool
         Show a progress bar over rounds.
     reference : FullReference, optional
@@ -234,7 +274,8 @@ def evaluate_policy(
         reference = full_reference(model, queries)
     reference.check(queries)
     runtime = DMoERuntime(
-        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, engine=engine,
+        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel,
+        engine=engine,
         ray_address=ray_address, node_failure_rate=node_failure_rate, node_kills=node_kills, node_rejoin=node_rejoin,
     )
     try:
@@ -261,7 +302,7 @@ def evaluate_policy(
         round_seconds = time.perf_counter() - start
         ppl = evaluate_perplexity(
             model, texts, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn,
-            engine=runtime.engine_object,
+            channel=channel, engine=runtime.engine_object,
         ) if len(texts) else None
         res = _result(runtime, name, logliks, answers, kl, scored, reference, ppl, time.perf_counter() - start)
         res.round_seconds = round_seconds
@@ -278,6 +319,7 @@ def _result(runtime: DMoERuntime, name: str, logliks, answers, kl, scored, refer
     pred = logliks.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
     full = reference.choices[:n]
     faults = runtime.faults
+    totals.latency_mean_s, totals.latency_p95_s = runtime.latency.per_layer()
     return PolicyResult(
         policy=name,
         accuracy=float(np.mean(pred == answers)) if n else float("nan"),
@@ -292,6 +334,11 @@ def _result(runtime: DMoERuntime, name: str, logliks, answers, kl, scored, refer
         logliks=logliks,
         answers=answers,
         seconds=seconds,
+        energy_planned_j=ledger.energy_planned_j,
+        failed_attempts=ledger.failed_attempts,
+        dropped_tokens=ledger.dropped_tokens,
+        latency_layer_round_s=runtime.latency.layer_round_s,
+        latency_query_s=runtime.latency.query_s,
         energy_always_on_j=ledger.energy_always_on_j,
         agreement=float(np.mean(pred == full)) if n else float("nan"),
         mean_kl=float(np.sum(kl * scored) / np.sum(scored)) if n else float("nan"),
@@ -322,6 +369,7 @@ def evaluate_perplexity(
     seed: int = 0,
     channel_redraw: str = "layer",
     rates_fn: Callable | None = None,
+    channel: ChannelConfig | None = None,
     engine: str | Engine = "local",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Serve held-out texts through the DMoE runtime with ``policy`` and score every token.
@@ -333,7 +381,7 @@ def evaluate_perplexity(
 
     Parameters
     ----------
-    model, policy, system, seed, channel_redraw, rates_fn, engine
+    model, policy, system, seed, channel_redraw, rates_fn, channel, engine
         As for :func:`evaluate_policy` (no node failures here).
     texts : sequence of PackedText (:func:`dmoe.data.pack_text`), at least one
 
@@ -351,7 +399,8 @@ def evaluate_perplexity(
     if len(texts) == 0:
         raise ValueError("`texts` must hold at least one text")
     runtime = DMoERuntime(
-        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, engine=engine
+        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel,
+        engine=engine,
     )
     K = system.num_experts
     nll = np.zeros(len(texts))

@@ -34,6 +34,12 @@ the new host: charged ``S * P0 * 8 * s0 / R`` [J] with R the best rate into the 
 (the edge server's downlink is not in the paper's model; this charges it like the best
 link a neighbour could relay it on). Before layer 1 completes only token ids move (not
 charged).
+
+With imperfect channel knowledge the schedule's *planned* energy (on the estimated rates)
+and the energy *spent* (on the true rates, every failed attempt included, see
+:mod:`dmoe.runtime.transfer`) differ; :meth:`EnergyLedger.charge_outcome` records both and
+the ``energy_*`` read-outs are the energy spent. :class:`LatencyLedger` records each layer
+round's completion time (:mod:`dmoe.latency`).
 """
 
 from __future__ import annotations
@@ -42,13 +48,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..energy import link_token_counts, schedule_energy
+from ..energy import computation_energy, link_token_counts, schedule_energy
+from ..latency import RoundTiming
 from ..system import SystemConfig
+from .transfer import TransferOutcome
 
 
 @dataclass
 class LayerTotals:
-    """Per-layer totals accumulated over all rounds, each an array ``[num_layers]``."""
+    """Per-layer totals accumulated over all rounds, each an array ``[num_layers]``.
+
+    ``energy_*_planned_j`` is what the schedules expected on the estimated channel (equal to
+    the spent energy with perfect CSI); ``failed_attempts`` counts lost packets (each
+    retransmitted or its link declared failed) and ``dropped_tokens`` token transfers that
+    never arrived; ``latency_mean_s`` / ``latency_p95_s`` are the mean and 95th percentile
+    over query rounds of the layer round's completion time [s].
+    """
 
     energy_comm_j: np.ndarray
     energy_comp_j: np.ndarray
@@ -56,6 +71,12 @@ class LayerTotals:
     expert_calls: np.ndarray
     transmissions: np.ndarray
     infeasible_tokens: np.ndarray
+    energy_comm_planned_j: np.ndarray | None = None
+    energy_comp_planned_j: np.ndarray | None = None
+    failed_attempts: np.ndarray | None = None
+    dropped_tokens: np.ndarray | None = None
+    latency_mean_s: np.ndarray | None = None
+    latency_p95_s: np.ndarray | None = None
     energy_always_on_j: np.ndarray | None = None
 
 
@@ -83,6 +104,10 @@ class EnergyLedger:
     _lost: np.ndarray = field(init=False)
     _rehost: np.ndarray = field(init=False)
     _rehost_tokens: np.ndarray = field(init=False)
+    _comm_planned: np.ndarray = field(init=False)
+    _comp_planned: np.ndarray = field(init=False)
+    _failed: np.ndarray = field(init=False)
+    _dropped: np.ndarray = field(init=False)
     _always_on: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +124,10 @@ class EnergyLedger:
         self._lost = np.zeros(L)
         self._rehost = np.zeros(L)
         self._rehost_tokens = np.zeros(L, dtype=np.int64)
+        self._comm_planned = np.zeros(L)
+        self._comp_planned = np.zeros(L)
+        self._failed = np.zeros(L, dtype=np.int64)
+        self._dropped = np.zeros(L, dtype=np.int64)
         self._always_on = np.zeros(L)
 
     def charge(
@@ -160,6 +189,8 @@ class EnergyLedger:
         comm, comp = float(bill.comm), float(bill.comp)
         self._comm[layer] += comm
         self._comp[layer] += comp
+        self._comm_planned[layer] += comm
+        self._comp_planned[layer] += comp
         self._calls[layer] += int(selection.sum())
         self._tx[layer] += int(remote.sum())
         done = np.ones(selection.shape[0], dtype=bool) if completed is None else np.asarray(completed, dtype=bool)
@@ -182,9 +213,78 @@ class EnergyLedger:
             raise RuntimeError(f"re-host transfer at rate {rate!r}: the new host has no usable link")
         energy = int(num_tokens) * self.system.tx_power_w * self.system.bits_per_token / float(rate)
         self._comm[layer] += energy
+        self._comm_planned[layer] += energy
         self._rehost[layer] += energy
         self._rehost_tokens[layer] += int(num_tokens)
         return energy
+
+    def charge_outcome(
+        self,
+        layer: int,
+        outcome: TransferOutcome,
+        feasible: np.ndarray | None = None,
+        *,
+        completed: np.ndarray | None = None,
+        source: np.ndarray | None = None,
+    ) -> tuple[float, float]:
+        """Charge one layer round as it happened on air (:func:`dmoe.runtime.transfer.transmit`).
+
+        Parameters
+        ----------
+        layer : int
+            0-based layer index.
+        outcome : TransferOutcome
+            Planned and spent energies, failed and dropped links, effective selection.
+        feasible : ndarray [num_tokens], bool, optional
+            Tokens whose QoS could be met (counted, not charged).
+        completed : ndarray [num_tokens], bool, optional
+            Tokens whose layer round completed (default all; issue 9). The others' share of
+            the spent energy is also recorded as lost: on each delivered link its tokens'
+            fraction of the link's spent energy, plus their experts' computation (eq 4).
+        source : ndarray [num_tokens], int
+            Node holding each token; required with ``completed``.
+
+        Returns
+        -------
+        (comm, comp) : float, float [J]
+            Energy spent in this round.
+
+        Raises
+        ------
+        ValueError
+            ``completed`` given without ``source``.
+        """
+        selection = outcome.selection
+        comm = float(outcome.energy_comm_spent.sum())
+        comp = float(outcome.energy_comp_spent.sum())
+        self._comm[layer] += comm
+        self._comp[layer] += comp
+        self._comm_planned[layer] += float(outcome.energy_comm_planned.sum())
+        self._comp_planned[layer] += float(outcome.energy_comp_planned.sum())
+        self._calls[layer] += int(selection.sum())
+        remote = outcome.tokens_planned.copy()
+        np.fill_diagonal(remote, 0)
+        self._tx[layer] += int(remote.sum()) + outcome.failed_attempts
+        self._failed[layer] += outcome.failed_attempts
+        self._dropped[layer] += outcome.dropped_tokens
+        done = np.ones(selection.shape[0], dtype=bool) if completed is None else np.asarray(completed, dtype=bool)
+        self._tokens[layer] += int(done.sum())
+        self._selection_counts[layer] += selection[done].sum(axis=0)
+        if feasible is not None:
+            self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)[done]))
+        if not done.all():
+            if source is None:
+                raise ValueError("`source` is required together with `completed`")
+            k = self.system.num_experts
+            # [K, K] delivered transfers of the tokens whose round failed
+            lost_tok = link_token_counts(selection[~done], np.asarray(source)[~done], k)
+            share = np.divide(
+                lost_tok, outcome.tokens_delivered, out=np.zeros((k, k)), where=outcome.tokens_delivered > 0
+            )
+            lost_comm = float((outcome.energy_comm_spent * share).sum())
+            lost_comp = float(computation_energy(lost_tok, self.system).sum())
+            self._lost[layer] += lost_comm + lost_comp
+        return comm, comp
 
     def charge_always_on(self, layer: int, source: np.ndarray, size: float, *, dense_layer: bool = False) -> float:
         """Charge the always-on part of one layer round at the tokens' source nodes.
@@ -218,12 +318,28 @@ class EnergyLedger:
         a = self.system.comp_energy_per_token_j
         energy = size * float(a[source].sum())
         self._comp[layer] += energy
+        self._comp_planned[layer] += energy
         self._always_on[layer] += energy
         if dense_layer:
             self._tokens[layer] += source.shape[0]
         return energy
 
     # ---------------------------------------------------------------- read-outs
+    @property
+    def energy_planned_j(self) -> float:
+        """Total energy the schedules planned on the estimated channel [J]."""
+        return float(self._comm_planned.sum() + self._comp_planned.sum())
+
+    @property
+    def failed_attempts(self) -> int:
+        """Lost packets over the run (each retransmitted or its link declared failed)."""
+        return int(self._failed.sum())
+
+    @property
+    def dropped_tokens(self) -> int:
+        """Token transfers that never reached their expert."""
+        return int(self._dropped.sum())
+
     @property
     def energy_always_on_j(self) -> float:
         """Always-on computation energy [J] (included in :attr:`energy_comp_j`)."""
@@ -273,5 +389,54 @@ class EnergyLedger:
             self._calls.copy(),
             self._tx.copy(),
             self._infeasible.copy(),
-            self._always_on.copy(),
+            self._comm_planned.copy(),
+            self._comp_planned.copy(),
+            self._failed.copy(),
+            self._dropped.copy(),
+            energy_always_on_j=self._always_on.copy(),
         )
+
+
+@dataclass
+class LatencyLedger:
+    """Completion time of every layer round of a run (:func:`dmoe.latency.round_timing`).
+
+    Parameters
+    ----------
+    num_layers : int
+        L.
+    """
+
+    num_layers: int
+    _rounds: list = field(init=False, default_factory=list)
+    _sizes: list = field(init=False, default_factory=list)
+
+    def charge(self, round_index: int, layer: int, timing: RoundTiming, num_queries: int) -> None:
+        """Record layer round ``layer`` (0-based) of query round ``round_index`` (0-based,
+        consecutive) serving ``num_queries`` queries. A second charge of the same layer round
+        (a re-planned attempt after a node loss, issue 9) adds its time."""
+        while len(self._rounds) <= round_index:
+            self._rounds.append(np.zeros(self.num_layers))
+            self._sizes.append(0)
+        self._rounds[round_index][layer] += timing.latency_s
+        self._sizes[round_index] = int(num_queries)
+
+    @property
+    def layer_round_s(self) -> np.ndarray:
+        """``[num_rounds, num_layers], float64`` completion time of every layer round [s]."""
+        return np.array(self._rounds, dtype=np.float64).reshape(-1, self.num_layers)
+
+    @property
+    def query_s(self) -> np.ndarray:
+        """``[num_queries], float64`` latency of each query [s]: the sum over layers of its
+        query round's layer-round times (the K queries of a round share them)."""
+        lat = self.layer_round_s.sum(axis=1)
+        return np.repeat(lat, np.asarray(self._sizes, dtype=np.int64))
+
+    def per_layer(self) -> tuple[np.ndarray, np.ndarray]:
+        """``([num_layers], [num_layers])`` mean and 95th percentile over rounds [s]."""
+        lr = self.layer_round_s
+        if lr.shape[0] == 0:
+            z = np.zeros(self.num_layers)
+            return z, z.copy()
+        return lr.mean(axis=0), np.percentile(lr, 95, axis=0)

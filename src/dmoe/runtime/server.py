@@ -42,6 +42,19 @@ rounds see independent block fading. ``"round"`` keeps one draw for all layers o
 round, ``"fixed"`` one draw for the whole run. The policy's randomness comes from
 ``[seed, round, layer, 1]`` (a re-planned attempt a > 0 appends a), failures from
 ``[seed, round, layer, 2]``.
+
+The channel comes from a :class:`~dmoe.channels.ChannelProcess` built from ``channel``
+(:class:`~dmoe.channels.ChannelConfig`: fading model, mobility, imperfect CSI; issue 10).
+The policy schedules on the *estimated* rates; :func:`~dmoe.runtime.transfer.transmit`
+plays the schedule over the *true* rates (failed packets are retransmitted at the true
+rate, tokens on a dead link are dropped), the experts process what was delivered, the
+energy ledger charges what was spent and the latency ledger the round's completion time
+(:mod:`dmoe.latency`), which in turn tells the channel how much time passed (mobility).
+A re-planned attempt (node loss) meets the same layer round's channel; its energy and
+its air time add to the layer round's. A dense layer draws no channel from the process
+(nothing is scheduled); a query re-hosted there is charged on an i.i.d. Rayleigh draw
+keyed ``[seed, round, layer]`` (or ``rates_fn``), as before issue 10. Re-host transfers
+are charged on the true rates.
 """
 
 from __future__ import annotations
@@ -54,14 +67,15 @@ import numpy as np
 import torch
 
 from ..channel import draw_rates
+from ..channels import CHANNEL_REDRAW, ChannelConfig, ChannelProcess, LayerChannel
 from ..data.packing import PackedQuery
+from ..latency import round_timing
 from ..system import SystemConfig
 from .engine import Engine, Failure, make_engine
 from .faults import FaultLog, FaultModel, NodeKill, NoLiveNodeError, least_loaded
-from .ledger import EnergyLedger
+from .ledger import EnergyLedger, LatencyLedger
 from .node import HostedQuery
-
-CHANNEL_REDRAW = ("layer", "round", "fixed")
+from .transfer import transmit
 
 
 @dataclass
@@ -96,7 +110,10 @@ class DMoERuntime:
     channel_redraw : {"layer", "round", "fixed"}
         How often the channel is redrawn (module docstring).
     rates_fn : callable(rng) -> ndarray [K, K, M], optional
-        Channel model; default :func:`dmoe.channel.draw_rates` (i.i.d. Rayleigh, eq 1).
+        Custom channel (true rates, known perfectly); replaces ``channel``.
+    channel : ChannelConfig, optional
+        Fading model, mobility and CSI; default i.i.d. Rayleigh with perfect CSI, which is
+        :func:`dmoe.channel.draw_rates` (eq 1) on the keys above.
     record_selection : bool
         Keep every token's selection per layer (for tests and selection-pattern plots).
     engine : {"local", "ray"} or Engine
@@ -116,7 +133,8 @@ class DMoERuntime:
     ------
     ValueError
         On a mismatch between the model's and the system's number of experts, an
-        unknown ``channel_redraw`` or ``engine``, a bad ``seed`` or ``node_failure_rate``.
+        unknown ``channel_redraw`` or ``engine``, a bad ``seed`` or ``node_failure_rate``,
+        or both ``rates_fn`` and ``channel``.
     ConnectionError
         ``ray_address`` unreachable.
     """
@@ -133,7 +151,10 @@ class DMoERuntime:
     node_failure_rate: float = 0.0
     node_kills: Sequence[NodeKill] = ()
     node_rejoin: bool = True
+    channel: ChannelConfig | None = None
     ledger: EnergyLedger = field(init=False)
+    latency: LatencyLedger = field(init=False)
+    process: ChannelProcess | None = field(init=False, default=None)
     faults: FaultLog = field(init=False)
     up: np.ndarray = field(init=False)
     rounds: int = field(init=False, default=0)
@@ -151,8 +172,15 @@ class DMoERuntime:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
+        if self.rates_fn is not None and self.channel is not None:
+            raise ValueError("give either `rates_fn` or `channel`, not both")
         self.fault_model = FaultModel(self.node_failure_rate, int(self.seed), tuple(self.node_kills))
         self.ledger = EnergyLedger(int(self.model.num_layers), self.system)
+        self.latency = LatencyLedger(int(self.model.num_layers))
+        if self.rates_fn is None:
+            self.process = ChannelProcess(
+                self.channel or ChannelConfig(), self.system, seed=int(self.seed), channel_redraw=self.channel_redraw
+            )
         self.faults = FaultLog()
         self._owns_engine = not isinstance(self.engine, Engine)
         self._engine = make_engine(self.engine, self.model, num_nodes=K, address=self.ray_address)
@@ -224,6 +252,12 @@ class DMoERuntime:
         self._mark_dead(dead, r, layer, st)
 
     # ------------------------------------------------------------------ channels
+    def _channel(self, round_index: int, layer: int) -> LayerChannel:
+        if self.process is not None:
+            return self.process.layer_channel(round_index, layer)
+        rates = self._rates(round_index, layer)
+        return LayerChannel(rates, rates)
+
     def _rates(self, round_index: int, layer: int) -> np.ndarray:
         if self.channel_redraw == "layer":
             key = [self.seed, round_index, layer]
@@ -328,16 +362,19 @@ class DMoERuntime:
         rates = None
         model = self.model
         for layer in range(L):
-            rates = self._rates(r, layer)
             kills = self.fault_model.draw(r, layer, self.up)
             for j in kills["attention"]:
                 eng.kill(j)
             if not model.is_moe_layer(layer):
                 # nothing to schedule: the whole layer runs at each host (always-on FFN)
+                rates = self._rates(r, layer)
                 for j in kills["experts"]:
                     eng.kill(j)
                 self._dense_layer(layer, r, rates, st)
                 continue
+            chan = self._channel(r, layer)
+            # [K, K, M] what transfers (re-hosts included) meet in this layer round
+            rates = chan.true_rates
             pending = set(range(n))
             st.scores = {}
             attempt = 0
@@ -365,17 +402,29 @@ class DMoERuntime:
                 kwargs = {} if self.up.all() else {"available": self.up.copy()}
                 key = [self.seed, r, layer, 1] if attempt == 0 else [self.seed, r, layer, 1, attempt]
                 sched = self.policy.schedule(
-                    scores, source, rates, layer + 1, system=self.system, rng=np.random.default_rng(key), **kwargs
+                    scores,
+                    source,
+                    chan.estimated_rates,
+                    layer + 1,
+                    system=self.system,
+                    rng=np.random.default_rng(key),
+                    **kwargs,
                 )
-                selection = np.asarray(sched.selection, dtype=bool)
+                # the schedule meets the true channel; the experts that received a token process it
+                sent = transmit(
+                    sched.selection, source, sched.subcarrier, chan.estimated_rates, chan.true_rates, self.system
+                )
+                selection = sent.selection
                 if attempt == 0:
                     for j in kills["experts"]:
                         eng.kill(j)
                 done = self._experts(layer, order, offsets, selection, r, st)
                 completed = np.repeat(np.array([q in done for q in order], dtype=bool), lengths)
-                self.ledger.charge(
-                    layer, selection, source, sched.subcarrier, rates, sched.feasible, completed=completed
-                )
+                self.ledger.charge_outcome(layer, sent, sched.feasible, completed=completed, source=source)
+                timing = round_timing(sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system)
+                self.latency.charge(r, layer, timing, n)
+                if self.process is not None:
+                    self.process.advance(timing.latency_s)
                 size = float(model.always_on_size(layer))
                 if size > 0 and completed.any():
                     # shared experts: at each completed token's host, no transmission

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..combine import renormalised_weights
 from ..interface import ExpertModel, UnsupportedModelError
 from ..masks import attention_mask_for
 from .router import Router
@@ -319,15 +320,15 @@ class MoEModel(nn.Module, ExpertModel):
         """Per-expert aggregation weights ``[N, K]`` for the current ``combine`` mode.
 
         ``"sum"``: 1 for selected experts, 0 otherwise. ``"weighted"``:
-        ``sel_j g_j / sum_k sel_k g_k`` (eq 8); a row with nothing selected (or zero
-        selected mass) gets all-zero weights, i.e. the FFN adds nothing.
+        ``sel_j g_j / sum_k sel_k g_k`` (eq 8) by :func:`~dmoe.model.combine.renormalised_weights`:
+        every row with a selection sums to 1 (also for subnormal selected mass; equal
+        weights when the selected scores are all 0); a row with nothing selected gets
+        all-zero weights, i.e. the FFN adds nothing.
         """
         sel = selection.to(torch.bool)
         if self.combine == "sum":
             return sel.float()
-        mass = torch.where(sel, scores.float(), torch.zeros((), dtype=torch.float32, device=scores.device))
-        total = mass.sum(-1, keepdim=True)
-        return torch.where(total > 0, mass / total.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(mass))
+        return renormalised_weights(sel, scores)
 
     def combine_outputs(
         self,

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..combine import renormalised_weights
 from ..interface import ExpertModel, RouterOutputError, UnsupportedModelError
 from ..masks import attention_mask_for
 from .families import FamilySpec, family_of, supported_families_text
@@ -334,15 +335,16 @@ class HFMoEModel(nn.Module, ExpertModel):
     def combine_weights(self, selection: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """The family's weights ``[N, K]`` for a selection ``[N, K]`` and scores g ``[N, K]``.
 
-        ``sel_j g_j / sum_k sel_k g_k`` (eq 8; a row with nothing selected gets zeros) when
-        the family renormalises, else ``sel_j g_j``; times routed_scaling_factor
+        ``sel_j g_j / sum_k sel_k g_k`` (eq 8 by :func:`~dmoe.model.combine.renormalised_weights`:
+        rows sum to 1 even for subnormal selected mass; a row with nothing selected gets
+        zeros) when the family renormalises, else ``sel_j g_j``; times routed_scaling_factor
         (DeepSeek-V3) and residual_multiplier (Granite).
         """
         sel = selection.to(torch.bool).to(scores.device)
         mass = torch.where(sel, scores.float(), torch.zeros((), dtype=torch.float32, device=scores.device))
         if self._normalize:
-            total = mass.sum(-1, keepdim=True)
-            mass = torch.where(total > 0, mass / total.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(mass))
+            # eq (8) exact at float32's edges (subnormal selected mass): dmoe.model.combine
+            mass = renormalised_weights(sel, scores)
         scale = self._routed_scale * self._residual_scale
         return mass * scale if scale != 1.0 else mass
 

@@ -1,0 +1,41 @@
+"""Radio channel models behind one interface (the runtime, the experiments and the API use it).
+
+* :mod:`~dmoe.channels.base` -- the :class:`ChannelModel` interface and :func:`power_gain`;
+* :mod:`~dmoe.channels.rayleigh` -- i.i.d. Rayleigh, the paper's model (Section II-A);
+* :mod:`~dmoe.channels.tdl` -- 3GPP TR 38.901 TDL-A..E on the OFDM grid;
+* :mod:`~dmoe.channels.doppler` -- Clarke/Jakes time correlation from node mobility;
+* :mod:`~dmoe.channels.csi` -- the server's imperfect estimate;
+* :mod:`~dmoe.channels.config` -- :class:`ChannelConfig`, what a run says about its channel;
+* :mod:`~dmoe.channels.process` -- :class:`ChannelProcess`, true and estimated rates per layer round.
+
+:mod:`dmoe.channel` (the paper's i.i.d. draws, ``draw_rates``) is unchanged and stays the default.
+"""
+
+from .base import ChannelDraw, ChannelModel, power_gain
+from .config import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, ChannelConfig, channel_model
+from .csi import estimate_response
+from .doppler import doppler_hz, evolve, time_correlation
+from .process import CHANNEL_REDRAW, ChannelProcess, LayerChannel
+from .rayleigh import RayleighChannel
+from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel
+
+__all__ = [
+    "CHANNEL_MODELS",
+    "CHANNEL_REDRAW",
+    "DEFAULT_CARRIER_GHZ",
+    "DEFAULT_DELAY_SPREAD_NS",
+    "TDL_PROFILES",
+    "ChannelConfig",
+    "ChannelDraw",
+    "ChannelModel",
+    "ChannelProcess",
+    "LayerChannel",
+    "RayleighChannel",
+    "TDLChannel",
+    "channel_model",
+    "doppler_hz",
+    "estimate_response",
+    "evolve",
+    "power_gain",
+    "time_correlation",
+]

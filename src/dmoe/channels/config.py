@@ -1,0 +1,157 @@
+"""What a run says about its radio channel: fading model, mobility and channel knowledge.
+
+:class:`ChannelConfig` is the one description the CLI (``--channel``, ``--delay-spread``,
+``--speed-kmh``, ``--carrier-ghz``, ``--csi-error``, ``--csi-delay``), the Python API and the
+experiments pass to the runtime, and that results record beside their numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .base import ChannelModel
+from .doppler import doppler_hz
+from .rayleigh import RayleighChannel
+from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel
+
+__all__ = ["CHANNEL_MODELS", "ChannelConfig", "channel_model"]
+
+#: Names accepted by ``--channel`` / ``ChannelConfig.model``.
+CHANNEL_MODELS: tuple[str, ...] = ("rayleigh",) + tuple(TDL_PROFILES)
+
+#: Default carrier frequency [GHz]: the 3.5 GHz band (n78) of most 5G edge deployments.
+DEFAULT_CARRIER_GHZ = 3.5
+
+
+def channel_model(name: str, *, delay_spread_ns: float = DEFAULT_DELAY_SPREAD_NS) -> ChannelModel:
+    """The :class:`ChannelModel` called ``name`` (``"rayleigh"`` or ``"tdl-a"`` .. ``"tdl-e"``).
+
+    Raises:
+        ValueError: unknown ``name`` (listing the known ones) or bad ``delay_spread_ns``.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key in ("rayleigh", "iid"):
+        return RayleighChannel()
+    if key not in TDL_PROFILES:
+        raise ValueError(f"unknown channel `model` {name!r}; known: {', '.join(CHANNEL_MODELS)}")
+    return TDLChannel(key, delay_spread_ns)
+
+
+def _real(name: str, value: Any, *, low: float, high: float = math.inf, unit: str = "", low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"`{name}` must be a finite number{f' [{unit}]' if unit else ''}, got {value!r}")
+    v = float(value)
+    if v < low or (low_open and v == low) or v > high:
+        lo = "(" if low_open else "["
+        hi = "]" if math.isfinite(high) else ")"
+        raise ValueError(f"`{name}` must lie in {lo}{low:g}, {high:g}{hi}{f' [{unit}]' if unit else ''}, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """Radio channel of a run (defaults: the paper's i.i.d. Rayleigh, perfect CSI).
+
+    Attributes:
+        model: ``"rayleigh"`` (i.i.d. per link and subcarrier, the paper) or a TR 38.901
+            profile ``"tdl-a"`` .. ``"tdl-e"`` (:mod:`dmoe.channels.tdl`).
+        delay_spread_ns: RMS delay spread of the TDL profiles [ns] >= 0; default 100 ns
+            (TR 38.901 Table 7.7.3-1 "nominal"). Ignored by ``"rayleigh"``.
+        speed_kmh: relative node speed [km/h] >= 0, or ``None`` (default) for no mobility
+            model: the channel is then redrawn independently as ``channel_redraw`` says
+            (the paper's block fading). With a speed, consecutive layer rounds of a query
+            round are correlated by J0(2 pi f_D tau), tau = the previous round's latency;
+            0 km/h keeps the channel static for the whole query round. Independent query
+            rounds (batches of K queries) always start from an independent draw.
+        carrier_ghz: carrier frequency f_c [GHz] > 0, default 3.5 GHz.
+        csi_error: normalised variance sigma^2 in [0, 1] of the server's channel estimate:
+            H_est = H + CN(0, sigma^2 * E|H|^2) per link and subcarrier. Default 0.
+        csi_delay: how many layer rounds old the server's estimate is (0: current; 1: the
+            previous round's channel). In the first layer round of a query round the
+            server has a fresh estimate (pilots at the start of the round).
+
+    Raises:
+        ValueError: unknown ``model``, negative delay spread or speed, non-positive
+            carrier, ``csi_error`` outside [0, 1], negative ``csi_delay`` (naming the field).
+    """
+
+    model: str = "rayleigh"
+    delay_spread_ns: float = DEFAULT_DELAY_SPREAD_NS
+    speed_kmh: float | None = None
+    carrier_ghz: float = DEFAULT_CARRIER_GHZ
+    csi_error: float = 0.0
+    csi_delay: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or self.model.strip().lower() not in CHANNEL_MODELS + ("iid",):
+            raise ValueError(f"unknown channel `model` {self.model!r}; known: {', '.join(CHANNEL_MODELS)}")
+        name = self.model.strip().lower()
+        object.__setattr__(self, "model", "rayleigh" if name == "iid" else name)
+        object.__setattr__(self, "delay_spread_ns", _real("delay_spread_ns", self.delay_spread_ns, low=0, unit="ns"))
+        if self.speed_kmh is not None:
+            object.__setattr__(self, "speed_kmh", _real("speed_kmh", self.speed_kmh, low=0, unit="km/h"))
+        object.__setattr__(self, "carrier_ghz", _real("carrier_ghz", self.carrier_ghz, low=0, low_open=True, unit="GHz"))
+        object.__setattr__(self, "csi_error", _real("csi_error", self.csi_error, low=0, high=1))
+        if isinstance(self.csi_delay, bool) or not isinstance(self.csi_delay, numbers.Integral) or self.csi_delay < 0:
+            raise ValueError(f"`csi_delay` must be an integer >= 0 [layer rounds], got {self.csi_delay!r}")
+        object.__setattr__(self, "csi_delay", int(self.csi_delay))
+
+    # ---------------------------------------------------------------- derived
+    def make_model(self) -> ChannelModel:
+        """The fading model (:func:`channel_model`)."""
+        return channel_model(self.model, delay_spread_ns=self.delay_spread_ns)
+
+    @property
+    def doppler_hz(self) -> float:
+        """f_D [Hz] (0 without a speed)."""
+        return 0.0 if self.speed_kmh is None else doppler_hz(self.speed_kmh, self.carrier_ghz)
+
+    @property
+    def perfect_csi(self) -> bool:
+        """True when the server knows the current channel exactly."""
+        return self.csi_error == 0.0 and self.csi_delay == 0
+
+    @property
+    def is_paper_default(self) -> bool:
+        """i.i.d. Rayleigh, no mobility model, perfect CSI: the paper's setting (results
+        identical to :func:`dmoe.channel.draw_rates` for the same seed)."""
+        return self.model == "rayleigh" and self.speed_kmh is None and self.perfect_csi
+
+    def label(self) -> str:
+        """Short human-readable description, e.g. ``"tdl-a 100 ns, 30 km/h, CSI err 0.1"``."""
+        parts = ["i.i.d. Rayleigh" if self.model == "rayleigh" else f"{self.model.upper()} {self.delay_spread_ns:g} ns"]
+        if self.speed_kmh is not None:
+            parts.append(f"{self.speed_kmh:g} km/h @ {self.carrier_ghz:g} GHz")
+        if self.csi_error:
+            parts.append(f"CSI error {self.csi_error:g}")
+        if self.csi_delay:
+            parts.append(f"CSI {self.csi_delay} round{'s' if self.csi_delay > 1 else ''} old")
+        return ", ".join(parts)
+
+    # ---------------------------------------------------------------- I/O
+    def replace(self, **changes: Any) -> "ChannelConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of the fields."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ChannelConfig":
+        """Inverse of :meth:`to_dict`; missing keys take the defaults.
+
+        Raises:
+            ValueError: unknown key (named) or invalid value.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"`data` must be a mapping, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"`{unknown[0]}` is not a ChannelConfig field; known fields: {', '.join(sorted(names))}")
+        return cls(**dict(data))

@@ -1,0 +1,105 @@
+"""Timing model of one layer round (ours; the paper models energy only).
+
+A layer round, from the server's schedule to the aggregation at the source nodes, has three
+phases (protocol steps 4-5 of Section III-C):
+
+1. forward transfers: every link i -> j (i != j) carrying s_ij tokens sends them one after
+   another on its own subcarrier, so its air time is the sum of its packets' times
+   ``8*s0 / rate`` [s]; different links use different subcarriers (OFDMA, C3) and run in
+   parallel;
+2. computation: node j starts its FFN once every token bound for it has arrived, and
+   processes its load (local tokens included) ``n_j = sum_i s_ij`` at c_j token/s
+   (``SystemConfig.comp_throughput_tokens_per_s``);
+3. backward transfers: node j returns the s_ij outputs to node i on the same subcarrier
+   (TDD reciprocity: the same rate as the forward link), again serially per link.
+
+The round is complete when the slowest path has delivered:
+``latency = max over loaded (i, j) of [arrive_j + n_j / c_j + backward_ij]`` with
+``arrive_j = max over remote i of forward_ij``. Attention and gating at the source nodes
+take the same time under every policy and are not included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dmoe.system import SystemConfig
+
+__all__ = ["RoundTiming", "link_air_time", "round_timing"]
+
+
+@dataclass(frozen=True)
+class RoundTiming:
+    """Timing of one layer round.
+
+    Attributes:
+        latency_s: completion time of the slowest path [s].
+        forward_s: ``[K, K], float64`` forward air time per link [s] (0 when unloaded).
+        compute_s: ``[K], float64`` FFN time per node [s].
+        backward_s: ``[K, K], float64`` backward air time per link i <- j, indexed [i, j] [s].
+        ready_s: ``[K], float64`` time node j finishes its FFN [s] (0 when idle).
+    """
+
+    latency_s: float
+    forward_s: np.ndarray
+    compute_s: np.ndarray
+    backward_s: np.ndarray
+    ready_s: np.ndarray
+
+
+def link_air_time(tokens, link_rate, bits_per_token: int) -> np.ndarray:
+    """Serial air time ``s_ij * bits / R_ij`` per link [s] (0 on the diagonal and unloaded links).
+
+    Args:
+        tokens: ``[K, K]`` s_ij >= 0.
+        link_rate: ``[K, K], float64`` R_ij [bit/s].
+        bits_per_token: 8 * s0.
+
+    Returns:
+        ``[K, K], float64`` [s]; ``+inf`` on a loaded link with rate 0.
+    """
+    s = np.asarray(tokens, dtype=np.float64)
+    r = np.asarray(link_rate, dtype=np.float64)
+    k = s.shape[0]
+    off = ~np.eye(k, dtype=bool)
+    loaded = off & (s > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(loaded, s * bits_per_token / r, 0.0)
+    return t
+
+
+def round_timing(tokens, forward_s, backward_s, system: SystemConfig) -> RoundTiming:
+    """Completion time of one layer round (module docstring).
+
+    Args:
+        tokens: ``[K, K]`` s_ij tokens handled by expert j for node i (diagonal: local).
+        forward_s: ``[K, K], float64`` air time of link i -> j [s] (all attempts).
+        backward_s: ``[K, K], float64`` air time of the return j -> i, indexed [i, j] [s].
+        system: supplies c_j.
+
+    Returns:
+        :class:`RoundTiming` (latency 0 when no token is processed).
+
+    Raises:
+        ValueError: on shape mismatch.
+    """
+    s = np.asarray(tokens, dtype=np.float64)
+    k = system.num_experts
+    fwd = np.asarray(forward_s, dtype=np.float64)
+    bwd = np.asarray(backward_s, dtype=np.float64)
+    for name, arr in (("tokens", s), ("forward_s", fwd), ("backward_s", bwd)):
+        if arr.shape != (k, k):
+            raise ValueError(f"`{name}` must have shape [{k}, {k}], got {arr.shape}")
+    loaded = s > 0
+    off = ~np.eye(k, dtype=bool)
+    # [K] arrival of the last forward transfer at node j
+    arrive = np.max(np.where(loaded & off, fwd, 0.0), axis=0)
+    load = s.sum(axis=0)
+    compute = load / system.comp_throughput_j
+    ready = np.where(load > 0, arrive + compute, 0.0)
+    # [K, K] completion of path i -> j -> i
+    path = np.where(loaded, ready[None, :] + np.where(off, bwd, 0.0), 0.0)
+    latency = float(path.max()) if loaded.any() else 0.0
+    return RoundTiming(latency, fwd, compute, bwd, ready)

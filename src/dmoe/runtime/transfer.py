@@ -1,0 +1,143 @@
+"""What happens on air when a schedule meets the true channel: failures and retransmissions.
+
+The server schedules link i -> j on subcarrier m at its *estimated* rate r_est; the bits
+meet the *true* rate r. The rule (our choice, stated in the README):
+
+* r >= r_est: every packet (one hidden state, 8*s0 bits) goes through at r_est, as planned:
+  energy ``P0 * 8*s0 / r_est`` and air time ``8*s0 / r_est`` per token.
+* 0 < r < r_est: the first packet is sent at r_est and lost (outage). The receiver's NACK
+  carries the rate it measured on that packet, and the link backs off to the true rate:
+  the lost packet and the rest of the link's tokens are sent at r. One failed attempt per
+  link; the ledger charges it (energy and time) on top of the s_ij successful packets.
+* r == 0 (no usable channel): the first packet is lost as above, the NACK reports a dead
+  subcarrier, and the link is declared failed: its tokens are not delivered, the expert is
+  dropped for them (the source aggregates its other selected experts) and it computes
+  nothing for them. No rate of 0 ever divides an energy or a time.
+
+With perfect CSI (r_est == r) nothing fails and the energy equals
+:func:`dmoe.energy.schedule_energy` on the true rates. The return of the outputs (protocol
+step 5) runs on the same subcarrier at the true rate measured during the forward transfer,
+so it never fails; as in the paper's energy model it costs time but no charged energy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..energy import computation_energy, link_rate_from_subcarriers, link_token_counts
+from ..latency import link_air_time
+from ..system import SystemConfig
+
+__all__ = ["TransferOutcome", "transmit"]
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    """One layer round on air.
+
+    Attributes:
+        tokens_planned: ``[K, K], int64`` s_ij scheduled.
+        tokens_delivered: ``[K, K], int64`` s_ij that reached expert j (diagonal: local).
+        selection: ``[T, K], bool`` the experts that actually processed each token.
+        scheduled_rate, true_rate: ``[K, K], float64`` [bit/s] on each link's subcarrier.
+        failed: ``[K, K], bool`` links whose first packet was lost (r < r_est).
+        dropped: ``[K, K], bool`` failed links declared dead (r == 0).
+        energy_comm_planned, energy_comm_spent: ``[K, K], float64`` [J] (eq 3).
+        energy_comp_planned, energy_comp_spent: ``[K], float64`` [J] (eq 4).
+        forward_s, backward_s: ``[K, K], float64`` air time per link [s] (all attempts;
+            backward indexed [i, j] for the return j -> i).
+    """
+
+    tokens_planned: np.ndarray
+    tokens_delivered: np.ndarray
+    selection: np.ndarray
+    scheduled_rate: np.ndarray
+    true_rate: np.ndarray
+    failed: np.ndarray
+    dropped: np.ndarray
+    energy_comm_planned: np.ndarray
+    energy_comm_spent: np.ndarray
+    energy_comp_planned: np.ndarray
+    energy_comp_spent: np.ndarray
+    forward_s: np.ndarray
+    backward_s: np.ndarray
+
+    @property
+    def failed_attempts(self) -> int:
+        """Lost packets (each retransmitted, or its link declared failed)."""
+        return int(self.failed.sum())
+
+    @property
+    def dropped_tokens(self) -> int:
+        """Token transfers that never reached their expert."""
+        return int(self.tokens_planned[self.dropped].sum())
+
+
+def transmit(selection, source, subcarrier, estimated_rates, true_rates, system: SystemConfig) -> TransferOutcome:
+    """Apply the retransmission rule (module docstring) to one layer round's schedule.
+
+    Args:
+        selection: ``[T, K], bool`` alpha scheduled by the policy.
+        source: ``[T], int`` node of each token.
+        subcarrier: ``[K, K], int`` beta (-1 = none).
+        estimated_rates: ``[K, K, M], float64`` [bit/s] the schedule was made on.
+        true_rates: ``[K, K, M], float64`` [bit/s] the transmissions meet.
+        system: P0, s0, a_j, b_j.
+
+    Returns:
+        :class:`TransferOutcome` (all entries finite).
+
+    Raises:
+        RuntimeError: a token is scheduled on a link without subcarrier or with estimated
+            rate 0 (the policy broke its contract).
+    """
+    selection = np.asarray(selection, dtype=bool)
+    source = np.asarray(source)
+    k = system.num_experts
+    sub = np.asarray(subcarrier)
+    tokens = link_token_counts(selection, source, k)
+    off = ~np.eye(k, dtype=bool)
+    remote = off & (tokens > 0)
+    if np.any(remote & (sub < 0)):
+        i, j = np.argwhere(remote & (sub < 0))[0]
+        raise RuntimeError(f"schedule sends tokens over link {i}->{j}, which has no subcarrier")
+    r_est = link_rate_from_subcarriers(estimated_rates, sub)
+    r_true = link_rate_from_subcarriers(true_rates, sub)
+    if np.any(remote & ~(r_est > 0)):
+        i, j = np.argwhere(remote & ~(r_est > 0))[0]
+        raise RuntimeError(f"schedule sends tokens over link {i}->{j}, whose scheduled rate is 0")
+    failed = remote & (r_true < r_est)
+    dropped = failed & ~(r_true > 0)
+    ok = remote & ~dropped
+    bits, p0 = system.bits_per_token, system.tx_power_w
+    # rate each delivered packet is sent at: r_est when it holds, else the backed-off true rate
+    r_send = np.where(failed, r_true, r_est)
+    one_lost = np.where(failed, bits / np.where(remote, r_est, 1.0), 0.0)  # [s] per link
+    air_ok = link_air_time(np.where(ok, tokens, 0), np.where(ok, r_send, 1.0), bits)
+    forward_s = air_ok + one_lost
+    # eq (3), written as dmoe.energy.communication_energy writes it (same rounding)
+    planned_comm = np.where(remote, p0 * bits * tokens / np.where(remote, r_est, 1.0), 0.0)
+    spent_comm = np.where(ok, p0 * bits * tokens / np.where(ok, r_send, 1.0), 0.0) + p0 * one_lost
+    delivered = np.where(dropped, 0, tokens)
+    eff = selection.copy()
+    if dropped.any():
+        # [T, K] token t's transfer to j went over a dead link
+        eff &= ~dropped[source]
+    backward_s = link_air_time(np.where(ok, delivered, 0), np.where(ok, r_true, 1.0), bits)
+    return TransferOutcome(
+        tokens_planned=tokens,
+        tokens_delivered=delivered,
+        selection=eff,
+        scheduled_rate=r_est,
+        true_rate=r_true,
+        failed=failed,
+        dropped=dropped,
+        energy_comm_planned=planned_comm,
+        energy_comm_spent=spent_comm,
+        energy_comp_planned=computation_energy(tokens, system),
+        energy_comp_spent=computation_energy(delivered, system),
+        forward_s=forward_s,
+        backward_s=backward_s,
+    )
