@@ -347,3 +347,39 @@ def test_real_moe_family_same_on_ray(ray_session, tmp_path):
             assert rt_a.faults.failures == len(kills)
     finally:
         eng.shutdown()
+
+
+@pytest.mark.parametrize("phase", ["experts", "attention"])
+def test_imperfect_csi_mobility_and_node_loss_same_in_both_engines(tiny_moe, queries, ray_engine, phase):
+    """Issue 9's loop with issue 10's channel: schedules on estimated rates, transfers meet the
+    true rates (lost packets, dropped links), a node dies mid-round; both engines agree on
+    everything (logits, effective selections, both ledgers, the fault log)."""
+    from dmoe.channels import ChannelConfig
+
+    channel = ChannelConfig("tdl-a", speed_kmh=30.0, csi_error=0.5, csi_delay=1)
+    kills = [NodeKill(round=0, layer=1, node=2, phase=phase)]
+    local = _run(tiny_moe, queries, JESAPolicy(0.8, 2), "local", channel=channel, node_kills=kills)
+    remote = _run(tiny_moe, queries, JESAPolicy(0.8, 2), ray_engine, channel=channel, node_kills=kills)
+    _same(local, remote)
+    rt, rr = local[0], remote[0]
+    np.testing.assert_array_equal(rt.latency.layer_round_s, rr.latency.layer_round_s)
+    assert rt.ledger.failed_attempts == rr.ledger.failed_attempts > 0
+    assert rt.ledger.dropped_tokens == rr.ledger.dropped_tokens
+    assert rt.ledger.energy_planned_j != rt.ledger.energy_j
+    assert rt.faults.failures == 1 and rt.faults.rehosted == 1 and rt.faults.replans == (phase == "experts")
+    if phase == "experts":
+        assert rt.ledger.energy_lost_j > 0
+    # the answers are the centralised pass with the experts that actually received the tokens
+    _matches_centralised(tiny_moe, queries, local[1], local[2])
+    assert (rt.latency.layer_round_s > 0).all() and rt.latency.query_s.shape == (len(queries),)
+
+
+def test_replan_adds_the_failed_attempts_time(tiny_moe, queries):
+    """A re-planned layer round takes the failed attempt's time plus the new attempt's."""
+    kill = [NodeKill(round=0, layer=1, node=2, phase="experts")]
+    base = _run(tiny_moe, queries[:K], TopK(2), "local")[0]
+    hit = _run(tiny_moe, queries[:K], TopK(2), "local", node_kills=kill)[0]
+    assert hit.faults.replans == 1
+    # layer 1 (0-based) of round 0: both attempts meet the same channel, the first is the unfaulted one
+    assert hit.latency.layer_round_s[0, 1] > base.latency.layer_round_s[0, 1]
+    np.testing.assert_array_equal(hit.latency.layer_round_s[0, 0], base.latency.layer_round_s[0, 0])
