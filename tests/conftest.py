@@ -55,6 +55,25 @@ def tiny_llama():
     return LlamaForCausalLM(tiny_llama_config()).eval()
 
 
+def make_tiny_moe(dense, num_experts: int, seed: int = 1, cls=None):
+    """A MoEModel over ``dense`` with a random neuron partition and random routers."""
+    import torch
+
+    from dmoe.model.moe import MoEModel
+    from dmoe.model.router import Router
+
+    torch.manual_seed(seed)
+    F = dense.config.intermediate_size
+    L = dense.config.num_hidden_layers
+    parts = torch.stack([torch.randperm(F).view(num_experts, F // num_experts) for _ in range(L)])
+    routers = []
+    for _ in range(L):
+        r = Router(dense.config.hidden_size, num_experts)
+        torch.nn.init.normal_(r.weight, std=0.5)
+        routers.append(r)
+    return (cls or MoEModel)(dense, parts, routers)
+
+
 # Property-based tests (tests/test_properties.py): one bounded, reproducible budget.
 # "ci" (default): derandomized (the same examples every run), no deadline (CI machines
 # vary), max_examples set per test with settings(...) on top of this profile.

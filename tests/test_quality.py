@@ -33,25 +33,16 @@ from dmoe.runtime import (
 )
 from dmoe.system import SystemConfig
 
+from conftest import make_tiny_moe
+
 K = 4
 SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
 
 
 @pytest.fixture(scope="module")
 def tiny_moe(tiny_llama):
-    from dmoe.model.moe import MoEModel
-    from dmoe.model.router import Router
-
-    torch.manual_seed(2)
-    F = tiny_llama.config.intermediate_size
-    L = tiny_llama.config.num_hidden_layers
-    parts = torch.stack([torch.randperm(F).view(K, F // K) for _ in range(L)])
-    routers = []
-    for _ in range(L):
-        r = Router(tiny_llama.config.hidden_size, K)
-        torch.nn.init.normal_(r.weight, std=0.5)
-        routers.append(r)
-    return MoEModel(tiny_llama, parts, routers)
+    # a random (non-contiguous) partition of every layer's neurons into K experts
+    return make_tiny_moe(tiny_llama, K, seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -11,25 +11,15 @@ from dmoe.optimize.policies import Dense, Homogeneous, JESAPolicy, LowerBound, T
 from dmoe.runtime import DMoERuntime, EnergyLedger, evaluate_policy
 from dmoe.system import SystemConfig
 
+from conftest import make_tiny_moe
+
 K = 4
 
 
 @pytest.fixture(scope="module")
 def tiny_moe(tiny_llama):
-    from dmoe.model.moe import MoEModel
-    from dmoe.model.router import Router
-
-    torch.manual_seed(1)
-    F = tiny_llama.config.intermediate_size
-    L = tiny_llama.config.num_hidden_layers
     # a random (non-contiguous) partition of every layer's neurons into K experts
-    parts = torch.stack([torch.randperm(F).view(K, F // K) for _ in range(L)])
-    routers = []
-    for _ in range(L):
-        r = Router(tiny_llama.config.hidden_size, K)
-        torch.nn.init.normal_(r.weight, std=0.5)
-        routers.append(r)
-    return MoEModel(tiny_llama, parts, routers)
+    return make_tiny_moe(tiny_llama, K, seed=1)
 
 
 @pytest.fixture(scope="module")

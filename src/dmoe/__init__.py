@@ -56,6 +56,9 @@ _EXPORTS = {
     "EnergyLedger": "dmoe.runtime",
     "LatencyLedger": "dmoe.runtime",
     "evaluate_policy": "dmoe.runtime",
+    "make_engine": "dmoe.runtime",
+    "NodeKill": "dmoe.runtime",
+    "NoLiveNodeError": "dmoe.runtime",
     "run_main_job": "dmoe.main_job",
 }
 

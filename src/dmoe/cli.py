@@ -87,13 +87,29 @@ def main() -> None:
 @click.option("--profile", "profile", default=None,
               help="Layer-importance profile (JSON of `dmoe calibrate`) for calibrated policies; default the "
                    "cached one of the model with the most calibration passes.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the expert nodes run: this process, or one Ray actor (process) per node.")
+@click.option("--ray-address", default=None,
+              help="Join this Ray cluster (auto, host:port, ray://host:port); default: start Ray embedded "
+                   "with this machine's CPUs. Needs --engine ray.")
+@click.option("--node-failure-rate", type=float, default=0.0, show_default=True,
+              help="Probability in [0, 1) that a node fails in a layer round (seeded; failed nodes' queries "
+                   "are re-hosted and the round re-planned).")
+@click.option("--node-rejoin/--no-node-rejoin", default=True, show_default=True,
+              help="Failed nodes rejoin at the next query round.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_nodes, placement, num_subcarriers,
         snr_db, seed, channel_redraw, channel_model, delay_spread, speed_kmh, carrier_ghz, csi_error, csi_delay,
-        comp_throughput, combine, model_source, device, cache_dir, output, ppl_texts, profile, quiet):
+        comp_throughput, combine, model_source, device, cache_dir, output, ppl_texts, profile, engine,
+        ray_address, node_failure_rate, node_rejoin, quiet):
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
     from .main_job import run_main_job
+    from .runtime.faults import NoLiveNodeError
 
+    if not (math.isfinite(node_failure_rate) and 0.0 <= node_failure_rate < 1.0):
+        raise click.BadParameter(f"must lie in [0, 1), got {node_failure_rate}", param_hint="'--node-failure-rate'")
+    if ray_address is not None and engine != "ray":
+        raise click.BadParameter("needs --engine ray", param_hint="'--ray-address'")
     for flag, value in (("--gamma0", gamma0), ("--qos", qos), ("--snr-db", snr_db), ("--delay-spread", delay_spread),
                         ("--carrier-ghz", carrier_ghz), ("--csi-error", csi_error),
                         ("--comp-throughput", comp_throughput), ("--speed-kmh", speed_kmh)):
@@ -133,9 +149,10 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_no
             seed=seed, channel_redraw=channel_redraw, channel=channel, model_source=model_source,
             cache_dir=cache_dir, combine=combine, device=device, output=output, ppl_texts=ppl_texts,
             progress=not quiet,
-            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, profile=profile,
+            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, profile=profile, engine=engine,
+            ray_address=ray_address, node_failure_rate=node_failure_rate, node_rejoin=node_rejoin,
         )
-    except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+    except (ValueError, FileNotFoundError, TypeError, OSError, NoLiveNodeError) as exc:
         _fail(exc)
 
 

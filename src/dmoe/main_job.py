@@ -25,7 +25,9 @@ from .data import (
 )
 from .optimize.policies import Dense, TopK, policy_from_name
 from .results import format_table, plot_per_layer, write_per_layer_csv, write_summary
+from .runtime.engine import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
+from .runtime.faults import NoLiveNodeError, check_failure_rate
 from .runtime.quality import full_reference, full_text_nll, perplexity
 from .model.loader import DEFAULT_CARVED_EXPERTS
 from .system import SystemConfig, default_num_subcarriers
@@ -66,6 +68,10 @@ def run_main_job(
     num_nodes: int | None = None,
     placement: str | None = None,
     profile: str | Path | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    node_failure_rate: float = 0.0,
+    node_rejoin: bool = True,
 ) -> tuple[dict, list[PolicyResult]]:
     """Run ``policies`` through the DMoE runtime on MMLU and write the results.
 
@@ -123,6 +129,15 @@ def run_main_job(
     profile : path, optional
         Layer-importance profile for calibrated policies (``JESA(cal:B,D)``); default
         the cached one of the model for that D with the most calibration passes.
+    engine : {"local", "ray"}
+        Where the expert nodes run (:mod:`dmoe.runtime.engine`); one engine serves every
+        policy of the job.
+    ray_address : str, optional
+        Ray cluster to join (``engine="ray"``); None starts Ray embedded.
+    node_failure_rate : float in [0, 1)
+        Per node and layer round failure probability (:mod:`dmoe.runtime.faults`).
+    node_rejoin : bool
+        Failed nodes rejoin at the next query round.
 
     Returns
     -------
@@ -138,9 +153,19 @@ def run_main_job(
         ``dmoe calibrate``).
     FileNotFoundError, OSError
         Missing checkpoint files, an unwritable output location, an unreachable hub id.
+    ConnectionError
+        ``ray_address`` unreachable (checked before the model loads).
+    NoLiveNodeError
+        Every node failed; the results so far (the interrupted policy's partial result
+        included) are written first.
     """
     from .model import inspect_checkpoint, load_expert_model
 
+    if engine not in ENGINES:
+        raise ValueError(f"`engine` (--engine) must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if ray_address is not None and engine != "ray":
+        raise ValueError("`ray_address` (--ray-address) needs `engine`='ray' (--engine ray)")
+    node_failure_rate = check_failure_rate(node_failure_rate)
     channel = channel or ChannelConfig()
     if not isinstance(channel, ChannelConfig):
         raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
@@ -149,6 +174,11 @@ def run_main_job(
             f"`channel_redraw` (--channel-redraw) = {channel_redraw!r} cannot be combined with `speed_kmh` "
             "(--speed-kmh): with a speed, mobility decides how the channel changes between layer rounds"
         )
+    if ray_address is not None:
+        from .runtime.ray_engine import CONNECT_TIMEOUT_S, _check_reachable
+
+        _check_reachable(ray_address, CONNECT_TIMEOUT_S)
+
     names = resolve_subjects(subjects)
     from .optimize.calibrated import is_calibrated_name, parse_calibrated
 
@@ -288,22 +318,41 @@ def run_main_job(
         f"{full_model['mean_nll']:.3f}"
         + ("" if full_model["perplexity"] is None else f", perplexity {full_model['perplexity']:.2f}")
     )
-    results = [
-        evaluate_policy(
-            model,
-            queries,
-            pol,
-            system=system,
-            seed=seed,
-            channel_redraw=channel_redraw,
-            channel=channel,
-            progress=progress,
-            placement=place,
-            reference=reference,
-            texts=packed_texts,
+    if place is not None and node_failure_rate > 0:
+        raise ValueError(
+            "`node_failure_rate` (--node-failure-rate) must be 0 with several experts per node "
+            "(--nodes < --num-experts): node failures with a placement are not supported yet"
         )
-        for pol in parsed
-    ]
+    # one engine worker per expert (E = K workers; with a placement node n's queries run on worker n)
+    nodes = make_engine(engine, model, num_nodes=k, address=ray_address)
+    results: list[PolicyResult] = []
+    failure = None
+    try:
+        for pol in parsed:
+            results.append(
+                evaluate_policy(
+                    model,
+                    queries,
+                    pol,
+                    system=system,
+                    seed=seed,
+                    channel_redraw=channel_redraw,
+                    channel=channel,
+                    progress=progress,
+                    placement=place,
+                    engine=nodes,
+                    node_failure_rate=node_failure_rate,
+                    node_rejoin=node_rejoin,
+                    reference=reference,
+                    texts=packed_texts,
+                )
+            )
+    except NoLiveNodeError as exc:
+        failure = exc
+        if exc.partial is not None:
+            results.append(exc.partial)
+    finally:
+        nodes.shutdown()
     config = {
         "subjects": names,
         "limit": limit,
@@ -313,6 +362,10 @@ def run_main_job(
         "channel": channel.to_dict(),
         "combine": model.combine,
         "device": str(model.device),
+        "engine": engine,
+        "ray_address": ray_address,
+        "node_failure_rate": node_failure_rate,
+        "node_rejoin": node_rejoin,
         "ppl_texts": len(packed_texts),
         "ppl_subjects": list(dict.fromkeys(text_subjects)),
         "ppl_max_tokens": TEXT_MAX_TOKENS,
@@ -328,8 +381,10 @@ def run_main_job(
         "platform": platform.platform(),
         "command": command,
     }
+    if failure is not None:
+        config["error"] = str(failure)
     log(format_table(results))
-    if out_dir is not None:
+    if out_dir is not None and results:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_summary(out_dir / "summary.json", config, results)
         write_per_layer_csv(out_dir / "per_layer.csv", results)
@@ -339,6 +394,9 @@ def run_main_job(
             title=f"MMLU {', '.join(names)} — {len(questions)} questions, seed {seed}",
         )
         log(f"wrote {out_dir / 'summary.json'}, per_layer.csv, per_layer.png")
+    if failure is not None:
+        where = f"; the results so far are in {out_dir}" if out_dir is not None and results else ""
+        raise NoLiveNodeError(f"{failure}{where}", round=failure.round, layer=failure.layer) from failure
     return config, results
 
 

@@ -114,7 +114,8 @@ def plot_per_layer(path: Path, results: Sequence[PolicyResult], title: str = "")
 def format_table(results: Sequence[PolicyResult]) -> str:
     """A plain-text table per policy: accuracy, NLL, agreement and KL with the full model,
     held-out perplexity, energy spent (and planned, lost packets and dropped transfers when the
-    CSI is imperfect), and the mean / 95th-percentile latency per layer round and per query."""
+    CSI is imperfect), the mean / 95th-percentile latency per layer round and per query, and
+    node failures, re-plans and re-hosted queries when nodes failed."""
     width = max([16] + [len(r.policy) + 2 for r in results])
     imperfect = any(
         r.energy_planned_j is not None and (r.energy_planned_j != r.energy_j or r.failed_attempts) for r in results
@@ -126,17 +127,26 @@ def format_table(results: Sequence[PolicyResult]) -> str:
         + f"{'vs dense':>9}{'round [s]':>10}{'p95 [s]':>9}{'query [s]':>10}{'p95 [s]':>9}{'time [s]':>9}"
     )
     lines = [head, "-" * len(head)]
+    faults = any(r.node_failures or r.node_joins or not r.complete for r in results)
+    if faults:
+        head += f"{'failures':>9}{'replans':>8}{'rehosted':>9}"
+        lines = [head, "-" * len(head)]
     dense = next((r.energy_j for r in results if r.policy == "dense"), None)
     for r in results:
         rel = f"{r.energy_j / dense:>9.3f}" if dense else f"{'':>9}"
         lat = r.latency_stats()
         planned = r.energy_j if r.energy_planned_j is None else r.energy_planned_j
         ppl = f"{r.perplexity:>12.5g}" if r.perplexity is not None else f"{'n/a':>12}"
-        lines.append(
+        line = (
             f"{r.policy:<{width}}{r.accuracy:>9.3f}{r.mean_nll:>10.3f}{r.agreement:>7.3f}{r.mean_kl:>10.4f}{ppl}"
             f"{r.energy_j:>12.2f}{r.energy_comm_j:>11.2f}{r.energy_comp_j:>11.2f}"
             + (f"{planned:>12.2f}{r.failed_attempts:>10d}{r.dropped_tokens:>8d}" if imperfect else "")
             + f"{rel}{lat['latency_layer_round_mean_s']:>10.2f}{lat['latency_layer_round_p95_s']:>9.2f}"
             f"{lat['latency_query_mean_s']:>10.1f}{lat['latency_query_p95_s']:>9.1f}{r.seconds:>9.1f}"
         )
+        if faults:
+            line += f"{r.node_failures:>9}{r.replans:>8}{r.rehosted_queries:>9}"
+            if not r.complete:
+                line += f"  (stopped after {r.num_questions} questions)"
+        lines.append(line)
     return "\n".join(lines)

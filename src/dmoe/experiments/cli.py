@@ -35,9 +35,14 @@ def _names_help() -> str:
 @click.option("--force", is_flag=True, help="Recompute experiments even if DIR holds results for the same configuration.")
 @click.option("--model", "model_source", default=None, help="Model source (default SmolLM2-135M-Instruct MoEfied).")
 @click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: run the independent policy evaluations as parallel Ray tasks (all CPUs of this machine, "
+                   "or a cluster with --ray-address), into the same cache.")
+@click.option("--ray-address", default=None, help="Ray cluster to join (needs --engine ray).")
 @click.option("--list", "list_only", is_flag=True, help="List the experiments and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_source, cache_dir, list_only, quiet):
+def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_source, cache_dir, engine, ray_address,
+              list_only, quiet):
     """Reproduce the paper's figures and table: NAME ... is any of fig5 fig6 fig7 fig8 fig9
     fig10 table1 theorem1 importance robustness, granularity and placement (many experts on few
     nodes), or all (default).
@@ -63,7 +68,7 @@ def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_s
         run_experiments(
             list(names), output, options=options, force=force, model_source=model_source, cache_dir=cache_dir,
             progress=not quiet, log=lambda msg: click.echo(msg, err=True),
-            command=shlex.join(["dmoe"] + sys.argv[1:]),
+            command=shlex.join(["dmoe"] + sys.argv[1:]), engine=engine, ray_address=ray_address,
         )
-    except (ValueError, FileNotFoundError, OSError) as exc:
+    except (ValueError, FileNotFoundError, OSError, ConnectionError) as exc:
         raise click.ClickException(str(exc)) from exc

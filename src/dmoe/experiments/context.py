@@ -9,6 +9,15 @@ build key. A rerun (or a resumed run after an interruption) reuses them. Perplex
 held-out text (:meth:`Context.perplexity`) are cached the same way under
 ``DIR/cache/ppl/``. The full model's outputs (:func:`dmoe.runtime.full_reference`) are
 computed once per question set, only when an evaluation is not in the cache.
+
+With ``engine="ray"`` the runner first *plans* (:meth:`Context.plan`): it runs the
+experiments against placeholder records to learn which evaluations they need, then
+:meth:`Context.prefetch` runs the missing ones as parallel Ray tasks
+(:mod:`dmoe.experiments.parallel`), writing each into the same cache as it finishes; the
+experiments then run for real and find every evaluation cached (perplexities on
+held-out text still run in order). The numbers are the same
+as a local run's: a task runs exactly :func:`~dmoe.runtime.evaluate_policy` on the same
+inputs.
 """
 
 from __future__ import annotations
@@ -144,7 +153,13 @@ class Context:
         log: callable for progress lines.
     """
 
-    def __init__(self, output, *, model_source=None, cache_dir=None, progress: bool = True, log=print):
+    def __init__(self, output, *, model_source=None, cache_dir=None, progress: bool = True, log=print,
+                 engine: str = "local", ray_address: str | None = None):
+        if engine not in ("local", "ray"):
+            raise ValueError(f"`engine` (--engine) must be 'local' or 'ray', got {engine!r}")
+        self.engine = engine
+        self.ray_address = ray_address
+        self._planning: list | None = None
         self.output = Path(output)
         self.model_source = model_source
         self.cache_dir = cache_dir
@@ -288,6 +303,9 @@ class Context:
             self.reused_seconds += float(stored["record"].get("seconds", 0.0))
             return stored["record"]
         subjects, texts = self.texts(exclude, num_texts)
+        if self._planning is not None:  # planning (engine="ray"): perplexities run in order later
+            return {"perplexity": 1.0, "text_nll": [1.0] * len(texts), "text_tokens": [1] * len(texts),
+                    "subjects": list(subjects), "seconds": 0.0}
         tag = f"[{label}] " if label else ""
         self.log(f"{tag}perplexity of {policy.name} on {len(texts)} held-out texts ...")
         start = time.perf_counter()
@@ -303,6 +321,39 @@ class Context:
         })
         write_json(path, {"key_inputs": key_inputs, "record": record})
         return record
+
+    def _model_for(self, num_experts: int = 8):
+        """The carved model with ``num_experts`` experts per layer (the default K = 8: ``model()``)."""
+        return self.model() if num_experts == 8 else self.model(num_experts)
+
+    def _request(self, policy, subjects, limit, seed, system, channel_redraw, channel, num_experts=8, placement=None):
+        """(key_inputs, cache path, questions, queries) of one evaluation; ``num_experts``
+        and ``placement`` (issue 12) enter the key."""
+        model = self._model_for(num_experts)
+        questions, queries = self.packed(subjects, limit)
+        qids = [(q.subject, q.index) for q in questions]
+        key_inputs = {
+            "format": EVAL_FORMAT,
+            "policy": policy.params(),
+            "questions": _hash(qids),
+            "num_questions": len(qids),
+            "seed": int(seed),
+            "system": system.to_dict(),
+            "channel_redraw": channel_redraw,
+            "channel": channel.to_dict(),
+            "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
+            "combine": getattr(model, "combine", "sum"),
+        }
+        if placement is not None:
+            key_inputs["placement"] = np.asarray(placement).tolist()
+        path = self.output / "cache" / "evals" / f"{_hash(key_inputs)}.json"
+        return key_inputs, path, questions, queries
+
+    def _stored(self, key_inputs, path):
+        stored = read_json(path)
+        if stored is not None and stored.get("key_inputs") == to_jsonable(key_inputs):
+            return stored
+        return None
 
     def evaluate(
         self,
@@ -325,48 +376,49 @@ class Context:
         when they outnumber the nodes (issue 12); both enter the cache key.
 
         Returns:
-            :class:`EvalRecord`.
+            :class:`EvalRecord` (while planning, a placeholder for an evaluation not yet cached).
         """
         from dmoe.channels import ChannelConfig
         from dmoe.runtime import evaluate_policy
 
         system = system or SystemConfig()
         channel = channel or ChannelConfig()
-        model = (self.model() if num_experts == 8 else self.model(num_experts))
-        questions, queries = self.packed(subjects, limit)
-        qids = [(q.subject, q.index) for q in questions]
-        key_inputs = {
-            "format": EVAL_FORMAT,
-            "policy": policy.params(),
-            "questions": _hash(qids),
-            "num_questions": len(qids),
-            "seed": int(seed),
-            "system": system.to_dict(),
-            "channel_redraw": channel_redraw,
-            "channel": channel.to_dict(),
-            "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
-            "combine": getattr(model, "combine", "sum"),
-        }
-        if placement is not None:
-            key_inputs["placement"] = np.asarray(placement).tolist()
-        key = _hash(key_inputs)
-        path = self.output / "cache" / "evals" / f"{key}.json"
-        stored = read_json(path)
-        if stored is not None and stored.get("key_inputs") == to_jsonable(key_inputs):
+        key_inputs, path, questions, queries = self._request(
+            policy, subjects, limit, seed, system, channel_redraw, channel, num_experts, placement
+        )
+        stored = self._stored(key_inputs, path)
+        if self._planning is not None:
+            if stored is not None:
+                return EvalRecord(stored["record"])
+            self._planning.append(
+                dict(policy=policy, subjects=list(subjects), limit=limit, seed=int(seed), system=system,
+                     channel_redraw=channel_redraw, channel=channel, label=label, num_experts=num_experts,
+                     placement=placement)
+            )
+            return _placeholder(policy, questions, self._model_for(num_experts))
+        if stored is not None:
             self.evaluations_cached += 1
             self.reused_seconds += float(stored["record"].get("seconds", 0.0))
             return EvalRecord(stored["record"])
         tag = f"[{label}] " if label else ""
         self.log(f"{tag}evaluating {policy.name} on {len(queries)} questions ...")
         res = evaluate_policy(
-            model, queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw, channel=channel,
-            progress=self.progress, reference=self.reference(subjects, limit, num_experts), placement=placement,
+            self._model_for(num_experts), queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw,
+            channel=channel, progress=self.progress, reference=self.reference(subjects, limit, num_experts),
+            placement=placement,
         )
-        idx = np.arange(len(queries))
+        return self._store(res, policy, key_inputs, path, questions, system, channel_redraw, channel, tag)
+
+    def _store(
+        self, res, policy, key_inputs, path, questions, system, channel_redraw, channel, tag=""
+    ) -> EvalRecord:
+        model = self.model()
+        n = len(questions)
+        idx = np.arange(n)
         nll = -res.logliks[idx, res.answers]
         correct = (res.logliks.argmax(axis=1) == res.answers).astype(int)
         t = res.per_layer
-        num_rounds = -(-len(queries) // system.num_experts)
+        num_rounds = -(-n // system.num_experts)
         draws = {"layer": num_rounds * model.num_layers, "round": num_rounds, "fixed": 1}[channel_redraw]
         if channel.speed_kmh is not None:
             draws = num_rounds  # independent starts; later layer rounds are correlated with them
@@ -416,3 +468,76 @@ class Context:
             f"energy {record['energy_j']:.1f} J ({record['seconds']:.1f} s)"
         )
         return record
+
+    # ------------------------------------------------------- parallel (Ray)
+    def plan(self, run) -> list[dict]:
+        """Run ``run()`` (an experiment against this context) with placeholder records and
+        return the evaluations it asked for that are not cached yet. An experiment that
+        cannot run on placeholders just plans fewer evaluations (they then run in order)."""
+        self._planning = []
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001 - planning is best effort, the real run decides
+            self.log(f"planning stopped early ({type(exc).__name__}: {exc}); the rest runs in order")
+        finally:
+            requests, self._planning = self._planning, None
+        return requests
+
+    def prefetch(self, requests: Sequence[dict]) -> int:
+        """Run the not yet cached evaluations of ``requests`` as parallel Ray tasks and cache
+        them (each as soon as it finishes, so an interrupted run resumes). Returns how many
+        ran. With ``engine="local"`` it does nothing (the experiments evaluate in order)."""
+        if self.engine != "ray" or not requests:
+            return 0
+        from dmoe.experiments.parallel import evaluate_on_ray
+
+        jobs = {}
+        for req in requests:
+            if req.get("num_experts", 8) != 8:
+                continue  # the Ray tasks share the default model; other granularities run in order
+            key_inputs, path, questions, queries = self._request(
+                req["policy"], req["subjects"], req["limit"], req["seed"], req["system"], req["channel_redraw"],
+                req["channel"], 8, req.get("placement"),
+            )
+            if path in jobs or self._stored(key_inputs, path) is not None:
+                continue
+            jobs[path] = (req, key_inputs, questions, queries)
+        if not jobs:
+            return 0
+        self.log(f"running {len(jobs)} policy evaluations as Ray tasks ...")
+
+        def done(path, res):
+            req, key_inputs, questions, _ = jobs[path]
+            tag = f"[{req['label']}] " if req["label"] else ""
+            self._store(res, req["policy"], key_inputs, path, questions, req["system"], req["channel_redraw"],
+                        req["channel"], tag)
+
+        tasks = [
+            (path, queries, req["policy"],
+             dict(system=req["system"], seed=req["seed"], channel_redraw=req["channel_redraw"], channel=req["channel"],
+                  placement=req.get("placement")))
+            for path, (req, _, _, queries) in jobs.items()
+        ]
+        evaluate_on_ray(self.model(), tasks, address=self.ray_address, on_done=done)
+        return len(jobs)
+
+
+def _placeholder(policy, questions, model) -> EvalRecord:
+    """A record shaped like a real one (every number 1 or 0.5), for planning only."""
+    from dmoe.channels import ChannelConfig
+
+    n, L, K = len(questions), int(model.num_layers), int(model.num_experts)
+    ones = [1.0] * L
+    return EvalRecord(
+        policy=policy.name, params=policy.params(), accuracy=0.5, mean_nll=1.0, energy_j=1.0, energy_comm_j=0.5,
+        energy_comp_j=0.5, num_questions=n, num_tokens=1, channel_draws=1,
+        per_layer={"energy_comm_j": ones, "energy_comp_j": ones, "tokens": ones, "expert_calls": ones,
+                   "transmissions": ones, "infeasible_tokens": [0.0] * L, "latency_mean_s": ones,
+                   "latency_p95_s": ones},
+        channel=ChannelConfig().to_dict(), energy_planned_j=1.0, failed_attempts=0, dropped_tokens=0,
+        latency_layer_round_mean_s=1.0, latency_layer_round_p95_s=1.0, latency_query_mean_s=1.0,
+        latency_query_p95_s=1.0,
+        selection_counts=[[1] * K for _ in range(L)], correct=[i % 2 for i in range(n)], nll=[1.0] * n,
+        subjects=[q.subject for q in questions], seconds=0.0, agreement=0.5, mean_kl=1.0,
+        agree=[i % 2 for i in range(n)], kl=[1.0] * n, scored=[1] * n,
+    )

@@ -67,6 +67,19 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _reusable(stored, cfg: dict, force: bool):
+    """The stored result if it holds a complete result for ``cfg`` (and not ``force``)."""
+    if (
+        not force
+        and stored is not None
+        and stored.get("format") == RESULT_FORMAT
+        and stored.get("config") == cfg
+        and "data" in stored
+    ):
+        return stored
+    return None
+
+
 def run_experiments(
     names=None,
     output="results/reproduce",
@@ -79,6 +92,8 @@ def run_experiments(
     log=print,
     command: str | None = None,
     context: Context | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Run (or reuse) experiments and write ``DIR/report.md``.
 
@@ -93,6 +108,10 @@ def run_experiments(
         command: the command line, recorded in the report.
         context: a ready :class:`Context` for ``output`` (tests inject one that fakes the
             model); by default one is made from the arguments above.
+        engine: ``"local"`` (policy evaluations one after another in this process) or
+            ``"ray"`` (the evaluations every selected experiment needs run first as
+            parallel Ray tasks, into the same cache; :meth:`Context.prefetch`).
+        ray_address: Ray cluster to join (``engine="ray"``); None: embedded Ray, all CPUs.
 
     Returns:
         ``{name: result}`` for the requested experiments.
@@ -103,8 +122,24 @@ def run_experiments(
     selected = resolve_names(names)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = context or Context(out, model_source=model_source, cache_dir=cache_dir, progress=progress, log=log)
+    if engine not in ("local", "ray"):
+        raise ValueError(f"`engine` (--engine) must be 'local' or 'ray', got {engine!r}")
+    if ray_address is not None and engine != "ray":
+        raise ValueError("`ray_address` (--ray-address) needs `engine`='ray' (--engine ray)")
+    ctx = context or Context(out, model_source=model_source, cache_dir=cache_dir, progress=progress, log=log,
+                             engine=engine, ray_address=ray_address)
     started = _now()
+    if engine == "ray":
+        # plan: which evaluations do the experiments still to compute need? run them in parallel
+        requests = []
+        for name in selected:
+            exp = EXPERIMENTS[name]
+            cfg = to_jsonable(exp.config(options))
+            if exp.needs_model and _reusable(read_json(out / f"{name}.json"), cfg, force) is None:
+                requests += ctx.plan(lambda exp=exp, cfg=cfg: exp.run(cfg, ctx))
+        ctx.engine = "ray"
+        ctx.ray_address = ray_address
+        ctx.prefetch(requests)
     t0 = time.perf_counter()
     results = {}
     ran, reused = [], []
@@ -112,14 +147,8 @@ def run_experiments(
         exp = EXPERIMENTS[name]
         cfg = to_jsonable(exp.config(options))
         path = out / f"{name}.json"
-        stored = read_json(path)
-        if (
-            not force
-            and stored is not None
-            and stored.get("format") == RESULT_FORMAT
-            and stored.get("config") == cfg
-            and "data" in stored
-        ):
+        stored = _reusable(read_json(path), cfg, force)
+        if stored is not None:
             log(f"[{i}/{len(selected)}] {name}: reusing {path} (computed {stored.get('created')}; --force recomputes)")
             result = stored
             reused.append(name)
@@ -167,6 +196,7 @@ def run_experiments(
         "quick": options.quick,
         "seed": options.seed,
         "options": dataclasses.asdict(options),
+        "engine": engine,
         "evaluations_run": ctx.evaluations_run,
         "evaluations_cached": ctx.evaluations_cached,
         "model_load_s": round(ctx.model_load_seconds, 1),

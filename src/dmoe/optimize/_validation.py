@@ -123,6 +123,40 @@ def check_threshold(threshold, num_tokens: int) -> np.ndarray:
     return arr
 
 
+def check_available(available, num_tokens: int, num_experts: int) -> np.ndarray | None:
+    """Which experts may serve this round: None (all), bool ``[num_experts]`` or
+    ``[num_tokens, num_experts]``. Returns None or the ``[num_tokens, num_experts]`` bool
+    broadcast (read-only view for 1-D input).
+
+    An unavailable expert (a failed node, issue 9) is treated exactly like an expert with
+    infinite cost: it is never selected, and the Remark 2 fallback takes the best
+    remaining experts.
+    """
+    if available is None:
+        return None
+    arr = np.asarray(available)
+    if arr.dtype != bool:
+        raise ArgumentTypeError(f"`available` must be a bool array (True = expert may serve), got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        if arr.shape[0] != num_experts:
+            raise ValueError(f"`available` has {arr.shape[0]} entries but `scores` has {num_experts} experts")
+    elif arr.ndim == 2:
+        if arr.shape != (num_tokens, num_experts):
+            raise ValueError(
+                f"`available` must have shape [{num_experts}] or [{num_tokens}, {num_experts}], got {arr.shape}"
+            )
+    else:
+        raise ValueError(f"`available` must be 1-D [num_experts] or 2-D [num_tokens, num_experts], got ndim={arr.ndim}")
+    return np.broadcast_to(arr, (num_tokens, num_experts))
+
+
+def mask_costs(costs: np.ndarray, available: np.ndarray | None) -> np.ndarray:
+    """``costs`` ``[T, K]`` with ``+inf`` where ``available`` ``[T, K]`` is False (None: unchanged)."""
+    if available is None:
+        return costs
+    return np.where(available, costs, np.inf)
+
+
 def check_method(method, allowed=SELECTION_METHODS) -> str:
     if not isinstance(method, str) or method not in allowed:
         raise ValueError(f"`method` must be one of {', '.join(repr(m) for m in allowed)}; got {method!r}")

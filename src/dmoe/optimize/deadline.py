@@ -18,6 +18,7 @@ policy then reports them as infeasible as usual (Remark 2). ``Schedule.info`` sa
 the deadline was met on the estimated rates (``deadline_met``) and the planned latency.
 With a ``placement`` (several experts per node, issue 12) the links are node pairs and a
 token is counted once per remote node it needs.
+``available`` (experts of failed nodes, issue 9) passes through to the wrapped policy.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ class Deadline(Policy):
     def params(self) -> dict:
         return {"policy": "Deadline", "name": self.name, "base": self.policy.params(), "deadline_s": self.deadline_s}
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None) -> Schedule:
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
         # with a placement (issue 12) links, rates and token counts are per node pair
-        scores, source, rates, system, placement = _inputs(scores, source, rates, layer, system, placement)
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         k = rates.shape[0]
         place_kw = {} if placement is None else {"placement": placement}
         bits, limit = system.bits_per_token, self.deadline_s
@@ -77,7 +78,8 @@ class Deadline(Policy):
         usable[off & ~(one_token <= limit)] = 0.0
         excluded_first = int(np.count_nonzero(off & ~(one_token <= limit)))
         for attempt in range(1, k * k + 1):
-            sched = self.policy.schedule(scores, source, usable, layer, system=system, rng=rng, **place_kw)
+            sched = self.policy.schedule(scores, source, usable, layer, system=system, rng=rng, available=avail,
+                                         **place_kw)
             tokens = _node_demand(sched.selection, source, placement, k)
             air = link_air_time(tokens, link_rate_from_subcarriers(usable, sched.subcarrier), bits)
             load = None

@@ -44,6 +44,7 @@ from dmoe.energy import (
 )
 from dmoe.optimize._validation import (
     SELECTION_METHODS,
+    check_available,
     check_int,
     check_method,
     check_rates,
@@ -51,6 +52,7 @@ from dmoe.optimize._validation import (
     check_source,
     check_system,
     check_threshold,
+    mask_costs,
 )
 from dmoe.optimize.selection import select_experts
 from dmoe.optimize.subcarrier import allocate_subcarriers
@@ -164,7 +166,7 @@ def check_layer_placement(placement, num_nodes: int, num_experts: int):
     return place
 
 
-def _prepare(scores, source, rates, threshold, max_experts, system, method, placement=None):
+def _prepare(scores, source, rates, threshold, max_experts, system, method, placement=None, available=None):
     scores = check_scores(scores)
     rates = check_rates(rates)
     t, e = scores.shape
@@ -175,18 +177,20 @@ def _prepare(scores, source, rates, threshold, max_experts, system, method, plac
     d = check_int("max_experts", max_experts, minimum=1)
     system = check_system(system, k)
     method = check_method(method, SELECTION_METHODS)
-    return scores, source, rates, thr, d, system, method, placement
+    avail = check_available(available, t, e)
+    return scores, source, rates, thr, d, system, method, placement, avail
 
 
-def _select(scores, source, link_rate, thr, d, system, method, placement):
+def _select(scores, source, link_rate, thr, d, system, method, placement, avail=None):
     """One expert-selection step on given link rates: (result, demand [N, N], comp [N]).
 
     Without placement: P1(a) with e_ij (one expert per node). With placement: node-aware
     P1(a) (one transmission per token and remote node), demand = tokens from i needing node n.
+    ``avail`` ``[T, E]`` (issue 9): unavailable experts cost ``+inf`` (never selected).
     """
     k = system.num_experts
     if placement is None:
-        costs = token_costs(link_rate, system)[source]
+        costs = mask_costs(token_costs(link_rate, system)[source], avail)
         res = select_experts(scores, costs, thr, d, method=method)
         demand = link_token_counts(res.selection, source, k)
         return res, demand, computation_energy(demand, system)
@@ -194,6 +198,8 @@ def _select(scores, source, link_rate, thr, d, system, method, placement):
 
     node_costs = transmission_costs(link_rate, system)[source]
     a_exp = expert_comp_energy(system, placement)
+    if avail is not None:
+        a_exp = mask_costs(np.broadcast_to(a_exp, avail.shape), avail)
     res = select_experts(scores, a_exp, thr, d, placement=placement, node_costs=node_costs, method=method)
     demand = link_token_counts(node_selection(res.selection, placement, k), source, k)
     return res, demand, node_computation_energy(res.selection, placement, system)
@@ -212,6 +218,7 @@ def jesa(
     method: str = "auto",
     init: str = "random",
     placement=None,
+    available=None,
 ) -> JESAResult:
     """JESA: block coordinate descent for P2 (Algorithm 2, Section VI-B).
 
@@ -235,6 +242,10 @@ def jesa(
             (:func:`select_experts` with ``node_costs``) and the demand of link (i, n) is the
             number of tokens from i that need node n; ``tokens`` is then ``[N, N]`` and
             ``energy_comp_experts`` is per node ``[N]``.
+        available: None (all experts) or bool ``[K]`` / ``[num_tokens, K]``: experts that
+            may serve this round (issue 9: failed nodes are unavailable). Unavailable
+            experts cost ``+inf`` in every selection step, so each step is exact on the
+            remaining experts and infeasible tokens fall back to their best remaining ones.
 
     Returns:
         :class:`JESAResult`; every selected remote expert's link has a subcarrier with
@@ -245,8 +256,8 @@ def jesa(
         out of range, K mismatch between ``rates``, ``scores`` and ``system``, unknown
         ``method`` or ``init``).
     """
-    scores, source, rates, thr, d, system, method, placement = _prepare(
-        scores, source, rates, threshold, max_experts, system, method, placement
+    scores, source, rates, thr, d, system, method, placement, avail = _prepare(
+        scores, source, rates, threshold, max_experts, system, method, placement, available
     )
     max_iterations = check_int("max_iterations", max_iterations, minimum=1)
     if init not in _INITS:
@@ -269,7 +280,7 @@ def jesa(
         iterations = it
         # [K, K] eq (2) -> [K, K] per-token costs; a token from node i sees row i
         link_rate = link_rate_from_subcarriers(rates, beta)
-        res, demand, comp = _select(scores, source, link_rate, thr, d, system, method, placement)
+        res, demand, comp = _select(scores, source, link_rate, thr, d, system, method, placement, avail)
         alloc = allocate_subcarriers(rates, demand, tx_power_w=p0, bits_per_token=bits, assign_idle=True)
         if alloc.unserved.any():  # pragma: no cover - excluded by construction (module doc)
             raise RuntimeError("internal error: JESA allocation left an active link unserved")
@@ -310,7 +321,7 @@ def jesa(
 
 
 def lower_bound(
-    scores, source, rates, threshold, max_experts, *, system, method: str = "auto", placement=None
+    scores, source, rates, threshold, max_experts, *, system, method: str = "auto", placement=None, available=None
 ) -> LowerBoundResult:
     """LB(gamma0, D) of Section VII-A: DES with C3 ignored.
 
@@ -318,14 +329,14 @@ def lower_bound(
     then DES selects experts with those costs. Its energy is a lower bound on P2 for
     tokens that are feasible (per-token costs are elementwise minimal).
 
-    Args / Raises: as :func:`jesa` (no BCD arguments; ``placement`` as there).
+    Args / Raises: as :func:`jesa` (no BCD arguments; ``placement`` and ``available`` as there).
 
     Returns:
         :class:`LowerBoundResult`; ``subcarrier[i, j]`` = best subcarrier of every
         off-diagonal link with some positive rate (-1 otherwise).
     """
-    scores, source, rates, thr, d, system, method, placement = _prepare(
-        scores, source, rates, threshold, max_experts, system, method, placement
+    scores, source, rates, thr, d, system, method, placement, avail = _prepare(
+        scores, source, rates, threshold, max_experts, system, method, placement, available
     )
     k = rates.shape[0]
     off = ~np.eye(k, dtype=bool)
@@ -334,7 +345,7 @@ def lower_bound(
     best_rate = np.where(off, np.max(rates, axis=2), 0.0)
     subcarrier = np.where(off & (best_rate > 0), best, -1).astype(np.int64)
     best_rate = np.where(subcarrier >= 0, best_rate, 0.0)
-    res, demand, comp = _select(scores, source, best_rate, thr, d, system, method, placement)
+    res, demand, comp = _select(scores, source, best_rate, thr, d, system, method, placement, avail)
     loaded = off & (demand > 0)
     with np.errstate(divide="ignore"):
         comm_links = np.where(

@@ -30,7 +30,14 @@ import numpy as np
 
 from dmoe.channel import as_generator
 from dmoe.energy import link_token_counts
-from dmoe.optimize._validation import check_int, check_rates, check_scores, check_source, check_system
+from dmoe.optimize._validation import (
+    check_available,
+    check_int,
+    check_rates,
+    check_scores,
+    check_source,
+    check_system,
+)
 from dmoe.optimize.jesa import check_layer_placement, jesa, lower_bound
 from dmoe.placement import node_selection
 from dmoe.optimize.subcarrier import allocate_subcarriers
@@ -100,7 +107,7 @@ class Policy(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def schedule(self, scores, source, rates, layer: int, *, system, rng=None, placement=None) -> Schedule:
+    def schedule(self, scores, source, rates, layer: int, *, system, rng=None, placement=None, available=None) -> Schedule:
         """Schedule one layer (layers are numbered from 1).
 
         Args:
@@ -113,6 +120,12 @@ class Policy(abc.ABC):
             placement: ``[num_experts], int`` node of each expert (several experts per
                 node, issue 12) or None (one expert per node). Subcarriers are per node
                 pair; one transmission serves all of a token's experts on a node.
+            available: None (every expert) or ``[num_experts]`` / ``[num_tokens,
+                num_experts]`` bool: experts that may serve this round (a failed node's
+                expert is unavailable, issue 9). Unavailable experts are never selected;
+                the threshold policies solve exactly over the remaining experts (cost
+                ``+inf``, Remark 2's fallback takes the best remaining ones), Top-k takes
+                the k best remaining, dense takes every remaining expert.
         """
 
     @abc.abstractmethod
@@ -129,8 +142,9 @@ class Policy(abc.ABC):
         return hash((type(self).__name__, tuple(sorted(self.params().items()))))
 
 
-def _inputs(scores, source, rates, layer, system, placement=None):
-    """Validated (scores, source, rates, system, placement); placement None needs E = N."""
+def _inputs(scores, source, rates, layer, system, placement=None, available=None):
+    """Validated (scores, source, rates, system, placement, available); placement None
+    needs E = N; available is over experts (``[T, E]`` bool or None)."""
     scores = check_scores(scores)
     rates = check_rates(rates)
     t, e = scores.shape
@@ -139,7 +153,8 @@ def _inputs(scores, source, rates, layer, system, placement=None):
     source = check_source(source, t, k)
     check_int("layer", layer, minimum=1)
     system = check_system(system, k)
-    return scores, source, rates, system, placement
+    avail = check_available(available, t, e)
+    return scores, source, rates, system, placement, avail
 
 
 def _node_demand(selection, source, placement, num_nodes):
@@ -169,8 +184,8 @@ class TopK(Policy):
     def params(self) -> dict:
         return {"policy": "TopK", "name": self.name, "k": self.k}
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None) -> Schedule:
-        scores, source, rates, system, placement = _inputs(scores, source, rates, layer, system, placement)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         t, kk = scores.shape
         nn = rates.shape[0]
         if self.k > kk:
@@ -181,11 +196,13 @@ class TopK(Policy):
         rounds = 0
         while True:
             rounds += 1
-            # [T, E] experts each token may still use (their node's link is allowed)
-            avail = allowed[source] if placement is None else allowed[source][:, placement]
-            key = np.where(avail, scores, -np.inf)
+            # [T, E] experts each token may still use (their node's link is allowed, the expert is up)
+            usable = allowed[source] if placement is None else allowed[source][:, placement]
+            if avail is not None:
+                usable = usable & avail
+            key = np.where(usable, scores, -np.inf)
             order = np.argsort(-key, axis=1, kind="stable")[:, :k]
-            ok = np.take_along_axis(avail, order, axis=1)
+            ok = np.take_along_axis(usable, order, axis=1)
             selection = np.zeros((t, kk), dtype=bool)
             np.put_along_axis(selection, order, ok, axis=1)
             demand = _node_demand(selection, source, placement, nn)
@@ -205,11 +222,12 @@ class _JESABase(Policy):
     def _threshold(self, layer: int) -> float:
         raise NotImplementedError
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None) -> Schedule:
-        scores, source, rates, system, placement = _inputs(scores, source, rates, layer, system, placement)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         thr = self._threshold(int(layer))
         res = jesa(
-            scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), placement=placement
+            scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), placement=placement,
+            available=avail,
         )
         info = {
             "iterations": res.iterations,
@@ -291,16 +309,18 @@ class LowerBound(_LayerImportance):
     _label = "LB"
     _kind = "LowerBound"
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None) -> Schedule:
-        scores, source, rates, system, placement = _inputs(scores, source, rates, layer, system, placement)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         thr = self._threshold(layer)
-        res = lower_bound(scores, source, rates, thr, self.max_experts, system=system, placement=placement)
+        res = lower_bound(scores, source, rates, thr, self.max_experts, system=system, placement=placement,
+                          available=avail)
         return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, False, {"energy": res.energy})
 
 
 class Dense(Policy):
-    """Every expert for every token, optimal subcarriers; cannot reroute (the dense MoE,
-    i.e. Top-K; the reference point of Fig. 10).
+    """Every (available) expert for every token, optimal subcarriers; cannot reroute (the
+    dense MoE, i.e. Top-K; the reference point of Fig. 10). ``feasible`` is False for
+    tokens that could not get all K experts (some unavailable).
 
     Raises ValueError from :meth:`schedule` if some active link cannot be served (more
     active links than subcarriers, or a link with rate 0 on every subcarrier).
@@ -311,10 +331,10 @@ class Dense(Policy):
     def params(self) -> dict:
         return {"policy": "Dense", "name": self.name}
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None) -> Schedule:
-        scores, source, rates, system, placement = _inputs(scores, source, rates, layer, system, placement)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         t, k = scores.shape
-        selection = np.ones((t, k), dtype=bool)
+        selection = np.ones((t, k), dtype=bool) if avail is None else np.array(avail, dtype=bool)
         demand = _node_demand(selection, source, placement, rates.shape[0])
         alloc = allocate_subcarriers(rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token)
         if alloc.unserved.any():
@@ -325,7 +345,8 @@ class Dense(Policy):
                 f"{rates.shape[2]} subcarriers (`rates` has too few subcarriers or a link with rate 0 "
                 "everywhere); dense cannot reroute tokens"
             )
-        return Schedule(selection, alloc.subcarrier, np.ones(t, dtype=bool), None, True, {})
+        # feasible: the token got every one of the K experts (False once a node failed)
+        return Schedule(selection, alloc.subcarrier, selection.all(axis=1), None, True, {})
 
 
 _NUM = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"

@@ -60,6 +60,7 @@ import numpy as np
 from dmoe.optimize import _des, _enumerate, _milp, _node_des
 from dmoe.optimize._validation import (
     SELECTION_METHODS,
+    check_available,
     check_costs,
     check_int,
     check_method,
@@ -68,6 +69,7 @@ from dmoe.optimize._validation import (
     check_positive,
     check_scores,
     check_threshold,
+    mask_costs,
 )
 
 __all__ = ["SCORE_TOL", "SelectionResult", "node_energy", "select_experts", "top_d_fallback"]
@@ -184,6 +186,7 @@ def select_experts(
     method: str = "auto",
     node_limit: int | None = None,
     time_limit: float | None = None,
+    available=None,
 ) -> SelectionResult:
     """Solve P1(a) for every token: min-energy experts meeting the QoS (Section V, Algorithm 1).
 
@@ -225,6 +228,11 @@ def select_experts(
             Tokens stopped by either limit report ``optimal=False``, a ``gap`` (energy minus
             a proven lower bound) and ``status`` "node_limit" / "time_limit". Both limits
             are ignored by "enumerate" and "milp" (exact oracles).
+        available: None (every expert), or bool ``[num_experts]`` / ``[num_tokens,
+            num_experts]``: experts that may serve (e.g. nodes still alive, issue 9).
+            An unavailable expert is handled as cost ``+inf``: never selected; the
+            optimum is exact over the remaining experts and Remark 2's fallback takes the
+            best remaining ones.
 
     Returns:
         :class:`SelectionResult` (see there; Remark 2 fallback for infeasible tokens).
@@ -236,14 +244,15 @@ def select_experts(
         ``max_experts``; unknown ``method``; ``enumerate`` with more than 16 experts; bad
         ``node_limit`` or ``time_limit``; ``placement`` without ``node_costs`` (or the
         reverse), a ``placement`` that is not ``[num_experts]``, leaves a node empty, puts an
-        expert outside ``[0, num_nodes)``; bad ``node_costs``. All checks run before any solver.
+        expert outside ``[0, num_nodes)``; bad ``node_costs``; non-bool or mis-shaped
+        ``available``. All checks run before any solver.
     """
     if time_limit is not None:
         _des.warm_clock()  # once per process, not charged to the budget
     start = time.perf_counter()
     scores = check_scores(scores)
     num_tokens, num_experts = scores.shape
-    costs = check_costs(costs, num_tokens, num_experts)
+    costs = mask_costs(check_costs(costs, num_tokens, num_experts), check_available(available, num_tokens, num_experts))
     thr = check_threshold(threshold, num_tokens)
     d = min(check_int("max_experts", max_experts, minimum=1), num_experts)
     method = check_method(method, SELECTION_METHODS)

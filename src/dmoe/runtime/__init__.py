@@ -1,9 +1,11 @@
-"""The DMoE runtime: expert nodes, the edge server's protocol loop, transfers on air, the
-energy and latency ledgers, evaluation and quality measures against the full model."""
+"""The DMoE runtime: expert nodes, the edge server's protocol loop, engines, transfers on
+air, the energy and latency ledgers, evaluation and quality measures against the full model."""
 
+from .engine import ENGINES, Engine, Failure, LocalEngine, make_engine
 from .evaluate import PolicyResult, evaluate_perplexity, evaluate_policy
+from .faults import FAULT_PHASES, FaultLog, FaultModel, NodeKill, NoLiveNodeError
 from .ledger import EnergyLedger, LatencyLedger, LayerTotals
-from .node import ExpertNode
+from .node import ExpertNode, HostedQuery
 from .quality import FullReference, full_reference, full_text_nll, perplexity, token_kl
 from .server import CHANNEL_REDRAW, DMoERuntime, RoundOutput
 from .transfer import TransferOutcome, transmit
@@ -11,16 +13,27 @@ from .transfer import TransferOutcome, transmit
 __all__ = [
     "CHANNEL_REDRAW",
     "DMoERuntime",
+    "ENGINES",
     "EnergyLedger",
+    "Engine",
     "ExpertNode",
+    "FAULT_PHASES",
+    "Failure",
+    "FaultLog",
+    "FaultModel",
+    "HostedQuery",
     "FullReference",
     "LatencyLedger",
     "LayerTotals",
+    "LocalEngine",
+    "NoLiveNodeError",
+    "NodeKill",
     "PolicyResult",
     "RoundOutput",
     "TransferOutcome",
     "evaluate_perplexity",
     "evaluate_policy",
+    "make_engine",
     "full_reference",
     "full_text_nll",
     "perplexity",

@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 from ..channels import ChannelConfig
 from ..data.packing import PackedQuery, PackedText, option_logliks
 from ..system import SystemConfig
+from .engine import Engine
+from .faults import NodeKill, NoLiveNodeError
 from .ledger import LayerTotals
 from .quality import FullReference, full_reference, perplexity, text_nll, token_kl
 from .server import DMoERuntime
@@ -81,6 +83,20 @@ class PolicyResult:
         NLL of each held-out text summed over its predicted tokens [nat].
     text_tokens : ndarray [num_texts], int
         Predicted tokens of each held-out text.
+    engine : str
+        ``"local"`` or ``"ray"``.
+    rounds : int
+        Query rounds served.
+    node_failures, replans, rehosted_queries, node_joins : int
+        Node loss and recovery (:class:`~dmoe.runtime.faults.FaultLog`).
+    energy_lost_j, energy_rehost_j : float
+        Energy of failed layer-round attempts and of re-host transfers [J] (both already
+        inside ``energy_j``).
+    complete : bool
+        False when the run stopped early (every node failed): then the numbers cover
+        the ``num_questions`` questions answered before.
+    round_seconds : float or None
+        Wall-clock time of the MMLU rounds alone [s] (None: ``seconds``).
     energy_always_on_j : float
         Of ``energy_comp_j``, the always-on part (shared experts, dense layers) charged at
         the source nodes [J]; the same for every policy, 0 for the carved model.
@@ -129,6 +145,21 @@ class PolicyResult:
     scored_tokens: np.ndarray | None = None
     text_nll: np.ndarray | None = None
     text_tokens: np.ndarray | None = None
+    engine: str = "local"
+    rounds: int = 0
+    node_failures: int = 0
+    replans: int = 0
+    rehosted_queries: int = 0
+    node_joins: int = 0
+    energy_lost_j: float = 0.0
+    energy_rehost_j: float = 0.0
+    complete: bool = True
+    round_seconds: float | None = None
+
+    @property
+    def seconds_per_round(self) -> float:
+        """Wall-clock time per query round of the MMLU questions (held-out texts excluded) [s]."""
+        return (self.seconds if self.round_seconds is None else self.round_seconds) / max(self.rounds, 1)
 
     @property
     def choices(self) -> np.ndarray:
@@ -156,6 +187,16 @@ class PolicyResult:
             **self.latency_stats(),
             "energy_always_on_j": self.energy_always_on_j,
             "seconds": round(self.seconds, 2),
+            "engine": self.engine,
+            "rounds": self.rounds,
+            "seconds_per_round": round(self.seconds_per_round, 4),
+            "node_failures": self.node_failures,
+            "replans": self.replans,
+            "rehosted_queries": self.rehosted_queries,
+            "node_joins": self.node_joins,
+            "energy_lost_j": self.energy_lost_j,
+            "energy_rehost_j": self.energy_rehost_j,
+            "complete": self.complete,
         }
 
 
@@ -173,6 +214,11 @@ def evaluate_policy(
     reference: FullReference | None = None,
     texts: Sequence[PackedText] = (),
     placement=None,
+    engine: str | Engine = "local",
+    ray_address: str | None = None,
+    node_failure_rate: float = 0.0,
+    node_kills: Sequence[NodeKill] = (),
+    node_rejoin: bool = True,
 ) -> PolicyResult:
     """Answer packed MMLU questions with ``policy`` scheduling every layer round.
 
@@ -200,6 +246,17 @@ def evaluate_policy(
         is None. Their energy is not part of the result.
     placement : ndarray [num_experts] or [num_layers, num_experts], optional
         Node of each expert when experts outnumber the ``system.num_experts`` nodes.
+    engine : {"local", "ray"} or Engine
+        Where the expert nodes run (:mod:`dmoe.runtime.engine`); pass an Engine to reuse
+        its nodes across calls (a name starts and stops one for this call).
+    ray_address : str, optional
+        Ray cluster to join; None: embedded Ray.
+    node_failure_rate : float in [0, 1)
+        Per node and layer round failure probability (:mod:`dmoe.runtime.faults`).
+    node_kills : sequence of NodeKill
+        Scheduled node kills (test hook).
+    node_rejoin : bool
+        Failed nodes rejoin at the next round.
 
     Returns
     -------
@@ -210,6 +267,9 @@ def evaluate_policy(
     ValueError
         If ``queries`` is empty, ``reference`` does not fit ``queries``, or on the
         runtime's configuration errors.
+    NoLiveNodeError
+        When every node has failed; its ``partial`` attribute holds the
+        :class:`PolicyResult` of the questions answered before (``complete`` False).
     """
     if len(queries) == 0:
         raise ValueError("`queries` must hold at least one question")
@@ -219,37 +279,59 @@ def evaluate_policy(
     runtime = DMoERuntime(
         model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel,
         placement=placement,
+        engine=engine,
+        ray_address=ray_address, node_failure_rate=node_failure_rate, node_kills=node_kills, node_rejoin=node_rejoin,
     )
-    K = system.num_experts
-    name = getattr(policy, "name", type(policy).__name__)
-    logliks = np.zeros((len(queries), 4))
-    kl = np.zeros(len(queries))
-    scored = np.array([q.score_rows.numel() for q in queries], dtype=np.int64)
-    answers = np.array([q.answer for q in queries], dtype=np.int64)
-    start = time.perf_counter()
-    batches = [queries[b : b + K] for b in range(0, len(queries), K)]
-    for b, batch in enumerate(tqdm(batches, desc=f"{name:>14}", unit="round", disable=not progress)):
-        out = runtime.run_round(batch)
-        for i, (q, lg) in enumerate(zip(batch, out.logits)):
-            logliks[b * K + i] = option_logliks(lg, q).numpy()
-            kl[b * K + i] = float(token_kl(reference.logits[b * K + i], lg).mean())
-    ppl = evaluate_perplexity(
-        model, texts, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn,
-        channel=channel,
-    ) if len(texts) else None
-    seconds = time.perf_counter() - start
-    pred = logliks.argmax(axis=1)
+    try:
+        K = system.num_experts
+        name = getattr(policy, "name", type(policy).__name__)
+        logliks = np.zeros((len(queries), 4))
+        kl = np.zeros(len(queries))
+        scored = np.array([q.score_rows.numel() for q in queries], dtype=np.int64)
+        answers = np.array([q.answer for q in queries], dtype=np.int64)
+        start = time.perf_counter()
+        batches = [queries[b : b + K] for b in range(0, len(queries), K)]
+        answered = 0
+        try:
+            for b, batch in enumerate(tqdm(batches, desc=f"{name:>14}", unit="round", disable=not progress)):
+                out = runtime.run_round(batch)
+                for i, (q, lg) in enumerate(zip(batch, out.logits)):
+                    logliks[b * K + i] = option_logliks(lg, q).numpy()
+                    kl[b * K + i] = float(token_kl(reference.logits[b * K + i], lg).mean())
+                answered += len(batch)
+        except NoLiveNodeError as exc:
+            exc.partial = _result(runtime, name, logliks[:answered], answers[:answered], kl[:answered],
+                                  scored[:answered], reference, None, time.perf_counter() - start, complete=False)
+            raise
+        round_seconds = time.perf_counter() - start
+        ppl = evaluate_perplexity(
+            model, texts, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn,
+            channel=channel, engine=runtime.engine_object,
+        ) if len(texts) else None
+        res = _result(runtime, name, logliks, answers, kl, scored, reference, ppl, time.perf_counter() - start)
+        res.round_seconds = round_seconds
+        return res
+    finally:
+        runtime.close()
+
+
+def _result(runtime: DMoERuntime, name: str, logliks, answers, kl, scored, reference, ppl, seconds: float, *,
+            complete: bool = True) -> PolicyResult:
     ledger = runtime.ledger
     totals = ledger.per_layer()
+    n = len(answers)
+    pred = logliks.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
+    full = reference.choices[:n]
+    faults = runtime.faults
     totals.latency_mean_s, totals.latency_p95_s = runtime.latency.per_layer()
     return PolicyResult(
         policy=name,
-        accuracy=float(np.mean(pred == answers)),
-        mean_nll=float(-np.mean(logliks[np.arange(len(queries)), answers])),
+        accuracy=float(np.mean(pred == answers)) if n else float("nan"),
+        mean_nll=float(-np.mean(logliks[np.arange(n), answers])) if n else float("nan"),
         energy_j=ledger.energy_j,
         energy_comm_j=ledger.energy_comm_j,
         energy_comp_j=ledger.energy_comp_j,
-        num_questions=len(queries),
+        num_questions=n,
         num_tokens=int(totals.tokens[0]),
         per_layer=totals,
         selection_counts=ledger.selection_counts,
@@ -262,14 +344,23 @@ def evaluate_policy(
         latency_layer_round_s=runtime.latency.layer_round_s,
         latency_query_s=runtime.latency.query_s,
         energy_always_on_j=ledger.energy_always_on_j,
-        agreement=float(np.mean(pred == reference.choices)),
-        mean_kl=float(np.sum(kl * scored) / np.sum(scored)),
+        agreement=float(np.mean(pred == full)) if n else float("nan"),
+        mean_kl=float(np.sum(kl * scored) / np.sum(scored)) if n else float("nan"),
         perplexity=None if ppl is None else perplexity(ppl[0], ppl[1]),
-        full_choices=reference.choices.copy(),
+        full_choices=full.copy(),
         kl_per_question=kl,
         scored_tokens=scored,
         text_nll=None if ppl is None else ppl[0],
         text_tokens=None if ppl is None else ppl[1],
+        engine=runtime.engine_name,
+        rounds=runtime.rounds if complete else -(-n // runtime.num_nodes),
+        node_failures=faults.failures,
+        replans=faults.replans,
+        rehosted_queries=faults.rehosted,
+        node_joins=faults.joins,
+        energy_lost_j=ledger.energy_lost_j,
+        energy_rehost_j=ledger.energy_rehost_j,
+        complete=complete,
     )
 
 
@@ -283,6 +374,7 @@ def evaluate_perplexity(
     channel_redraw: str = "layer",
     rates_fn: Callable | None = None,
     channel: ChannelConfig | None = None,
+    engine: str | Engine = "local",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Serve held-out texts through the DMoE runtime with ``policy`` and score every token.
 
@@ -293,8 +385,8 @@ def evaluate_perplexity(
 
     Parameters
     ----------
-    model, policy, system, seed, channel_redraw, rates_fn, channel
-        As for :func:`evaluate_policy`.
+    model, policy, system, seed, channel_redraw, rates_fn, channel, engine
+        As for :func:`evaluate_policy` (no node failures here).
     texts : sequence of PackedText (:func:`dmoe.data.pack_text`), at least one
 
     Returns
@@ -311,13 +403,17 @@ def evaluate_perplexity(
     if len(texts) == 0:
         raise ValueError("`texts` must hold at least one text")
     runtime = DMoERuntime(
-        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel
+        model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel,
+        engine=engine,
     )
     K = system.num_experts
     nll = np.zeros(len(texts))
     tokens = np.array([t.score_rows.numel() for t in texts], dtype=np.int64)
-    for b in range(0, len(texts), K):
-        out = runtime.run_round(texts[b : b + K])
-        for i, (t, lg) in enumerate(zip(texts[b : b + K], out.logits)):
-            nll[b + i] = text_nll(lg, t)
+    try:
+        for b in range(0, len(texts), K):
+            out = runtime.run_round(texts[b : b + K])
+            for i, (t, lg) in enumerate(zip(texts[b : b + K], out.logits)):
+                nll[b + i] = text_nll(lg, t)
+    finally:
+        runtime.close()
     return nll, tokens

@@ -29,6 +29,20 @@ that node's experts the token uses, and computation per expert
 :meth:`EnergyLedger.charge_outcome` takes the placement-aware outcome of
 :func:`dmoe.runtime.transfer.transmit` (per node pair, true vs estimated rates).
 
+Node failures (issue 9). Every schedule that was sent is charged in full, including a
+layer round whose attempt failed because an expert died after the schedule was sent: its
+transmissions and computations were spent (the attempt's per-token energy is also kept
+as ``energy_lost_j``), and the re-planned attempt is charged again. Only completed tokens
+count as ``tokens`` and in ``selection_counts`` and ``infeasible_tokens``. Re-hosting a
+query whose node died sends the server's checkpoint, the query's hidden states after its
+last completed layer (``S`` tokens x s0 bytes; the runtime keeps no KV cache, every
+layer attends over the whole sequence, so these states are the query's whole state), to
+the new host: charged ``S * P0 * 8 * s0 / R`` [J] with R the best rate into the new host
+(max over live nodes i and subcarriers m of r_i,new^(m)) of this layer round's channel
+(the edge server's downlink is not in the paper's model; this charges it like the best
+link a neighbour could relay it on). Before layer 1 completes only token ids move (not
+charged).
+
 With imperfect channel knowledge the schedule's *planned* energy (on the estimated rates)
 and the energy *spent* (on the true rates, every failed attempt included, see
 :mod:`dmoe.runtime.transfer`) differ; :meth:`EnergyLedger.charge_outcome` records both and
@@ -42,7 +56,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..energy import link_token_counts, schedule_energy
+from ..energy import computation_energy, link_token_counts, schedule_energy
 from ..latency import RoundTiming
 from ..system import SystemConfig
 from .transfer import TransferOutcome
@@ -98,6 +112,9 @@ class EnergyLedger:
     _tx: np.ndarray = field(init=False)
     _infeasible: np.ndarray = field(init=False)
     _selection_counts: np.ndarray = field(init=False)
+    _lost: np.ndarray = field(init=False)
+    _rehost: np.ndarray = field(init=False)
+    _rehost_tokens: np.ndarray = field(init=False)
     _comm_planned: np.ndarray = field(init=False)
     _comp_planned: np.ndarray = field(init=False)
     _failed: np.ndarray = field(init=False)
@@ -115,6 +132,10 @@ class EnergyLedger:
         self._infeasible = np.zeros(L, dtype=np.int64)
         # [num_layers, num_experts] how often each expert was selected
         self._selection_counts = np.zeros((L, K), dtype=np.int64)
+        # [num_layers] energy of failed attempts [J]; re-host transfers [J] and [tokens]
+        self._lost = np.zeros(L)
+        self._rehost = np.zeros(L)
+        self._rehost_tokens = np.zeros(L, dtype=np.int64)
         self._comm_planned = np.zeros(L)
         self._comp_planned = np.zeros(L)
         self._failed = np.zeros(L, dtype=np.int64)
@@ -129,6 +150,7 @@ class EnergyLedger:
         subcarrier: np.ndarray,
         rates: np.ndarray,
         feasible: np.ndarray | None = None,
+        completed: np.ndarray | None = None,
     ) -> tuple[float, float]:
         """Charge one layer round.
 
@@ -146,6 +168,9 @@ class EnergyLedger:
             The channel realisation of this round.
         feasible : ndarray [num_tokens], bool, optional
             Tokens whose QoS could be met (counted, not charged).
+        completed : ndarray [num_tokens], bool, optional
+            Tokens whose layer round completed (default all). The energy of the others'
+            share (their transmissions and expert calls) is also recorded as lost.
 
         Returns
         -------
@@ -186,15 +211,42 @@ class EnergyLedger:
         self._comp[layer] += comp
         self._comm_planned[layer] += comm
         self._comp_planned[layer] += comp
-        self._tokens[layer] += selection.shape[0]
         self._calls[layer] += int(selection.sum())
         self._tx[layer] += int(remote.sum())
-        self._selection_counts[layer] += selection.sum(axis=0)
+        done = np.ones(selection.shape[0], dtype=bool) if completed is None else np.asarray(completed, dtype=bool)
+        self._tokens[layer] += int(done.sum())
+        self._selection_counts[layer] += selection[done].sum(axis=0)
         if feasible is not None:
-            self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)))
+            self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)[done]))
+        if not done.all():
+            lost = schedule_energy(selection[~done], source[~done], sub, rates, self.system, zero_rate="raise")
+            self._lost[layer] += float(lost.comm) + float(lost.comp)
         return comm, comp
 
-    def charge_outcome(self, layer: int, outcome: TransferOutcome, feasible: np.ndarray | None = None) -> tuple[float, float]:
+    def charge_rehost(self, layer: int, num_tokens: int, rate: float) -> float:
+        """Charge re-hosting a query: ``num_tokens`` hidden states sent at ``rate`` [bit/s].
+
+        Returns the energy [J] (``num_tokens * P0 * 8 * s0 / rate``, module docstring).
+        Raises RuntimeError for a non-positive rate (the transfer would never finish).
+        """
+        if not rate > 0:
+            raise RuntimeError(f"re-host transfer at rate {rate!r}: the new host has no usable link")
+        energy = int(num_tokens) * self.system.tx_power_w * self.system.bits_per_token / float(rate)
+        self._comm[layer] += energy
+        self._comm_planned[layer] += energy
+        self._rehost[layer] += energy
+        self._rehost_tokens[layer] += int(num_tokens)
+        return energy
+
+    def charge_outcome(
+        self,
+        layer: int,
+        outcome: TransferOutcome,
+        feasible: np.ndarray | None = None,
+        *,
+        completed: np.ndarray | None = None,
+        source: np.ndarray | None = None,
+    ) -> tuple[float, float]:
         """Charge one layer round as it happened on air (:func:`dmoe.runtime.transfer.transmit`).
 
         Parameters
@@ -205,11 +257,22 @@ class EnergyLedger:
             Planned and spent energies, failed and dropped links, effective selection.
         feasible : ndarray [num_tokens], bool, optional
             Tokens whose QoS could be met (counted, not charged).
+        completed : ndarray [num_tokens], bool, optional
+            Tokens whose layer round completed (default all; issue 9). The others' share of
+            the spent energy is also recorded as lost: on each delivered link its tokens'
+            fraction of the link's spent energy, plus their experts' computation (eq 4).
+        source : ndarray [num_tokens], int
+            Node holding each token; required with ``completed``.
 
         Returns
         -------
         (comm, comp) : float, float [J]
             Energy spent in this round.
+
+        Raises
+        ------
+        ValueError
+            ``completed`` given without ``source``.
         """
         selection = outcome.selection
         comm = float(outcome.energy_comm_spent.sum())
@@ -218,16 +281,29 @@ class EnergyLedger:
         self._comp[layer] += comp
         self._comm_planned[layer] += float(outcome.energy_comm_planned.sum())
         self._comp_planned[layer] += float(outcome.energy_comp_planned.sum())
-        self._tokens[layer] += selection.shape[0]
         self._calls[layer] += int(selection.sum())
         remote = outcome.tokens_planned.copy()
         np.fill_diagonal(remote, 0)
         self._tx[layer] += int(remote.sum()) + outcome.failed_attempts
         self._failed[layer] += outcome.failed_attempts
         self._dropped[layer] += outcome.dropped_tokens
-        self._selection_counts[layer] += selection.sum(axis=0)
+        done = np.ones(selection.shape[0], dtype=bool) if completed is None else np.asarray(completed, dtype=bool)
+        self._tokens[layer] += int(done.sum())
+        self._selection_counts[layer] += selection[done].sum(axis=0)
         if feasible is not None:
-            self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)))
+            self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)[done]))
+        if not done.all():
+            if source is None:
+                raise ValueError("`source` is required together with `completed`")
+            k = self.system.num_experts
+            # [K, K] delivered transfers of the tokens whose round failed
+            lost_tok = link_token_counts(selection[~done], np.asarray(source)[~done], k)
+            share = np.divide(
+                lost_tok, outcome.tokens_delivered, out=np.zeros((k, k)), where=outcome.tokens_delivered > 0
+            )
+            lost_comm = float((outcome.energy_comm_spent * share).sum())
+            lost_comp = float(computation_energy(lost_tok, self.system).sum())
+            self._lost[layer] += lost_comm + lost_comp
         return comm, comp
 
     def charge_always_on(self, layer: int, source: np.ndarray, size: float, *, dense_layer: bool = False) -> float:
@@ -308,6 +384,21 @@ class EnergyLedger:
         return self.energy_comm_j + self.energy_comp_j
 
     @property
+    def energy_lost_j(self) -> float:
+        """Energy of layer-round attempts that failed (already inside the totals) [J]."""
+        return float(self._lost.sum())
+
+    @property
+    def energy_rehost_j(self) -> float:
+        """Energy of re-host transfers (already inside ``energy_comm_j``) [J]."""
+        return float(self._rehost.sum())
+
+    @property
+    def rehost_tokens(self) -> int:
+        """Hidden states sent to re-host queries [tokens]."""
+        return int(self._rehost_tokens.sum())
+
+    @property
     def selection_counts(self) -> np.ndarray:
         """``[num_layers, num_experts]`` int: how many tokens each expert processed."""
         return self._selection_counts.copy()
@@ -345,11 +436,12 @@ class LatencyLedger:
 
     def charge(self, round_index: int, layer: int, timing: RoundTiming, num_queries: int) -> None:
         """Record layer round ``layer`` (0-based) of query round ``round_index`` (0-based,
-        consecutive) serving ``num_queries`` queries."""
+        consecutive) serving ``num_queries`` queries. A second charge of the same layer round
+        (a re-planned attempt after a node loss, issue 9) adds its time."""
         while len(self._rounds) <= round_index:
             self._rounds.append(np.zeros(self.num_layers))
             self._sizes.append(0)
-        self._rounds[round_index][layer] = timing.latency_s
+        self._rounds[round_index][layer] += timing.latency_s
         self._sizes[round_index] = int(num_queries)
 
     @property

@@ -1,24 +1,37 @@
-"""The DMoE protocol (Section III-C), run in one process.
+"""The DMoE protocol (Section III-C): the edge server's loop, one code for every engine.
 
-:class:`DMoERuntime` plays the edge server and the K expert nodes. A *round* serves up to
-K queries, one per node (step 1). For each layer l = 1..L it runs
+:class:`DMoERuntime` plays the edge server; the K expert nodes run wherever its engine
+puts them (:mod:`dmoe.runtime.engine`: in this process, or one Ray actor per node). A
+*round* serves up to K queries, query q hosted on node q (step 1). For each layer
+l = 1..L it runs
 
-2. attention and gating at each query's source node;
+2. attention and gating at each query's host node; the gating scores go to the server;
 3. the policy's schedule for all tokens of the round (expert selection alpha and
-   subcarrier allocation beta) on this layer round's channel realisation;
-4. forward transmission of each hidden state to its selected experts and the FFN of each
-   selected expert on everything it received;
-5. backward transmission and aggregation at the source node with the model's combination
-   weights (sum of slices or eq (8) for the carved model, the family's own weights for a
-   real MoE), plus the model's always-on part (shared experts) computed at the source node;
+   subcarrier allocation beta) on this layer round's channel realisation, over the
+   experts that are up;
+4. forward transmission of each hidden state to its selected experts (one batch per
+   source and expert) and the FFN of each selected expert on everything it received;
+5. backward transmission and aggregation at the host node with the model's combination
+   weights, plus the model's always-on part (shared experts) computed at the host; the
+   host returns each query's layer output, which the server keeps as the query's
+   checkpoint;
 
 and charges the :class:`~dmoe.runtime.ledger.EnergyLedger` with what was sent and
 computed. A dense layer (e.g. DeepSeek-V3's first layers) is not scheduled: its whole FFN
-is the always-on part, run at the source node. Finally each source node computes the
-next-token logits it needs.
+is the always-on part, run at the host. Finally each host computes the next-token logits
+the server scores (returned on the CPU). Every phase is one call per node (batched over
+everything the node hosts or receives). The model is any
+:class:`~dmoe.model.interface.ExpertModel`.
 
-The model is any :class:`~dmoe.model.interface.ExpertModel`; the runtime runs on the
-model's device (CPU, or CUDA when the model was moved there), the schedule on the CPU.
+Node loss (issue 9): a node that dies (fault model, scheduled kill, or a real process
+death) is detected when its call fails. The server marks its expert unavailable; a query
+it hosted is re-hosted on the up node with the fewest queries (ties: lowest index),
+resuming from the server's checkpoint of its last completed layer (re-host transfer
+charged, :mod:`dmoe.runtime.ledger`); if the node died after the schedule was sent, the
+layer round is re-planned with its expert ineligible (Remark 2's fallback takes the best
+remaining experts). No query is lost while one node is up; when none is,
+:class:`~dmoe.runtime.faults.NoLiveNodeError`. Failed nodes rejoin at the start of the
+next round (``node_rejoin``), or by :meth:`DMoERuntime.join_node`.
 
 Channel realisations come from ``numpy.random.default_rng([seed, round, layer])``, so every
 policy run with the same seed meets exactly the same channels. By default a new i.i.d.
@@ -26,31 +39,42 @@ Rayleigh draw is made for every layer round (``channel_redraw="layer"``): one ro
 8 kB hidden states at the paper's rates (about 0.1 Mbit/s per subcarrier, so about half a
 second per transfer), far longer than the coherence time of an edge link, so consecutive
 rounds see independent block fading. ``"round"`` keeps one draw for all layers of a query
-round, ``"fixed"`` one draw for the whole run.
+round, ``"fixed"`` one draw for the whole run. The policy's randomness comes from
+``[seed, round, layer, 1]`` (a re-planned attempt a > 0 appends a), failures from
+``[seed, round, layer, 2]``.
 
 The channel comes from a :class:`~dmoe.channels.ChannelProcess` built from ``channel``
-(:class:`~dmoe.channels.ChannelConfig`: fading model, mobility, imperfect CSI). The policy
-schedules on the *estimated* rates; :func:`~dmoe.runtime.transfer.transmit` plays the
-schedule over the *true* rates (failed packets are retransmitted at the true rate, tokens
-on a dead link are dropped), the energy ledger charges what was spent and the latency
-ledger the round's completion time (:mod:`dmoe.latency`), which in turn tells the channel
-how much time passed (mobility).
+(:class:`~dmoe.channels.ChannelConfig`: fading model, mobility, imperfect CSI; issue 10).
+The policy schedules on the *estimated* rates; :func:`~dmoe.runtime.transfer.transmit`
+plays the schedule over the *true* rates (failed packets are retransmitted at the true
+rate, tokens on a dead link are dropped), the experts process what was delivered, the
+energy ledger charges what was spent and the latency ledger the round's completion time
+(:mod:`dmoe.latency`), which in turn tells the channel how much time passed (mobility).
+A re-planned attempt (node loss) meets the same layer round's channel; its energy and
+its air time add to the layer round's. A dense layer draws no channel from the process
+(nothing is scheduled); a query re-hosted there is charged on an i.i.d. Rayleigh draw
+keyed ``[seed, round, layer]`` (or ``rates_fn``), as before issue 10. Re-host transfers
+are charged on the true rates.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..channel import draw_rates
 from ..channels import CHANNEL_REDRAW, ChannelConfig, ChannelProcess, LayerChannel
 from ..data.packing import PackedQuery
 from ..latency import round_timing
 from ..system import SystemConfig
+from .engine import Engine, Failure, make_engine
+from .faults import FaultLog, FaultModel, NodeKill, NoLiveNodeError, least_loaded
 from .ledger import EnergyLedger, LatencyLedger
-from .node import ExpertNode
+from .node import HostedQuery
 from .transfer import transmit
 
 
@@ -72,7 +96,7 @@ class RoundOutput:
 
 @dataclass
 class DMoERuntime:
-    """Edge server plus K expert nodes running a policy over a MoE model.
+    """Edge server running a policy over K expert nodes of a MoE model.
 
     Parameters
     ----------
@@ -83,7 +107,7 @@ class DMoERuntime:
         Decides selection and subcarriers for each layer round.
     system : SystemConfig
     seed : int
-        Seeds the channel draws and any randomness of the policy.
+        Seeds the channel draws, the policy's randomness and the fault model.
     channel_redraw : {"layer", "round", "fixed"}
         How often the channel is redrawn (module docstring).
     rates_fn : callable(rng) -> ndarray [K, K, M], optional
@@ -98,13 +122,31 @@ class DMoERuntime:
         ``system.num_experts`` is then the number of nodes N and a round serves up to N
         queries. Node n holds the FFNs of its experts; the policy schedules node pairs and
         the ledger charges one transmission per (token, remote node). None = one expert
-        per node (N = E).
+        per node (N = E). The engine then runs one worker per expert (E workers; node n's
+        queries are hosted on worker n, expert j's FFN on worker j, and transfers are
+        accounted per node pair); node failures (``node_failure_rate``, ``node_kills``) are
+        not supported with a placement (ValueError).
+    engine : {"local", "ray"} or Engine
+        Where the nodes run (:mod:`dmoe.runtime.engine`). An Engine instance is shared
+        (not shut down by :meth:`close`); a name makes one owned by this runtime.
+    ray_address : str, optional
+        Ray cluster to join (``engine="ray"``); None starts Ray embedded.
+    node_failure_rate : float
+        p in [0, 1): each up node fails in each layer round with probability p
+        (:class:`~dmoe.runtime.faults.FaultModel`).
+    node_kills : sequence of NodeKill
+        Scheduled kills (test hook).
+    node_rejoin : bool
+        Restart failed nodes at the start of the next round (default True).
 
     Raises
     ------
     ValueError
-        On a mismatch between the model's and the system's number of experts, or an
-        unknown ``channel_redraw``.
+        On a mismatch between the model's and the system's number of experts, an
+        unknown ``channel_redraw`` or ``engine``, a bad ``seed`` or ``node_failure_rate``,
+        or both ``rates_fn`` and ``channel``.
+    ConnectionError
+        ``ray_address`` unreachable.
     """
 
     model: object
@@ -115,11 +157,17 @@ class DMoERuntime:
     rates_fn: Callable[[np.random.Generator], np.ndarray] | None = None
     record_selection: bool = False
     placement: object = None
+    engine: str | Engine = "local"
+    ray_address: str | None = None
+    node_failure_rate: float = 0.0
+    node_kills: Sequence[NodeKill] = ()
+    node_rejoin: bool = True
     channel: ChannelConfig | None = None
     ledger: EnergyLedger = field(init=False)
     latency: LatencyLedger = field(init=False)
     process: ChannelProcess | None = field(init=False, default=None)
-    nodes: list[ExpertNode] = field(init=False)
+    faults: FaultLog = field(init=False)
+    up: np.ndarray = field(init=False)
     rounds: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -143,14 +191,87 @@ class DMoERuntime:
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
         if self.rates_fn is not None and self.channel is not None:
             raise ValueError("give either `rates_fn` or `channel`, not both")
+        if self.placement is not None and (float(self.node_failure_rate) > 0 or len(tuple(self.node_kills)) > 0):
+            raise ValueError(
+                "`placement` (several experts per node) cannot be combined with node failures "
+                "(`node_failure_rate` > 0 or `node_kills`) yet: a failed node would take several experts"
+            )
+        self.fault_model = FaultModel(self.node_failure_rate, int(self.seed), tuple(self.node_kills))
         self.ledger = EnergyLedger(int(self.model.num_layers), self.system, self.placement)
         self.latency = LatencyLedger(int(self.model.num_layers))
         if self.rates_fn is None:
             self.process = ChannelProcess(
                 self.channel or ChannelConfig(), self.system, seed=int(self.seed), channel_redraw=self.channel_redraw
             )
-        # one holder per expert: with a placement, node n hosts the holders of its experts
-        self.nodes = [ExpertNode(j, self.model) for j in range(K)]
+        self.faults = FaultLog()
+        self._owns_engine = not isinstance(self.engine, Engine)
+        self._engine = make_engine(self.engine, self.model, num_nodes=K, address=self.ray_address)
+        if self._engine.num_nodes != K:
+            raise ValueError(f"`engine` runs {self._engine.num_nodes} nodes but the model has K = {K} experts")
+        # a shared engine may hold nodes that died in an earlier run: start them again
+        self._engine.join_many(sorted(self._engine.probe(range(K))))
+        self._engine.configure(combine=getattr(self.model, "combine", "sum"))
+        # [K] the server's view of which nodes are up
+        self.up = np.ones(K, dtype=bool)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.up.shape[0])
+
+    @property
+    def engine_name(self) -> str:
+        return self._engine.name
+
+    @property
+    def engine_object(self) -> Engine:
+        """The engine running the nodes (shareable with another runtime)."""
+        return self._engine
+
+    def close(self) -> None:
+        """Shut the engine down if this runtime made it."""
+        if self._owns_engine:
+            self._engine.shutdown()
+
+    # ------------------------------------------------------------- membership
+    def join_node(self, node) -> None:
+        """Start node ``node`` (or each of a list of nodes) again between rounds (a rejoin,
+        or a new node taking its place): it downloads its blocks (eq 6) and its expert is
+        available again."""
+        nodes = [node] if np.ndim(node) == 0 else list(node)
+        for j in nodes:
+            if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= int(j) < self.num_nodes:
+                raise ValueError(f"`node` must be an integer in [0, {self.num_nodes}), got {j!r}")
+        nodes = [int(j) for j in nodes]
+        self._engine.join_many(nodes)
+        combine = getattr(self.model, "combine", "sum")
+        self._engine.get([h for j in nodes for h in self._engine.submit(j, "set_combine", combine)])
+        for j in nodes:
+            self.up[j] = True
+            self.faults.joins += 1
+            self.faults.record(self.rounds, None, j, "join")
+
+    def _mark_dead(self, nodes, r: int, layer: int | None, st) -> None:
+        for j in sorted(nodes):
+            if not self.up[j]:
+                continue
+            self.up[j] = False
+            self.faults.failures += 1
+            self.faults.record(r, layer, j, "failed")
+            for q in np.flatnonzero(st.host == j):
+                st.host[q] = -1
+                st.moved[q] = j
+                st.scores.pop(int(q), None)
+
+    def _failed(self, nodes, vals, r, layer, st) -> None:
+        """Attribute failed calls to dead nodes; re-raise errors of live nodes (bugs)."""
+        bad = [v for v in vals if isinstance(v, Failure)]
+        if not bad:
+            return
+        dead = self._engine.probe(sorted(set(nodes)))
+        if not dead:
+            err = next((v.error for v in bad if v.error is not None), None)
+            raise RuntimeError(f"a node call failed but every node is up: {err}") from err
+        self._mark_dead(dead, r, layer, st)
 
     # ------------------------------------------------------------------ channels
     def _channel(self, round_index: int, layer: int) -> LayerChannel:
@@ -166,7 +287,55 @@ class DMoERuntime:
             key = [self.seed, round_index]
         else:
             key = [self.seed]
-        return np.asarray(self.rates_fn(np.random.default_rng(key)), dtype=np.float64)
+        rng = np.random.default_rng(key)
+        if self.rates_fn is not None:
+            return np.asarray(self.rates_fn(rng), dtype=np.float64)
+        return draw_rates(self.system, rng)
+
+    # -------------------------------------------------------------- placement
+    def _place(self, qids, r: int, layer: int, rates: np.ndarray | None, st) -> None:
+        """Host queries ``qids`` (host -1: on the least-loaded up node), resuming from
+        their checkpoints; charge re-host transfers (``rates`` of this layer round)."""
+        eng = self._engine
+        qids = [int(q) for q in qids]
+        while qids:
+            load = np.bincount(st.host[st.host >= 0], minlength=self.num_nodes)
+            for q in qids:
+                if st.host[q] < 0:
+                    j = least_loaded(self.up, load)
+                    if j is None:
+                        raise NoLiveNodeError(
+                            f"all {self.num_nodes} nodes have failed (round {r}, layer {layer + 1}): "
+                            f"no expert can serve and no node can host query {q}",
+                            round=r,
+                            layer=layer,
+                        )
+                    st.host[q] = j
+                    load[j] += 1
+            groups = defaultdict(list)
+            for q in qids:
+                groups[int(st.host[q])].append(q)
+            hosts = sorted(groups)
+            handles = [
+                eng.submit(h, "host", [st.hosted[q] for q in groups[h]], *[st.ckpt[q] for q in groups[h]])[0]
+                for h in hosts
+            ]
+            vals = eng.get(handles)
+            retry = []
+            for h, v in zip(hosts, vals):
+                if isinstance(v, Failure):
+                    retry += groups[h]
+                    continue
+                for q in groups[h]:
+                    if st.moved[q] >= 0:
+                        self.faults.rehosted += 1
+                        self.faults.record(r, layer, h, f"rehost:{q}:{st.moved[q]}->{h}")
+                        if st.ckpt[q] is not None and rates is not None:
+                            others = np.arange(self.num_nodes) != h
+                            self.ledger.charge_rehost(layer, st.tokens[q], float(rates[others, h, :].max()))
+                        st.moved[q] = -1
+            self._failed(hosts, vals, r, layer, st)
+            qids = retry
 
     # --------------------------------------------------------------------- round
     @torch.no_grad()
@@ -185,42 +354,77 @@ class DMoERuntime:
         ------
         ValueError
             If there are more queries than nodes or none.
+        NoLiveNodeError
+            If every node has failed (then no expert can serve).
         """
-        K = len(self.nodes)
+        K = self.num_nodes
+        # N = system.num_experts nodes host the queries (N = K without a placement)
         N = self.system.num_experts
         if not 1 <= len(queries) <= N:
             raise ValueError(f"`queries` must hold 1..{N} queries (one per node), got {len(queries)}")
-        model = self.model
+        L = int(self.model.num_layers)
+        eng = self._engine
         r = self.rounds
         self.rounds += 1
-        n_active = len(queries)
-        lengths = [q.num_tokens for q in queries]
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        # [T] source node of every token of the round
-        source = np.repeat(np.arange(n_active), lengths)
-        T = int(offsets[-1])
-        hidden = [model.embed(q.input_ids) for q in queries]
-        pos_emb = [model.position_embeddings(q.positions) for q in queries]
-        masks = [q.attention_mask for q in queries]
-        record = (
-            [np.zeros((model.num_layers, q.num_tokens, K), dtype=bool) for q in queries]
-            if self.record_selection
-            else None
+        if self.node_rejoin and not self.up.all():
+            self.join_node(np.flatnonzero(~self.up).tolist())
+        n = len(queries)
+        st = _RoundState(
+            hosted=[
+                HostedQuery(q, x.input_ids, x.positions, x.attention_mask, x.score_rows) for q, x in enumerate(queries)
+            ],
+            tokens=[x.num_tokens for x in queries],
+            host=np.array([q if self.up[q] else -1 for q in range(n)], dtype=np.int64),
+            moved=np.full(n, -1, dtype=np.int64),
+            ckpt=[None] * n,
+            scores={},
         )
-        for layer in range(model.num_layers):
-            us = []
-            for i in range(n_active):
-                node = self.nodes[i]
-                hidden[i] = node.attention(layer, hidden[i], pos_emb[i], masks[i])
-                us.append(node.ffn_input(layer, hidden[i]))
-            # [T, H] FFN inputs of all tokens of the round
-            u_all = torch.cat(us)
-            agg = None
-            if model.is_moe_layer(layer):
-                # [T, K] gating scores (eq 7), computed at each token's source node
-                g_all = torch.cat([self.nodes[i].gate_scores(layer, us[i]) for i in range(n_active)])
-                scores = g_all.double().cpu().numpy()
-                chan = self._channel(r, layer)
+        record = (
+            [np.zeros((L, x.num_tokens, K), dtype=bool) for x in queries] if self.record_selection else None
+        )
+        self._place(range(n), r, 0, None, st)
+        rates = None
+        model = self.model
+        for layer in range(L):
+            kills = self.fault_model.draw(r, layer, self.up)
+            for j in kills["attention"]:
+                eng.kill(j)
+            if not model.is_moe_layer(layer):
+                # nothing to schedule: the whole layer runs at each host (always-on FFN)
+                rates = self._rates(r, layer)
+                for j in kills["experts"]:
+                    eng.kill(j)
+                self._dense_layer(layer, r, rates, st)
+                continue
+            chan = self._channel(r, layer)
+            # [K, K, M] what transfers (re-hosts included) meet in this layer round
+            rates = chan.true_rates
+            pending = set(range(n))
+            st.scores = {}
+            attempt = 0
+            while pending:
+                need = sorted(q for q in pending if q not in st.scores)
+                if need:
+                    self._place([q for q in need if st.host[q] < 0], r, layer, rates, st)
+                    groups = defaultdict(list)
+                    for q in need:
+                        groups[int(st.host[q])].append(q)
+                    hosts = sorted(groups)
+                    vals = eng.get([eng.submit(h, "attend_gate", layer, groups[h])[0] for h in hosts])
+                    for v in vals:
+                        if not isinstance(v, Failure):
+                            st.scores.update(v)
+                    if any(isinstance(v, Failure) for v in vals):
+                        self._failed(hosts, vals, r, layer, st)
+                        continue
+                order = sorted(pending)
+                lengths = [st.tokens[q] for q in order]
+                offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+                # [T] host node of every pending token; [T, K] gating scores
+                source = np.repeat(st.host[order], lengths)
+                scores = np.concatenate([st.scores[q] for q in order]).astype(np.float64)
+                kwargs = {} if self.up.all() else {"available": self.up.copy()}
+                key = [self.seed, r, layer, 1] if attempt == 0 else [self.seed, r, layer, 1, attempt]
                 place_kw = {}
                 if self.placement is not None:
                     from ..placement import layer_placement
@@ -232,7 +436,8 @@ class DMoERuntime:
                     chan.estimated_rates,
                     layer + 1,
                     system=self.system,
-                    rng=np.random.default_rng([self.seed, r, layer, 1]),
+                    rng=np.random.default_rng(key),
+                    **kwargs,
                     **place_kw,
                 )
                 # the schedule meets the true channel; the experts that received a token process it
@@ -245,38 +450,133 @@ class DMoERuntime:
                     self.system,
                     **place_kw,
                 )
-                self.ledger.charge_outcome(layer, sent, sched.feasible)
+                selection = sent.selection
+                if attempt == 0:
+                    for j in kills["experts"]:
+                        eng.kill(j)
+                done = self._experts(layer, order, offsets, selection, r, st)
+                completed = np.repeat(np.array([q in done for q in order], dtype=bool), lengths)
+                self.ledger.charge_outcome(layer, sent, sched.feasible, completed=completed, source=source)
                 timing = round_timing(
                     sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system, load=sent.node_load
                 )
-                self.latency.charge(r, layer, timing, n_active)
+                self.latency.charge(r, layer, timing, n)
                 if self.process is not None:
                     self.process.advance(timing.latency_s)
-                selection = sent.selection
-                sel_t = torch.from_numpy(selection).to(u_all.device)
-                # [T, K] the model's combination weights for this selection (eq 8 or the family's)
-                weights = model.combine_weights(sel_t, g_all)
-                # [T, H] aggregated FFN output, accumulated expert by expert at the source nodes
-                agg = torch.zeros(T, u_all.shape[1], dtype=torch.float32, device=u_all.device)
-                for j in range(K):
-                    idx = torch.nonzero(sel_t[:, j], as_tuple=True)[0]
-                    if idx.numel():
-                        # forward transmission to node j, FFN_j, backward transmission
-                        y = self.nodes[j].ffn(layer, u_all[idx])
-                        agg.index_add_(0, idx, y.float() * weights[idx, j, None])
-                if record is not None:
-                    for i in range(n_active):
-                        record[i][layer] = selection[offsets[i] : offsets[i + 1]]
-            size = float(model.always_on_size(layer))
-            if size > 0 or not model.is_moe_layer(layer):
-                # shared experts / dense FFN: at the source node, no transmission
-                self.ledger.charge_always_on(layer, source, size, dense_layer=not model.is_moe_layer(layer))
-            for i in range(n_active):
-                if agg is not None:
-                    hidden[i] = hidden[i] + agg[offsets[i] : offsets[i + 1]]
-                extra = self.nodes[i].always_on(layer, us[i])
-                if extra is not None:
-                    hidden[i] = hidden[i] + extra
-        # next-token logits at the source nodes, returned on the CPU
-        logits = [model.logits(hidden[i][q.score_rows]).cpu() for i, q in enumerate(queries)]
-        return RoundOutput(logits=logits, selections=record)
+                size = float(model.always_on_size(layer))
+                if size > 0 and completed.any():
+                    # shared experts: at each completed token's host, no transmission
+                    self.ledger.charge_always_on(layer, source[completed], size)
+                for i, q in enumerate(order):
+                    if q in done:
+                        st.ckpt[q] = done[q]
+                        pending.discard(q)
+                        if record is not None:
+                            record[q][layer] = selection[offsets[i] : offsets[i + 1]]
+                if pending:
+                    self.faults.replans += 1
+                    self.faults.record(r, layer, -1, "replan")
+                attempt += 1
+        # the logits each host needs; a host lost here is replaced from the layer-L checkpoint
+        logits: dict[int, torch.Tensor] = {}
+        while len(logits) < n:
+            need = [q for q in range(n) if q not in logits]
+            self._place([q for q in need if st.host[q] < 0], r, L - 1, rates, st)
+            groups = defaultdict(list)
+            for q in need:
+                groups[int(st.host[q])].append(q)
+            hosts = sorted(groups)
+            vals = eng.get([eng.submit(h, "logits", groups[h])[0] for h in hosts])
+            for v in vals:
+                if not isinstance(v, Failure):
+                    logits.update(v)
+            self._failed(hosts, vals, r, L - 1, st)
+        for h in sorted(set(st.host.tolist())):
+            if h >= 0 and self.up[h]:
+                eng.submit(h, "release", list(range(n)))
+        return RoundOutput(logits=[logits[q] for q in range(n)], selections=record)
+
+    def _dense_layer(self, layer: int, r: int, rates: np.ndarray, st) -> None:
+        """A layer without routed experts, at every query's host (re-hosting as needed)."""
+        eng = self._engine
+        pending = list(range(len(st.hosted)))
+        while pending:
+            self._place([q for q in pending if st.host[q] < 0], r, layer, rates, st)
+            groups = defaultdict(list)
+            for q in pending:
+                groups[int(st.host[q])].append(q)
+            hosts = sorted(groups)
+            calls = {h: eng.submit(h, "dense_layer", layer, groups[h], num_returns=1 + len(groups[h])) for h in hosts}
+            vals = eng.get([calls[h][0] for h in hosts])
+            for h, v in zip(hosts, vals):
+                if not isinstance(v, Failure):
+                    for q, ref in zip(groups[h], calls[h][1:]):
+                        st.ckpt[q] = ref
+                        pending.remove(q)
+                    # the whole FFN is the always-on part, run at the host: charged c^(l) a_h per token
+                    source = np.full(sum(st.tokens[q] for q in groups[h]), h, dtype=np.int64)
+                    self.ledger.charge_always_on(layer, source, float(self.model.always_on_size(layer)),
+                                                 dense_layer=True)
+            self._failed(hosts, vals, r, layer, st)
+
+    def _experts(self, layer, order, offsets, selection, r, st) -> dict:
+        """Steps 4-5 for the pending queries; returns {qid: checkpoint handle} of the
+        queries whose layer round completed (all, unless a node died)."""
+        eng = self._engine
+        K = self.num_nodes
+        # per host: per expert j: [(qid, token rows)]
+        sends: dict[int, dict[int, list]] = defaultdict(dict)
+        sels = defaultdict(dict)
+        for i, q in enumerate(order):
+            h = int(st.host[q])
+            sel_q = selection[offsets[i] : offsets[i + 1]]
+            sels[h][q] = sel_q
+            for j in range(K):
+                rows = np.flatnonzero(sel_q[:, j])
+                if rows.size:
+                    sends[h].setdefault(j, []).append((q, rows))
+        routes = {h: sorted(sends[h].items()) for h in sels}
+        disp = {}
+        for h in sorted(routes):
+            if routes[h]:
+                hs = eng.submit(h, "dispatch", layer, routes[h], num_returns=len(routes[h]))
+                for (j, _), hd in zip(routes[h], hs):
+                    disp[(h, j)] = hd
+        experts = sorted({j for _, j in disp})
+        back = {}
+        for j in experts:
+            srcs = sorted(h for h, jj in disp if jj == j)
+            hs = eng.submit(j, "ffn", layer, *[disp[(h, j)] for h in srcs], num_returns=1 + len(srcs))
+            for h, hd in zip(srcs, hs[1:]):
+                back[(h, j)] = hd
+        # no barrier after the experts: a host's combine runs once its outputs are back and
+        # fails (without touching its state) if one of its experts or itself died
+        hosts = sorted(routes)
+        outs = {}
+        status = []
+        for h in hosts:
+            qs = sorted(sels[h])
+            hs = eng.submit(
+                h, "combine", layer, routes[h], sels[h], *[back[(h, j)] for j, _ in routes[h]], num_returns=1 + len(qs)
+            )
+            status.append(hs[0])
+            outs[h] = dict(zip(qs, hs[1:]))
+        vals = eng.get(status)
+        done = {}
+        for h, v in zip(hosts, vals):
+            if not isinstance(v, Failure):
+                done.update(outs[h])
+        self._failed(sorted(set(hosts) | set(experts)), vals, r, layer, st)
+        return done
+
+
+@dataclass
+class _RoundState:
+    """The server's view of a round's queries."""
+
+    hosted: list  # [n] HostedQuery
+    tokens: list  # [n] S per query
+    host: np.ndarray  # [n] int, node hosting each query (-1: none)
+    moved: np.ndarray  # [n] int, node a query lost (-1: not moving)
+    ckpt: list  # [n] checkpoint handle of the last completed layer (None: the embedding)
+    scores: dict  # {qid: [S, K] float32} gating scores of this layer round

@@ -1,0 +1,160 @@
+"""Engines: where the expert nodes' operations run.
+
+The DMoE protocol loop (:class:`~dmoe.runtime.server.DMoERuntime`) is one piece of code
+for every engine. It calls node operations (the methods of
+:class:`~dmoe.runtime.node.ExpertNode`) through an :class:`Engine`, which decides only
+*where* they run and how their results travel:
+
+* :class:`LocalEngine` (``"local"``, the embedded default): K node objects in this
+  process; a call runs at once and its handle is the value itself.
+* :class:`~dmoe.runtime.ray_engine.RayEngine` (``"ray"``): each node is a Ray actor in its
+  own process; a call is an actor task and its handle an ``ObjectRef``. Handles passed as
+  arguments of another call go from actor to actor through the object store, not through
+  the driver.
+
+A call to a node that has died yields a :class:`Failure` instead of a value (and so does
+any call that received a failed handle as an argument); :meth:`Engine.probe` tells which
+nodes are dead. Both engines can be told to kill a node (fault injection) and to start a
+new node in a dead node's place (rejoin).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .node import ExpertNode
+
+__all__ = ["ENGINES", "Engine", "Failure", "LocalEngine", "make_engine"]
+
+#: Engine names accepted by ``engine=`` and ``--engine``.
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The outcome of a node call that did not complete (its node died)."""
+
+    error: BaseException | None = None
+
+
+class Engine(abc.ABC):
+    """Runs node operations for the protocol loop (module docstring).
+
+    Attributes:
+        name: ``"local"`` or ``"ray"``.
+        num_nodes: K.
+    """
+
+    name: str
+    num_nodes: int
+
+    @abc.abstractmethod
+    def submit(self, node: int, method: str, *args, num_returns: int = 1) -> list:
+        """Call ``ExpertNode.<method>(*args)`` on ``node``; ``num_returns`` handles."""
+
+    @abc.abstractmethod
+    def get(self, handles: Sequence) -> list:
+        """Bring the handles' values to the driver; a :class:`Failure` where a call failed."""
+
+    @abc.abstractmethod
+    def probe(self, nodes: Sequence[int]) -> set[int]:
+        """The nodes among ``nodes`` that are dead."""
+
+    @abc.abstractmethod
+    def kill(self, node: int) -> None:
+        """Fault injection: make ``node`` die now (its state is lost)."""
+
+    @abc.abstractmethod
+    def join(self, node: int) -> None:
+        """Start a fresh node in place of ``node`` (a rejoin or a new node): it downloads
+        its blocks (eq 6) and holds no query."""
+
+    def join_many(self, nodes: Sequence[int]) -> None:
+        """:meth:`join` several nodes (engines may start them in parallel)."""
+        for j in nodes:
+            self.join(j)
+
+    def configure(self, *, combine: str) -> None:
+        """Tell every live node the combination rule of step 5 (``model.combine``)."""
+        handles = [h for j in range(self.num_nodes) for h in self.submit(j, "set_combine", combine)]
+        self.get(handles)
+
+    def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine's resources (processes, memory)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+class LocalEngine(Engine):
+    """All K nodes in this process (the embedded default).
+
+    Args:
+        model: the expert model (shared read-only by the nodes).
+        num_nodes: K (default ``model.num_experts``).
+    """
+
+    name = "local"
+
+    def __init__(self, model, num_nodes: int | None = None) -> None:
+        self._model = model
+        self.num_nodes = int(num_nodes if num_nodes is not None else model.num_experts)
+        self._nodes: list[ExpertNode | None] = [ExpertNode(j, model) for j in range(self.num_nodes)]
+
+    def submit(self, node: int, method: str, *args, num_returns: int = 1) -> list:
+        target = self._nodes[node]
+        if target is None or any(isinstance(a, Failure) for a in args):
+            return [Failure()] * num_returns
+        out = getattr(target, method)(*args)
+        return [out] if num_returns == 1 else list(out)
+
+    def get(self, handles: Sequence) -> list:
+        return list(handles)
+
+    def probe(self, nodes: Sequence[int]) -> set[int]:
+        return {int(j) for j in nodes if self._nodes[j] is None}
+
+    def kill(self, node: int) -> None:
+        self._nodes[node] = None
+
+    def join(self, node: int) -> None:
+        self._nodes[node] = ExpertNode(node, self._model)
+
+    def alive(self) -> np.ndarray:
+        """``[K]`` bool: nodes that are running."""
+        return np.array([n is not None for n in self._nodes])
+
+
+def make_engine(engine: str | Engine, model, *, num_nodes: int | None = None, address: str | None = None,
+                **ray_options: Any) -> Engine:
+    """An :class:`Engine` from its name (``"local"`` or ``"ray"``); an Engine passes through.
+
+    Args:
+        engine: ``"local"``, ``"ray"`` or an :class:`Engine`.
+        model: the expert model the nodes run.
+        num_nodes: K (default ``model.num_experts``).
+        address: Ray only: address of an existing cluster (``"auto"``, ``"ray://host:port"``,
+            ``"host:port"``); None starts Ray embedded with this machine's CPUs.
+
+    Raises:
+        ValueError: unknown ``engine``; ``address`` given for the local engine.
+        ConnectionError: Ray cluster unreachable (see :class:`~dmoe.runtime.ray_engine.RayEngine`).
+    """
+    if isinstance(engine, Engine):
+        return engine
+    if engine == "local":
+        if address is not None:
+            raise ValueError("`ray_address` (--ray-address) needs `engine`='ray' (--engine ray)")
+        return LocalEngine(model, num_nodes)
+    if engine == "ray":
+        from .ray_engine import RayEngine
+
+        return RayEngine(model, num_nodes, address=address, **ray_options)
+    raise ValueError(f"`engine` must be one of {', '.join(repr(e) for e in ENGINES)} or an Engine, got {engine!r}")

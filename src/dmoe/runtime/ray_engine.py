@@ -1,0 +1,244 @@
+"""The Ray engine: every expert node is a Ray actor in its own process.
+
+Start-up: the model is put into Ray's object store once (``ray.put``); each of the K
+actors fetches it from there (no per-actor pickling by the driver), sets torch to one
+thread, and takes its own FFN parameters (eq 6) as in-process nodes do
+(:class:`~dmoe.runtime.node.ExpertNode` is the actor's class). A node's call is an actor
+task; its handles are ``ObjectRef`` s, and a handle passed to another node's call travels
+from actor to actor through the object store: hidden states never pass through the
+driver (the edge server), which only fetches gating scores, small status flags and the
+final logits. The server's checkpoint of each query's last completed layer is the
+``ObjectRef`` of that layer's output (the object lives in the object store, owned by the
+driver, so it survives the death of the actor that produced it).
+
+Ray starts embedded (``ray.init`` with this machine's CPUs, no dashboard, warnings only)
+unless it is already initialised or an ``address`` of an existing cluster is given.
+Actors ask for 0 CPUs so that K nodes fit on any machine; each is its own process. On a
+remote cluster the workers must be able to import ``dmoe`` (install it there, or pass a
+``runtime_env`` through ``ray_init_kwargs``).
+
+Failures: a dead actor's task raises :class:`ray.exceptions.ActorDiedError` (a
+:class:`~ray.exceptions.RayActorError`); :meth:`RayEngine.get` turns every Ray error into
+a :class:`~dmoe.runtime.engine.Failure` and :meth:`RayEngine.probe` pings actors to tell
+which died. :meth:`RayEngine.kill` is ``ray.kill``; a real process kill (``os.kill`` of
+the pid from :meth:`RayEngine.pid`) is detected the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from .engine import Engine, Failure
+from .node import ExpertNode
+
+__all__ = ["RayEngine", "connect_ray"]
+
+#: Seconds to wait for a TCP connection to a cluster address before giving up.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(
+            f"`ray_address` (--ray-address) must be 'auto', 'host:port' or 'ray://host:port', got {address!r}"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConnectionError(
+            f"`ray_address` (--ray-address) {address!r}: no Ray cluster reachable at {host}:{port} "
+            f"within {timeout:g} s ({exc})"
+        ) from exc
+
+
+def connect_ray(address: str | None = None, *, num_cpus: int | None = None, timeout: float = CONNECT_TIMEOUT_S,
+                **init_kwargs: Any) -> bool:
+    """Make sure Ray is initialised; returns True when this call started it.
+
+    Args:
+        address: None: use the running Ray, or start one embedded with ``num_cpus``
+            (default: this machine's CPUs), no dashboard, warnings-only logging. Else the
+            address of an existing cluster (``"auto"``, ``"host:port"``, ``"ray://host:port"``).
+        num_cpus: CPUs of an embedded Ray (ignored when joining a cluster).
+        timeout: seconds to reach ``address`` before failing.
+
+    Raises:
+        ConnectionError: ``address`` unreachable (within ``timeout``) or not a Ray cluster.
+        ValueError: malformed ``address``.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    opts = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    opts.update(init_kwargs)
+    if address is None:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **opts)
+        return True
+    _check_reachable(address, timeout)
+    try:
+        ray.init(address=address, **opts)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConnectionError(f"`ray_address` (--ray-address) {address!r}: cannot join a Ray cluster ({exc})") from exc
+    return True
+
+
+class _ActorNode(ExpertNode):
+    """The actor's class: an :class:`ExpertNode` with torch on one thread."""
+
+    def __init__(self, index: int, model) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        super().__init__(index, model)
+
+
+class RayEngine(Engine):
+    """K expert nodes as Ray actors (module docstring).
+
+    Args:
+        model: the expert model; put into the object store once.
+        num_nodes: K (default ``model.num_experts``).
+        address: cluster address, or None (embedded / already running Ray).
+        num_cpus: CPUs of an embedded Ray (default: all of this machine's).
+        ray_init_kwargs: extra ``ray.init`` arguments (e.g. ``runtime_env``).
+        timeout_s: how long to wait for a node to answer a liveness probe or to die after
+            ``ray.kill``.
+        start_timeout_s: how long to wait for the nodes to start (each loads the model).
+
+    Raises:
+        ConnectionError / ValueError: from :func:`connect_ray`.
+    """
+
+    name = "ray"
+
+    def __init__(self, model, num_nodes: int | None = None, *, address: str | None = None,
+                 num_cpus: int | None = None, ray_init_kwargs: dict | None = None, timeout_s: float = 60.0,
+                 start_timeout_s: float = 900.0) -> None:
+        import ray
+
+        self._ray = ray
+        # node deaths are expected and handled by the server; the driver drops the refs of
+        # calls that depended on a dead node, which Ray would otherwise print as "unhandled"
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+        self.num_nodes = int(num_nodes if num_nodes is not None else model.num_experts)
+        self.timeout_s = float(timeout_s)
+        self.start_timeout_s = float(start_timeout_s)
+        self._started_ray = connect_ray(address, num_cpus=num_cpus, **(ray_init_kwargs or {}))
+        self._actor_cls = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(_ActorNode)
+        # the model's weights enter the object store once; every actor fetches them from there
+        self._model_ref = ray.put(model)
+        self._actors: list[Any] = [None] * self.num_nodes
+        for j in range(self.num_nodes):
+            self._actors[j] = self._actor_cls.remote(j, self._model_ref)
+        ray.get([a.ping.remote() for a in self._actors], timeout=self.start_timeout_s)
+
+    # ------------------------------------------------------------------ calls
+    def submit(self, node: int, method: str, *args, num_returns: int = 1) -> list:
+        actor = self._actors[node]
+        if actor is None:
+            return [Failure()] * num_returns
+        call = getattr(actor, method)
+        if num_returns != 1:
+            call = call.options(num_returns=num_returns)
+        out = call.remote(*args)
+        return [out] if num_returns == 1 else list(out)
+
+    def get(self, handles: Sequence) -> list:
+        ray = self._ray
+        if all(isinstance(h, ray.ObjectRef) for h in handles):
+            try:
+                return ray.get(list(handles))
+            except ray.exceptions.RayError:
+                pass  # some call failed: sort them out one by one
+        refs = [h for h in handles if isinstance(h, ray.ObjectRef)]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), fetch_local=False)
+        out = []
+        for h in handles:
+            if not isinstance(h, ray.ObjectRef):
+                out.append(h)
+                continue
+            try:
+                out.append(ray.get(h))
+            except ray.exceptions.RayError as exc:
+                out.append(Failure(exc))
+        return out
+
+    def probe(self, nodes: Sequence[int]) -> set[int]:
+        ray = self._ray
+        dead = set()
+        pings = {}
+        for j in nodes:
+            if self._actors[j] is None:
+                dead.add(int(j))
+            else:
+                pings[int(j)] = self._actors[j].ping.remote()
+        for j, ref in pings.items():
+            try:
+                ray.get(ref, timeout=self.timeout_s)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                dead.add(j)
+                self._actors[j] = None
+        return dead
+
+    # ------------------------------------------------------------ membership
+    def kill(self, node: int) -> None:
+        ray = self._ray
+        actor = self._actors[node]
+        if actor is None:
+            return
+        ray.kill(actor, no_restart=True)
+        # wait until the death is visible, so the next call to the node fails
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.ping.remote(), timeout=self.timeout_s)
+            except ray.exceptions.RayActorError:
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"node {node}: actor still alive {self.timeout_s:g} s after ray.kill")
+
+    def join(self, node: int) -> None:
+        actor = self._actor_cls.remote(node, self._model_ref)
+        self._ray.get(actor.ping.remote(), timeout=self.start_timeout_s)
+        self._actors[node] = actor
+
+    def join_many(self, nodes: Sequence[int]) -> None:
+        actors = {int(j): self._actor_cls.remote(int(j), self._model_ref) for j in nodes}
+        self._ray.get([a.ping.remote() for a in actors.values()], timeout=self.start_timeout_s)
+        for j, actor in actors.items():
+            self._actors[j] = actor
+
+    def pid(self, node: int) -> int:
+        """Process id of node ``node``'s actor (for real kills in tests)."""
+        return int(self._ray.get(self._actors[node].pid.remote(), timeout=self.timeout_s))
+
+    def alive(self) -> np.ndarray:
+        """``[K]`` bool: nodes the engine has not seen die."""
+        return np.array([a is not None for a in self._actors])
+
+    def shutdown(self) -> None:
+        ray = self._ray
+        for j, actor in enumerate(self._actors):
+            if actor is not None:
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            self._actors[j] = None
+        self._model_ref = None
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+            self._started_ray = False
