@@ -210,3 +210,61 @@ def test_deadline_with_placement_meets_its_deadline_on_node_pairs():
                                                         placement=place)
     assert s.selection.shape == (40, E)
     assert s.info["deadline_met"] and s.info["planned_latency_s"] <= free / 2 < free
+
+
+# ------------------------------------------------------- placement x node failures (issue 9)
+def test_engine_runs_one_worker_per_node_holding_its_experts(moe8):
+    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    place = np.stack([round_robin_placement(E, N), np.arange(E) // 2])
+    rt = DMoERuntime(moe8, Dense(), system=system, placement=place)
+    eng = rt.engine_object
+    assert eng.num_nodes == N and rt.num_nodes == N
+    for n in range(N):
+        held = eng._nodes[n]._ffn
+        assert sorted(held[0]) == np.flatnonzero(place[0] == n).tolist()
+        assert sorted(held[1]) == np.flatnonzero(place[1] == n).tolist()
+    with pytest.raises(ValueError, match="does not hold expert"):
+        eng._nodes[0].ffn(0, [[(1, None)]], torch.zeros(2, moe8.hidden_size))
+
+
+def test_node_failure_with_placement_takes_all_its_experts(moe8, queries):
+    from dmoe.runtime import NodeKill
+
+    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    place = round_robin_placement(E, N)
+    dead = 2
+    kw = dict(system=system, seed=5, record_selection=True, placement=place, node_rejoin=False)
+    rt = DMoERuntime(moe8, JESAPolicy(0.8, 3), node_kills=[NodeKill(0, 1, dead, "experts")], **kw)
+    out = rt.run_round(queries[:N])
+    f = rt.faults
+    assert f.failures == 1 and f.replans >= 1 and f.rehosted == 1
+    # every query answered; each answer is the centralised pass with the selections used
+    for q, logits, sel in zip(queries[:N], out.logits, out.selections):
+        ref = moe8.forward_masked(q.input_ids, positions=q.positions, attention_mask=q.attention_mask,
+                                  selection=torch.from_numpy(sel))[q.score_rows]
+        torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
+    # from the re-plan of layer 1 on, no expert of the dead node serves any token
+    lost = place == dead
+    for sel in out.selections:
+        assert not sel[1:, :, lost].any()
+    assert any(sel[0][:, lost].any() for sel in out.selections)  # layer 0 ran before the kill
+    assert rt.ledger.energy_lost_j > 0 and rt.ledger.energy_rehost_j > 0
+    # without a rejoin the next round's N queries share the N - 1 live nodes
+    out2 = rt.run_round(queries[N : 2 * N])
+    assert not any(s[:, :, lost].any() for s in out2.selections)
+
+
+def test_evaluate_policy_with_placement_scores_held_out_texts(moe8, tiny_tokenizer, queries):
+    from dmoe.data import pack_text
+
+    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    place = round_robin_placement(E, N)
+    texts = [pack_text(tiny_tokenizer, t) for t in ("The heart pumps blood through the body.",
+                                                     "Bones are connected by ligaments and moved by muscles.")]
+    res = evaluate_policy(moe8, queries[:N], TopK(3), system=system, seed=1, progress=False, placement=place,
+                          texts=texts)
+    assert res.perplexity is not None and np.isfinite(res.perplexity) and res.perplexity > 1
+    # the texts run through the placed runtime: dropping experts changes their perplexity
+    dense = evaluate_policy(moe8, queries[:N], Dense(), system=system, seed=1, progress=False, placement=place,
+                            texts=texts)
+    assert dense.perplexity != res.perplexity

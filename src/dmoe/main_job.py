@@ -29,10 +29,9 @@ from .runtime.engine import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .runtime.faults import NoLiveNodeError, check_failure_rate
 from .runtime.quality import full_reference, full_text_nll, perplexity
-from .model.loader import DEFAULT_CARVED_EXPERTS
 from .system import SystemConfig, default_num_subcarriers
 
-#: The policies of `dmoe run` when none are given (Section VII-A-3 names).
+#: The paper's policies (Section VII-A-3 names): the defaults of `dmoe run` with D = 2.
 DEFAULT_POLICIES: tuple[str, ...] = (
     "dense",
     "Top-1",
@@ -42,12 +41,39 @@ DEFAULT_POLICIES: tuple[str, ...] = (
     "LB(0.9,2)",
 )
 
+#: `dmoe run`'s carved default (issue 12): K = 32 fine-grained experts per layer on N = 8
+#: nodes. At the same active fraction (25 % of the FFN: Top-8 of 32 against Top-2 of 8) the
+#: finer split keeps more quality (``dmoe reproduce granularity``; README).
+DEFAULT_RUN_EXPERTS = 32
+DEFAULT_RUN_NODES = 8
+#: placement of the carved default (``dmoe reproduce placement``; README)
+DEFAULT_RUN_PLACEMENT = "coactivation"
+
+
+def default_policies(num_experts: int, *, carved: bool = True, gamma0: float = 0.9, qos: float = 0.5,
+                     max_experts: int | None = None) -> list[str]:
+    """The policies `dmoe run` runs when none are named.
+
+    dense, Top-(D/2), Top-D, H(qos, D), JESA(gamma0, D), LB(gamma0, D) with D =
+    ``max_experts`` or, by default, a quarter of the experts of a carved model (D = 2 of
+    K = 8, the paper's; D = 8 of K = 32: the same 25 % of the FFN) and D = 2 for a real MoE.
+
+    Raises:
+        ValueError: ``max_experts`` < 1 or above ``num_experts``.
+    """
+    k = int(num_experts)
+    d = int(max_experts) if max_experts is not None else (max(1, k // 4) if carved else min(2, k))
+    if not 1 <= d <= k:
+        raise ValueError(f"`max_experts` (--max-experts/-D) = {d} must lie in [1, K = {k}]")
+    tops = sorted({max(1, d // 2), d})
+    return ["dense", *[f"Top-{t}" for t in tops], f"H({qos!r},{d})", f"JESA({gamma0!r},{d})", f"LB({gamma0!r},{d})"]
+
 
 def run_main_job(
     *,
     subjects: str | Sequence[str] | None = "anatomy",
     limit: int | None = None,
-    policies: Sequence[str] = DEFAULT_POLICIES,
+    policies: Sequence[str] | None = None,
     system: SystemConfig | None = None,
     num_experts: int | None = None,
     num_subcarriers: int | None = None,
@@ -68,6 +94,9 @@ def run_main_job(
     num_nodes: int | None = None,
     placement: str | None = None,
     profile: str | Path | None = None,
+    gamma0: float = 0.9,
+    qos: float = 0.5,
+    max_experts: int | None = None,
     engine: str = "local",
     ray_address: str | None = None,
     node_failure_rate: float = 0.0,
@@ -79,16 +108,20 @@ def run_main_job(
     ----------
     subjects, limit
         Question selection (:func:`dmoe.data.load_mmlu`); default all 135 anatomy questions.
-    policies : sequence of str
-        Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`.
+    policies : sequence of str, optional
+        Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`; None:
+        :func:`default_policies` of the model's K (with ``gamma0``, ``qos``, ``max_experts``).
     system : SystemConfig, optional
         Radio and device parameters. ``system.num_experts`` must equal the model's K. When
         omitted it is built from the model: K = the model's routed experts per layer,
         M = ``num_subcarriers`` or the smallest power of two >= K(K-1), P0/N0 = ``snr_db``
         (default 10 dB), the other fields the paper's defaults.
     num_experts : int, optional
-        K asked for (``--num-experts``): the carved model's K (default 8); for a real MoE
-        checkpoint it must equal the checkpoint's K.
+        K asked for (``--num-experts``): the carved model's K (default
+        :data:`DEFAULT_RUN_EXPERTS` = 32 on :data:`DEFAULT_RUN_NODES` = 8 nodes with the
+        :data:`DEFAULT_RUN_PLACEMENT` placement; an explicit K runs one expert per node
+        unless ``num_nodes`` is given); for a real MoE checkpoint it must equal the
+        checkpoint's K.
     num_subcarriers, snr_db, comp_throughput_tokens_per_s : optional
         M, P0/N0 [dB] and the nodes' FFN throughput [token/s] when ``system`` is omitted.
     seed : int
@@ -129,6 +162,9 @@ def run_main_job(
     profile : path, optional
         Layer-importance profile for calibrated policies (``JESA(cal:B,D)``); default
         the cached one of the model for that D with the most calibration passes.
+    gamma0, qos, max_experts : optional
+        gamma0 of the default JESA and LB, z of the default H, and their D
+        (:func:`default_policies`); used only when ``policies`` is None.
     engine : {"local", "ray"}
         Where the expert nodes run (:mod:`dmoe.runtime.engine`); one engine serves every
         policy of the job.
@@ -180,19 +216,9 @@ def run_main_job(
         _check_reachable(ray_address, CONNECT_TIMEOUT_S)
 
     names = resolve_subjects(subjects)
-    from .optimize.calibrated import is_calibrated_name, parse_calibrated
-
-    # calibrated policies need the model's profile: check their syntax now, build them after loading
-    parsed = [None if is_calibrated_name(p) else policy_from_name(p) for p in policies]
-    for name in policies:
-        if is_calibrated_name(name):
-            try:
-                parse_calibrated(name, profile=None)
-            except ValueError as exc:
-                if "malformed" in str(exc):
-                    raise
-    if not parsed:
-        raise ValueError("`policies` must name at least one policy")
+    if policies is not None:
+        policies = list(policies)
+        parsed = _parse_policies(policies)
     out_dir = Path(output) if output is not None else None
     if out_dir is not None:
         _check_output_dir(out_dir)
@@ -218,8 +244,19 @@ def run_main_job(
             )
         k = info.num_experts
     else:
-        k = int(asked_k) if asked_k is not None else DEFAULT_CARVED_EXPERTS
-    nodes = int(num_nodes) if num_nodes is not None else (system.num_experts if system is not None else k)
+        k = int(asked_k) if asked_k is not None else DEFAULT_RUN_EXPERTS
+    if num_nodes is not None:
+        nodes = int(num_nodes)
+    elif system is not None:
+        nodes = system.num_experts
+    else:
+        # the carved default: 32 experts on 8 nodes; an explicit -K keeps one expert per node
+        nodes = DEFAULT_RUN_NODES if info.kind != "moe" and asked_k is None else k
+    if placement is None and info.kind != "moe" and asked_k is None and nodes == DEFAULT_RUN_NODES < k:
+        placement = DEFAULT_RUN_PLACEMENT
+    if policies is None:
+        policies = default_policies(k, carved=info.kind != "moe", gamma0=gamma0, qos=qos, max_experts=max_experts)
+        parsed = _parse_policies(policies)
     if nodes > k:
         raise ValueError(
             f"`num_nodes` (--nodes) N = {nodes} must not exceed the experts per layer K = {k} (--num-experts)"
@@ -318,13 +355,8 @@ def run_main_job(
         f"{full_model['mean_nll']:.3f}"
         + ("" if full_model["perplexity"] is None else f", perplexity {full_model['perplexity']:.2f}")
     )
-    if place is not None and node_failure_rate > 0:
-        raise ValueError(
-            "`node_failure_rate` (--node-failure-rate) must be 0 with several experts per node "
-            "(--nodes < --num-experts): node failures with a placement are not supported yet"
-        )
-    # one engine worker per expert (E = K workers; with a placement node n's queries run on worker n)
-    nodes = make_engine(engine, model, num_nodes=k, address=ray_address)
+    # one engine worker per node (N workers; worker n holds the experts placed on node n)
+    eng = make_engine(engine, model, num_nodes=system.num_experts, address=ray_address)
     results: list[PolicyResult] = []
     failure = None
     try:
@@ -340,7 +372,7 @@ def run_main_job(
                     channel=channel,
                     progress=progress,
                     placement=place,
-                    engine=nodes,
+                    engine=eng,
                     node_failure_rate=node_failure_rate,
                     node_rejoin=node_rejoin,
                     reference=reference,
@@ -352,7 +384,7 @@ def run_main_job(
         if exc.partial is not None:
             results.append(exc.partial)
     finally:
-        nodes.shutdown()
+        eng.shutdown()
     config = {
         "subjects": names,
         "limit": limit,
@@ -398,6 +430,23 @@ def run_main_job(
         where = f"; the results so far are in {out_dir}" if out_dir is not None and results else ""
         raise NoLiveNodeError(f"{failure}{where}", round=failure.round, layer=failure.layer) from failure
     return config, results
+
+
+def _parse_policies(policies: Sequence[str]) -> list:
+    """Parsed policies (None for a calibrated one: built once the model's profile is known)."""
+    from .optimize.calibrated import is_calibrated_name, parse_calibrated
+
+    parsed = [None if is_calibrated_name(p) else policy_from_name(p) for p in policies]
+    for name in policies:
+        if is_calibrated_name(name):
+            try:
+                parse_calibrated(name, profile=None)
+            except ValueError as exc:
+                if "malformed" in str(exc):
+                    raise
+    if not parsed:
+        raise ValueError("`policies` must name at least one policy")
+    return parsed
 
 
 def _calibrated_policies(parsed, names, model, profile, cache_dir, subjects, system, log):

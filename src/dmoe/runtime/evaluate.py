@@ -306,7 +306,7 @@ def evaluate_policy(
         round_seconds = time.perf_counter() - start
         ppl = evaluate_perplexity(
             model, texts, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn,
-            channel=channel, engine=runtime.engine_object,
+            channel=channel, engine=runtime.engine_object, placement=placement,
         ) if len(texts) else None
         res = _result(runtime, name, logliks, answers, kl, scored, reference, ppl, time.perf_counter() - start)
         res.round_seconds = round_seconds
@@ -375,17 +375,18 @@ def evaluate_perplexity(
     rates_fn: Callable | None = None,
     channel: ChannelConfig | None = None,
     engine: str | Engine = "local",
+    placement=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Serve held-out texts through the DMoE runtime with ``policy`` and score every token.
 
-    The texts run on a runtime of their own, K texts per round, text ``r*K + i`` on node
+    The texts run on a runtime of their own, N texts per round, text ``r*N + i`` on node
     ``i``: the policy schedules their tokens at every layer exactly as for questions, and
     their energy goes to that runtime's ledger, which is dropped, so the MMLU energy of
     :func:`evaluate_policy` is untouched.
 
     Parameters
     ----------
-    model, policy, system, seed, channel_redraw, rates_fn, channel, engine
+    model, policy, system, seed, channel_redraw, rates_fn, channel, engine, placement
         As for :func:`evaluate_policy` (no node failures here).
     texts : sequence of PackedText (:func:`dmoe.data.pack_text`), at least one
 
@@ -404,7 +405,7 @@ def evaluate_perplexity(
         raise ValueError("`texts` must hold at least one text")
     runtime = DMoERuntime(
         model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel,
-        engine=engine,
+        engine=engine, placement=placement,
     )
     K = system.num_experts
     nll = np.zeros(len(texts))

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..energy import computation_energy, link_token_counts, schedule_energy
+from ..energy import computation_energy, link_token_counts, node_computation_energy, schedule_energy
 from ..latency import RoundTiming
 from ..system import SystemConfig
 from .transfer import TransferOutcome
@@ -296,13 +296,22 @@ class EnergyLedger:
             if source is None:
                 raise ValueError("`source` is required together with `completed`")
             k = self.system.num_experts
-            # [K, K] delivered transfers of the tokens whose round failed
-            lost_tok = link_token_counts(selection[~done], np.asarray(source)[~done], k)
+            lost_sel = selection[~done]
+            if self.placement is None:
+                # [K, K] delivered transfers of the tokens whose round failed
+                lost_tok = link_token_counts(lost_sel, np.asarray(source)[~done], k)
+                lost_comp = float(computation_energy(lost_tok, self.system).sum())
+            else:
+                from ..placement import layer_placement, node_selection
+
+                place = layer_placement(self.placement, layer)
+                # [N, N] delivered node-pair transfers of the tokens whose round failed
+                lost_tok = link_token_counts(node_selection(lost_sel, place, k), np.asarray(source)[~done], k)
+                lost_comp = float(node_computation_energy(lost_sel, place, self.system).sum())
             share = np.divide(
                 lost_tok, outcome.tokens_delivered, out=np.zeros((k, k)), where=outcome.tokens_delivered > 0
             )
             lost_comm = float((outcome.energy_comm_spent * share).sum())
-            lost_comp = float(computation_energy(lost_tok, self.system).sum())
             self._lost[layer] += lost_comm + lost_comp
         return comm, comp
 
