@@ -175,14 +175,18 @@ def subjects():
 @click.option("--model", "model_source", default=None,
               help="Dense model path or hub id to carve (default SmolLM2), or an MoE checkpoint to check.")
 @click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
-              help="K (carved default 8; an MoE checkpoint's own K).")
+              help="K (carved: default 32, what `dmoe run` uses; `dmoe reproduce` also builds K = 8, the "
+                   "paper's; an MoE checkpoint's own K).")
 @click.option("--cache-dir", default=None)
 @click.option("--rebuild", is_flag=True, help="Rebuild even if a valid cached build exists.")
 def build_model(model_source, num_experts, cache_dir, rebuild):
     """Build (or check) the cached MoE model."""
-    from .model import load_moe_model
+    from .main_job import DEFAULT_RUN_EXPERTS
+    from .model import inspect_checkpoint, load_moe_model
 
     try:
+        if num_experts is None and inspect_checkpoint(model_source).kind != "moe":
+            num_experts = DEFAULT_RUN_EXPERTS
         model = load_moe_model(model_source, num_experts=num_experts, cache_dir=cache_dir, rebuild=rebuild)
     except (ValueError, FileNotFoundError, OSError) as exc:
         _fail(exc)

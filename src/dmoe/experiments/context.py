@@ -206,16 +206,17 @@ class Context:
         return self._model
 
     def model_info(self) -> dict:
-        """JSON description of the loaded model (empty if none was loaded)."""
-        if self._model is None:
+        """JSON description of the loaded model (empty if none was loaded); with several
+        granularities loaded (issue 12), ``"models"`` lists every one."""
+        loaded = ([self._model] if self._model is not None else []) + [
+            self._other_models[k] for k in sorted(self._other_models)
+        ]
+        if not loaded:
             return {}
-        meta = dict(getattr(self._model, "metadata", {}) or {})
-        keep = ("key", "source", "num_experts", "num_layers", "hidden_size", "intermediate_size",
-                "mean_router_top2_overlap", "calibration_num_tokens", "created")
-        info = {k: meta[k] for k in keep if k in meta}
-        info["num_layers"] = int(self._model.num_layers)
-        info["num_experts"] = int(self._model.num_experts)
-        info["combine"] = getattr(self._model, "combine", "sum")
+        infos = [_describe_model(m) for m in loaded]
+        info = dict(infos[0])
+        if len(infos) > 1:
+            info["models"] = infos
         return info
 
     # -------------------------------------------------------------- questions
@@ -412,14 +413,15 @@ class Context:
     def _store(
         self, res, policy, key_inputs, path, questions, system, channel_redraw, channel, tag=""
     ) -> EvalRecord:
-        model = self.model()
         n = len(questions)
         idx = np.arange(n)
         nll = -res.logliks[idx, res.answers]
         correct = (res.logliks.argmax(axis=1) == res.answers).astype(int)
         t = res.per_layer
         num_rounds = -(-n // system.num_experts)
-        draws = {"layer": num_rounds * model.num_layers, "round": num_rounds, "fixed": 1}[channel_redraw]
+        # L layers of the evaluated model (the per-layer ledger has one row per layer)
+        num_layers = len(t.energy_comm_j)
+        draws = {"layer": num_rounds * num_layers, "round": num_rounds, "fixed": 1}[channel_redraw]
         if channel.speed_kmh is not None:
             draws = num_rounds  # independent starts; later layer rounds are correlated with them
         record = EvalRecord(
@@ -520,6 +522,18 @@ class Context:
         ]
         evaluate_on_ray(self.model(), tasks, address=self.ray_address, on_done=done)
         return len(jobs)
+
+
+def _describe_model(model) -> dict:
+    """The build key, shape and combination rule of a loaded model (JSON)."""
+    meta = dict(getattr(model, "metadata", {}) or {})
+    keep = ("key", "source", "num_experts", "num_layers", "hidden_size", "intermediate_size",
+            "mean_router_top2_overlap", "calibration_num_tokens", "created")
+    info = {k: meta[k] for k in keep if k in meta}
+    info["num_layers"] = int(model.num_layers)
+    info["num_experts"] = int(model.num_experts)
+    info["combine"] = getattr(model, "combine", "sum")
+    return info
 
 
 def _placeholder(policy, questions, model) -> EvalRecord:
