@@ -40,18 +40,18 @@ def main() -> None:
               help="D, the most experts per token (C2) of the default policies. Default: K/4 for a carved "
                    "model (8 of the default 32 experts, 2 of K = 8: 25% of the FFN), 2 for a real MoE.")
 @click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
-              help="K, experts per layer (= expert nodes unless --nodes is given). Default: the checkpoint's routed experts for a "
-                   "real MoE (giving another K is an error); for the carved SmolLM2, 32 fine-grained experts on "
-                   "8 nodes (with -K alone: one expert per node).")
+              help="K, experts per layer. Default: the checkpoint's routed experts for a real MoE (giving "
+                   "another K is an error); for the carved SmolLM2, 32 fine-grained experts on 8 nodes. With -K "
+                   "and no --nodes, one expert per node.")
 @click.option("--nodes", "-N", "num_nodes", type=click.IntRange(min=1), default=None,
               help="N edge nodes holding the K experts of each layer (N <= K). Default: 8 for the carved "
                    "default, else N = K, one expert per node.")
 @click.option("--placement", type=click.Choice(["contiguous", "round-robin", "coactivation"]), default=None,
-              help="How experts are placed on the N nodes (default: coactivation for the carved default, "
-                   "contiguous otherwise when N < K); coactivation keeps experts the router selects together "
+              help="How experts are placed on the N nodes when N < K (default: coactivation for a carved "
+                   "model, contiguous for a real MoE); coactivation keeps experts the router selects together "
                    "on one node (calibration statistics).")
 @click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=None,
-              help="M, OFDMA subcarriers. Default: the smallest power of two >= K(K-1) (64 for K = 8).")
+              help="M, OFDMA subcarriers. Default: the smallest power of two >= N(N-1) for N nodes (64 for 8).")
 @click.option("--snr-db", type=float, default=10.0, show_default=True, help="P0/N0 [dB].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the channel draws (the same for every policy).")

@@ -267,10 +267,16 @@ def expert_comp_energy(system: SystemConfig, placement) -> np.ndarray:
         system: N nodes; placement: ``[num_experts], int`` node of each expert.
 
     Returns:
-        ``[num_experts], float64`` [J/token].
+        ``[num_experts], float64`` [J/token] (``[num_layers, num_experts]`` for a per-layer placement).
+
+    Raises:
+        ValueError / TypeError: ``placement`` invalid for N = ``system.num_experts`` nodes
+        (:func:`dmoe.placement.check_placement`).
     """
+    from .placement import check_placement
+
     system = _check_system(system)
-    p = np.asarray(placement, dtype=np.int64)
+    p = check_placement(placement, system.num_experts)
     n, e = system.num_experts, p.shape[-1]
     return system.comp_energy_per_token_j[p] * (n / e)
 

@@ -156,9 +156,11 @@ def run_main_job(
         N edge nodes (``--nodes``) holding the K experts of each layer (issue 12); default
         N = K, one expert per node. ``system.num_experts`` is then N.
     placement : {"contiguous", "round-robin", "coactivation"}, optional
-        How experts are placed on the nodes (:mod:`dmoe.placement`; default "contiguous"
-        when N < K). "coactivation" counts the routers' Top-D co-selections on the
-        calibration set (D = the largest ``max_experts``/``k`` among the policies, >= 2).
+        How experts are placed on the nodes (:mod:`dmoe.placement`); default when N < K:
+        "coactivation" for a carved model, "contiguous" for a real MoE. "coactivation"
+        counts the routers' Top-D co-selections on the calibration set (D =
+        ``max_experts``, by default K/4 for a carved model (at least 2) and 2 for a real
+        MoE; the same whatever policies run), seeded by ``seed``.
     profile : path, optional
         Layer-importance profile for calibrated policies (``JESA(cal:B,D)``); default
         the cached one of the model for that D with the most calibration passes.
@@ -252,7 +254,8 @@ def run_main_job(
     else:
         # the carved default: 32 experts on 8 nodes; an explicit -K keeps one expert per node
         nodes = DEFAULT_RUN_NODES if info.kind != "moe" and asked_k is None else k
-    if placement is None and info.kind != "moe" and asked_k is None and nodes == DEFAULT_RUN_NODES < k:
+    if placement is None and info.kind != "moe" and nodes < k:
+        # a carved model on fewer nodes than experts: co-activation placement (the best measured)
         placement = DEFAULT_RUN_PLACEMENT
     if policies is None:
         policies = default_policies(k, carved=info.kind != "moe", gamma0=gamma0, qos=qos, max_experts=max_experts)
@@ -321,7 +324,9 @@ def run_main_job(
         if placement == "coactivation":
             from .runtime.routing import routing_coactivation
 
-            top = max([getattr(p, "max_experts", getattr(p, "k", 2)) for p in parsed] + [2])
+            # the routers' Top-D co-selections, D = the default policies' D (not the policy
+            # list's, so that a policy's result does not depend on which others run with it)
+            top = int(max_experts) if max_experts is not None else (max(2, k // 4) if info.kind != "moe" else 2)
             coact = routing_coactivation(model, top_k=min(top, k))
         place = make_placement(placement, k, nodes, coactivation=coact, seed=seed)
     queries = [pack_question(model.tokenizer, q) for q in questions]

@@ -109,12 +109,17 @@ def check_placement(
         node >= N, a node left empty, more nodes than experts.
     """
     num_nodes = _count("num_nodes", num_nodes)
-    arr = np.asarray(placement)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+    try:
+        arr = np.asarray(placement)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"`{name}` must be a rectangular array of node ids: {exc}") from None
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"`{name}` must hold integer node ids, got dtype {arr.dtype}")
     if not np.issubdtype(arr.dtype, np.integer):
         if not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
             raise TypeError(f"`{name}` must hold integer node ids, got non-integer values")
+        if arr.size and (arr.min() < -1 or arr.max() >= 2**31):
+            raise ValueError(f"`{name}`: node ids must lie in [0, {num_nodes}), got values up to {arr.max():g}")
     if arr.ndim not in (1, 2):
         raise ValueError(f"`{name}` must be [num_experts] or [num_layers, num_experts], got shape {arr.shape}")
     arr = arr.astype(np.int64)

@@ -56,7 +56,9 @@ def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_s
 
     if list_only:
         for n, e in EXPERIMENTS.items():
-            click.echo(f"{n:<10}{e.paper_ref:<38}{e.title}{'' if e.needs_model else '  (no model)'}")
+            w = max(len(k) for k in EXPERIMENTS) + 2
+            r = max(len(x.paper_ref) for x in EXPERIMENTS.values()) + 2
+            click.echo(f"{n:<{w}}{e.paper_ref:<{r}}{e.title}{'' if e.needs_model else '  (no model)'}")
         return
     try:
         resolve_names(names)

@@ -171,11 +171,11 @@ def _prepare(scores, source, rates, threshold, max_experts, system, method, plac
     rates = check_rates(rates)
     t, e = scores.shape
     k = rates.shape[0]
+    system = check_system(system, k)
     placement = check_layer_placement(placement, k, e)
     source = check_source(source, t, k)
     thr = check_threshold(threshold, t)
     d = check_int("max_experts", max_experts, minimum=1)
-    system = check_system(system, k)
     method = check_method(method, SELECTION_METHODS)
     avail = check_available(available, t, e)
     return scores, source, rates, thr, d, system, method, placement, avail

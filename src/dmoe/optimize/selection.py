@@ -269,7 +269,10 @@ def select_experts(
         from dmoe.placement import check_placement
 
         ncost = check_node_costs(node_costs, num_tokens)
-        place = check_placement(placement, ncost.shape[1], num_experts=num_experts)
+        try:
+            place = check_placement(placement, ncost.shape[1], num_experts=num_experts)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (N = {ncost.shape[1]} nodes from the columns of `node_costs`)") from None
         if place.ndim != 1:
             raise ValueError(f"`placement` must be [num_experts] = [{num_experts}] here (one layer), got {place.shape}")
         resolved = "des" if method == "auto" else method
