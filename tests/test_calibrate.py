@@ -114,7 +114,7 @@ def test_cache_beside_the_build_and_lookup(tiny_moe, tmp_path):
     small, small_path, _ = calibrate_cached(tiny_moe, **{**kw, "num_questions": 1})
     assert small_path != path and small.config["passes"] < prof.config["passes"]
     assert find_profile(tiny_moe, 2, tmp_path) == path
-    with pytest.raises(ValueError, match="dmoe calibrate -D 3"):
+    with pytest.raises(ValueError, match=r"dmoe calibrate -K \d+ -D 3"):
         load_profile_for(tiny_moe, 3, cache_dir=tmp_path)
     data = json.loads(path.read_text())
     data["num_experts"] = 8
@@ -150,7 +150,7 @@ def test_cli_calibrate_then_run_the_calibrated_policy(tiny_moe, tmp_path):
     # no profile for D = 3, and a malformed budget: clean click errors
     res = runner.invoke(main, ["run", "--model", str(build), "-K", "4", "-M", "16", "--limit", "1", "--quiet",
                                "--policy", "JESA(cal:1,3)", "-o", str(tmp_path / "out3")])
-    assert res.exit_code != 0 and "dmoe calibrate -D 3" in res.output and "Traceback" not in res.output
+    assert res.exit_code != 0 and "dmoe calibrate -K 4 -D 3" in res.output and "Traceback" not in res.output
     res = runner.invoke(main, ["run", "--policy", "JESA(cal:x,2)", "-o", str(tmp_path / "o"),
                                "--cache-dir", str(tmp_path / "c")])
     assert res.exit_code != 0 and "malformed" in res.output

@@ -22,7 +22,8 @@ from dmoe.cli import main
         (["run", "--gamma0", "0"], "--gamma0"),
         (["run", "--subject", "anatomy,nope"], "'nope'"),
         (["run", "--num-subcarriers", "32"], "--num-subcarriers"),
-        (["run", "--policy", "Top-9"], "`k`"),
+        (["run", "--policy", "Top-33"], "`k`"),
+        (["run", "-K", "8", "--policy", "Top-9"], "`k`"),
         (["run", "--node-failure-rate", "1"], "--node-failure-rate"),
         (["run", "--node-failure-rate", "-0.1"], "--node-failure-rate"),
         (["run", "--engine", "spark"], "--engine"),
@@ -76,3 +77,15 @@ def test_comma_separated_subjects_are_split():
     assert resolve_subjects(("anatomy,virology", "nutrition")) == ["anatomy", "virology", "nutrition"]
     with pytest.raises(TypeError, match="`subjects`"):
         resolve_subjects(3)
+
+
+def test_default_policies_keep_a_quarter_of_a_carved_ffn():
+    from dmoe.main_job import DEFAULT_POLICIES, default_policies
+
+    assert default_policies(8) == list(DEFAULT_POLICIES)  # the paper's, D = 2 of K = 8
+    assert default_policies(32) == ["dense", "Top-4", "Top-8", "H(0.5,8)", "JESA(0.9,8)", "LB(0.9,8)"]
+    assert default_policies(64, carved=False) == ["dense", "Top-1", "Top-2", "H(0.5,2)", "JESA(0.9,2)", "LB(0.9,2)"]
+    assert default_policies(32, max_experts=1, gamma0=0.8, qos=0.6) == [
+        "dense", "Top-1", "H(0.6,1)", "JESA(0.8,1)", "LB(0.8,1)"]
+    with pytest.raises(ValueError, match="--max-experts"):
+        default_policies(8, max_experts=9)

@@ -383,3 +383,32 @@ def test_replan_adds_the_failed_attempts_time(tiny_moe, queries):
     # layer 1 (0-based) of round 0: both attempts meet the same channel, the first is the unfaulted one
     assert hit.latency.layer_round_s[0, 1] > base.latency.layer_round_s[0, 1]
     np.testing.assert_array_equal(hit.latency.layer_round_s[0, 0], base.latency.layer_round_s[0, 0])
+
+
+def test_placement_with_node_kill_same_on_ray(ray_session, tiny_moe, queries):
+    """Several experts per node (issue 12): N = 2 actors hold 2 experts each; a node's death
+    takes both experts; Ray and local agree to the bit on selections and the ledger."""
+    from dmoe.runtime.ray_engine import RayEngine
+
+    system = SystemConfig(num_experts=2, num_subcarriers=16)
+    place = np.array([0, 1, 1, 0])
+    kw = dict(system=system, seed=2, record_selection=True, placement=place, node_rejoin=True,
+              node_kills=[NodeKill(0, 1, 1, "experts")])
+
+    def run(engine):
+        rt = DMoERuntime(tiny_moe, JESAPolicy(0.8, 2), engine=engine, **kw)
+        outs = [rt.run_round(queries[b : b + 2]) for b in range(0, 4, 2)]
+        return rt, [lg for o in outs for lg in o.logits], [s for o in outs for s in o.selections]
+
+    eng = RayEngine(tiny_moe, 2)
+    try:
+        remote = run(eng)
+        assert len({eng.pid(n) for n in range(2)}) == 2
+    finally:
+        eng.shutdown()
+    local = run("local")
+    _same(local, remote)
+    assert local[0].faults.failures == 1 and local[0].faults.joins == 1
+    _matches_centralised(tiny_moe, queries[:4], local[1], local[2])
+    # round 0 after the kill: experts 1 and 2 (node 1) serve nobody; round 1 (rejoined) may use them
+    assert not local[2][0][1:, :, [1, 2]].any() and not local[2][1][1:, :, [1, 2]].any()

@@ -31,18 +31,27 @@ def main() -> None:
                    "JESA(cal:B,D), DES(cal:B,D), LB(cal:B,D) (B: budget of predicted KL to the full model [nat/token]; "
                    "needs `dmoe calibrate`); append "
                    "[T=<seconds>s] to bound each layer round's latency, e.g. 'JESA(0.9,2)[T=5s]'. "
-                   "Default: dense, Top-1, Top-2, H(<qos>,<D>), JESA(<gamma0>,<D>), LB(<gamma0>,<D>).")
+                   "Default: dense, Top-<D/2>, Top-<D>, H(<qos>,<D>), JESA(<gamma0>,<D>), LB(<gamma0>,<D>).")
 @click.option("--gamma0", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Layer importance base of the default JESA and LB policies (gamma^(l) = gamma0^l).")
 @click.option("--qos", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="QoS z of the default homogeneous policy H(z,D).")
-@click.option("--max-experts", "-D", type=click.IntRange(min=1), default=2, show_default=True,
-              help="D, the most experts per token (C2) of the default policies.")
+@click.option("--max-experts", "-D", type=click.IntRange(min=1), default=None,
+              help="D, the most experts per token (C2) of the default policies. Default: K/4 for a carved "
+                   "model (8 of the default 32 experts, 2 of K = 8: 25% of the FFN), 2 for a real MoE.")
 @click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
-              help="K, experts per layer = expert nodes. Default: the checkpoint's routed experts for a "
-                   "real MoE (giving another K is an error), 8 for a carved dense model.")
+              help="K, experts per layer. Default: the checkpoint's routed experts for a real MoE (giving "
+                   "another K is an error); for the carved SmolLM2, 32 fine-grained experts on 8 nodes. With -K "
+                   "and no --nodes, one expert per node.")
+@click.option("--nodes", "-N", "num_nodes", type=click.IntRange(min=1), default=None,
+              help="N edge nodes holding the K experts of each layer (N <= K). Default: 8 for the carved "
+                   "default, else N = K, one expert per node.")
+@click.option("--placement", type=click.Choice(["contiguous", "round-robin", "coactivation"]), default=None,
+              help="How experts are placed on the N nodes when N < K (default: coactivation for a carved "
+                   "model, contiguous for a real MoE); coactivation keeps experts the router selects together "
+                   "on one node (calibration statistics).")
 @click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=None,
-              help="M, OFDMA subcarriers. Default: the smallest power of two >= K(K-1) (64 for K = 8).")
+              help="M, OFDMA subcarriers. Default: the smallest power of two >= N(N-1) for N nodes (64 for 8).")
 @click.option("--snr-db", type=float, default=10.0, show_default=True, help="P0/N0 [dB].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the channel draws (the same for every policy).")
@@ -93,8 +102,8 @@ def main() -> None:
 @click.option("--node-rejoin/--no-node-rejoin", default=True, show_default=True,
               help="Failed nodes rejoin at the next query round.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_subcarriers, snr_db,
-        seed, channel_redraw, channel_model, delay_spread, speed_kmh, carrier_ghz, csi_error, csi_delay,
+def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_nodes, placement, num_subcarriers,
+        snr_db, seed, channel_redraw, channel_model, delay_spread, speed_kmh, carrier_ghz, csi_error, csi_delay,
         comp_throughput, combine, model_source, device, cache_dir, output, ppl_texts, profile, engine,
         ray_address, node_failure_rate, node_rejoin, quiet):
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
@@ -122,9 +131,6 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
     if speed_kmh is not None and channel_redraw != "layer":
         raise click.BadParameter("cannot be combined with --speed-kmh (mobility decides how the channel changes)",
                                  param_hint="'--channel-redraw'")
-    if not policies:
-        policies = ("dense", "Top-1", "Top-2", f"H({qos!r},{max_experts})",
-                    f"JESA({gamma0!r},{max_experts})", f"LB({gamma0!r},{max_experts})")
     if device is not None:
         import torch
 
@@ -138,8 +144,10 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_su
         channel = ChannelConfig(model=channel_model.lower(), delay_spread_ns=delay_spread, speed_kmh=speed_kmh,
                                 carrier_ghz=carrier_ghz, csi_error=csi_error, csi_delay=csi_delay)
         run_main_job(
-            subjects=[s for s in subjects], limit=limit, policies=list(policies), num_experts=num_experts,
-            num_subcarriers=num_subcarriers, snr_db=snr_db, comp_throughput_tokens_per_s=comp_throughput,
+            subjects=[s for s in subjects], limit=limit, policies=list(policies) or None, num_experts=num_experts,
+            gamma0=gamma0, qos=qos, max_experts=max_experts,
+            num_subcarriers=num_subcarriers, snr_db=snr_db, num_nodes=num_nodes, placement=placement,
+            comp_throughput_tokens_per_s=comp_throughput,
             seed=seed, channel_redraw=channel_redraw, channel=channel, model_source=model_source,
             cache_dir=cache_dir, combine=combine, device=device, output=output, ppl_texts=ppl_texts,
             progress=not quiet,
@@ -167,14 +175,18 @@ def subjects():
 @click.option("--model", "model_source", default=None,
               help="Dense model path or hub id to carve (default SmolLM2), or an MoE checkpoint to check.")
 @click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
-              help="K (carved default 8; an MoE checkpoint's own K).")
+              help="K (carved: default 32, what `dmoe run` uses; `dmoe reproduce` also builds K = 8, the "
+                   "paper's; an MoE checkpoint's own K).")
 @click.option("--cache-dir", default=None)
 @click.option("--rebuild", is_flag=True, help="Rebuild even if a valid cached build exists.")
 def build_model(model_source, num_experts, cache_dir, rebuild):
     """Build (or check) the cached MoE model."""
-    from .model import load_moe_model
+    from .main_job import DEFAULT_RUN_EXPERTS
+    from .model import inspect_checkpoint, load_moe_model
 
     try:
+        if num_experts is None and inspect_checkpoint(model_source).kind != "moe":
+            num_experts = DEFAULT_RUN_EXPERTS
         model = load_moe_model(model_source, num_experts=num_experts, cache_dir=cache_dir, rebuild=rebuild)
     except (ValueError, FileNotFoundError, OSError) as exc:
         _fail(exc)

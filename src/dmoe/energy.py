@@ -31,6 +31,9 @@ __all__ = [
     "computation_energy",
     "EnergyBreakdown",
     "schedule_energy",
+    "expert_comp_energy",
+    "transmission_costs",
+    "node_computation_energy",
 ]
 
 
@@ -250,7 +253,82 @@ class EnergyBreakdown:
         return self.comm + self.comp
 
 
-def schedule_energy(selection, source, subcarrier, rates, system: SystemConfig, *, zero_rate: str = "raise") -> EnergyBreakdown:
+def expert_comp_energy(system: SystemConfig, placement) -> np.ndarray:
+    """Computation energy per token of every expert when several experts share a node.
+
+    Decided (issue 12): ``system`` describes the N nodes (``system.num_experts`` = N) and
+    a_n [J/token] is the energy of node n running its 1/N share of a layer's FFN on one
+    token; an expert is a 1/E share, so expert j costs ``a_{n(j)} * N / E`` per token.
+    Processing a token through every expert of a node then costs a_n, as in the paper's
+    one-expert-per-node model, and fine-grained experts at equal active fraction cost the
+    same computation. With N = E and the identity placement this is a_j.
+
+    Args:
+        system: N nodes; placement: ``[num_experts], int`` node of each expert.
+
+    Returns:
+        ``[num_experts], float64`` [J/token] (``[num_layers, num_experts]`` for a per-layer placement).
+
+    Raises:
+        ValueError / TypeError: ``placement`` invalid for N = ``system.num_experts`` nodes
+        (:func:`dmoe.placement.check_placement`).
+    """
+    from .placement import check_placement
+
+    system = _check_system(system)
+    p = check_placement(placement, system.num_experts)
+    n, e = system.num_experts, p.shape[-1]
+    return system.comp_energy_per_token_j[p] * (n / e)
+
+
+def transmission_costs(link_rate, system: SystemConfig) -> np.ndarray:
+    """Energy of sending one token's hidden state from node i to node n (eq 3, per token).
+
+    Args:
+        link_rate: ``[N, N], float64`` R_in [bit/s] (diagonal ignored).
+        system: supplies P0 and s0.
+
+    Returns:
+        ``[N, N], float64`` [J/token]: P0 * 8 s0 / R_in off the diagonal (``+inf`` where
+        R_in = 0: unreachable), 0 on the diagonal (in-situ).
+    """
+    system = _check_system(system)
+    k = system.num_experts
+    rate = _square("link_rate", link_rate, k)
+    off = _offdiag(k)
+    if np.any(np.isnan(rate[off])) or np.any(rate[off] < 0):
+        raise ValueError("`link_rate` must be >= 0 and not NaN off the diagonal")
+    with np.errstate(divide="ignore"):
+        comm = np.where(rate > 0, system.tx_power_w * system.bits_per_token / np.where(rate > 0, rate, 1.0), np.inf)
+    comm[~off] = 0.0
+    return comm
+
+
+def node_computation_energy(selection, placement, system: SystemConfig) -> np.ndarray:
+    """Computation energy per node with several experts per node (eq 4 generalised).
+
+    E_n^comp = sum over tokens and selected experts j on n of a_{n} N / E
+    (:func:`expert_comp_energy`) + b_n if node n processed at least one token.
+
+    Args:
+        selection: ``[num_tokens, num_experts], bool``; placement: ``[num_experts]``.
+
+    Returns:
+        ``[N], float64`` [J]. With N = E and the identity placement it equals
+        :func:`computation_energy` of the same selection.
+    """
+    system = _check_system(system)
+    sel = np.asarray(selection, dtype=bool)
+    p = np.asarray(placement, dtype=np.int64)
+    n = system.num_experts
+    # [E] tokens processed by each expert
+    load = sel.sum(axis=0).astype(np.float64)
+    comp = np.bincount(p, weights=load * expert_comp_energy(system, p), minlength=n)
+    active = np.bincount(p, weights=load, minlength=n) > 0
+    return comp + system.comp_energy_static_j * active
+
+
+def schedule_energy(selection, source, subcarrier, rates, system: SystemConfig, *, zero_rate: str = "raise", placement=None) -> EnergyBreakdown:
     """Ledger helper: energy of a schedule (selection + subcarriers) under ``rates``.
 
     Args:
@@ -260,13 +338,26 @@ def schedule_energy(selection, source, subcarrier, rates, system: SystemConfig, 
         rates: ``[num_experts, num_experts, num_subcarriers], float64`` [bit/s].
         system: energy constants.
         zero_rate: see :func:`communication_energy`.
+        placement: ``[num_experts]`` node of each expert when several experts share a node
+            (``system.num_experts`` = N nodes, ``rates`` and ``subcarrier`` are per node
+            pair): one transmission per (token, remote node) however many of the node's
+            experts it uses, computation per expert (:func:`node_computation_energy`).
+            ``tokens`` are then node-pair counts and ``comp_experts`` is per node.
 
     Returns:
         :class:`EnergyBreakdown` (eq 2-4).
     """
     system = _check_system(system)
-    tokens = link_token_counts(selection, source, system.num_experts)
+    if placement is None:
+        tokens = link_token_counts(selection, source, system.num_experts)
+        comp = None
+    else:
+        from dmoe.placement import node_selection
+
+        tokens = link_token_counts(node_selection(selection, placement, system.num_experts), source, system.num_experts)
+        comp = node_computation_energy(selection, placement, system)
     rate = link_rate_from_subcarriers(rates, subcarrier)
     comm = communication_energy(tokens, rate, system, zero_rate=zero_rate)
-    comp = computation_energy(tokens, system)
+    if comp is None:
+        comp = computation_energy(tokens, system)
     return EnergyBreakdown(tokens=tokens, link_rate=rate, comm_links=comm, comp_experts=comp)

@@ -70,7 +70,7 @@ def link_air_time(tokens, link_rate, bits_per_token: int) -> np.ndarray:
     return t
 
 
-def round_timing(tokens, forward_s, backward_s, system: SystemConfig) -> RoundTiming:
+def round_timing(tokens, forward_s, backward_s, system: SystemConfig, *, load=None) -> RoundTiming:
     """Completion time of one layer round (module docstring).
 
     Args:
@@ -78,6 +78,10 @@ def round_timing(tokens, forward_s, backward_s, system: SystemConfig) -> RoundTi
         forward_s: ``[K, K], float64`` air time of link i -> j [s] (all attempts).
         backward_s: ``[K, K], float64`` air time of the return j -> i, indexed [i, j] [s].
         system: supplies c_j.
+        load: ``[K], float64`` FFN work of each node in tokens through its whole share of
+            the layer, or None (default: ``sum_i s_ij``). With several experts per node
+            (issue 12) a token through m of the E/N experts of node n is m N / E of such a
+            token (:attr:`dmoe.runtime.transfer.TransferOutcome.node_load`).
 
     Returns:
         :class:`RoundTiming` (latency 0 when no token is processed).
@@ -96,7 +100,9 @@ def round_timing(tokens, forward_s, backward_s, system: SystemConfig) -> RoundTi
     off = ~np.eye(k, dtype=bool)
     # [K] arrival of the last forward transfer at node j
     arrive = np.max(np.where(loaded & off, fwd, 0.0), axis=0)
-    load = s.sum(axis=0)
+    load = s.sum(axis=0) if load is None else np.asarray(load, dtype=np.float64)
+    if load.shape != (k,):
+        raise ValueError(f"`load` must have shape [{k}], got {load.shape}")
     compute = load / system.comp_throughput_j
     ready = np.where(load > 0, arrive + compute, 0.0)
     # [K, K] completion of path i -> j -> i

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from .channels import ChannelConfig
 from .data import (
     CALIBRATION_SUBJECTS,
@@ -27,10 +29,9 @@ from .runtime.engine import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .runtime.faults import NoLiveNodeError, check_failure_rate
 from .runtime.quality import full_reference, full_text_nll, perplexity
-from .model.loader import DEFAULT_CARVED_EXPERTS
 from .system import SystemConfig, default_num_subcarriers
 
-#: The policies of `dmoe run` when none are given (Section VII-A-3 names).
+#: The paper's policies (Section VII-A-3 names): the defaults of `dmoe run` with D = 2.
 DEFAULT_POLICIES: tuple[str, ...] = (
     "dense",
     "Top-1",
@@ -40,12 +41,39 @@ DEFAULT_POLICIES: tuple[str, ...] = (
     "LB(0.9,2)",
 )
 
+#: `dmoe run`'s carved default (issue 12): K = 32 fine-grained experts per layer on N = 8
+#: nodes. At the same active fraction (25 % of the FFN: Top-8 of 32 against Top-2 of 8) the
+#: finer split keeps more quality (``dmoe reproduce granularity``; README).
+DEFAULT_RUN_EXPERTS = 32
+DEFAULT_RUN_NODES = 8
+#: placement of the carved default (``dmoe reproduce placement``; README)
+DEFAULT_RUN_PLACEMENT = "coactivation"
+
+
+def default_policies(num_experts: int, *, carved: bool = True, gamma0: float = 0.9, qos: float = 0.5,
+                     max_experts: int | None = None) -> list[str]:
+    """The policies `dmoe run` runs when none are named.
+
+    dense, Top-(D/2), Top-D, H(qos, D), JESA(gamma0, D), LB(gamma0, D) with D =
+    ``max_experts`` or, by default, a quarter of the experts of a carved model (D = 2 of
+    K = 8, the paper's; D = 8 of K = 32: the same 25 % of the FFN) and D = 2 for a real MoE.
+
+    Raises:
+        ValueError: ``max_experts`` < 1 or above ``num_experts``.
+    """
+    k = int(num_experts)
+    d = int(max_experts) if max_experts is not None else (max(1, k // 4) if carved else min(2, k))
+    if not 1 <= d <= k:
+        raise ValueError(f"`max_experts` (--max-experts/-D) = {d} must lie in [1, K = {k}]")
+    tops = sorted({max(1, d // 2), d})
+    return ["dense", *[f"Top-{t}" for t in tops], f"H({qos!r},{d})", f"JESA({gamma0!r},{d})", f"LB({gamma0!r},{d})"]
+
 
 def run_main_job(
     *,
     subjects: str | Sequence[str] | None = "anatomy",
     limit: int | None = None,
-    policies: Sequence[str] = DEFAULT_POLICIES,
+    policies: Sequence[str] | None = None,
     system: SystemConfig | None = None,
     num_experts: int | None = None,
     num_subcarriers: int | None = None,
@@ -63,7 +91,12 @@ def run_main_job(
     progress: bool = True,
     command: str | None = None,
     log=print,
+    num_nodes: int | None = None,
+    placement: str | None = None,
     profile: str | Path | None = None,
+    gamma0: float = 0.9,
+    qos: float = 0.5,
+    max_experts: int | None = None,
     engine: str = "local",
     ray_address: str | None = None,
     node_failure_rate: float = 0.0,
@@ -75,16 +108,20 @@ def run_main_job(
     ----------
     subjects, limit
         Question selection (:func:`dmoe.data.load_mmlu`); default all 135 anatomy questions.
-    policies : sequence of str
-        Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`.
+    policies : sequence of str, optional
+        Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`; None:
+        :func:`default_policies` of the model's K (with ``gamma0``, ``qos``, ``max_experts``).
     system : SystemConfig, optional
         Radio and device parameters. ``system.num_experts`` must equal the model's K. When
         omitted it is built from the model: K = the model's routed experts per layer,
         M = ``num_subcarriers`` or the smallest power of two >= K(K-1), P0/N0 = ``snr_db``
         (default 10 dB), the other fields the paper's defaults.
     num_experts : int, optional
-        K asked for (``--num-experts``): the carved model's K (default 8); for a real MoE
-        checkpoint it must equal the checkpoint's K.
+        K asked for (``--num-experts``): the carved model's K (default
+        :data:`DEFAULT_RUN_EXPERTS` = 32 on :data:`DEFAULT_RUN_NODES` = 8 nodes with the
+        :data:`DEFAULT_RUN_PLACEMENT` placement; an explicit K runs one expert per node
+        unless ``num_nodes`` is given); for a real MoE checkpoint it must equal the
+        checkpoint's K.
     num_subcarriers, snr_db, comp_throughput_tokens_per_s : optional
         M, P0/N0 [dB] and the nodes' FFN throughput [token/s] when ``system`` is omitted.
     seed : int
@@ -115,9 +152,21 @@ def run_main_job(
         text: a warning says so and perplexity is skipped.
     command : str, optional
         The command line that started the run, recorded in the config.
+    num_nodes : int, optional
+        N edge nodes (``--nodes``) holding the K experts of each layer (issue 12); default
+        N = K, one expert per node. ``system.num_experts`` is then N.
+    placement : {"contiguous", "round-robin", "coactivation"}, optional
+        How experts are placed on the nodes (:mod:`dmoe.placement`); default when N < K:
+        "coactivation" for a carved model, "contiguous" for a real MoE. "coactivation"
+        counts the routers' Top-D co-selections on the calibration set (D =
+        ``max_experts``, by default K/4 for a carved model (at least 2) and 2 for a real
+        MoE; the same whatever policies run), seeded by ``seed``.
     profile : path, optional
         Layer-importance profile for calibrated policies (``JESA(cal:B,D)``); default
         the cached one of the model for that D with the most calibration passes.
+    gamma0, qos, max_experts : optional
+        gamma0 of the default JESA and LB, z of the default H, and their D
+        (:func:`default_policies`); used only when ``policies`` is None.
     engine : {"local", "ray"}
         Where the expert nodes run (:mod:`dmoe.runtime.engine`); one engine serves every
         policy of the job.
@@ -169,25 +218,23 @@ def run_main_job(
         _check_reachable(ray_address, CONNECT_TIMEOUT_S)
 
     names = resolve_subjects(subjects)
-    from .optimize.calibrated import is_calibrated_name, parse_calibrated
-
-    # calibrated policies need the model's profile: check their syntax now, build them after loading
-    parsed = [None if is_calibrated_name(p) else policy_from_name(p) for p in policies]
-    for name in policies:
-        if is_calibrated_name(name):
-            try:
-                parse_calibrated(name, profile=None)
-            except ValueError as exc:
-                if "malformed" in str(exc):
-                    raise
-    if not parsed:
-        raise ValueError("`policies` must name at least one policy")
+    if policies is not None:
+        policies = list(policies)
+        parsed = _parse_policies(policies)
     out_dir = Path(output) if output is not None else None
     if out_dir is not None:
         _check_output_dir(out_dir)
-    if system is not None and num_experts is not None and int(num_experts) != system.num_experts:
+    from .placement import PLACEMENTS, make_placement
+
+    if placement is not None and placement not in PLACEMENTS:
+        raise ValueError(f"`placement` (--placement) must be one of {', '.join(PLACEMENTS)}; got {placement!r}")
+    if num_nodes is not None and system is not None and system.num_experts != int(num_nodes):
+        raise ValueError(f"`num_nodes` ({num_nodes}) differs from `system.num_experts` ({system.num_experts})")
+    if num_nodes is None and system is not None and num_experts is not None and int(num_experts) != system.num_experts:
         raise ValueError(f"`num_experts` ({num_experts}) differs from `system.num_experts` ({system.num_experts})")
-    asked_k = num_experts if num_experts is not None else (system.num_experts if system is not None else None)
+    asked_k = num_experts if num_experts is not None else (
+        system.num_experts if system is not None and num_nodes is None else None
+    )
     # what the checkpoint is, from its config only: K is known before any weight is loaded
     info = inspect_checkpoint(model_source)
     if info.kind == "moe":
@@ -199,17 +246,36 @@ def run_main_job(
             )
         k = info.num_experts
     else:
-        k = int(asked_k) if asked_k is not None else DEFAULT_CARVED_EXPERTS
+        k = int(asked_k) if asked_k is not None else DEFAULT_RUN_EXPERTS
+    if num_nodes is not None:
+        nodes = int(num_nodes)
+    elif system is not None:
+        nodes = system.num_experts
+    else:
+        # the carved default: 32 experts on 8 nodes; an explicit -K keeps one expert per node
+        nodes = DEFAULT_RUN_NODES if info.kind != "moe" and asked_k is None else k
+    if placement is None and info.kind != "moe" and nodes < k:
+        # a carved model on fewer nodes than experts: co-activation placement (the best measured)
+        placement = DEFAULT_RUN_PLACEMENT
+    if policies is None:
+        policies = default_policies(k, carved=info.kind != "moe", gamma0=gamma0, qos=qos, max_experts=max_experts)
+        parsed = _parse_policies(policies)
+    if nodes > k:
+        raise ValueError(
+            f"`num_nodes` (--nodes) N = {nodes} must not exceed the experts per layer K = {k} (--num-experts)"
+        )
+    if placement is None and nodes != k:
+        placement = "contiguous"
     if system is None:
         extra = {} if snr_db is None else {"snr_db": snr_db}
         if comp_throughput_tokens_per_s is not None:
             extra["comp_throughput_tokens_per_s"] = comp_throughput_tokens_per_s
         system = SystemConfig(
-            num_experts=k,
-            num_subcarriers=num_subcarriers if num_subcarriers is not None else default_num_subcarriers(k),
+            num_experts=nodes,
+            num_subcarriers=num_subcarriers if num_subcarriers is not None else default_num_subcarriers(nodes),
             **extra,
         )
-    _check_policies(parsed, system)
+    _check_policies(parsed, system, k)
     calib = sorted(set(names) & set(CALIBRATION_SUBJECTS))
     if calib and info.kind != "moe":
         warnings.warn(
@@ -231,13 +297,11 @@ def run_main_job(
         raise ValueError(f"`ppl_texts` (--ppl-texts): {exc}") from exc
     questions = load_mmlu(names, limit=limit)
     model = load_expert_model(
-        model_source, num_experts=system.num_experts, cache_dir=cache_dir, progress=progress,
+        model_source, num_experts=k, cache_dir=cache_dir, progress=progress,
         combine=combine, device=device,
     )
-    if model.num_experts != system.num_experts:
-        raise ValueError(
-            f"`system.num_experts` ({system.num_experts}) must equal the model's K = {model.num_experts}"
-        )
+    if model.num_experts != k:
+        raise ValueError(f"the model has K = {model.num_experts} experts per layer, expected {k}")
     if model.tokenizer is None:
         raise ValueError(
             f"the model at {model_source!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
@@ -253,12 +317,24 @@ def run_main_job(
     log(f"gating scores: {info_line.get('gate', '')}; combination: {info_line.get('combine', '')}")
     if any(p is None for p in parsed):
         parsed = _calibrated_policies(parsed, policies, model, profile, cache_dir, names, system, log)
-        _check_policies(parsed, system)
+        _check_policies(parsed, system, k)
+    place = None
+    if placement is not None:
+        coact = None
+        if placement == "coactivation":
+            from .runtime.routing import routing_coactivation
+
+            # the routers' Top-D co-selections, D = the default policies' D (not the policy
+            # list's, so that a policy's result does not depend on which others run with it)
+            top = int(max_experts) if max_experts is not None else (max(2, k // 4) if info.kind != "moe" else 2)
+            coact = routing_coactivation(model, top_k=min(top, k))
+        place = make_placement(placement, k, nodes, coactivation=coact, seed=seed)
     queries = [pack_question(model.tokenizer, q) for q in questions]
     packed_texts = [pack_text(model.tokenizer, t) for t in texts]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
-        f"tokens per policy; K = {system.num_experts} experts, M = {system.num_subcarriers} subcarriers; "
+        f"tokens per policy; K = {k} experts per layer on N = {system.num_experts} nodes"
+        f"{'' if place is None else f' ({placement} placement)'}, M = {system.num_subcarriers} subcarriers; "
         f"channel: {channel.label()}"
     )
     # the full model (selection=None), once, shared by every policy
@@ -284,7 +360,8 @@ def run_main_job(
         f"{full_model['mean_nll']:.3f}"
         + ("" if full_model["perplexity"] is None else f", perplexity {full_model['perplexity']:.2f}")
     )
-    nodes = make_engine(engine, model, num_nodes=system.num_experts, address=ray_address)
+    # one engine worker per node (N workers; worker n holds the experts placed on node n)
+    eng = make_engine(engine, model, num_nodes=system.num_experts, address=ray_address)
     results: list[PolicyResult] = []
     failure = None
     try:
@@ -299,7 +376,8 @@ def run_main_job(
                     channel_redraw=channel_redraw,
                     channel=channel,
                     progress=progress,
-                    engine=nodes,
+                    placement=place,
+                    engine=eng,
                     node_failure_rate=node_failure_rate,
                     node_rejoin=node_rejoin,
                     reference=reference,
@@ -311,7 +389,7 @@ def run_main_job(
         if exc.partial is not None:
             results.append(exc.partial)
     finally:
-        nodes.shutdown()
+        eng.shutdown()
     config = {
         "subjects": names,
         "limit": limit,
@@ -332,6 +410,9 @@ def run_main_job(
         "model": dict(getattr(model, "metadata", {}) or {"source": model_source or "default"}),
         "expert_model": info_line,
         "system": system.to_dict(),
+        "num_experts": k,
+        "num_nodes": system.num_experts,
+        "placement": None if place is None else {"kind": placement, "map": np.asarray(place).tolist()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -354,6 +435,23 @@ def run_main_job(
         where = f"; the results so far are in {out_dir}" if out_dir is not None and results else ""
         raise NoLiveNodeError(f"{failure}{where}", round=failure.round, layer=failure.layer) from failure
     return config, results
+
+
+def _parse_policies(policies: Sequence[str]) -> list:
+    """Parsed policies (None for a calibrated one: built once the model's profile is known)."""
+    from .optimize.calibrated import is_calibrated_name, parse_calibrated
+
+    parsed = [None if is_calibrated_name(p) else policy_from_name(p) for p in policies]
+    for name in policies:
+        if is_calibrated_name(name):
+            try:
+                parse_calibrated(name, profile=None)
+            except ValueError as exc:
+                if "malformed" in str(exc):
+                    raise
+    if not parsed:
+        raise ValueError("`policies` must name at least one policy")
+    return parsed
 
 
 def _calibrated_policies(parsed, names, model, profile, cache_dir, subjects, system, log):
@@ -396,14 +494,16 @@ def _check_output_dir(out_dir: Path) -> None:
         raise ValueError(f"`output` (--output/-o): {str(parent)!r} is not a writable directory")
 
 
-def _check_policies(parsed, system: SystemConfig) -> None:
-    """Every policy fits K and M: k <= K, D <= K, and M >= K(K-1) for dense."""
-    k = system.num_experts
-    links = k * (k - 1)
+def _check_policies(parsed, system: SystemConfig, num_experts: int | None = None) -> None:
+    """Every policy fits K and M: k <= K, D <= K (K experts per layer), and M >= N(N-1) for
+    dense (N = ``system.num_experts`` nodes)."""
+    n = system.num_experts
+    k = n if num_experts is None else int(num_experts)
+    links = n * (n - 1)
     if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:
         raise ValueError(
             f"`num_subcarriers` (--num-subcarriers/-M) = {system.num_subcarriers} is too small for "
-            f"the dense policy: K(K-1) = {links} links may all be active at once and dense cannot "
+            f"the dense policy: N(N-1) = {links} links may all be active at once and dense cannot "
             f"reroute; use M >= {links} or drop dense"
         )
     for p in parsed:

@@ -44,7 +44,8 @@ def _names_help() -> str:
 def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_source, cache_dir, engine, ray_address,
               list_only, quiet):
     """Reproduce the paper's figures and table: NAME ... is any of fig5 fig6 fig7 fig8 fig9
-    fig10 table1 theorem1 importance robustness, or all (default).
+    fig10 table1 theorem1 importance robustness, granularity and placement (many experts on few
+    nodes), or all (default).
 
     Writes DIR/<name>.png, DIR/<name>.csv, DIR/<name>.json per experiment and DIR/report.md.
     Finished experiments and policy evaluations are cached in DIR, so an interrupted run resumes.
@@ -55,7 +56,9 @@ def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_s
 
     if list_only:
         for n, e in EXPERIMENTS.items():
-            click.echo(f"{n:<10}{e.paper_ref:<38}{e.title}{'' if e.needs_model else '  (no model)'}")
+            w = max(len(k) for k in EXPERIMENTS) + 2
+            r = max(len(x.paper_ref) for x in EXPERIMENTS.values()) + 2
+            click.echo(f"{n:<{w}}{e.paper_ref:<{r}}{e.title}{'' if e.needs_model else '  (no model)'}")
         return
     try:
         resolve_names(names)

@@ -166,6 +166,7 @@ class Context:
         self.progress = progress
         self.log = log
         self._model = None
+        self._other_models: dict = {}
         self._packed: dict = {}
         self._reference: dict = {}
         self._texts: dict = {}
@@ -180,8 +181,20 @@ class Context:
     def model_loaded(self) -> bool:
         return self._model is not None
 
-    def model(self):
-        """The MoE model (loaded on first use)."""
+    def model(self, num_experts: int = 8):
+        """The MoE model with ``num_experts`` experts per layer (loaded on first use; the
+        default K = 8 is the paper's; other K are built/loaded on demand and kept)."""
+        if num_experts != 8:
+            if num_experts not in self._other_models:
+                from dmoe.model import load_moe_model
+
+                self.log(f"loading the MoE model with {num_experts} experts per layer ...")
+                start = time.perf_counter()
+                self._other_models[num_experts] = load_moe_model(
+                    self.model_source, num_experts=num_experts, cache_dir=self.cache_dir, progress=self.progress
+                )
+                self.model_load_seconds += time.perf_counter() - start
+            return self._other_models[num_experts]
         if self._model is None:
             from dmoe.model import load_moe_model
 
@@ -193,16 +206,17 @@ class Context:
         return self._model
 
     def model_info(self) -> dict:
-        """JSON description of the loaded model (empty if none was loaded)."""
-        if self._model is None:
+        """JSON description of the loaded model (empty if none was loaded); with several
+        granularities loaded (issue 12), ``"models"`` lists every one."""
+        loaded = ([self._model] if self._model is not None else []) + [
+            self._other_models[k] for k in sorted(self._other_models)
+        ]
+        if not loaded:
             return {}
-        meta = dict(getattr(self._model, "metadata", {}) or {})
-        keep = ("key", "source", "num_experts", "num_layers", "hidden_size", "intermediate_size",
-                "mean_router_top2_overlap", "calibration_num_tokens", "created")
-        info = {k: meta[k] for k in keep if k in meta}
-        info["num_layers"] = int(self._model.num_layers)
-        info["num_experts"] = int(self._model.num_experts)
-        info["combine"] = getattr(self._model, "combine", "sum")
+        infos = [_describe_model(m) for m in loaded]
+        info = dict(infos[0])
+        if len(infos) > 1:
+            info["models"] = infos
         return info
 
     # -------------------------------------------------------------- questions
@@ -223,13 +237,14 @@ class Context:
             self._packed[key] = (qs, [pack_question(tok, q) for q in qs])
         return self._packed[key]
 
-    def reference(self, subjects: Sequence[str], limit: int | None):
-        """The full model's outputs on the questions (:func:`dmoe.runtime.full_reference`), memoised."""
-        key = (tuple(subjects), limit)
+    def reference(self, subjects: Sequence[str], limit: int | None, num_experts: int = 8):
+        """The full model's outputs on the questions (:func:`dmoe.runtime.full_reference`), memoised
+        (per model: ``num_experts`` experts per layer)."""
+        key = (tuple(subjects), limit) if num_experts == 8 else (tuple(subjects), limit, num_experts)
         if key not in self._reference:
             from dmoe.runtime import full_reference
 
-            self._reference[key] = full_reference(self.model(), self.packed(subjects, limit)[1])
+            self._reference[key] = full_reference((self.model() if num_experts == 8 else self.model(num_experts)), self.packed(subjects, limit)[1])
         return self._reference[key]
 
     def texts(self, exclude: Sequence[str], num_texts: int):
@@ -308,9 +323,14 @@ class Context:
         write_json(path, {"key_inputs": key_inputs, "record": record})
         return record
 
-    def _request(self, policy, subjects, limit, seed, system, channel_redraw, channel):
-        """(key_inputs, cache path, questions, queries) of one evaluation."""
-        model = self.model()
+    def _model_for(self, num_experts: int = 8):
+        """The carved model with ``num_experts`` experts per layer (the default K = 8: ``model()``)."""
+        return self.model() if num_experts == 8 else self.model(num_experts)
+
+    def _request(self, policy, subjects, limit, seed, system, channel_redraw, channel, num_experts=8, placement=None):
+        """(key_inputs, cache path, questions, queries) of one evaluation; ``num_experts``
+        and ``placement`` (issue 12) enter the key."""
+        model = self._model_for(num_experts)
         questions, queries = self.packed(subjects, limit)
         qids = [(q.subject, q.index) for q in questions]
         key_inputs = {
@@ -325,6 +345,8 @@ class Context:
             "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
             "combine": getattr(model, "combine", "sum"),
         }
+        if placement is not None:
+            key_inputs["placement"] = np.asarray(placement).tolist()
         path = self.output / "cache" / "evals" / f"{_hash(key_inputs)}.json"
         return key_inputs, path, questions, queries
 
@@ -345,8 +367,14 @@ class Context:
         channel_redraw: str = "layer",
         channel=None,
         label: str = "",
+        num_experts: int = 8,
+        placement=None,
     ) -> EvalRecord:
         """Evaluate ``policy`` on the questions, through the cache.
+
+        ``num_experts`` selects the model (experts per layer); ``placement`` (``[E]`` or
+        ``[L, E]`` node ids, with ``system.num_experts`` = N nodes) places the experts
+        when they outnumber the nodes (issue 12); both enter the cache key.
 
         Returns:
             :class:`EvalRecord` (while planning, a placeholder for an evaluation not yet cached).
@@ -357,7 +385,7 @@ class Context:
         system = system or SystemConfig()
         channel = channel or ChannelConfig()
         key_inputs, path, questions, queries = self._request(
-            policy, subjects, limit, seed, system, channel_redraw, channel
+            policy, subjects, limit, seed, system, channel_redraw, channel, num_experts, placement
         )
         stored = self._stored(key_inputs, path)
         if self._planning is not None:
@@ -365,9 +393,10 @@ class Context:
                 return EvalRecord(stored["record"])
             self._planning.append(
                 dict(policy=policy, subjects=list(subjects), limit=limit, seed=int(seed), system=system,
-                     channel_redraw=channel_redraw, channel=channel, label=label)
+                     channel_redraw=channel_redraw, channel=channel, label=label, num_experts=num_experts,
+                     placement=placement)
             )
-            return _placeholder(policy, questions, self.model())
+            return _placeholder(policy, questions, self._model_for(num_experts))
         if stored is not None:
             self.evaluations_cached += 1
             self.reused_seconds += float(stored["record"].get("seconds", 0.0))
@@ -375,22 +404,24 @@ class Context:
         tag = f"[{label}] " if label else ""
         self.log(f"{tag}evaluating {policy.name} on {len(queries)} questions ...")
         res = evaluate_policy(
-            self.model(), queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw, channel=channel,
-            progress=self.progress, reference=self.reference(subjects, limit),
+            self._model_for(num_experts), queries, policy, system=system, seed=int(seed), channel_redraw=channel_redraw,
+            channel=channel, progress=self.progress, reference=self.reference(subjects, limit, num_experts),
+            placement=placement,
         )
         return self._store(res, policy, key_inputs, path, questions, system, channel_redraw, channel, tag)
 
     def _store(
         self, res, policy, key_inputs, path, questions, system, channel_redraw, channel, tag=""
     ) -> EvalRecord:
-        model = self.model()
         n = len(questions)
         idx = np.arange(n)
         nll = -res.logliks[idx, res.answers]
         correct = (res.logliks.argmax(axis=1) == res.answers).astype(int)
         t = res.per_layer
         num_rounds = -(-n // system.num_experts)
-        draws = {"layer": num_rounds * model.num_layers, "round": num_rounds, "fixed": 1}[channel_redraw]
+        # L layers of the evaluated model (the per-layer ledger has one row per layer)
+        num_layers = len(t.energy_comm_j)
+        draws = {"layer": num_rounds * num_layers, "round": num_rounds, "fixed": 1}[channel_redraw]
         if channel.speed_kmh is not None:
             draws = num_rounds  # independent starts; later layer rounds are correlated with them
         record = EvalRecord(
@@ -464,9 +495,11 @@ class Context:
 
         jobs = {}
         for req in requests:
+            if req.get("num_experts", 8) != 8:
+                continue  # the Ray tasks share the default model; other granularities run in order
             key_inputs, path, questions, queries = self._request(
                 req["policy"], req["subjects"], req["limit"], req["seed"], req["system"], req["channel_redraw"],
-                req["channel"],
+                req["channel"], 8, req.get("placement"),
             )
             if path in jobs or self._stored(key_inputs, path) is not None:
                 continue
@@ -483,11 +516,24 @@ class Context:
 
         tasks = [
             (path, queries, req["policy"],
-             dict(system=req["system"], seed=req["seed"], channel_redraw=req["channel_redraw"], channel=req["channel"]))
+             dict(system=req["system"], seed=req["seed"], channel_redraw=req["channel_redraw"], channel=req["channel"],
+                  placement=req.get("placement")))
             for path, (req, _, _, queries) in jobs.items()
         ]
         evaluate_on_ray(self.model(), tasks, address=self.ray_address, on_done=done)
         return len(jobs)
+
+
+def _describe_model(model) -> dict:
+    """The build key, shape and combination rule of a loaded model (JSON)."""
+    meta = dict(getattr(model, "metadata", {}) or {})
+    keep = ("key", "source", "num_experts", "num_layers", "hidden_size", "intermediate_size",
+            "mean_router_top2_overlap", "calibration_num_tokens", "created")
+    info = {k: meta[k] for k in keep if k in meta}
+    info["num_layers"] = int(model.num_layers)
+    info["num_experts"] = int(model.num_experts)
+    info["combine"] = getattr(model, "combine", "sum")
+    return info
 
 
 def _placeholder(policy, questions, model) -> EvalRecord:

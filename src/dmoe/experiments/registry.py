@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dmoe.experiments import fig5, fig6, fig7, fig10, importance, robustness, table1, theorem1
+from dmoe.experiments import fig5, fig6, fig7, fig10, granularity, importance, placement_exp, robustness, table1, theorem1
 from dmoe.experiments.base import Experiment
 from dmoe.experiments.fig89 import FIG8, FIG9
 
@@ -22,6 +22,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         theorem1.EXPERIMENT,
         importance.EXPERIMENT,
         robustness.EXPERIMENT,
+        granularity.EXPERIMENT,
+        placement_exp.EXPERIMENT,
     )
 }
 

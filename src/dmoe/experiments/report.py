@@ -97,8 +97,9 @@ def _section_md(name: str, result: dict, section: Section) -> str:
         "**Configuration.** "
         + ("quick subset" if result.get("quick") else "full run")
         + f"; seed {result.get('seed')}; {_config_line(cfg)}."
-        + (f" Model build `{str(model.get('key', ''))[:16]}` ({model.get('num_layers')} layers × "
-           f"{model.get('num_experts')} experts, combine={model.get('combine')})." if model else ""),
+        + (" Model build" + ("s " if len(model.get("models", [model])) > 1 else " ") + ", ".join(
+            f"`{str(m.get('key', ''))[:16]}` ({m.get('num_layers')} layers × {m.get('num_experts')} experts, "
+            f"combine={m.get('combine')})" for m in model.get("models", [model])) + "." if model else ""),
         "",
         f"Computed {result.get('created')} in {_fmt_time(result.get('elapsed_s', 0))}"
         + (f" (from scratch about {_fmt_time(result['compute_s'])}: cached policy evaluations shared with other "

@@ -96,7 +96,7 @@ def load_profile_for(model, max_experts: int, *, path=None, cache_dir=None) -> I
     if p is None:
         raise ValueError(
             f"no layer-importance profile with D = {max_experts} for this model in {profile_dir(model, cache_dir)}: "
-            f"run `dmoe calibrate -D {max_experts}` first"
+            f"run `dmoe calibrate -K {int(model.num_experts)} -D {max_experts}` first"
         )
     prof = ImportanceProfile.load(p)
     prof.check_model(num_layers=model.num_layers, num_experts=model.num_experts, model_key=model_key(model),

@@ -98,3 +98,63 @@ def solve(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, thr_eff: 
             selection[q] = masks[canonical_best(costs_e[q], scores_e[q], masks)]
             found[q] = True
     return selection, found
+
+
+def solve_nodes(scores, acost, ncost, placement, eligible, thr_eff, max_experts):
+    """Exact node-aware P1(a) by enumeration, in the canonical order of issue 8.
+
+    Energy of subset S: sum_{j in S} a_j + sum over the distinct nodes of S of c_n. The
+    answer is the first feasible subset by (energy, -score sum) as correctly rounded sums
+    (:func:`math.fsum`), then the expert-index rule (at the smallest index where two sets
+    differ, the one containing it comes first). Matrix products find the near-minimal
+    subsets (within 1e-10 relative of the float minimum); their exact sums decide.
+
+    Args:
+        scores, acost: ``[n, E], float64``; ncost: ``[n, N], float64`` (finite where some
+        eligible expert needs it); placement: ``[E], int64``; eligible: ``[n, E], bool``;
+        thr_eff: ``[n]``; max_experts: D (<= E <= 16).
+
+    Returns:
+        (selection ``[n, E] bool``, found ``[n] bool``).
+    """
+    import math
+
+    n, k = scores.shape
+    num_nodes = ncost.shape[1]
+    subsets = subset_matrix(k, max_experts)
+    onehot = np.zeros((k, num_nodes))
+    onehot[np.arange(k), placement] = 1.0
+    # [num_subsets, N] nodes each subset needs
+    used = ((subsets @ onehot) > 0.5).astype(np.float64)
+    st = subsets.T
+    chunk = max(1, _CHUNK_ENTRIES // subsets.shape[0])
+    selection = np.zeros((n, k), dtype=bool)
+    found = np.zeros(n, dtype=bool)
+    scores_e = np.where(eligible, scores, 0.0)
+    costs_e = np.where(eligible, acost, 0.0)
+    ncost_e = np.where(np.isfinite(ncost), ncost, 0.0)
+    blocked = (~eligible).astype(np.float64)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        ssum = scores_e[lo:hi] @ st
+        esum = costs_e[lo:hi] @ st + ncost_e[lo:hi] @ used.T
+        bad = (blocked[lo:hi] @ st) > 0.5
+        ok = (ssum >= thr_eff[lo:hi, None]) & ~bad
+        has = ok.any(axis=1)
+        emin = np.where(ok, esum, np.inf).min(axis=1)
+        near = ok & (esum <= emin[:, None] * (1.0 + 1e-10))
+        for r in np.flatnonzero(has):
+            q = lo + r
+            cands = np.flatnonzero(near[r])
+            best_key = None
+            for c in cands:
+                members = np.flatnonzero(subsets[c] > 0.5)
+                nodes = np.flatnonzero(used[c] > 0.5)
+                energy = math.fsum(acost[q, members].tolist() + ncost[q, nodes].tolist())
+                gain = math.fsum(scores[q, members].tolist())
+                key = (energy, -gain, tuple(1 - (subsets[c] > 0.5).astype(int)))
+                if best_key is None or key < best_key:
+                    best_key, best = key, members
+            selection[q, best] = True
+        found[lo:hi] = has
+    return selection, found

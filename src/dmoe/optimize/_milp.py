@@ -36,6 +36,18 @@ CERT_RTOL = 1e-9
 
 _OPTIONS = {"mip_rel_gap": 0.0, "presolve": True, "disp": False}
 
+#: HiGHS options of the node-aware oracle :func:`solve_nodes` (issue 12): gaps 0 and the
+#: feasibility tolerances 1e-10 passed verbatim to HiGHS (scipy warns, silenced); its C1
+#: check uses the correctly rounded score sum of :mod:`dmoe.optimize._ties`.
+_NODE_OPTIONS = {
+    "mip_rel_gap": 0.0,
+    "mip_abs_gap": 0.0,
+    "mip_feasibility_tolerance": 1e-10,
+    "primal_feasibility_tolerance": 1e-10,
+    "presolve": True,
+    "output_flag": False,
+}
+
 
 def highs_solve(t: np.ndarray, e: np.ndarray, lower: float, max_experts: int):
     """One token's MILP, scaled (step 1-2), rounded and verified (step 3).
@@ -112,3 +124,59 @@ def solve(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, thr_eff: 
         )
         selection[rows] = sel
     return selection, found, certified
+
+
+def solve_nodes(scores, acost, ncost, placement, eligible, thr_eff, max_experts):
+    """Exact node-aware P1(a) per row with HiGHS (the reference).
+
+    min sum a_j x_j + sum c_n y_n  s.t.  t.x >= thr_eff (C1), 1.x <= D (C2),
+    x_j <= y_{n(j)} (a node is paid once if any of its experts is used), x, y binary.
+
+    Args:
+        scores, acost: ``[n, E]``; ncost: ``[n, N]``; placement: ``[E]``;
+        eligible: ``[n, E]`` bool; thr_eff: ``[n]``; max_experts: D.
+
+    Returns:
+        (selection ``[n, E] bool``, found ``[n] bool``).
+    """
+    n_tok, k = scores.shape
+    selection = np.zeros((n_tok, k), dtype=bool)
+    found = np.zeros(n_tok, dtype=bool)
+    for q in range(n_tok):
+        idx = np.flatnonzero(eligible[q])
+        if idx.size == 0:
+            continue
+        nodes, inv = np.unique(placement[idx], return_inverse=True)
+        m, g = idx.size, nodes.size
+        t = scores[q, idx]
+        c = np.concatenate([acost[q, idx], ncost[q, nodes]])
+        scale = float(c.max()) if c.max() > 0 else 1.0
+        lower = float(thr_eff[q])
+        link = np.zeros((m, m + g))
+        link[np.arange(m), np.arange(m)] = 1.0
+        link[np.arange(m), m + inv] = -1.0
+
+        def solve(lb):
+            constraints = [
+                LinearConstraint(np.concatenate([t, np.zeros(g)])[None, :], lb=lb, ub=np.inf),
+                LinearConstraint(np.concatenate([np.ones(m), np.zeros(g)])[None, :], lb=-np.inf, ub=float(max_experts)),
+                LinearConstraint(link, lb=-np.inf, ub=0.0),
+            ]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = milp(c=c / scale, integrality=np.ones(m + g), bounds=Bounds(0, 1),
+                           constraints=constraints, options=dict(_NODE_OPTIONS))
+            if res.x is None or res.status != 0:
+                return None
+            return np.round(res.x[:m]) > 0.5
+
+        x = solve(lower)
+        if x is not None and math.fsum(t[x].tolist()) < lower:
+            x = solve(lower + 2 * _NODE_OPTIONS["mip_feasibility_tolerance"])
+            if x is not None and math.fsum(t[x].tolist()) < lower:
+                x = None
+        if x is None:
+            continue
+        selection[q, idx[x]] = True
+        found[q] = True
+    return selection, found

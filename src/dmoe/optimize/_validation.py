@@ -81,6 +81,30 @@ def check_costs(costs, num_tokens: int, num_experts: int) -> np.ndarray:
     return np.broadcast_to(arr, (num_tokens, num_experts))
 
 
+def check_node_costs(node_costs, num_tokens: int) -> np.ndarray:
+    """``[num_nodes]`` or ``[num_tokens, num_nodes]`` transmission energies [J] >= 0, NaN
+    rejected, +inf allowed (node unreachable). Returns the ``[num_tokens, num_nodes]`` broadcast."""
+    arr = _numeric("node_costs", node_costs)
+    if arr.ndim == 1:
+        pass
+    elif arr.ndim == 2:
+        if arr.shape[0] != num_tokens:
+            raise ValueError(
+                f"`node_costs` must have shape [{num_tokens}, num_nodes] (one row per token) or [num_nodes], "
+                f"got {arr.shape}"
+            )
+    else:
+        raise ValueError(f"`node_costs` must be 1-D [num_nodes] or 2-D [num_tokens, num_nodes], got ndim={arr.ndim}")
+    if arr.shape[-1] < 1:
+        raise ValueError("`node_costs` must describe at least one node")
+    if arr.size:
+        if np.isnan(arr).any():
+            raise ValueError("`node_costs` must not contain NaN")
+        if (arr < 0).any():
+            raise ValueError("`node_costs` must be >= 0 [J] (+inf marks an unreachable node)")
+    return np.broadcast_to(arr, (num_tokens, arr.shape[-1]))
+
+
 def check_threshold(threshold, num_tokens: int) -> np.ndarray:
     """Scalar or ``[num_tokens]``, finite. Returns ``[num_tokens], float64``."""
     arr = _numeric("threshold", threshold)

@@ -16,6 +16,8 @@ slowest path) by T on the rates it is given:
 Tokens that lose experts to the deadline may no longer meet their QoS threshold; the
 policy then reports them as infeasible as usual (Remark 2). ``Schedule.info`` says whether
 the deadline was met on the estimated rates (``deadline_met``) and the planned latency.
+With a ``placement`` (several experts per node, issue 12) the links are node pairs and a
+token is counted once per remote node it needs.
 ``available`` (experts of failed nodes, issue 9) passes through to the wrapped policy.
 """
 
@@ -25,9 +27,9 @@ import math
 
 import numpy as np
 
-from dmoe.energy import link_rate_from_subcarriers, link_token_counts
+from dmoe.energy import link_rate_from_subcarriers
 from dmoe.latency import link_air_time, round_timing
-from dmoe.optimize.policies import Dense, Policy, Schedule, _fmt, _inputs
+from dmoe.optimize.policies import Dense, Policy, Schedule, _fmt, _inputs, _node_demand
 
 __all__ = ["Deadline"]
 
@@ -61,9 +63,11 @@ class Deadline(Policy):
     def params(self) -> dict:
         return {"policy": "Deadline", "name": self.name, "base": self.policy.params(), "deadline_s": self.deadline_s}
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
-        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
-        k = scores.shape[1]
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        # with a placement (issue 12) links, rates and token counts are per node pair
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
+        k = rates.shape[0]
+        place_kw = {} if placement is None else {"placement": placement}
         bits, limit = system.bits_per_token, self.deadline_s
         off = ~np.eye(k, dtype=bool)
         usable = rates.copy()
@@ -74,10 +78,16 @@ class Deadline(Policy):
         usable[off & ~(one_token <= limit)] = 0.0
         excluded_first = int(np.count_nonzero(off & ~(one_token <= limit)))
         for attempt in range(1, k * k + 1):
-            sched = self.policy.schedule(scores, source, usable, layer, system=system, rng=rng, available=avail)
-            tokens = link_token_counts(sched.selection, source, k)
+            sched = self.policy.schedule(scores, source, usable, layer, system=system, rng=rng, available=avail,
+                                         **place_kw)
+            tokens = _node_demand(sched.selection, source, placement, k)
             air = link_air_time(tokens, link_rate_from_subcarriers(usable, sched.subcarrier), bits)
-            timing = round_timing(tokens, air, air, system)
+            load = None
+            if placement is not None:
+                # [K] FFN work per node, as dmoe.runtime.transfer.TransferOutcome.node_load
+                calls = np.asarray(sched.selection, dtype=bool).sum(axis=0).astype(np.float64)
+                load = np.bincount(placement, weights=calls, minlength=k) * (k / placement.shape[0])
+            timing = round_timing(tokens, air, air, system, load=load)
             if timing.latency_s <= limit:
                 break
             loaded = off & (tokens > 0)

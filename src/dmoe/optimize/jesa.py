@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dmoe.channel import as_generator
-from dmoe.energy import computation_energy, link_rate_from_subcarriers, link_token_counts, token_costs
+from dmoe.energy import (
+    computation_energy,
+    expert_comp_energy,
+    link_rate_from_subcarriers,
+    link_token_counts,
+    node_computation_energy,
+    token_costs,
+    transmission_costs,
+)
 from dmoe.optimize._validation import (
     SELECTION_METHODS,
     check_available,
@@ -141,19 +149,60 @@ def random_subcarriers(num_experts: int, num_subcarriers: int, rng=None) -> np.n
     return beta
 
 
-def _prepare(scores, source, rates, threshold, max_experts, system, method, available=None):
+def check_layer_placement(placement, num_nodes: int, num_experts: int):
+    """Validate a one-layer placement (``[num_experts]``) or None (requires E = N)."""
+    if placement is None:
+        if num_nodes != num_experts:
+            raise ValueError(
+                f"`rates` describes {num_nodes} nodes but `scores` has {num_experts} experts; "
+                "give a `placement` (node of each expert) when experts outnumber nodes"
+            )
+        return None
+    from dmoe.placement import check_placement
+
+    place = check_placement(placement, num_nodes, num_experts=num_experts)
+    if place.ndim != 1:
+        raise ValueError(f"`placement` must be one layer's [num_experts] = [{num_experts}] here, got {place.shape}")
+    return place
+
+
+def _prepare(scores, source, rates, threshold, max_experts, system, method, placement=None, available=None):
     scores = check_scores(scores)
     rates = check_rates(rates)
-    t, k = scores.shape
-    if rates.shape[0] != k:
-        raise ValueError(f"`rates` describes {rates.shape[0]} experts but `scores` has {k}")
+    t, e = scores.shape
+    k = rates.shape[0]
+    system = check_system(system, k)
+    placement = check_layer_placement(placement, k, e)
     source = check_source(source, t, k)
     thr = check_threshold(threshold, t)
     d = check_int("max_experts", max_experts, minimum=1)
-    system = check_system(system, k)
     method = check_method(method, SELECTION_METHODS)
-    avail = check_available(available, t, k)
-    return scores, source, rates, thr, d, system, method, avail
+    avail = check_available(available, t, e)
+    return scores, source, rates, thr, d, system, method, placement, avail
+
+
+def _select(scores, source, link_rate, thr, d, system, method, placement, avail=None):
+    """One expert-selection step on given link rates: (result, demand [N, N], comp [N]).
+
+    Without placement: P1(a) with e_ij (one expert per node). With placement: node-aware
+    P1(a) (one transmission per token and remote node), demand = tokens from i needing node n.
+    ``avail`` ``[T, E]`` (issue 9): unavailable experts cost ``+inf`` (never selected).
+    """
+    k = system.num_experts
+    if placement is None:
+        costs = mask_costs(token_costs(link_rate, system)[source], avail)
+        res = select_experts(scores, costs, thr, d, method=method)
+        demand = link_token_counts(res.selection, source, k)
+        return res, demand, computation_energy(demand, system)
+    from dmoe.placement import node_selection
+
+    node_costs = transmission_costs(link_rate, system)[source]
+    a_exp = expert_comp_energy(system, placement)
+    if avail is not None:
+        a_exp = mask_costs(np.broadcast_to(a_exp, avail.shape), avail)
+    res = select_experts(scores, a_exp, thr, d, placement=placement, node_costs=node_costs, method=method)
+    demand = link_token_counts(node_selection(res.selection, placement, k), source, k)
+    return res, demand, node_computation_energy(res.selection, placement, system)
 
 
 def jesa(
@@ -168,6 +217,7 @@ def jesa(
     rng=None,
     method: str = "auto",
     init: str = "random",
+    placement=None,
     available=None,
 ) -> JESAResult:
     """JESA: block coordinate descent for P2 (Algorithm 2, Section VI-B).
@@ -185,6 +235,13 @@ def jesa(
         method: expert-selection method (see :func:`select_experts`).
         init: ``"random"`` (the paper's random assignment) or ``"assignment"`` (the optimal
             allocation for one token on every link, deterministic).
+        placement: ``[num_experts], int`` node of each expert (several experts per node,
+            :mod:`dmoe.placement`), or None (one expert per node, E = N). With a
+            placement, ``rates`` is ``[N, N, M]`` over node pairs, ``source`` holds node ids,
+            ``system.num_experts`` = N, selection is node-aware P1(a)
+            (:func:`select_experts` with ``node_costs``) and the demand of link (i, n) is the
+            number of tokens from i that need node n; ``tokens`` is then ``[N, N]`` and
+            ``energy_comp_experts`` is per node ``[N]``.
         available: None (all experts) or bool ``[K]`` / ``[num_tokens, K]``: experts that
             may serve this round (issue 9: failed nodes are unavailable). Unavailable
             experts cost ``+inf`` in every selection step, so each step is exact on the
@@ -199,8 +256,8 @@ def jesa(
         out of range, K mismatch between ``rates``, ``scores`` and ``system``, unknown
         ``method`` or ``init``).
     """
-    scores, source, rates, thr, d, system, method, avail = _prepare(
-        scores, source, rates, threshold, max_experts, system, method, available
+    scores, source, rates, thr, d, system, method, placement, avail = _prepare(
+        scores, source, rates, threshold, max_experts, system, method, placement, available
     )
     max_iterations = check_int("max_iterations", max_iterations, minimum=1)
     if init not in _INITS:
@@ -223,13 +280,10 @@ def jesa(
         iterations = it
         # [K, K] eq (2) -> [K, K] per-token costs; a token from node i sees row i
         link_rate = link_rate_from_subcarriers(rates, beta)
-        costs = mask_costs(token_costs(link_rate, system)[source], avail)
-        res = select_experts(scores, costs, thr, d, method=method)
-        demand = link_token_counts(res.selection, source, k)
+        res, demand, comp = _select(scores, source, link_rate, thr, d, system, method, placement, avail)
         alloc = allocate_subcarriers(rates, demand, tx_power_w=p0, bits_per_token=bits, assign_idle=True)
         if alloc.unserved.any():  # pragma: no cover - excluded by construction (module doc)
             raise RuntimeError("internal error: JESA allocation left an active link unserved")
-        comp = computation_energy(demand, system)
         objective = float(alloc.energy[alloc.served].sum() + comp.sum())
         if history and objective > history[-1] * (1.0 + _RISE_RTOL):
             stop_reason = "objective_increase"
@@ -267,7 +321,7 @@ def jesa(
 
 
 def lower_bound(
-    scores, source, rates, threshold, max_experts, *, system, method: str = "auto", available=None
+    scores, source, rates, threshold, max_experts, *, system, method: str = "auto", placement=None, available=None
 ) -> LowerBoundResult:
     """LB(gamma0, D) of Section VII-A: DES with C3 ignored.
 
@@ -275,14 +329,14 @@ def lower_bound(
     then DES selects experts with those costs. Its energy is a lower bound on P2 for
     tokens that are feasible (per-token costs are elementwise minimal).
 
-    Args / Raises: as :func:`jesa` (no BCD arguments; ``available`` as there).
+    Args / Raises: as :func:`jesa` (no BCD arguments; ``placement`` and ``available`` as there).
 
     Returns:
         :class:`LowerBoundResult`; ``subcarrier[i, j]`` = best subcarrier of every
         off-diagonal link with some positive rate (-1 otherwise).
     """
-    scores, source, rates, thr, d, system, method, avail = _prepare(
-        scores, source, rates, threshold, max_experts, system, method, available
+    scores, source, rates, thr, d, system, method, placement, avail = _prepare(
+        scores, source, rates, threshold, max_experts, system, method, placement, available
     )
     k = rates.shape[0]
     off = ~np.eye(k, dtype=bool)
@@ -291,15 +345,12 @@ def lower_bound(
     best_rate = np.where(off, np.max(rates, axis=2), 0.0)
     subcarrier = np.where(off & (best_rate > 0), best, -1).astype(np.int64)
     best_rate = np.where(subcarrier >= 0, best_rate, 0.0)
-    costs = mask_costs(token_costs(best_rate, system)[source], avail)
-    res = select_experts(scores, costs, thr, d, method=method)
-    demand = link_token_counts(res.selection, source, k)
+    res, demand, comp = _select(scores, source, best_rate, thr, d, system, method, placement, avail)
     loaded = off & (demand > 0)
     with np.errstate(divide="ignore"):
         comm_links = np.where(
             loaded, system.tx_power_w * system.bits_per_token * demand / np.where(loaded, best_rate, 1.0), 0.0
         )
-    comp = computation_energy(demand, system)
     return LowerBoundResult(
         selection=res.selection,
         subcarrier=subcarrier,

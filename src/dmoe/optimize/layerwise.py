@@ -73,11 +73,11 @@ class LayerwiseQoS(Policy):
         """C1 threshold at layer ``layer`` (1-based)."""
         return self.thresholds[min(int(layer), len(self.thresholds)) - 1]
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
-        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         res = jesa(
             scores, source, rates, self.threshold(layer), self.max_experts, system=system, rng=as_generator(rng),
-            available=avail,
+            placement=placement, available=avail,
         )
         info = {"iterations": res.iterations, "converged": res.converged, "energy": res.energy}
         return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, True, info)
@@ -93,11 +93,11 @@ class DESPolicy(_LayerImportance):
     _label = "DES"
     _kind = "DES"
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
-        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         thr = self._threshold(layer)
         res = jesa(
             scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), max_iterations=1,
-            available=avail,
+            placement=placement, available=avail,
         )
         return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, True, {"energy": res.energy})

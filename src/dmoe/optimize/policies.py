@@ -38,7 +38,8 @@ from dmoe.optimize._validation import (
     check_source,
     check_system,
 )
-from dmoe.optimize.jesa import jesa, lower_bound
+from dmoe.optimize.jesa import check_layer_placement, jesa, lower_bound
+from dmoe.placement import node_selection
 from dmoe.optimize.subcarrier import allocate_subcarriers
 
 __all__ = [
@@ -106,16 +107,19 @@ class Policy(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def schedule(self, scores, source, rates, layer: int, *, system, rng=None, available=None) -> Schedule:
+    def schedule(self, scores, source, rates, layer: int, *, system, rng=None, placement=None, available=None) -> Schedule:
         """Schedule one layer (layers are numbered from 1).
 
         Args:
             scores: ``[num_tokens, num_experts], float64`` gating scores.
             source: ``[num_tokens], int`` node of each token.
-            rates: ``[K, K, M], float64`` r_ij^(m) [bit/s].
+            rates: ``[K, K, M], float64`` r_ij^(m) [bit/s] (K = N nodes).
             layer: l >= 1.
-            system: :class:`~dmoe.system.SystemConfig`.
+            system: :class:`~dmoe.system.SystemConfig` (``num_experts`` = N nodes).
             rng: Generator / seed / None (JESA's random initial beta).
+            placement: ``[num_experts], int`` node of each expert (several experts per
+                node, issue 12) or None (one expert per node). Subcarriers are per node
+                pair; one transmission serves all of a token's experts on a node.
             available: None (every expert) or ``[num_experts]`` / ``[num_tokens,
                 num_experts]`` bool: experts that may serve this round (a failed node's
                 expert is unavailable, issue 9). Unavailable experts are never selected;
@@ -138,17 +142,26 @@ class Policy(abc.ABC):
         return hash((type(self).__name__, tuple(sorted(self.params().items()))))
 
 
-def _inputs(scores, source, rates, layer, system, available=None):
+def _inputs(scores, source, rates, layer, system, placement=None, available=None):
+    """Validated (scores, source, rates, system, placement, available); placement None
+    needs E = N; available is over experts (``[T, E]`` bool or None)."""
     scores = check_scores(scores)
     rates = check_rates(rates)
-    t, k = scores.shape
-    if rates.shape[0] != k:
-        raise ValueError(f"`rates` describes {rates.shape[0]} experts but `scores` has {k}")
+    t, e = scores.shape
+    k = rates.shape[0]
+    placement = check_layer_placement(placement, k, e)
     source = check_source(source, t, k)
     check_int("layer", layer, minimum=1)
     system = check_system(system, k)
-    avail = check_available(available, t, k)
-    return scores, source, rates, system, avail
+    avail = check_available(available, t, e)
+    return scores, source, rates, system, placement, avail
+
+
+def _node_demand(selection, source, placement, num_nodes):
+    """[N, N] tokens from node i that need node n (one transmission per token and node)."""
+    if placement is None:
+        return link_token_counts(selection, source, num_nodes)
+    return link_token_counts(node_selection(selection, placement, num_nodes), source, num_nodes)
 
 
 class TopK(Policy):
@@ -171,25 +184,28 @@ class TopK(Policy):
     def params(self) -> dict:
         return {"policy": "TopK", "name": self.name, "k": self.k}
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
-        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         t, kk = scores.shape
+        nn = rates.shape[0]
         if self.k > kk:
             raise ValueError(f"`k` of Top-{self.k} must not exceed the number of experts K = {kk}")
         k = self.k
-        # [K, K] links that are still allowed
-        allowed = np.ones((kk, kk), dtype=bool)
+        # [N, N] links that are still allowed
+        allowed = np.ones((nn, nn), dtype=bool)
         rounds = 0
         while True:
             rounds += 1
-            # [T, K] experts each token may still use
-            usable = allowed[source] if avail is None else allowed[source] & avail
+            # [T, E] experts each token may still use (their node's link is allowed, the expert is up)
+            usable = allowed[source] if placement is None else allowed[source][:, placement]
+            if avail is not None:
+                usable = usable & avail
             key = np.where(usable, scores, -np.inf)
             order = np.argsort(-key, axis=1, kind="stable")[:, :k]
             ok = np.take_along_axis(usable, order, axis=1)
             selection = np.zeros((t, kk), dtype=bool)
             np.put_along_axis(selection, order, ok, axis=1)
-            demand = link_token_counts(selection, source, kk)
+            demand = _node_demand(selection, source, placement, nn)
             alloc = allocate_subcarriers(
                 rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token
             )
@@ -206,11 +222,12 @@ class _JESABase(Policy):
     def _threshold(self, layer: int) -> float:
         raise NotImplementedError
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
-        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         thr = self._threshold(int(layer))
         res = jesa(
-            scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), available=avail
+            scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), placement=placement,
+            available=avail,
         )
         info = {
             "iterations": res.iterations,
@@ -292,10 +309,11 @@ class LowerBound(_LayerImportance):
     _label = "LB"
     _kind = "LowerBound"
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
-        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         thr = self._threshold(layer)
-        res = lower_bound(scores, source, rates, thr, self.max_experts, system=system, available=avail)
+        res = lower_bound(scores, source, rates, thr, self.max_experts, system=system, placement=placement,
+                          available=avail)
         return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, False, {"energy": res.energy})
 
 
@@ -313,11 +331,11 @@ class Dense(Policy):
     def params(self) -> dict:
         return {"policy": "Dense", "name": self.name}
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, available=None) -> Schedule:
-        scores, source, rates, system, avail = _inputs(scores, source, rates, layer, system, available)
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         t, k = scores.shape
         selection = np.ones((t, k), dtype=bool) if avail is None else np.array(avail, dtype=bool)
-        demand = link_token_counts(selection, source, k)
+        demand = _node_demand(selection, source, placement, rates.shape[0])
         alloc = allocate_subcarriers(rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token)
         if alloc.unserved.any():
             n_active = int(alloc.active.sum())

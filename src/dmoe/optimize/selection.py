@@ -30,6 +30,22 @@ Conventions shared by all methods (decided here, relied on by tests):
   energy stays finite. It may have fewer than D
   experts if fewer are eligible (possibly none).
 * ``energy`` is always recomputed as the sum of the selected costs in expert-index order.
+
+Node-aware P1(a) (several experts per node, issue 12): with ``placement`` (node of each
+expert) and ``node_costs`` (transmission energy to each node), ``costs`` are the
+computation energies a_j and a selection S costs
+``sum_{n in nodes(S)} node_costs[n] + sum_{j in S} costs[j]``: one transmission serves
+every selected expert of a node. Methods: ``"des"`` (node-aware branch and bound,
+:mod:`dmoe.optimize._node_des`), ``"enumerate"`` and ``"milp"`` (oracles). "des" and
+"enumerate" return the canonical optimum in the order of :mod:`dmoe.optimize._ties`
+(smaller energy, then larger score sum, then the expert-index rule: at the smallest index
+where two selections differ, the one containing it comes first), with one documented
+difference: the node-aware kernel and its enumeration oracle compare E and G as correctly
+rounded sums (``math.fsum``) rather than exact real sums, so two selections whose
+different exact sums round to the same float64 are ordered by the next rule (both
+methods apply this same rule, so they agree). HiGHS returns *an* optimum, so "milp"
+agrees on the energy. Eligibility adds: the expert's node has a finite
+cost. Remark 2 ranks ties by the stand-alone cost ``costs[j] + node_costs[node[j]]``.
 """
 
 from __future__ import annotations
@@ -41,13 +57,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dmoe.optimize import _des, _enumerate, _milp
+from dmoe.optimize import _des, _enumerate, _milp, _node_des
 from dmoe.optimize._validation import (
     SELECTION_METHODS,
     check_available,
     check_costs,
     check_int,
     check_method,
+    check_node_costs,
     check_node_limit,
     check_positive,
     check_scores,
@@ -55,7 +72,7 @@ from dmoe.optimize._validation import (
     mask_costs,
 )
 
-__all__ = ["SCORE_TOL", "SelectionResult", "select_experts", "top_d_fallback"]
+__all__ = ["SCORE_TOL", "SelectionResult", "node_energy", "select_experts", "top_d_fallback"]
 
 #: Tolerance of C1 used by every method: feasible iff sum(scores) >= threshold - SCORE_TOL.
 SCORE_TOL = 1e-9
@@ -164,6 +181,8 @@ def select_experts(
     threshold,
     max_experts,
     *,
+    placement=None,
+    node_costs=None,
     method: str = "auto",
     node_limit: int | None = None,
     time_limit: float | None = None,
@@ -182,9 +201,16 @@ def select_experts(
     Args:
         scores: ``[num_tokens, num_experts], float64`` gating scores g_j (eq 7), >= 0, finite.
         costs: ``[num_tokens, num_experts]`` or ``[num_experts]``, float64 energies e_j [J]
-            >= 0; ``+inf`` = expert unavailable for that token (never selected).
+            >= 0; ``+inf`` = expert unavailable for that token (never selected). With
+            ``placement``: the computation energy a_j [J] of expert j on the token only.
         threshold: float or ``[num_tokens]``: the QoS requirement z gamma^(l) of C1.
         max_experts: D >= 1 (C2); D > num_experts is clipped to num_experts.
+        placement: ``[num_experts], int`` node n(j) in [0, num_nodes) of every expert
+            (:mod:`dmoe.placement`), or None (one expert per node: the paper's P1(a)).
+            Needs ``node_costs``.
+        node_costs: ``[num_tokens, num_nodes]`` or ``[num_nodes]``, float64 [J] >= 0:
+            energy of sending the token's hidden state to node n once (0 for the token's
+            own node; ``+inf`` = unreachable). Only with ``placement``.
         method: all return the canonical optimum. ``"auto"`` (the fastest exact method:
             compiled DES when numba is available;
             without numba, enumerate when K <= 16 and there are at most 2048 subsets of
@@ -216,7 +242,10 @@ def select_experts(
         both) naming the argument: non-2-D/NaN/inf/negative ``scores``; wrong shape, NaN or
         negative ``costs``; NaN/inf or mis-shaped ``threshold``; non-integer or < 1
         ``max_experts``; unknown ``method``; ``enumerate`` with more than 16 experts; bad
-        ``node_limit`` or ``time_limit``; non-bool or mis-shaped ``available``. All checks run before any solver.
+        ``node_limit`` or ``time_limit``; ``placement`` without ``node_costs`` (or the
+        reverse), a ``placement`` that is not ``[num_experts]``, leaves a node empty, puts an
+        expert outside ``[0, num_nodes)``; bad ``node_costs``; non-bool or mis-shaped
+        ``available``. All checks run before any solver.
     """
     if time_limit is not None:
         _des.warm_clock()  # once per process, not charged to the budget
@@ -234,6 +263,20 @@ def select_experts(
             f"`method`='enumerate' supports at most {_enumerate.MAX_EXPERTS} experts, got {num_experts}; "
             "use 'des' or 'milp'"
         )
+    if (placement is None) != (node_costs is None):
+        raise ValueError("`placement` and `node_costs` go together: give both (node-aware P1(a)) or neither")
+    if placement is not None:
+        from dmoe.placement import check_placement
+
+        ncost = check_node_costs(node_costs, num_tokens)
+        try:
+            place = check_placement(placement, ncost.shape[1], num_experts=num_experts)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (N = {ncost.shape[1]} nodes from the columns of `node_costs`)") from None
+        if place.ndim != 1:
+            raise ValueError(f"`placement` must be [num_experts] = [{num_experts}] here (one layer), got {place.shape}")
+        resolved = "des" if method == "auto" else method
+        return _select_node_aware(scores, costs, place, ncost, thr - SCORE_TOL, d, resolved, node_limit, deadline)
     resolved = _resolve_auto(num_experts, d) if method == "auto" else method
     thr_eff = thr - SCORE_TOL
 
@@ -315,4 +358,68 @@ def select_experts(
         selection[work] = sel
 
     energy = np.where(selection, costs, 0.0).sum(axis=1)
+    return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes, stop)
+
+
+def node_energy(selection: np.ndarray, costs: np.ndarray, placement: np.ndarray, node_costs: np.ndarray) -> np.ndarray:
+    """Energy of node-aware selections: ``[num_tokens]`` [J] = sum of the selected ``costs``
+    plus ``node_costs`` of every node holding a selected expert (each node once).
+
+    Args: selection ``[T, E] bool``; costs ``[T, E]``; placement ``[E]``; node_costs ``[T, N]``.
+    """
+    from dmoe.placement import node_selection
+
+    used = node_selection(selection, placement, node_costs.shape[1])
+    return np.where(selection, costs, 0.0).sum(axis=1) + np.where(used, node_costs, 0.0).sum(axis=1)
+
+
+def _select_node_aware(scores, costs, placement, ncost, thr_eff, d, resolved, node_limit, deadline) -> SelectionResult:
+    """Node-aware P1(a) (validated inputs; see :func:`select_experts`)."""
+    num_tokens, num_experts = scores.shape
+    selection = np.zeros((num_tokens, num_experts), dtype=bool)
+    optimal = np.ones(num_tokens, dtype=bool)
+    gap = np.zeros(num_tokens)
+    nodes = np.zeros(num_tokens, dtype=np.int64) if resolved == "des" else None
+    stop = np.zeros(num_tokens, dtype=np.int8) if resolved == "des" else None
+    # [T, E] transmission energy of each expert's node, stand-alone cost of each expert
+    ecost = ncost[:, placement]
+    eligible = (scores > 0) & np.isfinite(costs) & np.isfinite(ecost)
+    trivial = thr_eff <= 0
+    order, valid, csum = top_d_fallback(scores, costs + ecost, eligible, d) if num_tokens else (None, None, None)
+    if num_tokens == 0:
+        return SelectionResult(selection, np.zeros(0), np.ones(0, dtype=bool), resolved, optimal, gap, nodes, stop)
+    feasible = trivial | (csum[:, -1] >= thr_eff)
+    bad = np.flatnonzero(~feasible)
+    if bad.size:
+        fb = np.zeros((bad.size, num_experts), dtype=bool)
+        np.put_along_axis(fb, order[bad], valid[bad], axis=1)
+        selection[bad] = fb
+    work = np.flatnonzero(feasible & ~trivial)
+    if work.size:
+        w_csum, w_valid, w_thr = csum[work], valid[work], thr_eff[work]
+        reach = (w_csum >= w_thr[:, None]) & w_valid
+        first = np.argmax(reach, axis=1)
+        prefix = np.arange(d)[None, :] <= first[:, None]
+        greedy = np.zeros((work.size, num_experts), dtype=bool)
+        np.put_along_axis(greedy, order[work], prefix & w_valid, axis=1)
+        w_scores = np.where(eligible[work], scores[work], 0.0)
+        if resolved == "des":
+            sel, n_nodes, w_stop, lower = _node_des.run(
+                w_scores, costs[work], placement, ncost[work], w_thr, d, greedy, node_limit, deadline,
+                use_numba=_des.USE_NUMBA,
+            )
+            nodes[work] = n_nodes
+            stop[work] = w_stop
+            opt = w_stop == 0
+            optimal[work] = opt
+            w_energy = node_energy(sel, costs[work], placement, ncost[work])
+            gap[work] = np.where(opt, 0.0, np.maximum(w_energy - lower, 0.0))
+        elif resolved == "enumerate":
+            sel, found = _enumerate.solve_nodes(w_scores, costs[work], ncost[work], placement, eligible[work], w_thr, d)
+            sel[~found] = greedy[~found]
+        else:
+            sel, found = _milp.solve_nodes(w_scores, costs[work], ncost[work], placement, eligible[work], w_thr, d)
+            sel[~found] = greedy[~found]
+        selection[work] = sel
+    energy = node_energy(selection, costs, placement, ncost)
     return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes, stop)

@@ -51,6 +51,8 @@ class Engine(abc.ABC):
 
     name: str
     num_nodes: int
+    #: ``[num_nodes][num_layers][E_n]`` experts each node holds (None: node n holds expert n)
+    node_experts: list | None = None
 
     @abc.abstractmethod
     def submit(self, node: int, method: str, *args, num_returns: int = 1) -> list:
@@ -78,10 +80,28 @@ class Engine(abc.ABC):
         for j in nodes:
             self.join(j)
 
-    def configure(self, *, combine: str) -> None:
-        """Tell every live node the combination rule of step 5 (``model.combine``)."""
+    def configure(self, *, combine: str, node_experts: list | None = None) -> None:
+        """Tell every live node the combination rule of step 5 (``model.combine``) and,
+        with ``node_experts`` (``[num_nodes][num_layers][E_n]`` expert ids, issue 12), the
+        experts it holds; a node started later (:meth:`join`) holds the same experts.
+
+        Raises:
+            ValueError: ``node_experts`` does not have one entry per node.
+        """
+        if node_experts is not None:
+            if len(node_experts) != self.num_nodes:
+                raise ValueError(
+                    f"`node_experts` must have one entry per node ({self.num_nodes}), got {len(node_experts)}"
+                )
+            self.node_experts = [[tuple(int(j) for j in layer) for layer in node] for node in node_experts]
+            handles = [h for n in range(self.num_nodes) for h in self.submit(n, "set_experts", self.node_experts[n])]
+            self.get(handles)
         handles = [h for j in range(self.num_nodes) for h in self.submit(j, "set_combine", combine)]
         self.get(handles)
+
+    def _experts_of(self, node: int):
+        """The experts a (re)started ``node`` holds (None: the paper's expert ``node``)."""
+        return None if self.node_experts is None else self.node_experts[node]
 
     def shutdown(self) -> None:  # noqa: B027 - optional hook
         """Release the engine's resources (processes, memory)."""
@@ -94,11 +114,11 @@ class Engine(abc.ABC):
 
 
 class LocalEngine(Engine):
-    """All K nodes in this process (the embedded default).
+    """All nodes in this process (the embedded default).
 
     Args:
         model: the expert model (shared read-only by the nodes).
-        num_nodes: K (default ``model.num_experts``).
+        num_nodes: N (default K = ``model.num_experts``, one expert per node).
     """
 
     name = "local"
@@ -125,7 +145,7 @@ class LocalEngine(Engine):
         self._nodes[node] = None
 
     def join(self, node: int) -> None:
-        self._nodes[node] = ExpertNode(node, self._model)
+        self._nodes[node] = ExpertNode(node, self._model, self._experts_of(node))
 
     def alive(self) -> np.ndarray:
         """``[K]`` bool: nodes that are running."""
@@ -139,7 +159,7 @@ def make_engine(engine: str | Engine, model, *, num_nodes: int | None = None, ad
     Args:
         engine: ``"local"``, ``"ray"`` or an :class:`Engine`.
         model: the expert model the nodes run.
-        num_nodes: K (default ``model.num_experts``).
+        num_nodes: N (default K = ``model.num_experts``, one expert per node).
         address: Ray only: address of an existing cluster (``"auto"``, ``"ray://host:port"``,
             ``"host:port"``); None starts Ray embedded with this machine's CPUs.
 

@@ -213,6 +213,7 @@ def evaluate_policy(
     progress: bool = True,
     reference: FullReference | None = None,
     texts: Sequence[PackedText] = (),
+    placement=None,
     engine: str | Engine = "local",
     ray_address: str | None = None,
     node_failure_rate: float = 0.0,
@@ -243,6 +244,8 @@ def evaluate_policy(
     texts : sequence of PackedText
         Held-out texts for perplexity (:func:`evaluate_perplexity`); none: ``perplexity``
         is None. Their energy is not part of the result.
+    placement : ndarray [num_experts] or [num_layers, num_experts], optional
+        Node of each expert when experts outnumber the ``system.num_experts`` nodes.
     engine : {"local", "ray"} or Engine
         Where the expert nodes run (:mod:`dmoe.runtime.engine`); pass an Engine to reuse
         its nodes across calls (a name starts and stops one for this call).
@@ -275,6 +278,7 @@ def evaluate_policy(
     reference.check(queries)
     runtime = DMoERuntime(
         model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel,
+        placement=placement,
         engine=engine,
         ray_address=ray_address, node_failure_rate=node_failure_rate, node_kills=node_kills, node_rejoin=node_rejoin,
     )
@@ -302,7 +306,7 @@ def evaluate_policy(
         round_seconds = time.perf_counter() - start
         ppl = evaluate_perplexity(
             model, texts, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn,
-            channel=channel, engine=runtime.engine_object,
+            channel=channel, engine=runtime.engine_object, placement=placement,
         ) if len(texts) else None
         res = _result(runtime, name, logliks, answers, kl, scored, reference, ppl, time.perf_counter() - start)
         res.round_seconds = round_seconds
@@ -371,17 +375,18 @@ def evaluate_perplexity(
     rates_fn: Callable | None = None,
     channel: ChannelConfig | None = None,
     engine: str | Engine = "local",
+    placement=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Serve held-out texts through the DMoE runtime with ``policy`` and score every token.
 
-    The texts run on a runtime of their own, K texts per round, text ``r*K + i`` on node
+    The texts run on a runtime of their own, N texts per round, text ``r*N + i`` on node
     ``i``: the policy schedules their tokens at every layer exactly as for questions, and
     their energy goes to that runtime's ledger, which is dropped, so the MMLU energy of
     :func:`evaluate_policy` is untouched.
 
     Parameters
     ----------
-    model, policy, system, seed, channel_redraw, rates_fn, channel, engine
+    model, policy, system, seed, channel_redraw, rates_fn, channel, engine, placement
         As for :func:`evaluate_policy` (no node failures here).
     texts : sequence of PackedText (:func:`dmoe.data.pack_text`), at least one
 
@@ -400,7 +405,7 @@ def evaluate_perplexity(
         raise ValueError("`texts` must hold at least one text")
     runtime = DMoERuntime(
         model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel,
-        engine=engine,
+        engine=engine, placement=placement,
     )
     K = system.num_experts
     nll = np.zeros(len(texts))

@@ -21,6 +21,14 @@ The return of the FFN output to the source node (protocol step 5) is counted in
 objective P1/P2 charge each selected remote expert one hidden-state transfer, and the
 ledger follows the model the solvers optimise.
 
+Several experts per node (issue 12): with a ``placement`` (node of each expert, one
+mapping or one per layer) ``system.num_experts`` is the number of nodes N, subcarriers
+serve node pairs, one transmission is charged per (token, remote node) however many of
+that node's experts the token uses, and computation per expert
+(:func:`dmoe.energy.node_computation_energy`). One expert per node is ``placement=None``.
+:meth:`EnergyLedger.charge_outcome` takes the placement-aware outcome of
+:func:`dmoe.runtime.transfer.transmit` (per node pair, true vs estimated rates).
+
 Node failures (issue 9). Every schedule that was sent is charged in full, including a
 layer round whose attempt failed because an expert died after the schedule was sent: its
 transmissions and computations were spent (the attempt's per-token energy is also kept
@@ -48,7 +56,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..energy import computation_energy, link_token_counts, schedule_energy
+from ..energy import computation_energy, link_token_counts, node_computation_energy, schedule_energy
 from ..latency import RoundTiming
 from ..system import SystemConfig
 from .transfer import TransferOutcome
@@ -89,11 +97,14 @@ class EnergyLedger:
     num_layers : int
         L, number of decoder layers (rounds per query batch).
     system : SystemConfig
-        Radio and device parameters (P0, s0, a_j, b_j).
+        Radio and device parameters (P0, s0, a_j, b_j); ``num_experts`` = N nodes.
+    placement : ndarray [num_experts] or [num_layers, num_experts], int, optional
+        Node of each expert (validated by the runtime); None = one expert per node.
     """
 
     num_layers: int
     system: SystemConfig
+    placement: np.ndarray | None = None
     _comm: np.ndarray = field(init=False)
     _comp: np.ndarray = field(init=False)
     _tokens: np.ndarray = field(init=False)
@@ -111,7 +122,8 @@ class EnergyLedger:
     _always_on: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        L, K = self.num_layers, self.system.num_experts
+        L = self.num_layers
+        K = self.system.num_experts if self.placement is None else np.asarray(self.placement).shape[-1]
         self._comm = np.zeros(L)
         self._comp = np.zeros(L)
         self._tokens = np.zeros(L, dtype=np.int64)
@@ -150,9 +162,9 @@ class EnergyLedger:
             alpha: experts that processed each token.
         source : ndarray [num_tokens], int
             Node holding each token.
-        subcarrier : ndarray [num_experts, num_experts], int
+        subcarrier : ndarray [num_nodes, num_nodes], int
             beta: the subcarrier each link used (-1: none).
-        rates : ndarray [num_experts, num_experts, num_subcarriers], float [bit/s]
+        rates : ndarray [num_nodes, num_nodes, num_subcarriers], float [bit/s]
             The channel realisation of this round.
         feasible : ndarray [num_tokens], bool, optional
             Tokens whose QoS could be met (counted, not charged).
@@ -174,8 +186,16 @@ class EnergyLedger:
         selection = np.asarray(selection, dtype=bool)
         sub = np.asarray(subcarrier)
         K = self.system.num_experts
-        # [K, K] tokens sent from node i to expert j (s_ij in tokens)
-        tokens = link_token_counts(selection, source, K)
+        place = None
+        if self.placement is not None:
+            from ..placement import layer_placement, node_selection
+
+            place = layer_placement(self.placement, layer)
+            # [K, K] tokens sent from node i to node n (one transmission per token and node)
+            tokens = link_token_counts(node_selection(selection, place, K), source, K)
+        else:
+            # [K, K] tokens sent from node i to expert j (s_ij in tokens)
+            tokens = link_token_counts(selection, source, K)
         remote = tokens.copy()
         np.fill_diagonal(remote, 0)
         if np.any((remote > 0) & (sub < 0)):
@@ -183,7 +203,7 @@ class EnergyLedger:
             raise RuntimeError(f"schedule sends tokens over link {i}->{j}, which has no subcarrier")
         try:
             # eq (2)-(4) on the subcarriers actually allocated
-            bill = schedule_energy(selection, source, sub, rates, self.system, zero_rate="raise")
+            bill = schedule_energy(selection, source, sub, rates, self.system, zero_rate="raise", placement=place)
         except ValueError as exc:
             raise RuntimeError(f"schedule sends tokens over a zero-rate link: {exc}") from exc
         comm, comp = float(bill.comm), float(bill.comp)
@@ -276,13 +296,22 @@ class EnergyLedger:
             if source is None:
                 raise ValueError("`source` is required together with `completed`")
             k = self.system.num_experts
-            # [K, K] delivered transfers of the tokens whose round failed
-            lost_tok = link_token_counts(selection[~done], np.asarray(source)[~done], k)
+            lost_sel = selection[~done]
+            if self.placement is None:
+                # [K, K] delivered transfers of the tokens whose round failed
+                lost_tok = link_token_counts(lost_sel, np.asarray(source)[~done], k)
+                lost_comp = float(computation_energy(lost_tok, self.system).sum())
+            else:
+                from ..placement import layer_placement, node_selection
+
+                place = layer_placement(self.placement, layer)
+                # [N, N] delivered node-pair transfers of the tokens whose round failed
+                lost_tok = link_token_counts(node_selection(lost_sel, place, k), np.asarray(source)[~done], k)
+                lost_comp = float(node_computation_energy(lost_sel, place, self.system).sum())
             share = np.divide(
                 lost_tok, outcome.tokens_delivered, out=np.zeros((k, k)), where=outcome.tokens_delivered > 0
             )
             lost_comm = float((outcome.energy_comm_spent * share).sum())
-            lost_comp = float(computation_energy(lost_tok, self.system).sum())
             self._lost[layer] += lost_comm + lost_comp
         return comm, comp
 
@@ -316,6 +345,9 @@ class EnergyLedger:
             raise ValueError(f"`size` must be a finite number >= 0, got {size!r}")
         source = np.asarray(source, dtype=np.int64)
         a = self.system.comp_energy_per_token_j
+        if self.placement is not None:
+            # a routed expert on node n costs a_n N / E with a placement (dmoe.energy.expert_comp_energy)
+            a = a * (self.system.num_experts / np.asarray(self.placement).shape[-1])
         energy = size * float(a[source].sum())
         self._comp[layer] += energy
         self._comp_planned[layer] += energy

@@ -1,8 +1,9 @@
 """An expert node of the DMoE system (Section III-A, eq 6): the code that runs ON a node.
 
-Node j holds every attention block ``Attn^(l)`` and the gate of every layer (block
-downloading, Section III-A-2) and its own FFN slice ``FFN_j^(l)`` of every layer, plus the
-embedding and output head its own queries need. The same class runs in both engines: the
+Node n holds every attention block ``Attn^(l)`` and the gate of every layer (block
+downloading, Section III-A-2) and its own experts ``FFN_j^(l)`` of every layer (one, j = n,
+in the paper; with an expert placement, issue 12, the experts ``j`` placed on node n,
+:meth:`ExpertNode.set_experts`), plus the embedding and output head its own queries need. The same class runs in both engines: the
 in-process engine calls its methods directly, the Ray engine wraps it in an actor (one
 process per node), so a node computes exactly the same thing whichever engine runs it.
 
@@ -18,9 +19,9 @@ batched over everything it hosts or receives:
 * :meth:`dense_layer` -- a layer without routed experts (``is_moe_layer`` False): the
   whole layer runs at the source, nothing is scheduled;
 * :meth:`dispatch` -- step 4 (send side): the FFN inputs of its tokens, one batch per
-  selected expert;
-* :meth:`ffn` -- step 4 (expert side): ``FFN_j`` on the batches received from all sources,
-  one output batch back per source;
+  destination node (a token goes once to a node, however many of its experts it selected);
+* :meth:`ffn` -- step 4 (expert side): each selected expert ``FFN_j`` of the node on its
+  rows of the batches received from all sources, one output batch back per (source, expert);
 * :meth:`combine` -- step 5: aggregate the returned outputs with the model's combination
   weights, add the always-on part and the residual; returns each query's new hidden state, the server's checkpoint;
 * :meth:`logits` -- the next-token logits the server scores.
@@ -62,31 +63,54 @@ class HostedQuery:
 
 
 class ExpertNode:
-    """Expert node ``j``: attention at the source, FFN slice ``j`` for any requester.
+    """Expert node ``n``: attention at the source, its experts' FFNs for any requester.
 
     Parameters
     ----------
     index : int
-        j, the node's index in ``[0, num_experts)``.
+        n, the node's index in ``[0, num_nodes)``.
     model : ExpertModel
         The expert model whose blocks the node downloads (eq 6). In-process, this is the
         driver's model (read-only, shared by reference); in a Ray actor it is the actor's
         own copy, fetched once from the object store.
+    experts : sequence of sequence of int, optional
+        ``[num_layers][E_n^(l)]`` the experts the node holds at each layer (issue 12:
+        several experts per node); default expert ``index`` at every layer (the paper).
     """
 
-    def __init__(self, index: int, model) -> None:
+    def __init__(self, index: int, model, experts: Sequence[Sequence[int]] | None = None) -> None:
         self.index = int(index)
         self._model = model
-        # per layer: this node's own expert parameters (eq 6; carved: {"gate": [F_j, H],
-        # "up": [F_j, H], "down": [H, F_j]}), contiguous tensors taken once; None at a dense layer
-        self._ffn: list[dict[str, torch.Tensor] | None] = [
-            {k: v.contiguous() for k, v in model.expert_parameters(layer, self.index).items()}
-            if model.is_moe_layer(layer)
-            else None
-            for layer in range(model.num_layers)
-        ]
+        # per layer: {expert j: its parameters (eq 6; carved: {"gate": [F_j, H], "up":
+        # [F_j, H], "down": [H, F_j]})}, contiguous tensors taken once; None at a dense layer
+        self._ffn: list[dict[int, dict[str, torch.Tensor]] | None] = []
+        self.set_experts(experts)
         # per hosted query: {"hidden", "pe", "mask", "rows", "u", "g"}
         self._queries: dict[int, dict[str, Any]] = {}
+
+    def set_experts(self, experts: Sequence[Sequence[int]] | None) -> None:
+        """Hold the experts ``experts[l]`` at layer l (None: expert ``index`` at every layer).
+
+        Downloads their parameters (eq 6); parameters already held are kept, not copied again.
+        """
+        model = self._model
+        L = int(model.num_layers)
+        if experts is None:
+            experts = [(self.index,)] * L
+        if len(experts) != L:
+            raise ValueError(f"`experts` must list the experts of each of the {L} layers, got {len(experts)}")
+        old = self._ffn
+        self._ffn = []
+        for layer in range(L):
+            if not model.is_moe_layer(layer):
+                self._ffn.append(None)
+                continue
+            held = old[layer] if layer < len(old) and old[layer] is not None else {}
+            self._ffn.append({
+                int(j): held[int(j)] if int(j) in held
+                else {k: v.contiguous() for k, v in model.expert_parameters(layer, int(j)).items()}
+                for j in experts[layer]
+            })
 
     # ------------------------------------------------------------------ service
     def ping(self) -> int:
@@ -164,10 +188,10 @@ class ExpertNode:
         return (True, *new)
 
     def dispatch(self, layer: int, sends: Sequence[tuple[int, Sequence[tuple[int, np.ndarray]]]]) -> list[torch.Tensor]:
-        """Step 4, send side: one batch of FFN inputs per destination expert.
+        """Step 4, send side: one batch of FFN inputs per destination node.
 
-        sends : [(expert j, [(qid, token rows), ...]), ...] -> [Tensor [n_j, H], ...] in the
-        same order (rows concatenated in the listed order).
+        sends : [(node n, [(qid, token rows), ...]), ...] -> [Tensor [n_n, H], ...] in the
+        same order (rows concatenated in the listed order; a token once per node).
         """
         out = []
         for _, parts in sends:
@@ -177,18 +201,44 @@ class ExpertNode:
 
     # ------------------------------------------------------------ at the expert node
     @torch.no_grad()
-    def ffn(self, layer: int, *parts: torch.Tensor):
-        """Step 4, expert side: ``FFN_j^(l)`` on the batches received from every source.
+    def ffn(self, layer: int, plans: Sequence[Sequence[tuple[int, np.ndarray | None]]], *parts: torch.Tensor):
+        """Step 4, expert side: the node's experts ``FFN_j^(l)`` on the batches received.
 
-        parts : Tensor [n_i, H] per source -> (True, Tensor [n_i, H] per source): a status
-        the server waits on, then one output batch back to each source.
+        plans : per source, ``[(expert j, rows of the source's batch that selected j, or
+        None for all rows), ...]``; parts : Tensor [n_i, H] per source (one batch per source,
+        :meth:`dispatch`). Returns (True, Tensor [n_ij, H] per (source, expert) in the
+        order of ``plans``): a status the server waits on, then one output batch back per
+        source and expert. Each expert runs once on its rows from every source.
+
+        Raises:
+            ValueError: ``layer`` is a dense layer or the node does not hold an expert of a plan.
         """
-        if self._ffn[layer] is None:
+        held = self._ffn[layer]
+        if held is None:
             raise ValueError(f"layer {layer} is a dense layer: node {self.index} holds no expert there")
-        sizes = [p.shape[0] for p in parts]
-        x = parts[0] if len(parts) == 1 else torch.cat(parts)
-        y = self._model.apply_expert(layer, self._ffn[layer], x)
-        return (True, *torch.split(y, sizes))
+        if len(plans) != len(parts):
+            raise ValueError(f"`plans` must have one entry per source batch ({len(parts)}), got {len(plans)}")
+        # per expert: [(output slot, rows of the stacked input)]
+        slots: dict[int, list] = {}
+        xs, offset, n_out = [], 0, 0
+        for plan, x in zip(plans, parts):
+            xs.append(x)
+            for j, rows in plan:
+                if int(j) not in held:
+                    raise ValueError(f"node {self.index} does not hold expert {j} of layer {layer}")
+                idx = (torch.arange(x.shape[0]) if rows is None else torch.as_tensor(rows, dtype=torch.long)) + offset
+                slots.setdefault(int(j), []).append((n_out, idx))
+                n_out += 1
+            offset += x.shape[0]
+        x_all = xs[0] if len(xs) == 1 else torch.cat(xs)
+        out: list = [None] * n_out
+        for j, items in slots.items():
+            idx = torch.cat([i for _, i in items])
+            # every source's rows of expert j in one call: [sum n_ij, H]
+            y = self._model.apply_expert(layer, held[j], x_all[idx.to(x_all.device)])
+            for (slot, _), part in zip(items, torch.split(y, [len(i) for _, i in items])):
+                out[slot] = part
+        return (True, *out)
 
     # ----------------------------------------------------------- back at the source
     @torch.no_grad()

@@ -97,11 +97,11 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None, time
 class _ActorNode(ExpertNode):
     """The actor's class: an :class:`ExpertNode` with torch on one thread."""
 
-    def __init__(self, index: int, model) -> None:
+    def __init__(self, index: int, model, experts=None) -> None:
         import torch
 
         torch.set_num_threads(1)
-        super().__init__(index, model)
+        super().__init__(index, model, experts)
 
 
 class RayEngine(Engine):
@@ -109,7 +109,7 @@ class RayEngine(Engine):
 
     Args:
         model: the expert model; put into the object store once.
-        num_nodes: K (default ``model.num_experts``).
+        num_nodes: N (default K = ``model.num_experts``, one expert per node).
         address: cluster address, or None (embedded / already running Ray).
         num_cpus: CPUs of an embedded Ray (default: all of this machine's).
         ray_init_kwargs: extra ``ray.init`` arguments (e.g. ``runtime_env``).
@@ -211,12 +211,12 @@ class RayEngine(Engine):
         raise RuntimeError(f"node {node}: actor still alive {self.timeout_s:g} s after ray.kill")
 
     def join(self, node: int) -> None:
-        actor = self._actor_cls.remote(node, self._model_ref)
+        actor = self._actor_cls.remote(node, self._model_ref, self._experts_of(node))
         self._ray.get(actor.ping.remote(), timeout=self.start_timeout_s)
         self._actors[node] = actor
 
     def join_many(self, nodes: Sequence[int]) -> None:
-        actors = {int(j): self._actor_cls.remote(int(j), self._model_ref) for j in nodes}
+        actors = {int(j): self._actor_cls.remote(int(j), self._model_ref, self._experts_of(int(j))) for j in nodes}
         self._ray.get([a.ping.remote() for a in actors.values()], timeout=self.start_timeout_s)
         for j, actor in actors.items():
             self._actors[j] = actor

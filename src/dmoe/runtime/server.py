@@ -1,16 +1,18 @@
 """The DMoE protocol (Section III-C): the edge server's loop, one code for every engine.
 
-:class:`DMoERuntime` plays the edge server; the K expert nodes run wherever its engine
-puts them (:mod:`dmoe.runtime.engine`: in this process, or one Ray actor per node). A
-*round* serves up to K queries, query q hosted on node q (step 1). For each layer
+:class:`DMoERuntime` plays the edge server; the N expert nodes (N = K, one expert each,
+in the paper; fewer with a ``placement``, issue 12) run wherever its engine puts them
+(:mod:`dmoe.runtime.engine`: in this process, or one Ray actor per node). A
+*round* serves up to N queries, query q hosted on node q (step 1). For each layer
 l = 1..L it runs
 
 2. attention and gating at each query's host node; the gating scores go to the server;
 3. the policy's schedule for all tokens of the round (expert selection alpha and
    subcarrier allocation beta) on this layer round's channel realisation, over the
    experts that are up;
-4. forward transmission of each hidden state to its selected experts (one batch per
-   source and expert) and the FFN of each selected expert on everything it received;
+4. forward transmission of each hidden state to the nodes of its selected experts (one
+   batch per source and node: a token goes once to a node) and the FFN of each selected
+   expert on the rows that selected it;
 5. backward transmission and aggregation at the host node with the model's combination
    weights, plus the model's always-on part (shared experts) computed at the host; the
    host returns each query's layer output, which the server keeps as the query's
@@ -24,7 +26,7 @@ everything the node hosts or receives). The model is any
 :class:`~dmoe.model.interface.ExpertModel`.
 
 Node loss (issue 9): a node that dies (fault model, scheduled kill, or a real process
-death) is detected when its call fails. The server marks its expert unavailable; a query
+death) is detected when its call fails. The server marks its experts unavailable; a query
 it hosted is re-hosted on the up node with the fewest queries (ties: lowest index),
 resuming from the server's checkpoint of its last completed layer (re-host transfer
 charged, :mod:`dmoe.runtime.ledger`); if the node died after the schedule was sent, the
@@ -100,8 +102,9 @@ class DMoERuntime:
 
     Parameters
     ----------
-    model : ExpertModel
-        ``model.num_experts`` must equal ``system.num_experts`` (one expert per node).
+    model : dmoe.model.ExpertModel
+        ``model.num_experts`` (K routed experts per layer) must equal
+        ``system.num_experts`` (one expert per node) unless a ``placement`` is given.
     policy : dmoe.optimize.policies.Policy
         Decides selection and subcarriers for each layer round.
     system : SystemConfig
@@ -116,6 +119,15 @@ class DMoERuntime:
         :func:`dmoe.channel.draw_rates` (eq 1) on the keys above.
     record_selection : bool
         Keep every token's selection per layer (for tests and selection-pattern plots).
+    placement : ndarray [num_experts] or [num_layers, num_experts], int, optional
+        Node of each expert when experts outnumber nodes (issue 12, :mod:`dmoe.placement`);
+        ``system.num_experts`` is then the number of nodes N and a round serves up to N
+        queries. Node n holds the FFNs of its experts; the policy schedules node pairs and
+        the ledger charges one transmission per (token, remote node). None = one expert
+        per node (N = E). The engine runs one worker per node (N workers; worker n holds
+        the experts placed on node n and hosts node n's queries, and a hidden state goes
+        once to each node whose experts it selected). A failed node takes all of its
+        experts with it: the re-plan sees them unavailable.
     engine : {"local", "ray"} or Engine
         Where the nodes run (:mod:`dmoe.runtime.engine`). An Engine instance is shared
         (not shut down by :meth:`close`); a name makes one owned by this runtime.
@@ -146,6 +158,7 @@ class DMoERuntime:
     channel_redraw: str = "layer"
     rates_fn: Callable[[np.random.Generator], np.ndarray] | None = None
     record_selection: bool = False
+    placement: object = None
     engine: str | Engine = "local"
     ray_address: str | None = None
     node_failure_rate: float = 0.0
@@ -161,10 +174,16 @@ class DMoERuntime:
 
     def __post_init__(self) -> None:
         K = int(self.model.num_experts)
-        if K != self.system.num_experts:
+        if self.placement is not None:
+            from ..placement import check_placement
+
+            self.placement = check_placement(
+                self.placement, self.system.num_experts, num_experts=K, num_layers=int(self.model.num_layers)
+            )
+        elif K != self.system.num_experts:
             raise ValueError(
                 f"`system.num_experts` ({self.system.num_experts}) must equal the model's "
-                f"number of experts per layer ({K}): one expert per node"
+                f"number of experts per layer ({K}): one expert per node (or give a `placement`)"
             )
         if self.channel_redraw not in CHANNEL_REDRAW:
             raise ValueError(
@@ -175,22 +194,34 @@ class DMoERuntime:
         if self.rates_fn is not None and self.channel is not None:
             raise ValueError("give either `rates_fn` or `channel`, not both")
         self.fault_model = FaultModel(self.node_failure_rate, int(self.seed), tuple(self.node_kills))
-        self.ledger = EnergyLedger(int(self.model.num_layers), self.system)
+        self.ledger = EnergyLedger(int(self.model.num_layers), self.system, self.placement)
         self.latency = LatencyLedger(int(self.model.num_layers))
         if self.rates_fn is None:
             self.process = ChannelProcess(
                 self.channel or ChannelConfig(), self.system, seed=int(self.seed), channel_redraw=self.channel_redraw
             )
         self.faults = FaultLog()
+        # N nodes (N = K without a placement)
+        N = int(self.system.num_experts)
+        L = int(self.model.num_layers)
+        # [L, K] node of every expert at every layer
+        self._expert_node = (
+            np.broadcast_to(np.arange(K, dtype=np.int64), (L, K))
+            if self.placement is None
+            else np.broadcast_to(np.asarray(self.placement, dtype=np.int64), (L, K))
+        )
         self._owns_engine = not isinstance(self.engine, Engine)
-        self._engine = make_engine(self.engine, self.model, num_nodes=K, address=self.ray_address)
-        if self._engine.num_nodes != K:
-            raise ValueError(f"`engine` runs {self._engine.num_nodes} nodes but the model has K = {K} experts")
+        self._engine = make_engine(self.engine, self.model, num_nodes=N, address=self.ray_address)
+        if self._engine.num_nodes != N:
+            raise ValueError(f"`engine` runs {self._engine.num_nodes} nodes but the system has N = {N} nodes")
         # a shared engine may hold nodes that died in an earlier run: start them again
-        self._engine.join_many(sorted(self._engine.probe(range(K))))
-        self._engine.configure(combine=getattr(self.model, "combine", "sum"))
-        # [K] the server's view of which nodes are up
-        self.up = np.ones(K, dtype=bool)
+        self._engine.join_many(sorted(self._engine.probe(range(N))))
+        # [N][L][E_n] the experts each node holds (eq 6, per placement)
+        node_experts = [[tuple(np.flatnonzero(self._expert_node[layer] == n).tolist()) for layer in range(L)]
+                        for n in range(N)]
+        self._engine.configure(combine=getattr(self.model, "combine", "sum"), node_experts=node_experts)
+        # [N] the server's view of which nodes are up
+        self.up = np.ones(N, dtype=bool)
 
     @property
     def num_nodes(self) -> int:
@@ -318,11 +349,11 @@ class DMoERuntime:
     # --------------------------------------------------------------------- round
     @torch.no_grad()
     def run_round(self, queries: Sequence[PackedQuery]) -> RoundOutput:
-        """Serve up to K queries, query q on node q (protocol steps 1-6).
+        """Serve up to N queries, query q on node q (protocol steps 1-6).
 
         Parameters
         ----------
-        queries : sequence of PackedQuery, length 1..K
+        queries : sequence of PackedQuery, length 1..N (N = ``system.num_experts`` nodes)
 
         Returns
         -------
@@ -335,9 +366,11 @@ class DMoERuntime:
         NoLiveNodeError
             If every node has failed (then no expert can serve).
         """
-        K = self.num_nodes
-        if not 1 <= len(queries) <= K:
-            raise ValueError(f"`queries` must hold 1..{K} queries (one per node), got {len(queries)}")
+        # K experts per layer on N = system.num_experts nodes (N = K without a placement)
+        K = int(self.model.num_experts)
+        N = self.num_nodes
+        if not 1 <= len(queries) <= N:
+            raise ValueError(f"`queries` must hold 1..{N} queries (one per node), got {len(queries)}")
         L = int(self.model.num_layers)
         eng = self._engine
         r = self.rounds
@@ -399,8 +432,14 @@ class DMoERuntime:
                 # [T] host node of every pending token; [T, K] gating scores
                 source = np.repeat(st.host[order], lengths)
                 scores = np.concatenate([st.scores[q] for q in order]).astype(np.float64)
-                kwargs = {} if self.up.all() else {"available": self.up.copy()}
+                # [K] experts whose node is up
+                kwargs = {} if self.up.all() else {"available": self.up[self._expert_node[layer]]}
                 key = [self.seed, r, layer, 1] if attempt == 0 else [self.seed, r, layer, 1, attempt]
+                place_kw = {}
+                if self.placement is not None:
+                    from ..placement import layer_placement
+
+                    place_kw["placement"] = layer_placement(self.placement, layer)
                 sched = self.policy.schedule(
                     scores,
                     source,
@@ -409,10 +448,17 @@ class DMoERuntime:
                     system=self.system,
                     rng=np.random.default_rng(key),
                     **kwargs,
+                    **place_kw,
                 )
                 # the schedule meets the true channel; the experts that received a token process it
                 sent = transmit(
-                    sched.selection, source, sched.subcarrier, chan.estimated_rates, chan.true_rates, self.system
+                    sched.selection,
+                    source,
+                    sched.subcarrier,
+                    chan.estimated_rates,
+                    chan.true_rates,
+                    self.system,
+                    **place_kw,
                 )
                 selection = sent.selection
                 if attempt == 0:
@@ -421,7 +467,9 @@ class DMoERuntime:
                 done = self._experts(layer, order, offsets, selection, r, st)
                 completed = np.repeat(np.array([q in done for q in order], dtype=bool), lengths)
                 self.ledger.charge_outcome(layer, sent, sched.feasible, completed=completed, source=source)
-                timing = round_timing(sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system)
+                timing = round_timing(
+                    sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system, load=sent.node_load
+                )
                 self.latency.charge(r, layer, timing, n)
                 if self.process is not None:
                     self.process.advance(timing.latency_s)
@@ -483,11 +531,19 @@ class DMoERuntime:
 
     def _experts(self, layer, order, offsets, selection, r, st) -> dict:
         """Steps 4-5 for the pending queries; returns {qid: checkpoint handle} of the
-        queries whose layer round completed (all, unless a node died)."""
+        queries whose layer round completed (all, unless a node died).
+
+        A host sends each token once to every node holding one of its selected experts
+        (``dispatch``: one batch per destination node); the node runs each of its selected
+        experts on the rows that selected it (``ffn`` with a plan per source batch) and
+        returns one output batch per (source, expert), which the host combines."""
         eng = self._engine
-        K = self.num_nodes
-        # per host: per expert j: [(qid, token rows)]
+        K = selection.shape[1]
+        # [K] node of each expert at this layer
+        place = self._expert_node[layer]
+        # per host: per expert j: [(qid, token rows)] (combine), and per node n: [(qid, rows)] (dispatch)
         sends: dict[int, dict[int, list]] = defaultdict(dict)
+        to_node: dict[int, dict[int, list]] = defaultdict(dict)
         sels = defaultdict(dict)
         for i, q in enumerate(order):
             h = int(st.host[q])
@@ -497,20 +553,44 @@ class DMoERuntime:
                 rows = np.flatnonzero(sel_q[:, j])
                 if rows.size:
                     sends[h].setdefault(j, []).append((q, rows))
+            # [S, N] token needs node n
+            need = np.zeros((sel_q.shape[0], self.num_nodes), dtype=bool)
+            np.logical_or.at(need.T, place, sel_q.T)
+            for n in np.flatnonzero(need.any(axis=0)):
+                to_node[h].setdefault(int(n), []).append((q, np.flatnonzero(need[:, n])))
         routes = {h: sorted(sends[h].items()) for h in sels}
         disp = {}
+        # per (host, node): [(expert j, rows of the host's batch to node n that selected j)]
+        plans: dict[tuple[int, int], list] = {}
         for h in sorted(routes):
-            if routes[h]:
-                hs = eng.submit(h, "dispatch", layer, routes[h], num_returns=len(routes[h]))
-                for (j, _), hd in zip(routes[h], hs):
-                    disp[(h, j)] = hd
-        experts = sorted({j for _, j in disp})
+            if not routes[h]:
+                continue
+            batches = sorted(to_node[h].items())
+            hs = eng.submit(h, "dispatch", layer, batches, num_returns=len(batches))
+            for (n, parts), hd in zip(batches, hs):
+                disp[(h, n)] = hd
+                # position of (qid, row) in the batch to node n
+                pos, start = {}, 0
+                for q, rows in parts:
+                    pos[q] = (start, rows)
+                    start += len(rows)
+                plans[(h, n)] = [
+                    (j, np.concatenate([pos[q][0] + np.searchsorted(pos[q][1], rows) for q, rows in sends_j]))
+                    for j, sends_j in routes[h]
+                    if place[j] == n
+                ]
+        nodes = sorted({n for _, n in disp})
         back = {}
-        for j in experts:
-            srcs = sorted(h for h, jj in disp if jj == j)
-            hs = eng.submit(j, "ffn", layer, *[disp[(h, j)] for h in srcs], num_returns=1 + len(srcs))
-            for h, hd in zip(srcs, hs[1:]):
-                back[(h, j)] = hd
+        for n in nodes:
+            srcs = sorted(h for h, nn in disp if nn == n)
+            plan = [plans[(h, n)] for h in srcs]
+            outs = sum(len(p) for p in plan)
+            hs = eng.submit(n, "ffn", layer, plan, *[disp[(h, n)] for h in srcs], num_returns=1 + outs)
+            k = 1
+            for h, p in zip(srcs, plan):
+                for j, _ in p:
+                    back[(h, j)] = hs[k]
+                    k += 1
         # no barrier after the experts: a host's combine runs once its outputs are back and
         # fails (without touching its state) if one of its experts or itself died
         hosts = sorted(routes)
@@ -528,7 +608,7 @@ class DMoERuntime:
         for h, v in zip(hosts, vals):
             if not isinstance(v, Failure):
                 done.update(outs[h])
-        self._failed(sorted(set(hosts) | set(experts)), vals, r, layer, st)
+        self._failed(sorted(set(hosts) | set(nodes)), vals, r, layer, st)
         return done
 
 

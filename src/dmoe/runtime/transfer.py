@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..energy import computation_energy, link_rate_from_subcarriers, link_token_counts
+from ..energy import computation_energy, link_rate_from_subcarriers, link_token_counts, node_computation_energy
 from ..latency import link_air_time
 from ..system import SystemConfig
 
@@ -40,7 +40,8 @@ class TransferOutcome:
     Attributes:
         tokens_planned: ``[K, K], int64`` s_ij scheduled.
         tokens_delivered: ``[K, K], int64`` s_ij that reached expert j (diagonal: local).
-        selection: ``[T, K], bool`` the experts that actually processed each token.
+        selection: ``[T, K], bool`` the experts that actually processed each token
+            (``[T, E]`` with a placement; K is then the number of nodes N).
         scheduled_rate, true_rate: ``[K, K], float64`` [bit/s] on each link's subcarrier.
         failed: ``[K, K], bool`` links whose first packet was lost (r < r_est).
         dropped: ``[K, K], bool`` failed links declared dead (r == 0).
@@ -48,6 +49,9 @@ class TransferOutcome:
         energy_comp_planned, energy_comp_spent: ``[K], float64`` [J] (eq 4).
         forward_s, backward_s: ``[K, K], float64`` air time per link [s] (all attempts;
             backward indexed [i, j] for the return j -> i).
+        node_load: ``[K], float64`` FFN work per node for :func:`dmoe.latency.round_timing`
+            with a placement (delivered expert calls on node n times N / E, the same
+            scaling as the computation energy); None without a placement (s_ij counts).
     """
 
     tokens_planned: np.ndarray
@@ -63,6 +67,7 @@ class TransferOutcome:
     energy_comp_spent: np.ndarray
     forward_s: np.ndarray
     backward_s: np.ndarray
+    node_load: np.ndarray | None = None
 
     @property
     def failed_attempts(self) -> int:
@@ -75,7 +80,7 @@ class TransferOutcome:
         return int(self.tokens_planned[self.dropped].sum())
 
 
-def transmit(selection, source, subcarrier, estimated_rates, true_rates, system: SystemConfig) -> TransferOutcome:
+def transmit(selection, source, subcarrier, estimated_rates, true_rates, system: SystemConfig, *, placement=None) -> TransferOutcome:
     """Apply the retransmission rule (module docstring) to one layer round's schedule.
 
     Args:
@@ -85,6 +90,12 @@ def transmit(selection, source, subcarrier, estimated_rates, true_rates, system:
         estimated_rates: ``[K, K, M], float64`` [bit/s] the schedule was made on.
         true_rates: ``[K, K, M], float64`` [bit/s] the transmissions meet.
         system: P0, s0, a_j, b_j.
+        placement: ``[E], int`` node of each expert when several experts share a node
+            (issue 12): ``selection`` is then ``[T, E]``, K = ``system.num_experts`` is the
+            number of nodes N, links, rates and the token counts s_in are per node pair (one
+            transmission per (token, remote node)), computation per expert
+            (:func:`dmoe.energy.node_computation_energy`), and a dead link i -> n drops every
+            expert of node n for the tokens of node i. None = one expert per node.
 
     Returns:
         :class:`TransferOutcome` (all entries finite).
@@ -97,7 +108,14 @@ def transmit(selection, source, subcarrier, estimated_rates, true_rates, system:
     source = np.asarray(source)
     k = system.num_experts
     sub = np.asarray(subcarrier)
-    tokens = link_token_counts(selection, source, k)
+    if placement is None:
+        tokens = link_token_counts(selection, source, k)
+    else:
+        from ..placement import node_selection
+
+        placement = np.asarray(placement, dtype=np.int64)
+        # [K, K] tokens sent from node i to node n (one transmission per token and node)
+        tokens = link_token_counts(node_selection(selection, placement, k), source, k)
     off = ~np.eye(k, dtype=bool)
     remote = off & (tokens > 0)
     if np.any(remote & (sub < 0)):
@@ -123,8 +141,9 @@ def transmit(selection, source, subcarrier, estimated_rates, true_rates, system:
     delivered = np.where(dropped, 0, tokens)
     eff = selection.copy()
     if dropped.any():
-        # [T, K] token t's transfer to j went over a dead link
-        eff &= ~dropped[source]
+        # [T, K] token t's transfer to j went over a dead link ([T, E] via the placement)
+        lost = dropped[source]
+        eff &= ~(lost if placement is None else lost[:, placement])
     backward_s = link_air_time(np.where(ok, delivered, 0), np.where(ok, r_true, 1.0), bits)
     return TransferOutcome(
         tokens_planned=tokens,
@@ -136,8 +155,20 @@ def transmit(selection, source, subcarrier, estimated_rates, true_rates, system:
         dropped=dropped,
         energy_comm_planned=planned_comm,
         energy_comm_spent=spent_comm,
-        energy_comp_planned=computation_energy(tokens, system),
-        energy_comp_spent=computation_energy(delivered, system),
+        energy_comp_planned=(
+            computation_energy(tokens, system)
+            if placement is None
+            else node_computation_energy(selection, placement, system)
+        ),
+        energy_comp_spent=(
+            computation_energy(delivered, system) if placement is None else node_computation_energy(eff, placement, system)
+        ),
         forward_s=forward_s,
         backward_s=backward_s,
+        node_load=(
+            None
+            if placement is None
+            else np.bincount(placement, weights=eff.sum(axis=0).astype(np.float64), minlength=k)
+            * (k / placement.shape[0])
+        ),
     )
