@@ -38,8 +38,9 @@ Search (depth first, explicit stack of depth <= n + 1, "include" child first):
   canonical optimum (below) never includes q without p; branches that do are cut.
 * ties: the canonical order of issue 8 (:mod:`dmoe.optimize._ties`): smaller
   energy, then larger score sum, here both as correctly rounded sums (not exact real sums:
-  the documented difference of the node-aware methods, :mod:`dmoe.optimize.selection`) (:func:`_fsum`, equal to
-  :func:`math.fsum`, so independent of summation order), then the expert-index rule (at
+  the documented difference of the node-aware methods, :mod:`dmoe.optimize.selection`)
+  (:func:`dmoe.optimize._ties.exact_sum`, equal to :func:`math.fsum`, so independent of
+  summation order), then the expert-index rule (at
   the smallest index where two selections differ, the one containing it comes first).
   Nodes are pruned only when their bound exceeds the incumbent by more than the bound's
   float error (1e-12 relative), so every exact tie is reached and compared. A leaf is a
@@ -59,6 +60,8 @@ import types
 import warnings
 
 import numpy as np
+
+from dmoe.optimize._ties import exact_sum
 
 _EPS = 2.220446049250313e-16
 _PRUNE_SLACK = 1e-12
@@ -153,52 +156,6 @@ def _block_pieces(pt, pw, lo, hi, c, is_open, cur_s, cur_q):
         cur_q[n] = pt[p]
         n += 1
     return n
-
-
-def _fsum(v, n, buf):
-    """Correctly rounded sum of ``v[:n]`` (Shewchuk's partials, as CPython's ``math.fsum``).
-
-    ``buf``: float64 scratch of length >= n + 1. Values must be finite.
-    """
-    m = 0
-    for i in range(n):
-        x = v[i]
-        k = 0
-        for q in range(m):
-            y = buf[q]
-            if abs(x) < abs(y):
-                tmp = x
-                x = y
-                y = tmp
-            hi = x + y
-            lo = y - (hi - x)
-            if lo != 0.0:
-                buf[k] = lo
-                k += 1
-            x = hi
-        buf[k] = x
-        m = k + 1
-    if m == 0:
-        return 0.0
-    m -= 1
-    hi = buf[m]
-    lo = 0.0
-    while m > 0:
-        x = hi
-        m -= 1
-        y = buf[m]
-        hi = x + y
-        yr = hi - x
-        lo = y - yr
-        if lo != 0.0:
-            break
-    if m > 0 and ((lo < 0.0 and buf[m - 1] < 0.0) or (lo > 0.0 and buf[m - 1] > 0.0)):
-        y = lo * 2.0
-        x = hi + y
-        yr = x - hi
-        if y == yr:
-            hi = x
-    return hi
 
 
 def _dominates(t_p, a_p, i_p, t_q, a_q, i_q, a_margin, t_margin):
@@ -369,6 +326,8 @@ def search_token(
     terms_e = np.empty(2 * e + 1)
     terms_t = np.empty(e + 1)
     fbuf = np.empty(2 * e + 2)
+    # positions 0..2e of the terms buffers (exact_sum sums vals[pos[:n]])
+    seq = np.arange(2 * e + 1)
     nb = 0
     ne = 0
     used = np.zeros(c_all.shape[0], dtype=np.bool_)
@@ -383,8 +342,8 @@ def search_token(
                 used[node_all[j]] = True
                 terms_e[ne] = c_all[node_all[j]]
                 ne += 1
-    best_e = _fsum(terms_e, ne, fbuf)
-    best_s = _fsum(terms_t, nb, fbuf)
+    best_e = exact_sum(terms_e, seq, ne, fbuf)
+    best_s = exact_sum(terms_t, seq, nb, fbuf)
     # mu by golden-section search on the root bound (concave in mu)
     n, g = _prepare(t_all, a_all, node_all, c_all, 0.0, idx, pt, pa, pw, pblk, blk_lo, blk_hi, blk_c, key, sel_node)
     cur_s = np.empty(n + 2)
@@ -498,12 +457,12 @@ def search_token(
                         last_blk = pblk[p]
                         terms_e[ne] = blk_c[last_blk]
                         ne += 1
-            cand_e = _fsum(terms_e, ne, fbuf)
+            cand_e = exact_sum(terms_e, seq, ne, fbuf)
             better = False
             if cand_e < best_e:
                 better = True
             elif cand_e == best_e:
-                cand_t = _fsum(terms_t, nc, fbuf)
+                cand_t = exact_sum(terms_t, seq, nc, fbuf)
                 if cand_t > best_s:
                     better = True
                 elif cand_t == best_s:
@@ -512,7 +471,7 @@ def search_token(
             if better:
                 _sort_small(cand, nc)
                 best_e = cand_e
-                best_s = _fsum(terms_t, nc, fbuf)
+                best_s = exact_sum(terms_t, seq, nc, fbuf)
                 for p in range(nc):
                     best_set[p] = cand[p]
                 nb = nc
@@ -609,7 +568,7 @@ def solve_batch(scores, acost, node, ncost, thr, d_max, sel, nodes, stop, lower,
 
 # ------------------------------------------------------------------------- compilation
 
-_FUNCS = ("_partial", "_cover", "_block_pieces", "_fsum", "_dominates", "_lex_first", "_sort_small", "_prepare", "_suffix_lists", "_root_bound",
+_FUNCS = ("_partial", "_cover", "_block_pieces", "exact_sum", "_dominates", "_lex_first", "_sort_small", "_prepare", "_suffix_lists", "_root_bound",
           "search_token", "solve_batch")
 _NUMBA_NS = None
 
