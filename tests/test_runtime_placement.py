@@ -13,24 +13,14 @@ from dmoe.placement import node_selection, round_robin_placement
 from dmoe.runtime import DMoERuntime, EnergyLedger, evaluate_policy
 from dmoe.system import SystemConfig
 
+from conftest import make_tiny_moe
+
 E, N = 8, 4
 
 
 @pytest.fixture(scope="module")
 def moe8(tiny_llama):
-    from dmoe.model.moe import MoEModel
-    from dmoe.model.router import Router
-
-    torch.manual_seed(2)
-    F = tiny_llama.config.intermediate_size
-    L = tiny_llama.config.num_hidden_layers
-    parts = torch.stack([torch.randperm(F).view(E, F // E) for _ in range(L)])
-    routers = []
-    for _ in range(L):
-        r = Router(tiny_llama.config.hidden_size, E)
-        torch.nn.init.normal_(r.weight, std=0.5)
-        routers.append(r)
-    return MoEModel(tiny_llama, parts, routers)
+    return make_tiny_moe(tiny_llama, E, seed=2)
 
 
 @pytest.fixture(scope="module")
