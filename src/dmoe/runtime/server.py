@@ -302,6 +302,12 @@ class DMoERuntime:
         return draw_rates(self.system, rng)
 
     # -------------------------------------------------------------- placement
+    def _hosted_groups(self, qids, r: int, layer: int, rates: np.ndarray | None, st) -> dict[int, list]:
+        """Host the queries of ``qids`` that have no host (:meth:`_place`), then group
+        ``qids`` by host: ``{host: [qid, ...]}`` in increasing host order."""
+        self._place([q for q in qids if st.host[q] < 0], r, layer, rates, st)
+        return _by_host(qids, st.host)
+
     def _place(self, qids, r: int, layer: int, rates: np.ndarray | None, st) -> None:
         """Host queries ``qids`` (host -1: on the least-loaded up node), resuming from
         their checkpoints; charge re-host transfers (``rates`` of this layer round)."""
@@ -321,10 +327,8 @@ class DMoERuntime:
                         )
                     st.host[q] = j
                     load[j] += 1
-            groups = defaultdict(list)
-            for q in qids:
-                groups[int(st.host[q])].append(q)
-            hosts = sorted(groups)
+            groups = _by_host(qids, st.host)
+            hosts = list(groups)
             handles = [
                 eng.submit(h, "host", [st.hosted[q] for q in groups[h]], *[st.ckpt[q] for q in groups[h]])[0]
                 for h in hosts
@@ -414,11 +418,8 @@ class DMoERuntime:
             while pending:
                 need = sorted(q for q in pending if q not in st.scores)
                 if need:
-                    self._place([q for q in need if st.host[q] < 0], r, layer, rates, st)
-                    groups = defaultdict(list)
-                    for q in need:
-                        groups[int(st.host[q])].append(q)
-                    hosts = sorted(groups)
+                    groups = self._hosted_groups(need, r, layer, rates, st)
+                    hosts = list(groups)
                     vals = eng.get([eng.submit(h, "attend_gate", layer, groups[h])[0] for h in hosts])
                     for v in vals:
                         if not isinstance(v, Failure):
@@ -491,11 +492,8 @@ class DMoERuntime:
         logits: dict[int, torch.Tensor] = {}
         while len(logits) < n:
             need = [q for q in range(n) if q not in logits]
-            self._place([q for q in need if st.host[q] < 0], r, L - 1, rates, st)
-            groups = defaultdict(list)
-            for q in need:
-                groups[int(st.host[q])].append(q)
-            hosts = sorted(groups)
+            groups = self._hosted_groups(need, r, L - 1, rates, st)
+            hosts = list(groups)
             vals = eng.get([eng.submit(h, "logits", groups[h])[0] for h in hosts])
             for v in vals:
                 if not isinstance(v, Failure):
@@ -511,11 +509,8 @@ class DMoERuntime:
         eng = self._engine
         pending = list(range(len(st.hosted)))
         while pending:
-            self._place([q for q in pending if st.host[q] < 0], r, layer, rates, st)
-            groups = defaultdict(list)
-            for q in pending:
-                groups[int(st.host[q])].append(q)
-            hosts = sorted(groups)
+            groups = self._hosted_groups(pending, r, layer, rates, st)
+            hosts = list(groups)
             calls = {h: eng.submit(h, "dense_layer", layer, groups[h], num_returns=1 + len(groups[h])) for h in hosts}
             vals = eng.get([calls[h][0] for h in hosts])
             for h, v in zip(hosts, vals):
@@ -610,6 +605,14 @@ class DMoERuntime:
                 done.update(outs[h])
         self._failed(sorted(set(hosts) | set(nodes)), vals, r, layer, st)
         return done
+
+
+def _by_host(qids, host: np.ndarray) -> dict[int, list]:
+    """``{host: [qid, ...]}`` of ``qids`` by ``host[q]``, in increasing host order."""
+    groups = defaultdict(list)
+    for q in qids:
+        groups[int(host[q])].append(q)
+    return {h: groups[h] for h in sorted(groups)}
 
 
 @dataclass
