@@ -155,6 +155,28 @@ def top_d_fallback(scores: np.ndarray, costs: np.ndarray, eligible: np.ndarray, 
     return order, valid, np.cumsum(top_scores, axis=1)
 
 
+def _top_d_into(selection, rows, order, valid) -> None:
+    """Remark 2: the tokens of bool mask ``rows`` (``[T]``) take their Top-D eligible
+    experts (``order``/``valid`` of :func:`top_d_fallback`), written into ``selection``."""
+    bad = np.flatnonzero(rows)
+    if bad.size:
+        fb = np.zeros((bad.size, selection.shape[1]), dtype=bool)
+        np.put_along_axis(fb, order[bad], valid[bad], axis=1)
+        selection[bad] = fb
+
+
+def _greedy_prefix(order, valid, csum, thr, num_experts: int) -> np.ndarray:
+    """``[W, K] bool`` the shortest Top-score prefix reaching ``thr`` (``[W]``) per token:
+    a feasible incumbent for every feasible token (``order``, ``valid``, ``csum``:
+    :func:`top_d_fallback`'s rows of these tokens)."""
+    reach = (csum >= thr[:, None]) & valid
+    first = np.argmax(reach, axis=1)
+    prefix = np.arange(order.shape[1])[None, :] <= first[:, None]
+    greedy = np.zeros((order.shape[0], num_experts), dtype=bool)
+    np.put_along_axis(greedy, order, prefix & valid, axis=1)
+    return greedy
+
+
 def _top_sum_exact(scores, order, valid, csum, thr_eff):
     """``[T]`` the Top-D eligible score sums, correctly rounded (``math.fsum``) where the
     naive cumulative sum is within rounding of ``thr_eff`` (C1 is decided exactly, as in
@@ -316,12 +338,7 @@ def select_experts(
     order, valid, csum = top_d_fallback(scores, costs, eligible, d)
     feasible = trivial | (_top_sum_exact(scores, order, valid, csum, thr_eff) >= thr_eff)
 
-    # Remark 2: infeasible tokens take their Top-D eligible experts
-    bad = np.flatnonzero(~feasible)
-    if bad.size:
-        fb = np.zeros((bad.size, num_experts), dtype=bool)
-        np.put_along_axis(fb, order[bad], valid[bad], axis=1)
-        selection[bad] = fb
+    _top_d_into(selection, ~feasible, order, valid)
 
     work = np.flatnonzero(feasible & ~trivial)
     if work.size:
@@ -329,14 +346,7 @@ def select_experts(
         w_costs = np.ascontiguousarray(costs[work])
         w_elig = eligible[work]
         w_thr = thr_eff[work]
-        # greedy Top-score prefix meeting C1: always feasible for a feasible token
-        w_csum = csum[work]
-        w_valid = valid[work]
-        reach = (w_csum >= w_thr[:, None]) & w_valid
-        first = np.argmax(reach, axis=1)
-        prefix = np.arange(d)[None, :] <= first[:, None]
-        greedy = np.zeros((work.size, num_experts), dtype=bool)
-        np.put_along_axis(greedy, order[work], prefix & w_valid, axis=1)
+        greedy = _greedy_prefix(order[work], valid[work], csum[work], w_thr, num_experts)
 
         if resolved == "des":
             sel, n_nodes, w_stop, lower = _des.solve(
@@ -389,19 +399,11 @@ def _select_node_aware(scores, costs, placement, ncost, thr_eff, d, resolved, no
     if num_tokens == 0:
         return SelectionResult(selection, np.zeros(0), np.ones(0, dtype=bool), resolved, optimal, gap, nodes, stop)
     feasible = trivial | (csum[:, -1] >= thr_eff)
-    bad = np.flatnonzero(~feasible)
-    if bad.size:
-        fb = np.zeros((bad.size, num_experts), dtype=bool)
-        np.put_along_axis(fb, order[bad], valid[bad], axis=1)
-        selection[bad] = fb
+    _top_d_into(selection, ~feasible, order, valid)
     work = np.flatnonzero(feasible & ~trivial)
     if work.size:
-        w_csum, w_valid, w_thr = csum[work], valid[work], thr_eff[work]
-        reach = (w_csum >= w_thr[:, None]) & w_valid
-        first = np.argmax(reach, axis=1)
-        prefix = np.arange(d)[None, :] <= first[:, None]
-        greedy = np.zeros((work.size, num_experts), dtype=bool)
-        np.put_along_axis(greedy, order[work], prefix & w_valid, axis=1)
+        w_thr = thr_eff[work]
+        greedy = _greedy_prefix(order[work], valid[work], csum[work], w_thr, num_experts)
         w_scores = np.where(eligible[work], scores[work], 0.0)
         if resolved == "des":
             sel, n_nodes, w_stop, lower = _node_des.run(
