@@ -78,17 +78,8 @@ def token_costs(link_rate, system: SystemConfig) -> np.ndarray:
         ValueError: wrong shape, NaN or negative rates. TypeError: bad ``system``.
     """
     system = _check_system(system)
-    k = system.num_experts
-    rate = _square("link_rate", link_rate, k)
-    off = _offdiag(k)
-    if np.any(np.isnan(rate[off])) or np.any(rate[off] < 0):
-        raise ValueError("`link_rate` must be >= 0 and not NaN off the diagonal")
-    a = system.comp_energy_per_token_j
-    # [K, K] transmission energy per token, inf on zero-rate links
-    with np.errstate(divide="ignore", over="ignore"):
-        comm = np.where(rate > 0, system.tx_power_w * system.bits_per_token / np.where(rate > 0, rate, 1.0), np.inf)
-    comm[~off] = 0.0
-    return comm + a[None, :]
+    # [K, K] transmission energy per token (inf on zero-rate links) + a_j
+    return transmission_costs(link_rate, system) + system.comp_energy_per_token_j[None, :]
 
 
 def link_rate_from_subcarriers(rates, subcarrier) -> np.ndarray:
@@ -291,6 +282,9 @@ def transmission_costs(link_rate, system: SystemConfig) -> np.ndarray:
     Returns:
         ``[N, N], float64`` [J/token]: P0 * 8 s0 / R_in off the diagonal (``+inf`` where
         R_in = 0: unreachable), 0 on the diagonal (in-situ).
+
+    Raises:
+        ValueError: wrong shape, NaN or negative rates. TypeError: bad ``system``.
     """
     system = _check_system(system)
     k = system.num_experts
@@ -298,7 +292,8 @@ def transmission_costs(link_rate, system: SystemConfig) -> np.ndarray:
     off = _offdiag(k)
     if np.any(np.isnan(rate[off])) or np.any(rate[off] < 0):
         raise ValueError("`link_rate` must be >= 0 and not NaN off the diagonal")
-    with np.errstate(divide="ignore"):
+    # [N, N] transmission energy per token, inf on zero-rate links (and where it overflows)
+    with np.errstate(divide="ignore", over="ignore"):
         comm = np.where(rate > 0, system.tx_power_w * system.bits_per_token / np.where(rate > 0, rate, 1.0), np.inf)
     comm[~off] = 0.0
     return comm
