@@ -234,8 +234,11 @@ class ExpertNode:
         out: list = [None] * n_out
         for j, items in slots.items():
             idx = torch.cat([i for _, i in items])
-            # every source's rows of expert j in one call: [sum n_ij, H]
-            y = self._model.apply_expert(layer, held[j], x_all[idx.to(x_all.device)])
+            # every source's rows of expert j in one call: [sum n_ij, H]. Positions are
+            # ascending within each source's batch and the batches come in order, so an
+            # expert that takes every row (one expert per node) takes them as they are
+            x = x_all if idx.numel() == x_all.shape[0] else x_all[idx.to(x_all.device)]
+            y = self._model.apply_expert(layer, held[j], x)
             for (slot, _), part in zip(items, torch.split(y, [len(i) for _, i in items])):
                 out[slot] = part
         return (True, *out)
