@@ -116,16 +116,23 @@ def test_cli_rejects_bad_nodes(tmp_path):
 
 
 # ------------------------------------------------------- placement x imperfect CSI (issue 10)
-def test_transmit_with_placement_perfect_csi_equals_schedule_energy():
+def _random_layer_round(seed: int):
+    """(system, round-robin placement [E], source [40], scores [40, E], rates [N, N, M]) of one
+    random layer round with E experts on N nodes."""
     from dmoe.channel import draw_rates
-    from dmoe.runtime.transfer import transmit
 
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     system = SystemConfig(num_experts=N, num_subcarriers=16)
     place = round_robin_placement(E, N)
     source = rng.integers(0, N, 40)
     scores = rng.dirichlet(np.ones(E), 40)
-    rates = draw_rates(system, rng)
+    return system, place, source, scores, draw_rates(system, rng)
+
+
+def test_transmit_with_placement_perfect_csi_equals_schedule_energy():
+    from dmoe.runtime.transfer import transmit
+
+    system, place, source, scores, rates = _random_layer_round(7)
     s = JESAPolicy(0.8, 3).schedule(scores, source, rates, 1, system=system, rng=0, placement=place)
     out = transmit(s.selection, source, s.subcarrier, rates, rates, system, placement=place)
     ref = schedule_energy(s.selection, source, s.subcarrier, rates, system, placement=place)
@@ -179,17 +186,11 @@ def test_runtime_with_placement_and_imperfect_csi(moe8, queries):
 
 
 def test_deadline_with_placement_meets_its_deadline_on_node_pairs():
-    from dmoe.channel import draw_rates
     from dmoe.energy import link_rate_from_subcarriers
     from dmoe.latency import link_air_time, round_timing
     from dmoe.optimize import Deadline
 
-    rng = np.random.default_rng(2)
-    system = SystemConfig(num_experts=N, num_subcarriers=16)
-    place = round_robin_placement(E, N)
-    source = rng.integers(0, N, 40)
-    scores = rng.dirichlet(np.ones(E), 40)
-    rates = draw_rates(system, rng)
+    system, place, source, scores, rates = _random_layer_round(2)
     base = JESAPolicy(0.8, 3).schedule(scores, source, rates, 1, system=system, rng=0, placement=place)
     need = node_selection(base.selection, place, N)
     tokens = np.zeros((N, N), dtype=np.int64)
