@@ -120,6 +120,11 @@ class SystemConfig:
             or one per node, each > 0. Default 1e4 token/s: a ~10 W edge accelerator at
             the paper's a_1 = 1 mJ/token (10 W / 1 mJ = 1e4 token/s), about what a
             Jetson-class GPU sustains on a Mixtral-size expert (~0.35 GFLOP/token).
+        node_power_budget_w: P_max [W], the total transmit power of one node, or ``None``
+            (default, the paper: no budget). Each subcarrier / resource block a node transmits
+            on takes P0 = ``tx_power_w``, so a node transmits on at most
+            ``floor(P_max / P0)`` of them at once (:attr:`max_rbs_per_node`); a budget below
+            P0 cannot carry one and is refused.
 
     Raises:
         ValueError: naming the offending field in backticks when a value is invalid.
@@ -135,6 +140,7 @@ class SystemConfig:
     comp_energy_per_token: tuple | None = None
     comp_energy_static: tuple | None = None
     comp_throughput_tokens_per_s: float | tuple = 1e4
+    node_power_budget_w: float | None = None
 
     def __post_init__(self) -> None:
         k = _positive_int("num_experts", self.num_experts)
@@ -160,6 +166,14 @@ class SystemConfig:
             _coefficients("comp_energy_static", self.comp_energy_static, k, strictly_positive=False),
         )
         object.__setattr__(self, "comp_throughput_tokens_per_s", _throughput(self.comp_throughput_tokens_per_s, k))
+        if self.node_power_budget_w is not None:
+            budget = _positive_real("node_power_budget_w", self.node_power_budget_w)
+            if budget < self.tx_power_w * (1.0 - 1e-12):
+                raise ValueError(
+                    f"`node_power_budget_w` = {budget:g} W cannot carry one resource block at "
+                    f"`tx_power_w` = {self.tx_power_w:g} W (it must be >= tx_power_w)"
+                )
+            object.__setattr__(self, "node_power_budget_w", budget)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -171,6 +185,13 @@ class SystemConfig:
     def snr_linear(self) -> float:
         """P0/N0 as a linear ratio."""
         return 10.0 ** (self.snr_db / 10.0)
+
+    @property
+    def max_rbs_per_node(self) -> int | None:
+        """floor(P_max / P0): subcarriers / RBs one node may transmit on at once (``None``: no budget)."""
+        if self.node_power_budget_w is None:
+            return None
+        return max(1, int(math.floor(self.node_power_budget_w / self.tx_power_w * (1.0 + 1e-12))))
 
     @property
     def bits_per_token(self) -> int:
