@@ -139,7 +139,13 @@ def test_cli_calibrate_then_run_the_calibrated_policy(tiny_moe, tmp_path):
     assert "importance-D2-" in res.output and "budget 100 nat/token" in res.output
     assert list(build.glob("importance-D2-*.png"))
     res = runner.invoke(main, ["calibrate", "--model", str(build), "-K", "4", "-M", "16", "--qos", "0.5,1.5", "--quiet"])
-    assert res.exit_code != 0 and "`qos`" in res.output and "Traceback" not in res.output
+    assert res.exit_code != 0 and "'--qos'" in res.output and "1.5" in res.output and "Traceback" not in res.output
+    # issue 20: a non-finite budget is refused before minutes of calibration, nothing written
+    before = sorted(p.name for p in build.iterdir())
+    res = runner.invoke(main, ["calibrate", "--model", str(build), "-K", "4", "-M", "16", "--qos", "0.5,1.0",
+                               "--quiet", "--force", "--budget", "nan"])
+    assert res.exit_code != 0 and "'--budget'" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in build.iterdir()) == before
     res = runner.invoke(main, ["run", "--model", str(build), "-K", "4", "-M", "16", "--limit", "2", "--quiet",
                                "--policy", "JESA(cal:100,2)", "--policy", "Top-2", "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output

@@ -410,3 +410,21 @@ def test_build_model_and_top_level_api_accept_a_moe_checkpoint(built, tmp_path):
     assert isinstance(model, dmoe.ExpertModel) and model.family == "gpt_oss"
     res = CliRunner().invoke(main, ["run", "--model", str(d), "--device", "nonsense", "-o", str(tmp_path / "o")])
     assert res.exit_code != 0 and "--device" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("top_k, needle", [(7, "must lie in [1, 6]"), (0, "must lie in [1, 6]")])
+def test_native_top_k_outside_one_to_k_is_refused_before_loading(tmp_path, tiny_tokenizer, top_k, needle):
+    """Issue 20: top-k > K died deep in the routing with a raw RuntimeError; top-0 was accepted."""
+    from click.testing import CliRunner
+
+    from dmoe.cli import main
+
+    d = tmp_path / "mixtral"
+    save_tiny_moe("mixtral", d, tokenizer=tiny_tokenizer)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["num_experts_per_tok"] = top_k
+    (d / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", "--model", str(d), "--limit", "1", "--quiet", "-o", str(out)])
+    assert res.exit_code != 0 and "`num_experts_per_tok`" in res.output and needle in res.output, res.output
+    assert "Traceback" not in res.output and not out.exists()

@@ -180,3 +180,29 @@ def test_calibrated_policies_schedule_with_the_threshold_of_each_layer():
         assert np.array_equal(ds.selection, ds_ref.selection)
     with pytest.raises(ValueError, match="`layer` 5"):
         jp.schedule(*_layer_inputs(0), 5, system=SYSTEM)
+
+
+def test_warnings_carry_the_label_the_user_wrote_and_units():
+    """Issue 20: cal-energy / cal-nll warnings printed `JESA(cal:...)` and no unit."""
+    prof = make_profile()
+    msgs = []
+    policy_from_name("JESA(cal-energy:0.0001,2)", profile=prof, warn=msgs.append)
+    assert msgs and msgs[0].startswith("JESA(cal-energy:0.0001,2): ") and "J/token" in msgs[0], msgs
+    msgs.clear()
+    policy_from_name("LB(cal-nll:1,2)", profile=prof, warn=msgs.append)
+    assert msgs and msgs[0].startswith("LB(cal-nll:1,2): ") and "nat" in msgs[0], msgs
+    msgs.clear()
+    policy_from_name("DES(cal:0.1,2)", profile=prof, warn=msgs.append)
+    assert msgs and msgs[0].startswith("DES(cal:0.1,2): ") and "nat/token" in msgs[0], msgs
+
+
+@pytest.mark.parametrize("name, needle", [("JESA(cal:1,0)", "must be >= 1, got 0"),
+                                          ("JESA(cal:1,9)", "exceeds the profile's K = 4")])
+def test_calibrated_d_outside_one_to_k_is_refused_without_a_useless_hint(name, needle):
+    """Issue 20: `JESA(cal:1,0)` suggested `dmoe calibrate -D 0`, which the CLI rejects."""
+    for prof in (None, make_profile()):
+        if prof is None and "K = 4" in needle:
+            continue
+        with pytest.raises(ValueError, match=needle) as exc:
+            policy_from_name(name, profile=prof)
+        assert "-D 0" not in str(exc.value)

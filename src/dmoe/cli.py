@@ -249,6 +249,12 @@ def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, wi
 
     if not math.isfinite(snr_db):
         raise click.BadParameter(f"must be a finite number, got {snr_db}", param_hint="'--snr-db'")
+    for b in budgets:  # checked before minutes of calibration, not after
+        if not math.isfinite(b):
+            raise click.BadParameter(f"must be a finite number [nat/token], got {b}", param_hint="'--budget'")
+    for z in qos or ():
+        if not (math.isfinite(z) and 0.0 <= z <= 1.0):
+            raise click.BadParameter(f"every level must lie in [0, 1], got {z}", param_hint="'--qos'")
     subj = tuple(x.strip() for item in subjects for x in item.split(",") if x.strip()) or None
     try:
         with _warnings.catch_warnings(record=True) as caught:

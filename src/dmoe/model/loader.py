@@ -84,6 +84,24 @@ def _num_routed(cfg: dict[str, Any]) -> int | None:
     return None
 
 
+def check_native_top_k(top_k, num_experts, *, where) -> None:
+    """Refuse a config whose ``num_experts_per_tok`` is not an integer in [1, K] (before any weight loads).
+
+    Raises:
+        UnsupportedModelError: naming the checkpoint, the value and the rule.
+    """
+    if top_k is None:
+        return
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise UnsupportedModelError(
+            f"checkpoint {where!r}: `num_experts_per_tok` must be an integer, got {top_k!r}")
+    k = num_experts if isinstance(num_experts, int) and not isinstance(num_experts, bool) else None
+    if top_k < 1 or (k is not None and top_k > k):
+        rule = f"[1, {k}] (its number of routed experts)" if k is not None else ">= 1"
+        raise UnsupportedModelError(
+            f"checkpoint {where!r}: `num_experts_per_tok` = {top_k} must lie in {rule}")
+
+
 def inspect_checkpoint(source: str | os.PathLike | ModelSource | None = None) -> CheckpointInfo:
     """Classify ``source`` from its config only.
 
@@ -103,6 +121,7 @@ def inspect_checkpoint(source: str | os.PathLike | ModelSource | None = None) ->
     if spec is not None:
         k = _num_routed(cfg)
         top_k = cfg.get("num_experts_per_tok")
+        check_native_top_k(top_k, k, where=src.location)
         return CheckpointInfo("moe", src, spec, k, int(top_k) if isinstance(top_k, int) else None)
     moe_like = any(isinstance(cfg.get(key), int) and cfg[key] > 1 for key in MOE_CONFIG_KEYS)
     if model_type in KNOWN_UNSUPPORTED_MOE or moe_like:

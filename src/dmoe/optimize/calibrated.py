@@ -22,6 +22,8 @@ is the one ``dmoe calibrate`` cached beside the model build.
 
 from __future__ import annotations
 
+import math
+
 import re
 from typing import Sequence
 
@@ -157,17 +159,21 @@ def calibrated_policy(family: str, profile: ImportanceProfile, budget: float, ma
     if not isinstance(profile, ImportanceProfile):
         raise ValueError(f"`profile` must be an ImportanceProfile, got {type(profile).__name__}")
     d = check_int("max_experts", max_experts, minimum=1)
+    if d > int(profile.num_experts):
+        raise ValueError(
+            f"`max_experts` D = {d} exceeds the profile's K = {profile.num_experts} experts (D must lie in [1, K])"
+        )
     if d != int(profile.max_experts):
         raise ValueError(
             f"`max_experts` D = {d} differs from the profile's D = {profile.max_experts}; "
             f"calibrate for it with `dmoe calibrate -D {d}`"
         )
     alloc = allocate_qos(profile, budget, kind=kind, measure=measure, monotone=monotone)
+    tag = "cal-energy" if kind == "energy" else _budget_tag(measure)
+    label = f"{cls._label}({tag}:{_fmt(float(budget))},{d})"
     if not alloc.feasible:
-        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(f"{family}(cal:{budget:g},{d}): {alloc.message}")
-    name = None
-    if kind == "energy":
-        name = f"{cls._label}(cal-energy:{_fmt(float(budget))},{d})"
+        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(f"{label}: {alloc.message}")
+    name = label if kind == "energy" else None
     return cls(alloc.thresholds, d, budget=float(budget), measure=measure, profile_key=profile.model_key, name=name)
 
 
@@ -198,6 +204,10 @@ def parse_calibrated(name: str, *, profile: ImportanceProfile | None = None, war
     if m is None:
         raise ValueError(f"malformed calibrated policy `name` {name!r}; accepted forms: {CALIBRATED_FORMS}")
     family, tag, budget, d = m.group(1).upper(), (m.group(2) or "kl").lower(), float(m.group(3)), int(m.group(4))
+    if d < 1:
+        raise ValueError(f"policy {name.strip()!r}: D (the most experts per token, C2) must be >= 1, got {d}")
+    if not math.isfinite(budget):
+        raise ValueError(f"policy {name.strip()!r}: the budget must be a finite number, got {budget!r}")
     if profile is None:
         raise ValueError(
             f"policy {name.strip()!r} needs the model's layer-importance `profile`: run `dmoe calibrate -D {d}` "

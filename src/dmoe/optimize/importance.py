@@ -277,6 +277,10 @@ def allocate_qos(profile: ImportanceProfile, budget: float, *, kind: str = "loss
         unit = "nat/token of predicted KL" if measure == "kl" else "nat of predicted answer-NLL increase"
         message = (f"`budget` {float(budget):.6g} {unit} cannot be met: the least achievable is "
                    f"{offset + res.loss:.6g} (base {offset:.6g} + increments); returned that nearest feasible allocation")
+    elif kind == "energy" and not res.feasible:
+        message = (f"`budget` {float(budget):.6g} J/token of predicted energy ({float(budget) * 1e3:.6g} mJ/token) "
+                   f"cannot be met: the least achievable is {res.energy:.6g} J/token ({res.energy * 1e3:.6g} "
+                   "mJ/token); returned that nearest feasible allocation")
     return Allocation(
         thresholds=profile.layer_thresholds(res.levels),
         levels=res.levels,
