@@ -276,3 +276,29 @@ def test_tdl_matches_sionna_statistically():
         a = a.numpy().astype(np.complex128).reshape(3000, -1, 2)  # [batch, paths, time]
         emp = np.sum(np.mean(a[..., 1] * np.conj(a[..., 0]), axis=0)) / np.sum(np.mean(np.abs(a[..., 0]) ** 2, axis=0))
         assert emp.real == pytest.approx(float(time_correlation(f_d, dt)), abs=0.06)
+
+
+def test_delay_spread_beyond_the_grid_is_refused_and_a_wrapping_tail_warned():
+    """Issue 20: 1e9 ns aliased silently to flat fading (results identical to 0 ns)."""
+    from dmoe.channels import check_grid_resolution
+
+    with pytest.raises(ValueError, match=r"`delay_spread_ns` = 1e\+09 ns .* must be < 1000 ns"):
+        check_grid_resolution(TDLChannel("tdl-a", 1e9), 1e6)
+    with pytest.raises(ValueError, match="must be < 1000 ns"):
+        check_grid_resolution(TDLChannel("tdl-c", 1000.0), 1e6)
+    msgs = []
+    check_grid_resolution(TDLChannel("tdl-a", 300.0), 1e6, warn=msgs.append)
+    assert len(msgs) == 1 and "wrap around" in msgs[0] and "103.5 ns" in msgs[0]
+    msgs.clear()
+    check_grid_resolution(TDLChannel("tdl-a", 100.0), 1e6, warn=msgs.append)  # last tap 966 ns < 1 us
+    check_grid_resolution(RayleighChannel(), 1e9, warn=msgs.append)
+    assert msgs == []
+
+
+def test_speed_above_the_documented_bound_is_refused():
+    from dmoe.channels import MAX_SPEED_KMH
+
+    assert MAX_SPEED_KMH == 500.0
+    ChannelConfig(speed_kmh=500.0)
+    with pytest.raises(ValueError, match=r"`speed_kmh` must lie in \[0, 500\] \[km/h\]"):
+        ChannelConfig(speed_kmh=1e12)

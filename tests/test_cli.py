@@ -89,3 +89,17 @@ def test_default_policies_keep_a_quarter_of_a_carved_ffn():
         "dense", "Top-1", "H(0.6,1)", "JESA(0.8,1)", "LB(0.8,1)"]
     with pytest.raises(ValueError, match="--max-experts"):
         default_policies(8, max_experts=9)
+
+
+def test_run_refuses_an_unresolvable_delay_spread_and_an_absurd_speed_before_work(tmp_path):
+    """Issue 20: a 1e9 ns delay spread aliased to flat fading; 1e12 km/h was accepted."""
+    from click.testing import CliRunner
+
+    from dmoe.cli import main
+
+    for extra, needle in ((["--channel", "tdl-a", "--delay-spread", "1e9"], "must be < 1000 ns"),
+                          (["--speed-kmh", "1e12"], "[0, 500] [km/h]")):
+        out = tmp_path / "o"
+        res = CliRunner().invoke(main, ["run", "--quiet", "-o", str(out), *extra])
+        assert res.exit_code != 0 and needle in res.output and "Traceback" not in res.output, res.output
+        assert not out.exists()

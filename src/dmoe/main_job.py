@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .channels import ChannelConfig
+from .channels import ChannelConfig, check_grid_resolution
 from .data import (
     CALIBRATION_SUBJECTS,
     TEXT_MAX_TOKENS,
@@ -276,6 +276,9 @@ def run_main_job(
             **extra,
         )
     _check_policies(parsed, system, k)
+    # a delay profile the OFDM grid cannot resolve is refused before any work (issue 20)
+    check_grid_resolution(channel.make_model(), system.subcarrier_spacing_hz,
+                          warn=lambda m: warnings.warn(m, stacklevel=3))
     calib = sorted(set(names) & set(CALIBRATION_SUBJECTS))
     if calib and info.kind != "moe":
         warnings.warn(

@@ -12,18 +12,19 @@
 """
 
 from .base import ChannelDraw, ChannelModel, power_gain
-from .config import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, ChannelConfig, channel_model
+from .config import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, MAX_SPEED_KMH, ChannelConfig, channel_model
 from .csi import estimate_response
 from .doppler import doppler_hz, evolve, time_correlation
 from .process import CHANNEL_REDRAW, ChannelProcess, LayerChannel
 from .rayleigh import RayleighChannel
-from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel
+from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel, check_grid_resolution
 
 __all__ = [
     "CHANNEL_MODELS",
     "CHANNEL_REDRAW",
     "DEFAULT_CARRIER_GHZ",
     "DEFAULT_DELAY_SPREAD_NS",
+    "MAX_SPEED_KMH",
     "TDL_PROFILES",
     "ChannelConfig",
     "ChannelDraw",
@@ -33,6 +34,7 @@ __all__ = [
     "RayleighChannel",
     "TDLChannel",
     "channel_model",
+    "check_grid_resolution",
     "doppler_hz",
     "estimate_response",
     "evolve",

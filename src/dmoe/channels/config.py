@@ -18,13 +18,17 @@ from .doppler import doppler_hz
 from .rayleigh import RayleighChannel
 from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel
 
-__all__ = ["CHANNEL_MODELS", "ChannelConfig", "channel_model"]
+__all__ = ["CHANNEL_MODELS", "MAX_SPEED_KMH", "ChannelConfig", "channel_model"]
 
 #: Names accepted by ``--channel`` / ``ChannelConfig.model``.
 CHANNEL_MODELS: tuple[str, ...] = ("rayleigh",) + tuple(TDL_PROFILES)
 
 #: Default carrier frequency [GHz]: the 3.5 GHz band (n78) of most 5G edge deployments.
 DEFAULT_CARRIER_GHZ = 3.5
+
+#: Largest accepted node speed [km/h]: 500 km/h, the high-speed-train bound of 3GPP NR
+#: (the high-speed-train scenario of TR 38.913); beyond it the Doppler model stops describing a real deployment.
+MAX_SPEED_KMH = 500.0
 
 
 def channel_model(name: str, *, delay_spread_ns: float = DEFAULT_DELAY_SPREAD_NS) -> ChannelModel:
@@ -61,7 +65,7 @@ class ChannelConfig:
             profile ``"tdl-a"`` .. ``"tdl-e"`` (:mod:`dmoe.channels.tdl`).
         delay_spread_ns: RMS delay spread of the TDL profiles [ns] >= 0; default 100 ns
             (TR 38.901 Table 7.7.3-1 "nominal"). Ignored by ``"rayleigh"``.
-        speed_kmh: relative node speed [km/h] >= 0, or ``None`` (default) for no mobility
+        speed_kmh: relative node speed [km/h] in [0, 500] (:data:`MAX_SPEED_KMH`), or ``None`` (default) for no mobility
             model: the channel is then redrawn independently as ``channel_redraw`` says
             (the paper's block fading). With a speed, consecutive layer rounds of a query
             round are correlated by J0(2 pi f_D tau), tau = the previous round's latency;
@@ -93,7 +97,8 @@ class ChannelConfig:
         object.__setattr__(self, "model", "rayleigh" if name == "iid" else name)
         object.__setattr__(self, "delay_spread_ns", _real("delay_spread_ns", self.delay_spread_ns, low=0, unit="ns"))
         if self.speed_kmh is not None:
-            object.__setattr__(self, "speed_kmh", _real("speed_kmh", self.speed_kmh, low=0, unit="km/h"))
+            object.__setattr__(self, "speed_kmh", _real("speed_kmh", self.speed_kmh, low=0, high=MAX_SPEED_KMH,
+                                                        unit="km/h"))
         object.__setattr__(self, "carrier_ghz", _real("carrier_ghz", self.carrier_ghz, low=0, low_open=True, unit="GHz"))
         object.__setattr__(self, "csi_error", _real("csi_error", self.csi_error, low=0, high=1))
         if isinstance(self.csi_delay, bool) or not isinstance(self.csi_delay, numbers.Integral) or self.csi_delay < 0:

@@ -30,6 +30,7 @@ from .base import ChannelDraw, power_gain
 from .config import ChannelConfig
 from .csi import estimate_response
 from .doppler import evolve
+from .tdl import check_grid_resolution
 
 __all__ = ["CHANNEL_REDRAW", "LayerChannel", "ChannelProcess"]
 
@@ -79,6 +80,7 @@ class ChannelProcess:
         self.seed = int(seed)
         self.channel_redraw = channel_redraw
         self.model = config.make_model()
+        check_grid_resolution(self.model, system.subcarrier_spacing_hz)
         self.doppler_hz = config.doppler_hz
         self._round: int | None = None
         self._state: ChannelDraw | None = None

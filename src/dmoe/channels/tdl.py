@@ -26,7 +26,7 @@ import numpy as np
 
 from .base import ChannelModel, zero_diagonal
 
-__all__ = ["TDL_PROFILES", "TDLChannel", "DEFAULT_DELAY_SPREAD_NS"]
+__all__ = ["TDL_PROFILES", "TDLChannel", "DEFAULT_DELAY_SPREAD_NS", "check_grid_resolution"]
 
 #: Nominal delay spread of TR 38.901 Table 7.7.3-1 [ns].
 DEFAULT_DELAY_SPREAD_NS = 100.0
@@ -145,3 +145,47 @@ class TDLChannel(ChannelModel):
 
     def params(self) -> dict:
         return {"model": self.name, "delay_spread_ns": self.delay_spread_ns, "k_factor_db": self.k_factor_db}
+
+
+def check_grid_resolution(channel: ChannelModel, subcarrier_spacing_hz: float, *, warn=None) -> None:
+    """Refuse a delay profile the OFDM grid of spacing B0 cannot resolve (issue 20).
+
+    On a grid of spacing B0 the response ``sum_p c_p exp(-j 2 pi m B0 tau_p)`` is periodic in
+    every tap delay with period 1/B0 (the OFDM symbol duration): a tap at tau and one at
+    tau + 1/B0 are indistinguishable, and a delay spread of a whole number of symbol
+    durations turns into flat fading (1e9 ns at B0 = 1 MHz gave exactly the results of
+    0 ns). Rules:
+
+    * an RMS delay spread >= 1/B0 is an error (the grid resolves nothing of it);
+    * a largest tap delay >= 1/B0 (the profile's tail wraps around onto earlier delays)
+      is a warning through ``warn`` (default :func:`warnings.warn`): the profile is
+      distorted, not meaningless, e.g. TDL-A at 300 ns on the paper's 1 MHz grid.
+
+    Models without delays (Rayleigh) always pass.
+
+    Args:
+        channel: the fading model (:class:`TDLChannel` is checked; others pass).
+        subcarrier_spacing_hz: B0 [Hz] > 0 (a resource block's bandwidth in the NR presets).
+        warn: callable receiving the warning text, or None.
+
+    Raises:
+        ValueError: naming ``delay_spread_ns``, its value, and the limit 1/B0 [ns].
+    """
+    if not isinstance(channel, TDLChannel):
+        return
+    symbol_ns = 1e9 / float(subcarrier_spacing_hz)
+    spread = float(channel.delay_spread_ns)
+    if spread >= symbol_ns:
+        raise ValueError(
+            f"`delay_spread_ns` = {spread:g} ns is beyond what the OFDM grid resolves: with subcarrier spacing "
+            f"B0 = {float(subcarrier_spacing_hz):g} Hz delays are periodic in 1/B0 = {symbol_ns:g} ns, so the delay "
+            f"spread must be < {symbol_ns:g} ns (TR 38.901 Table 7.7.3-1 ranges 10-1000 ns)"
+        )
+    longest = float(np.max(channel._all_delay_s)) * 1e9
+    if longest >= symbol_ns:
+        import warnings
+
+        msg = (f"{channel.name.upper()} at delay spread {spread:g} ns has taps up to {longest:.4g} ns, beyond the "
+               f"grid's 1/B0 = {symbol_ns:g} ns: those taps wrap around (the profile is distorted); a delay "
+               f"spread below {spread * symbol_ns / longest:.4g} ns keeps every tap resolvable")
+        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(msg)
