@@ -428,3 +428,21 @@ def test_native_top_k_outside_one_to_k_is_refused_before_loading(tmp_path, tiny_
     res = CliRunner().invoke(main, ["run", "--model", str(d), "--limit", "1", "--quiet", "-o", str(out)])
     assert res.exit_code != 0 and "`num_experts_per_tok`" in res.output and needle in res.output, res.output
     assert "Traceback" not in res.output and not out.exists()
+
+
+def test_a_policy_given_twice_runs_once(tmp_path, tiny_tokenizer):
+    """Issue 20: the same --policy given twice ran twice."""
+    from click.testing import CliRunner
+
+    from dmoe.cli import main
+
+    d = tmp_path / "qwen"
+    save_tiny_moe("qwen2_moe", d, tokenizer=tiny_tokenizer)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", "--model", str(d), "--limit", "1", "--quiet", "--ppl-texts", "0",
+                                    "-o", str(out), "--policy", "Top-2", "--policy", "top-2", "--policy", "dense"])
+    assert res.exit_code == 0, res.output
+    assert "note: policy 'top-2' is given more than once; it runs once" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    names = [p["policy"] if isinstance(p, dict) else p for p in summary["config"]["policies"]]
+    assert len(names) == 2, names

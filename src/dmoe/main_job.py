@@ -221,6 +221,7 @@ def run_main_job(
     if policies is not None:
         policies = list(policies)
         parsed = _parse_policies(policies)
+        policies, parsed = _drop_duplicate_policies(policies, parsed, log)
     out_dir = Path(output) if output is not None else None
     if out_dir is not None:
         _check_output_dir(out_dir)
@@ -455,6 +456,26 @@ def _parse_policies(policies: Sequence[str]) -> list:
     if not parsed:
         raise ValueError("`policies` must name at least one policy")
     return parsed
+
+
+def _drop_duplicate_policies(policies: list, parsed: list, log) -> tuple[list, list]:
+    """Keep the first of policies that are the same (issue 20: ``--policy Top-8 --policy top-8`` ran twice).
+
+    Two policies are the same when they parse to equal policies (same label and arguments), or,
+    for calibrated ones (parsed once the profile is known), when their names agree up to case
+    and spaces. A note names each dropped duplicate.
+    """
+    seen, keep_names, keep_parsed = set(), [], []
+    for name, pol in zip(policies, parsed):
+        key = ("policy", pol.name, repr(sorted(pol.params().items(), key=lambda kv: kv[0]))) if pol is not None \
+            else ("calibrated", "".join(str(name).split()).lower())
+        if key in seen:
+            log(f"note: policy {name!r} is given more than once; it runs once")
+            continue
+        seen.add(key)
+        keep_names.append(name)
+        keep_parsed.append(pol)
+    return keep_names, keep_parsed
 
 
 def _calibrated_policies(parsed, names, model, profile, cache_dir, subjects, system, log):
