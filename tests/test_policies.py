@@ -189,3 +189,16 @@ def test_policy_names_keep_a_non_default_qos():
     assert policy_from_name("LB(0.9,2,0.5)").name == "LB(0.9,2,0.5)"
     assert policy_from_name("JESA(0.9,2)").name == "JESA(0.9,2)"
     assert policy_from_name("LB(0.9,2,0.5)").qos == 0.5
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("Top-2[T=0s]", "policy 'Top-2[T=0s]': `deadline_s` must be a finite number > 0 [s], got 0.0"),
+    ("Top-2[T=-1s]", "policy 'Top-2[T=-1s]': `deadline_s` must be a finite number > 0 [s], got -1.0"),
+    ("JESA(0.9,2)[T=abc]", "the deadline must read [T=<seconds>s]"),
+    ("Top-2[T=nans]", "got nan"),
+])
+def test_bad_deadlines_name_the_policy_and_the_rule(name, needle):
+    """Issue 20: [T=0s] errored without naming the policy, [T=-1s] said "unknown policy"."""
+    with pytest.raises(ValueError) as exc:
+        policy_from_name(name)
+    assert needle in str(exc.value) and "unknown policy" not in str(exc.value)

@@ -375,11 +375,19 @@ def policy_from_name(name: str, *, profile=None, warn=None) -> Policy:
     if not isinstance(name, str):
         raise ValueError(f"`name` must be a string; accepted forms: {_FORMS}")
     s = name.strip()
-    m = re.fullmatch(r"(?i)(.*?)\s*\[\s*T\s*=" + _NUM + r"s?\s*\]", s)
+    m = re.fullmatch(r"(?i)(.*?)\s*\[\s*T\s*=\s*([^\]]*?)\s*\]", s)
     if m:
         from dmoe.optimize.deadline import Deadline
 
-        return Deadline(policy_from_name(m.group(1), profile=profile, warn=warn), float(m.group(2)))
+        base = policy_from_name(m.group(1), profile=profile, warn=warn)
+        value = re.fullmatch(r"(?i)([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[-+]?[0-9]+)?|[-+]?inf|nan)\s*s?", m.group(2))
+        if value is None:
+            raise ValueError(f"policy {name!r}: the deadline must read [T=<seconds>s], e.g. [T=0.5s], got "
+                             f"[T={m.group(2)}]")
+        try:
+            return Deadline(base, float(value.group(1)))
+        except ValueError as exc:
+            raise ValueError(f"policy {name!r}: {exc}") from None
     from dmoe.optimize.calibrated import is_calibrated_name, parse_calibrated
 
     if is_calibrated_name(s):
