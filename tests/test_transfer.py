@@ -209,5 +209,5 @@ def test_deadline_names_and_bad_input():
         Deadline(TopK(2), float("inf"))
     with pytest.raises(ValueError, match="dense"):
         policy_from_name("dense[T=1s]")
-    with pytest.raises(ValueError, match="unknown policy"):
+    with pytest.raises(ValueError, match=r"the deadline must read \[T=<seconds>s\]"):
         policy_from_name("JESA(0.9,2)[T=]")
