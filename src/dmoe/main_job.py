@@ -355,13 +355,21 @@ def run_main_job(
         f"{'subcarriers' if preset in (None, 'paper') else 'resource blocks'} (system {preset or 'custom'}); "
         f"channel: {channel.label()}"
     )
-    if deployment is not None:
+    if deployment is not None and system.num_experts > 1:
         dep = deployment.to_dict()
+        # [N(N-1)] mean SNR of each link [dB]: P0 G_ij / N0
+        snr = 10.0 * np.log10(system.snr_linear * deployment.gain[~np.eye(system.num_experts, dtype=bool)])
         log(
             f"deployment: {channel.layout}, {channel.pathloss}: path loss {dep['path_loss_db_min']:.1f} / "
             f"{dep['path_loss_db_mean']:.1f} / {dep['path_loss_db_max']:.1f} dB (min / mean / max over links), "
-            f"{dep['los_fraction']:.0%} of links LoS"
+            f"{dep['los_fraction']:.0%} of links LoS; mean SNR per link {snr.min():.1f} / {np.median(snr):.1f} / "
+            f"{snr.max():.1f} dB (min / median / max)"
         )
+        if system.noise_figure_db is None and np.median(snr) < 0.0:
+            log(
+                "note: N0 comes from --snr-db (P0/N0 before the path loss), so most links are below 0 dB SNR; "
+                "an NR preset (--system) or --noise-figure sets N0 = k T0 B0 NF instead"
+            )
     # the full model (selection=None), once, shared by every policy
     reference = full_reference(model, queries)
     full_nll = full_text_nll(model, packed_texts) if packed_texts else None
@@ -467,7 +475,7 @@ def run_main_job(
 def _check_preset(preset, system, snr_db, noise_figure_db, tx_power_dbm) -> str | None:
     """The canonical preset name (``None`` for an explicit ``system``); raises on a
     contradiction, before any work."""
-    key = preset.strip().lower() if isinstance(preset, str) else preset
+    key = preset.strip().lower() if isinstance(preset, str) else None
     if key not in SYSTEM_PRESETS:
         raise ValueError(f"unknown system `preset` (--system) {preset!r}; known: {', '.join(SYSTEM_PRESETS)}")
     if system is not None:
