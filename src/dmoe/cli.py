@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from .channels import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, DEFAULT_DELAY_SPREAD_NS, ChannelConfig
+from .channels import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, DEFAULT_DELAY_SPREAD_NS, PATHLOSS_MODELS, ChannelConfig
+from .system import SYSTEM_PRESETS
 
 
 def _fail(exc: Exception) -> None:
@@ -51,10 +52,30 @@ def main() -> None:
                    "model, contiguous for a real MoE); coactivation keeps experts the router selects together "
                    "on one node (calibration statistics).")
 @click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=None,
-              help="M, OFDMA subcarriers. Default: the smallest power of two >= N(N-1) for N nodes (64 for 8).")
-@click.option("--snr-db", type=float, default=10.0, show_default=True, help="P0/N0 [dB].")
+              help="M, OFDMA subcarriers (resource blocks in an NR --system). Default: the smallest power of two "
+                   ">= N(N-1) for N nodes (64 for 8); an NR preset's carrier RBs.")
+@click.option("--snr-db", type=float, default=None,
+              help="P0/N0 [dB] of the paper preset (default 10 dB); the NR presets and --noise-figure set "
+                   "N0 = k T0 B0 NF instead.")
+@click.option("--system", "preset", type=click.Choice(list(SYSTEM_PRESETS), case_sensitive=False), default="paper",
+              show_default=True,
+              help="Radio numerology: the paper's (1 MHz subcarriers, P0 = 10 mW, P0/N0 = 10 dB) or a 5G NR FR1 "
+                   "carrier whose allocation unit is a resource block of 12 subcarriers (M = its RBs, 23 dBm per "
+                   "node, NF 7 dB, 3.5 GHz).")
+@click.option("--noise-figure", "noise_figure", type=float, default=None,
+              help="Receiver noise figure [dB] >= 0, overriding the preset's: N0 = k T0 B0 NF (-174 dBm/Hz).")
+@click.option("--tx-power-dbm", "tx_power_dbm", type=float, default=None,
+              help="Node transmit power budget P_max [dBm], overriding the preset's (NR: P0 = P_max / N_RB per "
+                   "RB; paper: P0 stays 10 mW, so at least 10 dBm).")
+@click.option("--layout", default=None,
+              help="Node positions: disk:R (uniform in a disk of radius R m, seeded by --seed), grid:D (square "
+                   "grid, spacing D m) or a CSV file of x,y [m] rows, one per node. Default: none, every link "
+                   "has the paper's average gain 1e-2.")
+@click.option("--pathloss", type=click.Choice(list(PATHLOSS_MODELS), case_sensitive=False), default=None,
+              help="3GPP TR 38.901 path loss of a --layout (LoS probability, LoS/NLoS formulas, log-normal "
+                   "shadowing) at --carrier-ghz. Default with a layout: umi-street-canyon.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the channel draws (the same for every policy).")
+              help="Seed of the channel draws and the deployment (the same for every policy).")
 @click.option("--channel-redraw", type=click.Choice(["layer", "round", "fixed"]), default="layer",
               show_default=True, help="New channel draw per layer round, per query round, or once.")
 @click.option("--channel", "channel_model", type=click.Choice(list(CHANNEL_MODELS), case_sensitive=False),
@@ -67,7 +88,7 @@ def main() -> None:
                    "tau = the round's latency; 0 = static within a query round. Default: no mobility model "
                    "(independent block fading as --channel-redraw says).")
 @click.option("--carrier-ghz", type=float, default=DEFAULT_CARRIER_GHZ, show_default=True,
-              help="Carrier frequency [GHz] (Doppler shift).")
+              help="Carrier frequency [GHz] (Doppler shift and path loss).")
 @click.option("--csi-error", type=float, default=0.0, show_default=True,
               help="Normalised variance in [0, 1] of the server's channel estimate error, CN(0, err * E|H|^2).")
 @click.option("--csi-delay", type=int, default=0, show_default=True,
@@ -103,7 +124,8 @@ def main() -> None:
               help="Failed nodes rejoin at the next query round.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_nodes, placement, num_subcarriers,
-        snr_db, seed, channel_redraw, channel_model, delay_spread, speed_kmh, carrier_ghz, csi_error, csi_delay,
+        snr_db, preset, noise_figure, tx_power_dbm, layout, pathloss, seed, channel_redraw, channel_model,
+        delay_spread, speed_kmh, carrier_ghz, csi_error, csi_delay,
         comp_throughput, combine, model_source, device, cache_dir, output, ppl_texts, profile, engine,
         ray_address, node_failure_rate, node_rejoin, quiet):
     """Run the DMoE protocol over MMLU for every policy; print and write the results."""
@@ -115,6 +137,7 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_no
     if ray_address is not None and engine != "ray":
         raise click.BadParameter("needs --engine ray", param_hint="'--ray-address'")
     for flag, value in (("--gamma0", gamma0), ("--qos", qos), ("--snr-db", snr_db), ("--delay-spread", delay_spread),
+                        ("--noise-figure", noise_figure), ("--tx-power-dbm", tx_power_dbm),
                         ("--carrier-ghz", carrier_ghz), ("--csi-error", csi_error),
                         ("--comp-throughput", comp_throughput), ("--speed-kmh", speed_kmh)):
         if value is not None and not math.isfinite(value):
@@ -124,10 +147,13 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_no
                               ("--carrier-ghz", carrier_ghz, carrier_ghz > 0),
                               ("--csi-error", csi_error, 0 <= csi_error <= 1),
                               ("--csi-delay", csi_delay, csi_delay >= 0),
-                              ("--comp-throughput", comp_throughput, comp_throughput > 0)):
+                              ("--comp-throughput", comp_throughput, comp_throughput > 0),
+                              ("--noise-figure", noise_figure, noise_figure is None or noise_figure >= 0)):
         if not rule:
             need = {"--csi-error": "in [0, 1]", "--carrier-ghz": "> 0", "--comp-throughput": "> 0"}.get(flag, ">= 0")
             raise click.BadParameter(f"must be {need}, got {value}", param_hint=f"'{flag}'")
+    if pathloss is not None and layout is None:
+        raise click.BadParameter("needs --layout (node positions)", param_hint="'--pathloss'")
     if speed_kmh is not None and channel_redraw != "layer":
         raise click.BadParameter("cannot be combined with --speed-kmh (mobility decides how the channel changes)",
                                  param_hint="'--channel-redraw'")
@@ -142,7 +168,8 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_no
             raise click.BadParameter("CUDA is not available on this machine", param_hint="'--device'")
     try:
         channel = ChannelConfig(model=channel_model.lower(), delay_spread_ns=delay_spread, speed_kmh=speed_kmh,
-                                carrier_ghz=carrier_ghz, csi_error=csi_error, csi_delay=csi_delay)
+                                carrier_ghz=carrier_ghz, csi_error=csi_error, csi_delay=csi_delay, layout=layout,
+                                pathloss=None if pathloss is None else pathloss.lower())
         run_main_job(
             subjects=[s for s in subjects], limit=limit, policies=list(policies) or None, num_experts=num_experts,
             gamma0=gamma0, qos=qos, max_experts=max_experts,
@@ -153,6 +180,7 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_no
             progress=not quiet,
             command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, profile=profile, engine=engine,
             ray_address=ray_address, node_failure_rate=node_failure_rate, node_rejoin=node_rejoin,
+            preset=preset.lower(), noise_figure_db=noise_figure, tx_power_dbm=tx_power_dbm,
         )
     except (ValueError, FileNotFoundError, TypeError, OSError, NoLiveNodeError) as exc:
         _fail(exc)

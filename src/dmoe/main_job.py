@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import numbers
 import os
 import platform
 import sys
@@ -29,7 +30,7 @@ from .runtime.engine import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .runtime.faults import NoLiveNodeError, check_failure_rate
 from .runtime.quality import full_reference, full_text_nll, perplexity
-from .system import SystemConfig, default_num_subcarriers
+from .system import SYSTEM_PRESETS, SystemConfig, dbm_to_w, system_preset
 
 #: The paper's policies (Section VII-A-3 names): the defaults of `dmoe run` with D = 2.
 DEFAULT_POLICIES: tuple[str, ...] = (
@@ -101,6 +102,9 @@ def run_main_job(
     ray_address: str | None = None,
     node_failure_rate: float = 0.0,
     node_rejoin: bool = True,
+    preset: str = "paper",
+    noise_figure_db: float | None = None,
+    tx_power_dbm: float | None = None,
 ) -> tuple[dict, list[PolicyResult]]:
     """Run ``policies`` through the DMoE runtime on MMLU and write the results.
 
@@ -113,9 +117,9 @@ def run_main_job(
         :func:`default_policies` of the model's K (with ``gamma0``, ``qos``, ``max_experts``).
     system : SystemConfig, optional
         Radio and device parameters. ``system.num_experts`` must equal the model's K. When
-        omitted it is built from the model: K = the model's routed experts per layer,
-        M = ``num_subcarriers`` or the smallest power of two >= K(K-1), P0/N0 = ``snr_db``
-        (default 10 dB), the other fields the paper's defaults.
+        omitted it is built from ``preset`` (:func:`dmoe.system.system_preset`) for the N
+        nodes: in the paper preset M = ``num_subcarriers`` or the smallest power of two
+        >= N(N-1), P0/N0 = ``snr_db`` (default 10 dB), the other fields the paper's defaults.
     num_experts : int, optional
         K asked for (``--num-experts``): the carved model's K (default
         :data:`DEFAULT_RUN_EXPERTS` = 32 on :data:`DEFAULT_RUN_NODES` = 8 nodes with the
@@ -123,14 +127,30 @@ def run_main_job(
         unless ``num_nodes`` is given); for a real MoE checkpoint it must equal the
         checkpoint's K.
     num_subcarriers, snr_db, comp_throughput_tokens_per_s : optional
-        M, P0/N0 [dB] and the nodes' FFN throughput [token/s] when ``system`` is omitted.
+        M (subcarriers, or resource blocks in an NR preset), P0/N0 [dB] (only where the
+        noise is not given by a noise figure) and the nodes' FFN throughput [token/s],
+        overriding the preset, when ``system`` is omitted.
+    preset : str
+        Radio numerology (``--system``, :data:`dmoe.system.SYSTEM_PRESETS`): ``"paper"``
+        (default) or an NR FR1 preset (M = the carrier's resource blocks, B0 = the RB
+        bandwidth, 23 dBm per node, NF 7 dB, N0 = k T0 B0 NF).
+    noise_figure_db : float, optional
+        Receiver noise figure [dB] >= 0 (``--noise-figure``): N0 = k T0 B0 NF, overriding
+        the preset's (in the paper preset it replaces P0/N0 = ``snr_db``).
+    tx_power_dbm : float, optional
+        P_max, the node power budget [dBm] (``--tx-power-dbm``), overriding the preset's
+        (NR presets: P0 = P_max / N_RB per RB follows it; paper preset: P0 stays 10 mW, so
+        P_max must be >= 10 dBm).
     seed : int
         Channel draws and policy randomness; the same for every policy.
     channel_redraw : {"layer", "round", "fixed"}
         Block-fading redraw when ``channel`` has no speed.
     channel : ChannelConfig, optional
-        Fading model (i.i.d. Rayleigh or TDL-A..E), mobility and imperfect CSI; default the
-        paper's i.i.d. Rayleigh with perfect CSI.
+        Fading model (i.i.d. Rayleigh or TDL-A..E), mobility, imperfect CSI and the
+        deployment (node layout and path loss); default the paper's i.i.d. Rayleigh with
+        perfect CSI and the average gain 1e-2 on every link. With a layout the N node
+        positions, LoS states and shadowing are drawn from ``seed`` before any model work
+        and recorded in the config's ``"deployment"``.
     model_source : str, optional
         ``None``: SmolLM2-135M-Instruct carved into experts; a transformers MoE checkpoint
         (local directory or hub id) of a supported family; a dense model to carve; a
@@ -204,6 +224,7 @@ def run_main_job(
     if ray_address is not None and engine != "ray":
         raise ValueError("`ray_address` (--ray-address) needs `engine`='ray' (--engine ray)")
     node_failure_rate = check_failure_rate(node_failure_rate)
+    preset = _check_preset(preset, system, snr_db, noise_figure_db, tx_power_dbm)
     channel = channel or ChannelConfig()
     if not isinstance(channel, ChannelConfig):
         raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
@@ -268,14 +289,10 @@ def run_main_job(
     if placement is None and nodes != k:
         placement = "contiguous"
     if system is None:
-        extra = {} if snr_db is None else {"snr_db": snr_db}
-        if comp_throughput_tokens_per_s is not None:
-            extra["comp_throughput_tokens_per_s"] = comp_throughput_tokens_per_s
-        system = SystemConfig(
-            num_experts=nodes,
-            num_subcarriers=num_subcarriers if num_subcarriers is not None else default_num_subcarriers(nodes),
-            **extra,
-        )
+        system = _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput_tokens_per_s,
+                                noise_figure_db, tx_power_dbm)
+    # the deployment (node positions, LoS, shadowing) from the seed: a bad CSV fails here
+    deployment = channel.large_scale(system.num_experts, seed)
     _check_policies(parsed, system, k)
     # a delay profile the OFDM grid cannot resolve is refused before any work (issue 20)
     check_grid_resolution(channel.make_model(), system.subcarrier_spacing_hz,
@@ -338,9 +355,25 @@ def run_main_job(
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
         f"tokens per policy; K = {k} experts per layer on N = {system.num_experts} nodes"
-        f"{'' if place is None else f' ({placement} placement)'}, M = {system.num_subcarriers} subcarriers; "
+        f"{'' if place is None else f' ({placement} placement)'}, M = {system.num_subcarriers} "
+        f"{'subcarriers' if preset in (None, 'paper') else 'resource blocks'} (system {preset or 'custom'}); "
         f"channel: {channel.label()}"
     )
+    if deployment is not None and system.num_experts > 1:
+        dep = deployment.to_dict()
+        # [N(N-1)] mean SNR of each link [dB]: P0 G_ij / N0
+        snr = 10.0 * np.log10(system.snr_linear * deployment.gain[~np.eye(system.num_experts, dtype=bool)])
+        log(
+            f"deployment: {channel.layout}, {channel.pathloss}: path loss {dep['path_loss_db_min']:.1f} / "
+            f"{dep['path_loss_db_mean']:.1f} / {dep['path_loss_db_max']:.1f} dB (min / mean / max over links), "
+            f"{dep['los_fraction']:.0%} of links LoS; mean SNR per link {snr.min():.1f} / {np.median(snr):.1f} / "
+            f"{snr.max():.1f} dB (min / median / max)"
+        )
+        if system.noise_figure_db is None and np.median(snr) < 0.0:
+            log(
+                "note: N0 comes from --snr-db (P0/N0 before the path loss), so most links are below 0 dB SNR; "
+                "an NR preset (--system) or --noise-figure sets N0 = k T0 B0 NF instead"
+            )
     # the full model (selection=None), once, shared by every policy
     reference = full_reference(model, queries)
     full_nll = full_text_nll(model, packed_texts) if packed_texts else None
@@ -414,6 +447,8 @@ def run_main_job(
         "model": dict(getattr(model, "metadata", {}) or {"source": model_source or "default"}),
         "expert_model": info_line,
         "system": system.to_dict(),
+        "system_preset": preset,
+        "deployment": None if deployment is None else deployment.to_dict(),
         "num_experts": k,
         "num_nodes": system.num_experts,
         "placement": None if place is None else {"kind": placement, "map": np.asarray(place).tolist()},
@@ -439,6 +474,50 @@ def run_main_job(
         where = f"; the results so far are in {out_dir}" if out_dir is not None and results else ""
         raise NoLiveNodeError(f"{failure}{where}", round=failure.round, layer=failure.layer) from failure
     return config, results
+
+
+def _check_preset(preset, system, snr_db, noise_figure_db, tx_power_dbm) -> str | None:
+    """The canonical preset name (``None`` for an explicit ``system``); raises on a
+    contradiction, before any work."""
+    key = preset.strip().lower() if isinstance(preset, str) else None
+    if key not in SYSTEM_PRESETS:
+        raise ValueError(f"unknown system `preset` (--system) {preset!r}; known: {', '.join(SYSTEM_PRESETS)}")
+    if system is not None:
+        given = [n for n, v in (("noise_figure_db", noise_figure_db), ("tx_power_dbm", tx_power_dbm)) if v is not None]
+        if key != "paper" or given:
+            raise ValueError(
+                f"give either `system` or `preset`/{'/'.join(f'`{n}`' for n in given) or '...'}, not both: "
+                "an explicit SystemConfig holds every radio parameter"
+            )
+        return None
+    for name, value in (("noise_figure_db", noise_figure_db), ("tx_power_dbm", tx_power_dbm), ("snr_db", snr_db)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                  or not np.isfinite(value)):
+            raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+    if snr_db is not None and (noise_figure_db is not None or SYSTEM_PRESETS[key].noise_figure_db is not None):
+        raise ValueError(
+            f"`snr_db` (--snr-db) cannot be combined with a noise figure (--noise-figure, or the {key!r} preset's "
+            f"{SYSTEM_PRESETS[key].noise_figure_db} dB): N0 = k T0 B0 NF then; set the noise figure instead"
+        )
+    return key
+
+
+def _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput, noise_figure_db, tx_power_dbm):
+    """:func:`dmoe.system.system_preset` for N = ``nodes`` with the run's overrides."""
+    extra = {}
+    for name, value in (("num_subcarriers", num_subcarriers), ("snr_db", snr_db),
+                        ("comp_throughput_tokens_per_s", comp_throughput), ("noise_figure_db", noise_figure_db)):
+        if value is not None:
+            extra[name] = value
+    if tx_power_dbm is not None:
+        extra["node_power_budget_w"] = dbm_to_w(tx_power_dbm)
+    try:
+        return system_preset(preset, num_experts=nodes, **extra)
+    except ValueError as exc:
+        flags = {"num_subcarriers": "-M", "snr_db": "--snr-db", "noise_figure_db": "--noise-figure",
+                 "node_power_budget_w": "--tx-power-dbm", "comp_throughput_tokens_per_s": "--comp-throughput"}
+        given = ", ".join(flags[n] for n in extra)
+        raise ValueError(f"{exc} (--system {preset}{f'; given {given}' if given else ''})") from exc
 
 
 def _parse_policies(policies: Sequence[str]) -> list:

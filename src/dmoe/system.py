@@ -1,9 +1,16 @@
-"""System parameters of a DMoE deployment (paper Section II and Section VII-A).
+"""System parameters of a DMoE deployment (paper Section II and Section VII-A) and named presets.
 
 :class:`SystemConfig` collects every physical constant the solvers need: the number of
 expert nodes K, the OFDMA grid (M subcarriers of spacing B0), the transmit power P0,
-the SNR P0/N0, the Rayleigh path loss, the hidden-state size s0 and the computation
-energy coefficients a_j, b_j of eq (4).
+the noise power N0 (from the SNR P0/N0, or from k T0 B0 and a noise figure), the Rayleigh
+path loss, the hidden-state size s0 and the computation energy coefficients a_j, b_j of
+eq (4).
+
+Presets (:data:`SYSTEM_PRESETS`, :func:`system_preset`) name whole radio numerologies: the
+paper's setting (``"paper"``, the default) and 5G NR FR1 carriers whose allocation unit is a
+resource block (RB) of 12 subcarriers, so that M = the number of RBs of the carrier and
+B0 = the RB bandwidth (12 x the subcarrier spacing). The number of nodes K is not part of a
+preset: it comes from the run.
 
 Units (decided in DESIGN.md): energies are charged per token,
 ``e_ij = a_j + P0 * 8*s0 / R_ij`` [J/token] for i != j and ``e_jj = a_j``; a_j is in
@@ -21,7 +28,24 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["SystemConfig", "default_num_subcarriers"]
+__all__ = [
+    "BOLTZMANN_J_PER_K",
+    "NOISE_TEMPERATURE_K",
+    "SYSTEM_PRESETS",
+    "SystemConfig",
+    "SystemPreset",
+    "dbm_to_w",
+    "default_num_subcarriers",
+    "system_preset",
+    "thermal_noise_w",
+    "w_to_dbm",
+]
+
+#: Boltzmann constant k [J/K] (SI, exact; the value of :data:`scipy.constants.k`).
+BOLTZMANN_J_PER_K = 1.380649e-23
+#: Reference noise temperature T0 [K] of the noise figure (ITU-T / IEEE definition):
+#: k T0 = 4.00e-21 W/Hz = -173.98 dBm/Hz, the usual "-174 dBm/Hz".
+NOISE_TEMPERATURE_K = 290.0
 
 
 def _is_int(value: Any) -> bool:
@@ -84,6 +108,61 @@ def _throughput(value: Any, num_experts: int) -> float | tuple:
     return tuple(float(x) for x in items)
 
 
+def _noise_figure(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not _is_real(value) or not math.isfinite(float(value)) or float(value) < 0.0:
+        raise ValueError(f"`noise_figure_db` must be None or a finite number >= 0 [dB], got {value!r}")
+    return float(value)
+
+
+def dbm_to_w(power_dbm: float) -> float:
+    """P [W] = 10**((P [dBm] - 30) / 10); e.g. 23 dBm -> 0.1995 W.
+
+    Raises:
+        ValueError: ``power_dbm`` is not a finite number.
+    """
+    if not _is_real(power_dbm) or not math.isfinite(float(power_dbm)):
+        raise ValueError(f"`power_dbm` must be a finite number [dBm], got {power_dbm!r}")
+    return 10.0 ** ((float(power_dbm) - 30.0) / 10.0)
+
+
+def w_to_dbm(power_w: float) -> float:
+    """P [dBm] = 10 log10(P [W]) + 30.
+
+    Raises:
+        ValueError: ``power_w`` is not a finite positive number.
+    """
+    return 10.0 * math.log10(_positive_real("power_w", power_w)) + 30.0
+
+
+def thermal_noise_w(bandwidth_hz: float, noise_figure_db: float) -> float:
+    """Receiver noise power N = k T0 B NF [W] over a bandwidth B.
+
+    k T0 = 1.380649e-23 J/K x 290 K = -173.98 dBm/Hz (the thermal noise density at the
+    reference temperature T0 = 290 K); NF = 10**(noise_figure_db / 10) is the receiver's
+    noise figure. E.g. one 360 kHz resource block with NF = 7 dB: -111.5 dBm.
+
+    Args:
+        bandwidth_hz: B [Hz] > 0 (a subcarrier's or resource block's bandwidth B0).
+        noise_figure_db: NF [dB] >= 0.
+
+    Returns:
+        N [W], float.
+
+    Raises:
+        ValueError: non-positive or non-finite ``bandwidth_hz``; negative or non-finite
+            ``noise_figure_db``.
+
+    Source: the definition of the noise figure (Friis 1944; IEEE Std 161), T0 = 290 K.
+    """
+    b = _positive_real("bandwidth_hz", bandwidth_hz)
+    nf = _noise_figure(noise_figure_db)
+    if nf is None:
+        raise ValueError("`noise_figure_db` must be a finite number >= 0 [dB], got None")
+    return BOLTZMANN_J_PER_K * NOISE_TEMPERATURE_K * b * 10.0 ** (nf / 10.0)
+
+
 def default_num_subcarriers(num_experts: int) -> int:
     """M for K experts: the smallest power of two >= K(K-1) (DESIGN.md; 64 for K = 8).
 
@@ -108,7 +187,12 @@ class SystemConfig:
             Default 64 = smallest power of two >= K(K-1) = 56 (DESIGN.md).
         subcarrier_spacing_hz: B0 [Hz] (eq 1). Default 1 MHz.
         tx_power_w: P0 [W], transmit power per subcarrier (eq 1, 3). Default 10 mW.
-        snr_db: P0/N0 [dB] (eq 1). Default 10 dB.
+        snr_db: P0/N0 [dB] (eq 1). Default 10 dB. Not used when ``noise_figure_db`` is set.
+        noise_figure_db: receiver noise figure NF [dB] >= 0, or ``None`` (default, the
+            paper: N0 = P0 / 10**(snr_db/10)). With a number, N0 = k T0 B0 NF
+            (:func:`thermal_noise_w`, T0 = 290 K, -174 dBm/Hz) and ``snr_db`` is ignored;
+            :attr:`noise_power_w` and :attr:`snr_linear` follow from it. In the NR presets
+            B0 is a resource block's bandwidth, so N0 is the noise over one RB.
         path_loss: average channel power gain E[H] of the Rayleigh links [linear]. Default 1e-2.
         hidden_state_bytes: s0 [byte] per token. Default 8192 (4096 dims in FP16).
         comp_energy_per_token: a_j [J/token], j = 1..K, each > 0; ``None`` means the
@@ -141,6 +225,7 @@ class SystemConfig:
     comp_energy_static: tuple | None = None
     comp_throughput_tokens_per_s: float | tuple = 1e4
     node_power_budget_w: float | None = None
+    noise_figure_db: float | None = None
 
     def __post_init__(self) -> None:
         k = _positive_int("num_experts", self.num_experts)
@@ -174,16 +259,22 @@ class SystemConfig:
                     f"`tx_power_w` = {self.tx_power_w:g} W (it must be >= tx_power_w)"
                 )
             object.__setattr__(self, "node_power_budget_w", budget)
+        object.__setattr__(self, "noise_figure_db", _noise_figure(self.noise_figure_db))
 
     # ------------------------------------------------------------------ derived
     @property
     def noise_power_w(self) -> float:
-        """N0 [W] = P0 / 10**(snr_db/10) (eq 1)."""
+        """N0 [W] (eq 1): P0 / 10**(snr_db/10), or k T0 B0 NF when ``noise_figure_db`` is set."""
+        if self.noise_figure_db is not None:
+            return thermal_noise_w(self.subcarrier_spacing_hz, self.noise_figure_db)
         return self.tx_power_w / 10.0 ** (self.snr_db / 10.0)
 
     @property
     def snr_linear(self) -> float:
-        """P0/N0 as a linear ratio."""
+        """P0/N0 as a linear ratio (before the channel gain): 10**(snr_db/10), or
+        P0 / (k T0 B0 NF) when ``noise_figure_db`` is set."""
+        if self.noise_figure_db is not None:
+            return self.tx_power_w / self.noise_power_w
         return 10.0 ** (self.snr_db / 10.0)
 
     @property
@@ -259,3 +350,166 @@ class SystemConfig:
                 value = tuple(value)
             kwargs[key] = value
         return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------- presets
+@dataclass(frozen=True)
+class SystemPreset:
+    """A named radio numerology (see :data:`SYSTEM_PRESETS`, :func:`system_preset`).
+
+    Attributes:
+        name: the preset's name (``--system``).
+        description: one line for tables and logs.
+        subcarrier_spacing_hz: OFDM subcarrier spacing [Hz] (the paper: B0 itself).
+        subcarriers_per_unit: subcarriers in one allocation unit: 12 (an NR resource block)
+            or 1 (the paper's subcarrier). B0 = ``subcarrier_spacing_hz * subcarriers_per_unit``.
+        num_units: M, allocation units of the carrier (NR: resource blocks), or ``None``
+            (the paper: M = :func:`default_num_subcarriers` of the run's K).
+        channel_bandwidth_hz: carrier bandwidth [Hz] (``None``: not stated by the paper).
+        carrier_ghz: carrier frequency f_c [GHz] the preset assumes (``None``: not stated;
+            the run's ``ChannelConfig.carrier_ghz`` is what path loss and Doppler use, and
+            its default 3.5 GHz is the NR presets' n78).
+        node_power_dbm: P_max, the total transmit power of a node [dBm], or ``None`` (the
+            paper: no budget).
+        tx_power_w: P0 per allocation unit [W], or ``None``: P_max / ``num_units`` (a
+            constant power spectral density that reaches P_max over the whole carrier).
+        noise_figure_db: NF [dB] (N0 = k T0 B0 NF), or ``None`` (N0 from ``snr_db``).
+        snr_db: P0/N0 [dB] when ``noise_figure_db`` is ``None``.
+        source: where the numbers come from.
+    """
+
+    name: str
+    description: str
+    subcarrier_spacing_hz: float
+    subcarriers_per_unit: int
+    num_units: int | None
+    channel_bandwidth_hz: float | None
+    carrier_ghz: float | None
+    node_power_dbm: float | None
+    tx_power_w: float | None
+    noise_figure_db: float | None
+    snr_db: float | None
+    source: str
+
+    @property
+    def unit_bandwidth_hz(self) -> float:
+        """B0 [Hz]: the bandwidth of one allocation unit (an RB in the NR presets)."""
+        return self.subcarrier_spacing_hz * self.subcarriers_per_unit
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of the fields plus ``unit_bandwidth_hz``."""
+        out = dataclasses.asdict(self)
+        out["unit_bandwidth_hz"] = self.unit_bandwidth_hz
+        return out
+
+
+_NR_SOURCE = (
+    "3GPP TS 38.101-1 Table 5.3.2-1 (maximum transmission bandwidth N_RB), Table 6.2.1-1 (power class 3: "
+    "23 dBm); TS 38.211 Section 4.4.4.1 (12 subcarriers per RB); band n78 (3.3-3.8 GHz, TS 38.101-1 "
+    "Table 5.2-1); UE noise figure 7 dB as in ITU-R M.2412-0's evaluation configurations below 6 GHz"
+)
+
+#: The named presets of ``--system``, in display order. ``paper`` is the default.
+SYSTEM_PRESETS: dict[str, SystemPreset] = {
+    "paper": SystemPreset(
+        name="paper",
+        description="the paper's setting: 1 MHz subcarriers, P0 = 10 mW, P0/N0 = 10 dB, path loss 1e-2",
+        subcarrier_spacing_hz=1e6,
+        subcarriers_per_unit=1,
+        num_units=None,
+        channel_bandwidth_hz=None,
+        carrier_ghz=None,
+        node_power_dbm=None,
+        tx_power_w=1e-2,
+        noise_figure_db=None,
+        snr_db=10.0,
+        source="paper Section VII-A (M: the smallest power of two >= K(K-1), DESIGN.md)",
+    ),
+    "nr-fr1-15khz-20mhz": SystemPreset(
+        name="nr-fr1-15khz-20mhz",
+        description="5G NR FR1, 15 kHz SCS, 20 MHz: 106 RBs of 180 kHz, 23 dBm, NF 7 dB, 3.5 GHz",
+        subcarrier_spacing_hz=15e3,
+        subcarriers_per_unit=12,
+        num_units=106,
+        channel_bandwidth_hz=20e6,
+        carrier_ghz=3.5,
+        node_power_dbm=23.0,
+        tx_power_w=None,
+        noise_figure_db=7.0,
+        snr_db=None,
+        source=_NR_SOURCE,
+    ),
+    "nr-fr1-30khz-100mhz": SystemPreset(
+        name="nr-fr1-30khz-100mhz",
+        description="5G NR FR1, 30 kHz SCS, 100 MHz: 273 RBs of 360 kHz, 23 dBm, NF 7 dB, 3.5 GHz",
+        subcarrier_spacing_hz=30e3,
+        subcarriers_per_unit=12,
+        num_units=273,
+        channel_bandwidth_hz=100e6,
+        carrier_ghz=3.5,
+        node_power_dbm=23.0,
+        tx_power_w=None,
+        noise_figure_db=7.0,
+        snr_db=None,
+        source=_NR_SOURCE,
+    ),
+}
+
+
+def system_preset(name: str, *, num_experts: int = 8, **overrides: Any) -> SystemConfig:
+    """The :class:`SystemConfig` of preset ``name`` for ``num_experts`` nodes.
+
+    ``"paper"``: today's defaults (:class:`SystemConfig`), M = :func:`default_num_subcarriers`.
+    NR presets: the allocation unit is a resource block (12 subcarriers): M =
+    ``num_subcarriers`` = the carrier's N_RB (106 or 273), B0 = ``subcarrier_spacing_hz`` =
+    the RB bandwidth (180 or 360 kHz), P_max = ``node_power_budget_w`` = 23 dBm per node,
+    P0 = ``tx_power_w`` = P_max / N_RB per RB (a constant power spectral density that
+    reaches P_max when a node transmits on the whole carrier; +2.75 dBm per 180 kHz RB,
+    -1.36 dBm per 360 kHz RB), N0 = k T0 B0 NF with NF = 7 dB (-114.4 and -111.4 dBm per
+    RB). ``snr_db`` keeps its default and is not used.
+
+    Overrides replace preset values. Changing ``node_power_budget_w`` without ``tx_power_w``
+    keeps P0 = P_max / N_RB (of the carrier, whatever ``num_subcarriers`` says: the
+    spectral density does not change when fewer RBs are scheduled); in the paper preset
+    P0 stays 10 mW.
+
+    Args:
+        name: a key of :data:`SYSTEM_PRESETS` (case-insensitive).
+        num_experts: K, the number of nodes (from the run, not from the preset).
+        **overrides: :class:`SystemConfig` fields.
+
+    Returns:
+        :class:`SystemConfig`.
+
+    Raises:
+        ValueError: unknown ``name`` (listing the known ones), an override that is not a
+            :class:`SystemConfig` field (named), or an invalid value (e.g. a power budget
+            below one RB's P0).
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in SYSTEM_PRESETS:
+        raise ValueError(f"unknown system `preset` {name!r}; known: {', '.join(SYSTEM_PRESETS)}")
+    names = {f.name for f in dataclasses.fields(SystemConfig)} - {"num_experts"}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"`{unknown[0]}` is not a SystemConfig field; known fields: {', '.join(sorted(names))}")
+    p = SYSTEM_PRESETS[key]
+    k = _positive_int("num_experts", num_experts)
+    fields: dict[str, Any] = {"num_experts": k}
+    if p.num_units is None:
+        fields["num_subcarriers"] = default_num_subcarriers(k)
+        fields["subcarrier_spacing_hz"] = p.unit_bandwidth_hz
+        fields["tx_power_w"] = p.tx_power_w
+        fields["snr_db"] = p.snr_db
+    else:
+        budget = overrides.get("node_power_budget_w", dbm_to_w(p.node_power_dbm))
+        per_unit = dbm_to_w(p.node_power_dbm) if budget is None else _positive_real("node_power_budget_w", budget)
+        fields.update(
+            num_subcarriers=p.num_units,
+            subcarrier_spacing_hz=p.unit_bandwidth_hz,
+            tx_power_w=per_unit / p.num_units,
+            node_power_budget_w=budget,
+            noise_figure_db=p.noise_figure_db,
+        )
+    fields.update(overrides)
+    return SystemConfig(**fields)

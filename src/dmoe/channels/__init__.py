@@ -5,6 +5,8 @@
 * :mod:`~dmoe.channels.tdl` -- 3GPP TR 38.901 TDL-A..E on the OFDM grid;
 * :mod:`~dmoe.channels.doppler` -- Clarke/Jakes time correlation from node mobility;
 * :mod:`~dmoe.channels.csi` -- the server's imperfect estimate;
+* :mod:`~dmoe.channels.geometry` -- node positions (disk, grid, CSV) and distances;
+* :mod:`~dmoe.channels.pathloss` -- 3GPP TR 38.901 path loss, LoS probability, shadowing;
 * :mod:`~dmoe.channels.config` -- :class:`ChannelConfig`, what a run says about its channel;
 * :mod:`~dmoe.channels.process` -- :class:`ChannelProcess`, true and estimated rates per layer round.
 
@@ -12,9 +14,19 @@
 """
 
 from .base import ChannelDraw, ChannelModel, power_gain
-from .config import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, MAX_SPEED_KMH, ChannelConfig, channel_model
+from .config import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, DEPLOYMENT_STREAM, MAX_SPEED_KMH, ChannelConfig, channel_model
 from .csi import estimate_response
 from .doppler import doppler_hz, evolve, time_correlation
+from .geometry import LAYOUT_KINDS, node_positions, pairwise_distances, parse_layout
+from .pathloss import (
+    DEFAULT_PATHLOSS,
+    PATHLOSS_MODELS,
+    LargeScale,
+    draw_large_scale,
+    los_probability,
+    path_loss_db,
+    shadow_fading_std_db,
+)
 from .process import CHANNEL_REDRAW, ChannelProcess, LayerChannel
 from .rayleigh import RayleighChannel
 from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel, check_grid_resolution
@@ -24,20 +36,32 @@ __all__ = [
     "CHANNEL_REDRAW",
     "DEFAULT_CARRIER_GHZ",
     "DEFAULT_DELAY_SPREAD_NS",
+    "DEFAULT_PATHLOSS",
+    "DEPLOYMENT_STREAM",
+    "LAYOUT_KINDS",
     "MAX_SPEED_KMH",
+    "PATHLOSS_MODELS",
     "TDL_PROFILES",
     "ChannelConfig",
     "ChannelDraw",
     "ChannelModel",
     "ChannelProcess",
+    "LargeScale",
     "LayerChannel",
     "RayleighChannel",
     "TDLChannel",
     "channel_model",
     "check_grid_resolution",
     "doppler_hz",
+    "draw_large_scale",
     "estimate_response",
     "evolve",
+    "los_probability",
+    "node_positions",
+    "pairwise_distances",
+    "parse_layout",
+    "path_loss_db",
     "power_gain",
+    "shadow_fading_std_db",
     "time_correlation",
 ]

@@ -43,8 +43,12 @@ class ChannelDraw:
         return self.los + self.diffuse
 
 
-def power_gain(response, path_loss: float) -> np.ndarray:
-    """H_ij^(m) of eq (1): ``path_loss * |response|^2`` [linear], shape of ``response``."""
+def power_gain(response, path_loss) -> np.ndarray:
+    """H_ij^(m) of eq (1): ``path_loss * |response|^2`` [linear], shape of ``response``.
+
+    ``path_loss`` is the mean power gain [linear]: a float (the paper's 1e-2 on every link)
+    or an array broadcastable to ``response``, e.g. ``[K, K, 1]`` large-scale gains per link
+    (:mod:`dmoe.channels.pathloss`)."""
     response = np.asarray(response)
     return path_loss * (response.real**2 + response.imag**2)
 

@@ -1,8 +1,9 @@
-"""What a run says about its radio channel: fading model, mobility and channel knowledge.
+"""What a run says about its radio channel: deployment, fading model, mobility and channel knowledge.
 
-:class:`ChannelConfig` is the one description the CLI (``--channel``, ``--delay-spread``,
-``--speed-kmh``, ``--carrier-ghz``, ``--csi-error``, ``--csi-delay``), the Python API and the
-experiments pass to the runtime, and that results record beside their numbers.
+:class:`ChannelConfig` is the one description the CLI (``--layout``, ``--pathloss``,
+``--channel``, ``--delay-spread``, ``--speed-kmh``, ``--carrier-ghz``, ``--csi-error``,
+``--csi-delay``), the Python API and the experiments pass to the runtime, and that results
+record beside their numbers.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from .base import ChannelModel
 from .doppler import doppler_hz
+from .geometry import node_positions, parse_layout
+from .pathloss import DEFAULT_PATHLOSS, LargeScale, check_pathloss_model, draw_large_scale, path_loss_db
 from .rayleigh import RayleighChannel
 from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel
 
-__all__ = ["CHANNEL_MODELS", "MAX_SPEED_KMH", "ChannelConfig", "channel_model"]
+__all__ = ["CHANNEL_MODELS", "DEPLOYMENT_STREAM", "MAX_SPEED_KMH", "ChannelConfig", "channel_model"]
 
 #: Names accepted by ``--channel`` / ``ChannelConfig.model``.
 CHANNEL_MODELS: tuple[str, ...] = ("rayleigh",) + tuple(TDL_PROFILES)
@@ -29,6 +34,12 @@ DEFAULT_CARRIER_GHZ = 3.5
 #: Largest accepted node speed [km/h]: 500 km/h, the high-speed-train bound of 3GPP NR
 #: (the high-speed-train scenario of TR 38.913); beyond it the Doppler model stops describing a real deployment.
 MAX_SPEED_KMH = 500.0
+
+#: Second word of the random-number keys of a deployment (:meth:`ChannelConfig.large_scale`):
+#: node positions come from ``default_rng([seed, DEPLOYMENT_STREAM, 0])``, LoS states and
+#: shadowing from ``[seed, DEPLOYMENT_STREAM, 1]``. The per-round channel keys are
+#: ``[seed, round, ...]``, so they never meet these (no run has 1.7e9 query rounds).
+DEPLOYMENT_STREAM = 0x67656F00
 
 
 def channel_model(name: str, *, delay_spread_ns: float = DEFAULT_DELAY_SPREAD_NS) -> ChannelModel:
@@ -77,10 +88,26 @@ class ChannelConfig:
         csi_delay: how many layer rounds old the server's estimate is (0: current; 1: the
             previous round's channel). In the first layer round of a query round the
             server has a fresh estimate (pilots at the start of the round).
+        layout: node positions (:mod:`dmoe.channels.geometry`): ``"disk:R"`` (uniform in a
+            disk of radius R m, seeded by the run's seed), ``"grid:D"`` (square grid of
+            spacing D m) or the path of a CSV of ``x,y`` [m] rows, one per node; ``None``
+            (default, the paper): every link has the average gain ``SystemConfig.path_loss``.
+        pathloss: path-loss model of a layout (:mod:`dmoe.channels.pathloss`):
+            ``"umi-street-canyon"`` (default with a layout), ``"inh-office"`` or
+            ``"free-space"``; must be ``None`` without a layout. With a layout each link's
+            mean power gain is its large-scale gain 10^(-(PL + SF)/10) (TR 38.901 path
+            loss at ``carrier_ghz``, LoS state and shadowing drawn once per run and per
+            link, reciprocal) instead of ``SystemConfig.path_loss``; the small-scale fading
+            of ``model`` (unit mean power), mobility and CSI error multiply it.
+        shadowing: log-normal shadow fading with TR 38.901's sigma_SF (default True);
+            ignored without a layout.
 
     Raises:
-        ValueError: unknown ``model``, negative delay spread or speed, non-positive
-            carrier, ``csi_error`` outside [0, 1], negative ``csi_delay`` (naming the field).
+        ValueError: unknown ``model`` or ``pathloss`` (listing the known ones), negative
+            delay spread or speed, non-positive carrier (or, with a 3GPP path-loss model,
+            outside 0.5-100 GHz), ``csi_error`` outside [0, 1], negative ``csi_delay``, a
+            malformed ``layout`` (non-positive, NaN or infinite radius or spacing), a
+            ``pathloss`` without ``layout`` (naming the field).
     """
 
     model: str = "rayleigh"
@@ -89,6 +116,9 @@ class ChannelConfig:
     carrier_ghz: float = DEFAULT_CARRIER_GHZ
     csi_error: float = 0.0
     csi_delay: int = 0
+    layout: str | None = None
+    pathloss: str | None = None
+    shadowing: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or self.model.strip().lower() not in CHANNEL_MODELS + ("iid",):
@@ -104,6 +134,21 @@ class ChannelConfig:
         if isinstance(self.csi_delay, bool) or not isinstance(self.csi_delay, numbers.Integral) or self.csi_delay < 0:
             raise ValueError(f"`csi_delay` must be an integer >= 0 [layer rounds], got {self.csi_delay!r}")
         object.__setattr__(self, "csi_delay", int(self.csi_delay))
+        if not isinstance(self.shadowing, (bool, np.bool_)):
+            raise ValueError(f"`shadowing` must be True or False, got {self.shadowing!r}")
+        object.__setattr__(self, "shadowing", bool(self.shadowing))
+        if self.layout is None:
+            if self.pathloss is not None:
+                raise ValueError(
+                    f"`pathloss` ({self.pathloss!r}) needs a `layout` (--layout disk:R, grid:D or a CSV): "
+                    "without node positions every link has the paper's average gain `path_loss`"
+                )
+            return
+        parse_layout(self.layout)
+        object.__setattr__(self, "layout", self.layout.strip())
+        model = check_pathloss_model(self.pathloss if self.pathloss is not None else DEFAULT_PATHLOSS)
+        object.__setattr__(self, "pathloss", model)
+        path_loss_db(model, 1.0, self.carrier_ghz, True)  # the carrier is in the model's range
 
     # ---------------------------------------------------------------- derived
     def make_model(self) -> ChannelModel:
@@ -122,9 +167,39 @@ class ChannelConfig:
 
     @property
     def is_paper_default(self) -> bool:
-        """i.i.d. Rayleigh, no mobility model, perfect CSI: the paper's setting (results
-        identical to :func:`dmoe.channel.draw_rates` for the same seed)."""
-        return self.model == "rayleigh" and self.speed_kmh is None and self.perfect_csi
+        """i.i.d. Rayleigh, no mobility model, perfect CSI, no layout: the paper's setting
+        (results identical to :func:`dmoe.channel.draw_rates` for the same seed)."""
+        return self.model == "rayleigh" and self.speed_kmh is None and self.perfect_csi and self.layout is None
+
+    def large_scale(self, num_nodes: int, seed: int) -> LargeScale | None:
+        """The deployment of a run: node positions, LoS states, shadowing and large-scale
+        gains of every link (``None`` without a layout).
+
+        Positions from ``default_rng([seed, DEPLOYMENT_STREAM, 0])`` (``"disk:R"``), LoS
+        and shadowing from ``[seed, DEPLOYMENT_STREAM, 1]``
+        (:func:`dmoe.channels.pathloss.draw_large_scale`): the same seed gives the same
+        deployment, fixed for the whole run.
+
+        Args:
+            num_nodes: N.
+            seed: the run's seed, >= 0.
+
+        Returns:
+            :class:`~dmoe.channels.pathloss.LargeScale` or ``None``.
+
+        Raises:
+            ValueError: a CSV layout that cannot be read, has a row without exactly two
+                finite numbers, or does not have N rows.
+        """
+        if self.layout is None:
+            return None
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
+        positions = node_positions(self.layout, num_nodes, rng=np.random.default_rng([int(seed), DEPLOYMENT_STREAM, 0]))
+        return draw_large_scale(
+            positions, self.pathloss, self.carrier_ghz, np.random.default_rng([int(seed), DEPLOYMENT_STREAM, 1]),
+            shadowing=self.shadowing,
+        )
 
     def label(self) -> str:
         """Short human-readable description, e.g. ``"tdl-a 100 ns, 30 km/h, CSI err 0.1"``."""
@@ -135,6 +210,11 @@ class ChannelConfig:
             parts.append(f"CSI error {self.csi_error:g}")
         if self.csi_delay:
             parts.append(f"CSI {self.csi_delay} round{'s' if self.csi_delay > 1 else ''} old")
+        if self.layout is not None:
+            parts.append(
+                f"layout {self.layout}, {self.pathloss} path loss @ {self.carrier_ghz:g} GHz"
+                + ("" if self.shadowing or self.pathloss == "free-space" else " without shadowing")
+            )
         return ", ".join(parts)
 
     # ---------------------------------------------------------------- I/O

@@ -16,6 +16,13 @@ once (``[seed]``); for i.i.d. Rayleigh with perfect CSI this is exactly
 earlier versions. With a speed, a query round starts from a draw keyed ``[seed, round]``
 and each later layer round evolves it (:func:`dmoe.channels.doppler.evolve`, innovation
 keyed ``[seed, round, layer, 2]``). The CSI error is keyed ``[seed, round, layer, 3]``.
+
+With a layout (``ChannelConfig.layout``) the deployment (:meth:`ChannelConfig.large_scale`:
+node positions, per-link LoS state and shadowing, keyed ``[seed, DEPLOYMENT_STREAM, ...]``)
+is drawn once when the process is made and kept for the whole run; every link's power gain
+is then its large-scale gain times the small-scale response, ``G_ij |H_ij^(m)|^2``, for
+every fading model, with mobility and with CSI error (the estimate error is relative to the
+link's mean power G_ij). K is then the number of nodes N.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from .base import ChannelDraw, power_gain
 from .config import ChannelConfig
 from .csi import estimate_response
 from .doppler import evolve
+from .rayleigh import RayleighChannel
 from .tdl import check_grid_resolution
 
 __all__ = ["CHANNEL_REDRAW", "LayerChannel", "ChannelProcess"]
@@ -56,7 +64,7 @@ class ChannelProcess:
 
     Args:
         config: :class:`ChannelConfig`.
-        system: K, M, B0, P0, N0 and path loss.
+        system: K, M, B0, P0, N0 and path loss (K = the number of nodes N).
         seed: non-negative int.
         channel_redraw: ``"layer"``, ``"round"`` or ``"fixed"`` (only without a speed).
 
@@ -86,6 +94,10 @@ class ChannelProcess:
         self._state: ChannelDraw | None = None
         self._history: list[np.ndarray] = []
         self._elapsed_s = 0.0
+        #: the deployment (None without a layout): positions, LoS, shadowing, gains
+        self.large_scale = config.large_scale(system.num_experts, self.seed)
+        # [K, K, 1] large-scale gain per link, or the scalar path loss of the paper
+        self._gain = system.path_loss if self.large_scale is None else self.large_scale.gain[:, :, None]
 
     def _key(self, round_index: int, layer: int) -> list[int]:
         if self.channel_redraw == "layer":
@@ -97,11 +109,21 @@ class ChannelProcess:
     def _rates(self, response: np.ndarray) -> np.ndarray:
         s = self.system
         return subcarrier_rates(
-            power_gain(response, s.path_loss),
+            power_gain(response, self._gain),
             subcarrier_spacing_hz=s.subcarrier_spacing_hz,
             tx_power_w=s.tx_power_w,
             noise_power_w=s.noise_power_w,
         )
+
+    def iid_rates(self, rng: np.random.Generator) -> np.ndarray:
+        """One i.i.d. Rayleigh draw of the rates ``[K, K, M], float64`` [bit/s] on this run's
+        large-scale gains: :func:`dmoe.channel.draw_rates` (bit-identical) without a layout.
+        The runtime charges transfers of layers it does not schedule on it."""
+        if self.large_scale is None:
+            return draw_rates(self.system, rng)
+        s = self.system
+        response = RayleighChannel().draw(s.num_experts, s.num_subcarriers, s.subcarrier_spacing_hz, rng).response
+        return self._rates(response)
 
     def advance(self, seconds: float) -> None:
         """Record that the current layer round took ``seconds`` [s] (>= 0, finite)."""

@@ -55,7 +55,8 @@ energy ledger charges what was spent and the latency ledger the round's completi
 A re-planned attempt (node loss) meets the same layer round's channel; its energy and
 its air time add to the layer round's. A dense layer draws no channel from the process
 (nothing is scheduled); a query re-hosted there is charged on an i.i.d. Rayleigh draw
-keyed ``[seed, round, layer]`` (or ``rates_fn``), as before issue 10. Re-host transfers
+keyed ``[seed, round, layer]`` (or ``rates_fn``), as before issue 10, on the layout's
+large-scale gains when the channel has one (:meth:`~dmoe.channels.ChannelProcess.iid_rates`). Re-host transfers
 are charged on the true rates.
 """
 
@@ -299,6 +300,8 @@ class DMoERuntime:
         rng = np.random.default_rng(key)
         if self.rates_fn is not None:
             return np.asarray(self.rates_fn(rng), dtype=np.float64)
+        if self.process is not None:
+            return self.process.iid_rates(rng)  # draw_rates, on the layout's large-scale gains if any
         return draw_rates(self.system, rng)
 
     # -------------------------------------------------------------- placement
