@@ -221,3 +221,21 @@ def test_latency_note_appears_above_a_minute_only(tiny_build):
     (note,) = slow["config"]["notes"]
     assert note in log and note.startswith("note: mean query latency")
     assert "air time dominates" in note and "s0 = 1000000 B" in note and "x 2 hops" in note
+
+
+def test_run_config_must_be_writable_before_any_work(tmp_path):
+    from dmoe.main_job import run_main_job
+
+    for bad, exc in (({"run": {"limit": None}}, TypeError), ({"run": {"snr_db": float("nan")}}, ValueError),
+                     ({"run": 3}, TypeError), ([("run", {})], TypeError)):
+        with pytest.raises(exc):
+            run_main_job(limit=1, policies=["Top-1"], cache_dir=str(tmp_path / "c"), output=tmp_path / "o",
+                         log=lambda *_: None, run_config=bad)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
+
+
+def test_reproduce_report_says_it_keeps_the_papers_8_kB():
+    from dmoe.experiments.report import render_report
+
+    text = render_report({})
+    assert "keeps the paper's s0 = 8 kB" in text and "1,152 B in fp16" in text and "--wire-dtype" in text

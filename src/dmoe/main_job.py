@@ -235,8 +235,12 @@ def run_main_job(
         wire_format(wire_dtype)
     if hidden_state_bytes is not None:
         resolve_hidden_state_bytes(1, explicit=hidden_state_bytes)
-    if run_config is not None and not isinstance(run_config, Mapping):
-        raise TypeError(f"`run_config` must be a mapping of sections, got {type(run_config).__name__}")
+    if run_config is not None:
+        from .config import dump_toml
+
+        if not isinstance(run_config, Mapping) or not all(isinstance(v, Mapping) for v in run_config.values()):
+            raise TypeError(f"`run_config` must map sections to {{key: value}} tables, got {run_config!r}")
+        dump_toml(run_config)  # TOML-writable before any work (TypeError / ValueError otherwise)
     channel = channel or ChannelConfig()
     if not isinstance(channel, ChannelConfig):
         raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
