@@ -212,7 +212,8 @@ def _run(ctx, subjects, limit, policies, gamma0, qos, max_experts, num_experts, 
     except (ValueError, FileNotFoundError, TypeError, OSError, NoLiveNodeError) as exc:
         where = ctx.meta.get("dmoe.config_file")
         if where is not None:
-            raise click.ClickException(f"{exc} (options from the configuration file {where} and the command line)") from exc
+            raise click.ClickException(
+                f"{exc} (options from the configuration file {where} and the command line)") from exc
         _fail(exc)
 
 

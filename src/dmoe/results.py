@@ -303,7 +303,8 @@ def latency_note(results: Sequence[PolicyResult], *, hidden_state_bytes: int, co
     air = b["latency_air_share"]
     if air is None or air >= 0.5:
         share = "" if air is None else f"{air:.0%} of the critical path: "
-        rate = "" if b["link_rate_median_bps"] is None else f" at a median link rate of {_rate(b['link_rate_median_bps'])}"
+        median = b["link_rate_median_bps"]
+        rate = "" if median is None else f" at a median link rate of {_rate(median)}"
         load = "" if b["link_load_mean"] is None else f", {b['link_load_mean']:.3g} hidden states per link"
         return (f"{head}: air time dominates ({share}s0 = {int(hidden_state_bytes)} B{rate}{load}, over {rounds} "
                 f"layer rounds x 2 hops); {hint}")

@@ -108,9 +108,11 @@ def resolve_hidden_state_bytes(
         unknown ``wire_dtype`` (listing the known ones).
     """
     if explicit is not None:
-        return _check_size("`hidden_state_bytes` (--hidden-state-bytes) [byte]", explicit), "set explicitly (--hidden-state-bytes)"
+        s0 = _check_size("`hidden_state_bytes` (--hidden-state-bytes) [byte]", explicit)
+        return s0, "set explicitly (--hidden-state-bytes)"
     if wire_dtype is None and system_bytes is not None:
-        return _check_size("`system.hidden_state_bytes` [byte]", system_bytes), "system.hidden_state_bytes of the SystemConfig given"
+        s0 = _check_size("`system.hidden_state_bytes` [byte]", system_bytes)
+        return s0, "system.hidden_state_bytes of the SystemConfig given"
     fmt = wire_format(DEFAULT_WIRE_DTYPE if wire_dtype is None else wire_dtype)
     h = _check_size("`hidden_size`", hidden_size)
     scale = f" + {fmt.scale_bytes} B fp32 scale per token" if fmt.scale_bytes else ""
