@@ -10,6 +10,7 @@ import click
 
 from .channels import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, DEFAULT_DELAY_SPREAD_NS, PATHLOSS_MODELS, ChannelConfig
 from .system import SYSTEM_PRESETS
+from .wire import DEFAULT_WIRE_DTYPE, WIRE_DTYPES, resolve_hidden_state_bytes
 
 
 def _fail(exc: Exception) -> None:
@@ -22,7 +23,42 @@ def main() -> None:
     """Expert selection and subcarrier allocation for distributed MoE at the wireless edge."""
 
 
+def _load_config_file(ctx: click.Context, param: click.Parameter, value) -> None:
+    """``--config FILE``: validate FILE and make it the defaults of the other options (flags win)."""
+    from .config import ConfigError, read_config
+
+    if value is None:
+        return
+    try:
+        values = read_config(value, ctx.command)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    ctx.meta["dmoe.config_file"] = str(value)
+
+
+def _with_origin(ctx: click.Context, exc: click.BadParameter) -> None:
+    """Make ``exc`` name the configuration file and key when the offending option came from it."""
+    from click.core import ParameterSource
+
+    from .config import section_of
+
+    hint = str(exc.param_hint or "").strip("'\"")
+    for p in ctx.command.params:
+        if p.name and (hint in getattr(p, "opts", []) or hint == p.name):
+            if ctx.get_parameter_source(p.name) is ParameterSource.DEFAULT_MAP:
+                exc.message = (f"{exc.message} (set by `{p.name}` in [{section_of(p.name)}] of "
+                               f"{ctx.meta.get('dmoe.config_file')})")
+            break
+
+
 @main.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), is_eager=True,
+              expose_value=False, callback=_load_config_file,
+              help="TOML configuration file: these options by parameter name in tables ([system], [channel], "
+                   "[policies], ...; `dmoe config --defaults` prints every table and key); flags on the command "
+                   "line override it. Every run writes its merged configuration to OUTPUT/config.toml, which "
+                   "repeats it.")
 @click.option("--subject", "subjects", multiple=True, default=("anatomy",), show_default=True,
               help="MMLU subject (repeat or comma-separate; 'medical' and 'all' are groups).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -74,6 +110,12 @@ def main() -> None:
 @click.option("--pathloss", type=click.Choice(list(PATHLOSS_MODELS), case_sensitive=False), default=None,
               help="3GPP TR 38.901 path loss of a --layout (LoS probability, LoS/NLoS formulas, log-normal "
                    "shadowing) at --carrier-ghz. Default with a layout: umi-street-canyon.")
+@click.option("--wire-dtype", type=click.Choice(list(WIRE_DTYPES), case_sensitive=False), default=DEFAULT_WIRE_DTYPE,
+              show_default=True,
+              help="How hidden states travel: s0 = the model's hidden size x 2 B (fp16, bf16) or x 1 B + a 4 B "
+                   "fp32 scale per token (fp8, int8). SmolLM2-135M: 1,152 B in fp16 (the paper: 8,192 B).")
+@click.option("--hidden-state-bytes", type=click.IntRange(min=1), default=None,
+              help="s0 [byte] per hidden state, set explicitly (overrides --wire-dtype).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the channel draws and the deployment (the same for every policy).")
 @click.option("--channel-redraw", type=click.Choice(["layer", "round", "fixed"]), default="layer",
@@ -123,12 +165,23 @@ def main() -> None:
 @click.option("--node-rejoin/--no-node-rejoin", default=True, show_default=True,
               help="Failed nodes rejoin at the next query round.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_nodes, placement, num_subcarriers,
-        snr_db, preset, noise_figure, tx_power_dbm, layout, pathloss, seed, channel_redraw, channel_model,
-        delay_spread, speed_kmh, carrier_ghz, csi_error, csi_delay,
-        comp_throughput, combine, model_source, device, cache_dir, output, ppl_texts, profile, engine,
-        ray_address, node_failure_rate, node_rejoin, quiet):
-    """Run the DMoE protocol over MMLU for every policy; print and write the results."""
+@click.pass_context
+def run(ctx, **kwargs):
+    """Run the DMoE protocol over MMLU for every policy; print and write the results
+    (OUTPUT/summary.json, summary.csv, per_layer.csv, per_layer.png, latency.png, config.toml)."""
+    try:
+        _run(ctx, **kwargs)
+    except click.BadParameter as exc:
+        _with_origin(ctx, exc)
+        raise
+
+
+def _run(ctx, subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_nodes, placement, num_subcarriers,
+         snr_db, preset, noise_figure, tx_power_dbm, layout, pathloss, wire_dtype,
+         hidden_state_bytes, seed, channel_redraw, channel_model, delay_spread, speed_kmh,
+         carrier_ghz, csi_error, csi_delay, comp_throughput, combine, model_source, device, cache_dir, output,
+         ppl_texts, profile, engine, ray_address, node_failure_rate, node_rejoin, quiet):
+    from .config import sectioned
     from .main_job import run_main_job
     from .runtime.faults import NoLiveNodeError
 
@@ -181,9 +234,40 @@ def run(subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_no
             command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, profile=profile, engine=engine,
             ray_address=ray_address, node_failure_rate=node_failure_rate, node_rejoin=node_rejoin,
             preset=preset.lower(), noise_figure_db=noise_figure, tx_power_dbm=tx_power_dbm,
+            wire_dtype=wire_dtype.lower(), hidden_state_bytes=hidden_state_bytes,
+            run_config=sectioned({p.name: ctx.params[p.name] for p in ctx.command.params if p.name in ctx.params}),
         )
     except (ValueError, FileNotFoundError, TypeError, OSError, NoLiveNodeError) as exc:
+        where = ctx.meta.get("dmoe.config_file")
+        if where is not None:
+            raise click.ClickException(
+                f"{exc} (options from the configuration file {where} and the command line)") from exc
         _fail(exc)
+
+
+@main.command("config")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--defaults", is_flag=True, help="Print the defaults of `dmoe run` as a commented TOML file.")
+def config_cmd(file, defaults):
+    """Print a `dmoe run` configuration as TOML: the defaults (--defaults), or FILE checked
+    (tables, keys, types and ranges) and merged over the defaults (what `dmoe run --config FILE`
+    runs with no other flag).
+
+    Save the defaults, edit them, run: `dmoe config --defaults > deploy.toml`, then
+    `dmoe run --config deploy.toml`.
+    """
+    from .config import ConfigError, default_values, defaults_toml, dump_toml, read_config, sectioned
+
+    if defaults == (file is not None):
+        raise click.UsageError("give either --defaults or a FILE to check")
+    if defaults:
+        click.echo(defaults_toml(run), nl=False)
+        return
+    try:
+        values = {**default_values(run), **read_config(file, run)}
+    except ConfigError as exc:
+        _fail(exc)
+    click.echo(dump_toml(sectioned(values), header=f"{file} merged over the defaults of `dmoe run`"), nl=False)
 
 
 @main.command()
@@ -254,13 +338,17 @@ def _float_list(ctx, param, value):
 @click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=None,
               help="M (default the smallest power of two >= K(K-1)).")
 @click.option("--snr-db", type=float, default=10.0, show_default=True, help="P0/N0 [dB].")
+@click.option("--wire-dtype", type=click.Choice(list(WIRE_DTYPES), case_sensitive=False), default=DEFAULT_WIRE_DTYPE,
+              show_default=True, help="s0 = the model's hidden size on the wire, as in `dmoe run` (use the same).")
+@click.option("--hidden-state-bytes", type=click.IntRange(min=1), default=None,
+              help="s0 [byte] per hidden state, set explicitly (overrides --wire-dtype).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Recalibrate even if a cached profile with these settings exists.")
 @click.option("--budget", "budgets", type=float, multiple=True,
               help="Also print the optimal allocation for this KL budget [nat/token] (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, window, num_questions, subjects, base,
-              num_subcarriers, snr_db, seed, force, budgets, quiet):
+              num_subcarriers, snr_db, wire_dtype, hidden_state_bytes, seed, force, budgets, quiet):
     """Measure the model's layer importance (quality loss and energy of each QoS level at each
     window of layers) and cache it beside the model build, with a heatmap PNG.
 
@@ -299,7 +387,9 @@ def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, wi
         if max_experts > k:
             raise ValueError(f"`max_experts` (-D) = {max_experts} must not exceed the model's K = {k}")
         m = num_subcarriers if num_subcarriers is not None else default_num_subcarriers(k)
-        system = SystemConfig(num_experts=k, num_subcarriers=m, snr_db=snr_db)
+        s0, _ = resolve_hidden_state_bytes(int(model.hidden_size), wire_dtype=wire_dtype.lower(),
+                                           explicit=hidden_state_bytes)
+        system = SystemConfig(num_experts=k, num_subcarriers=m, snr_db=snr_db, hidden_state_bytes=s0)
         prof, path, reused = calibrate_cached(
             model, qos=qos, max_experts=max_experts, window=min(window, model.num_layers), num_questions=num_questions,
             subjects=subj, system=system, seed=seed, base=base, cache_dir=cache_dir, force=force,

@@ -9,7 +9,7 @@ import platform
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -25,12 +25,21 @@ from .data import (
     resolve_subjects,
 )
 from .optimize.policies import Dense, TopK, policy_from_name
-from .results import format_table, plot_per_layer, write_per_layer_csv, write_summary
+from .results import (
+    format_table,
+    latency_note,
+    plot_latency,
+    plot_per_layer,
+    write_per_layer_csv,
+    write_summary,
+    write_summary_csv,
+)
 from .runtime.engine import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .runtime.faults import NoLiveNodeError, check_failure_rate
 from .runtime.quality import full_reference, full_text_nll, perplexity
 from .system import SYSTEM_PRESETS, SystemConfig, dbm_to_w, system_preset
+from .wire import DEFAULT_WIRE_DTYPE, resolve_hidden_state_bytes, wire_format
 
 #: The paper's policies (Section VII-A-3 names): the defaults of `dmoe run` with D = 2.
 DEFAULT_POLICIES: tuple[str, ...] = (
@@ -105,6 +114,9 @@ def run_main_job(
     preset: str = "paper",
     noise_figure_db: float | None = None,
     tx_power_dbm: float | None = None,
+    wire_dtype: str | None = None,
+    hidden_state_bytes: int | None = None,
+    run_config: Mapping | None = None,
 ) -> tuple[dict, list[PolicyResult]]:
     """Run ``policies`` through the DMoE runtime on MMLU and write the results.
 
@@ -163,8 +175,12 @@ def run_main_job(
     device : str, optional
         Torch device of the model (default CPU; e.g. ``"cuda"``).
     output : path, optional
-        Directory for ``summary.json``, ``per_layer.csv`` and ``per_layer.png``; created
-        only once every policy has run, so a failed run writes nothing.
+        Directory for ``summary.json``, ``summary.csv`` (one row per policy: energy totals
+        [J], per token [mJ/token] and per query [J/query], latency), ``per_layer.csv``,
+        ``per_layer.png``, ``latency.png`` (per layer round and per query) and, with
+        ``run_config``, ``config.toml``; created only once every policy has run, so a failed
+        run writes nothing. A mean query latency above a minute adds a note (logged and in
+        the summary's ``notes``) naming what dominates it (:func:`dmoe.results.latency_note`).
     ppl_texts : int, >= 0
         Held-out texts (:func:`dmoe.data.heldout_texts`, at most
         :data:`dmoe.data.TEXT_MAX_TOKENS` tokens each) for each policy's perplexity; 0
@@ -196,6 +212,17 @@ def run_main_job(
         Per node and layer round failure probability (:mod:`dmoe.runtime.faults`).
     node_rejoin : bool
         Failed nodes rejoin at the next query round.
+    wire_dtype : {"fp16", "bf16", "fp8", "int8"}, optional
+        How hidden states travel (:mod:`dmoe.wire`): s0 [byte] = the loaded model's hidden
+        size x bytes per element (+ 4 B of fp32 scale per token for fp8 / int8). None: the
+        s0 of ``system`` when one is given, else fp16 (SmolLM2-135M: 576 x 2 = 1,152 B).
+    hidden_state_bytes : int, optional
+        s0 [byte] set explicitly; wins over ``wire_dtype`` and ``system``. The summary
+        records s0 and where it came from (``hidden_state_bytes``, ``hidden_state_source``).
+    run_config : mapping, optional
+        The merged ``dmoe run`` configuration ({section: {key: value}}, :mod:`dmoe.config`):
+        written as ``config.toml`` beside ``summary.json`` (``dmoe run --config
+        <output>/config.toml`` repeats the run) and recorded in the summary as ``run_config``.
 
     Returns
     -------
@@ -225,6 +252,16 @@ def run_main_job(
         raise ValueError("`ray_address` (--ray-address) needs `engine`='ray' (--engine ray)")
     node_failure_rate = check_failure_rate(node_failure_rate)
     preset = _check_preset(preset, system, snr_db, noise_figure_db, tx_power_dbm)
+    if wire_dtype is not None:
+        wire_format(wire_dtype)
+    if hidden_state_bytes is not None:
+        resolve_hidden_state_bytes(1, explicit=hidden_state_bytes)
+    if run_config is not None:
+        from .config import dump_toml
+
+        if not isinstance(run_config, Mapping) or not all(isinstance(v, Mapping) for v in run_config.values()):
+            raise TypeError(f"`run_config` must map sections to {{key: value}} tables, got {run_config!r}")
+        dump_toml(run_config)  # TOML-writable before any work (TypeError / ValueError otherwise)
     channel = channel or ChannelConfig()
     if not isinstance(channel, ChannelConfig):
         raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
@@ -288,6 +325,7 @@ def run_main_job(
         )
     if placement is None and nodes != k:
         placement = "contiguous"
+    system_given = system
     if system is None:
         system = _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput_tokens_per_s,
                                 noise_figure_db, tx_power_dbm)
@@ -323,6 +361,15 @@ def run_main_job(
     )
     if model.num_experts != k:
         raise ValueError(f"the model has K = {model.num_experts} experts per layer, expected {k}")
+    # s0 of the model that runs (issue 16): its hidden size on the wire, unless set explicitly
+    s0, s0_source = resolve_hidden_state_bytes(
+        int(model.hidden_size), wire_dtype=wire_dtype, explicit=hidden_state_bytes,
+        system_bytes=system_given.hidden_state_bytes if system_given is not None else None,
+    )
+    system = system.replace(hidden_state_bytes=s0)
+    # the wire format s0 was derived from (None: set explicitly or by the SystemConfig given)
+    s0_dtype = (wire_format(wire_dtype or DEFAULT_WIRE_DTYPE).name
+                if hidden_state_bytes is None and (wire_dtype is not None or system_given is None) else None)
     if model.tokenizer is None:
         raise ValueError(
             f"the model at {model_source!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
@@ -357,7 +404,7 @@ def run_main_job(
         f"tokens per policy; K = {k} experts per layer on N = {system.num_experts} nodes"
         f"{'' if place is None else f' ({placement} placement)'}, M = {system.num_subcarriers} "
         f"{'subcarriers' if preset in (None, 'paper') else 'resource blocks'} (system {preset or 'custom'}); "
-        f"channel: {channel.label()}"
+        f"channel: {channel.label()}; s0 = {s0} B per hidden state: {s0_source}"
     )
     if deployment is not None and system.num_experts > 1:
         dep = deployment.to_dict()
@@ -449,6 +496,9 @@ def run_main_job(
         "system": system.to_dict(),
         "system_preset": preset,
         "deployment": None if deployment is None else deployment.to_dict(),
+        "hidden_state_bytes": s0,
+        "hidden_state_source": s0_source,
+        "wire_dtype": s0_dtype,
         "num_experts": k,
         "num_nodes": system.num_experts,
         "placement": None if place is None else {"kind": placement, "map": np.asarray(place).tolist()},
@@ -457,19 +507,37 @@ def run_main_job(
         "platform": platform.platform(),
         "command": command,
     }
+    if run_config is not None:
+        config["run_config"] = {str(sec): dict(values) for sec, values in run_config.items()}
     if failure is not None:
         config["error"] = str(failure)
+    note = latency_note(
+        results, hidden_state_bytes=s0, comp_throughput=float(np.min(system.comp_throughput_j)),
+        hint=("try a smaller --hidden-state-bytes or an NR --system" if hidden_state_bytes is not None
+              else "try --wire-dtype fp8 or an NR --system" if s0_dtype in (None, "fp16", "bf16")
+              else "try an NR --system"),
+    )
+    config["notes"] = [] if note is None else [note]
     log(format_table(results))
+    if note is not None:
+        log(note)
     if out_dir is not None and results:
         out_dir.mkdir(parents=True, exist_ok=True)
+        title = f"MMLU {', '.join(names)} — {len(questions)} questions, seed {seed}"
         write_summary(out_dir / "summary.json", config, results)
+        write_summary_csv(out_dir / "summary.csv", results)
         write_per_layer_csv(out_dir / "per_layer.csv", results)
-        plot_per_layer(
-            out_dir / "per_layer.png",
-            results,
-            title=f"MMLU {', '.join(names)} — {len(questions)} questions, seed {seed}",
-        )
-        log(f"wrote {out_dir / 'summary.json'}, per_layer.csv, per_layer.png")
+        plot_per_layer(out_dir / "per_layer.png", results, title=title)
+        plot_latency(out_dir / "latency.png", results, title=title)
+        written = ["summary.csv", "per_layer.csv", "per_layer.png", "latency.png"]
+        if run_config is not None:
+            from .config import dump_toml
+
+            (out_dir / "config.toml").write_text(
+                dump_toml(run_config, header=f"the configuration of this run; repeat it with `dmoe run --config "
+                                             f"{out_dir / 'config.toml'}`"), encoding="utf-8")
+            written.append("config.toml")
+        log(f"wrote {out_dir / 'summary.json'}, {', '.join(written)}")
     if failure is not None:
         where = f"; the results so far are in {out_dir}" if out_dir is not None and results else ""
         raise NoLiveNodeError(f"{failure}{where}", round=failure.round, layer=failure.layer) from failure

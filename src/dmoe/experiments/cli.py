@@ -47,6 +47,9 @@ def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_s
     fig10 table1 theorem1 importance robustness, granularity and placement (many experts on few
     nodes), or all (default).
 
+    The figures keep the paper's s0 = 8 kB (8,192 B) per hidden state, not the running
+    model's (1,152 B for SmolLM2 in fp16, what `dmoe run --wire-dtype` charges); report.md says so.
+
     Writes DIR/<name>.png, DIR/<name>.csv, DIR/<name>.json per experiment and DIR/report.md.
     Finished experiments and policy evaluations are cached in DIR, so an interrupted run resumes.
     """

@@ -97,6 +97,11 @@ class PolicyResult:
         the ``num_questions`` questions answered before.
     round_seconds : float or None
         Wall-clock time of the MMLU rounds alone [s] (None: ``seconds``).
+    latency_air_s : ndarray [num_rounds, num_layers], float64, or None
+        Air time on the critical path of every layer round [s] (the rest of
+        ``latency_layer_round_s`` is FFN time; :func:`dmoe.runtime.ledger.critical_air_time`).
+    link_rates_bps, link_loads : ndarray [num_loaded_links], float64, or None
+        Rate [bit/s] and hidden states carried of every loaded remote link of every layer round.
     energy_always_on_j : float
         Of ``energy_comp_j``, the always-on part (shared experts, dense layers) charged at
         the source nodes [J]; the same for every policy, 0 for the carved model.
@@ -155,11 +160,42 @@ class PolicyResult:
     energy_rehost_j: float = 0.0
     complete: bool = True
     round_seconds: float | None = None
+    latency_air_s: np.ndarray | None = None
+    link_rates_bps: np.ndarray | None = None
+    link_loads: np.ndarray | None = None
 
     @property
     def seconds_per_round(self) -> float:
         """Wall-clock time per query round of the MMLU questions (held-out texts excluded) [s]."""
         return (self.seconds if self.round_seconds is None else self.round_seconds) / max(self.rounds, 1)
+
+    def per_unit(self) -> dict:
+        """Energy per token [mJ/token] (over all layers: ``energy_j / num_tokens``) and per
+        query [J/query] (``energy_j / num_questions``); None without tokens / questions."""
+        tok = self.num_tokens if self.num_tokens > 0 else None
+        q = self.num_questions if self.num_questions > 0 else None
+        return {
+            "energy_per_token_mj": None if tok is None else self.energy_j / tok * 1e3,
+            "energy_comm_per_token_mj": None if tok is None else self.energy_comm_j / tok * 1e3,
+            "energy_comp_per_token_mj": None if tok is None else self.energy_comp_j / tok * 1e3,
+            "energy_per_query_j": None if q is None else self.energy_j / q,
+        }
+
+    def latency_breakdown(self) -> dict:
+        """What the latency is made of: ``latency_air_share`` (air time on the critical
+        paths / total layer-round time, in [0, 1]), ``link_rate_median_bps`` (median rate
+        of the loaded links [bit/s]) and ``link_load_mean`` (mean hidden states per loaded
+        link and layer round); None where nothing was recorded."""
+        lat = 0.0 if self.latency_layer_round_s is None else float(np.sum(self.latency_layer_round_s))
+        air_total = np.nan if self.latency_air_s is None else float(np.sum(self.latency_air_s))
+        air = None if not np.isfinite(air_total) or lat <= 0 else min(air_total / lat, 1.0)
+        rates = np.zeros(0) if self.link_rates_bps is None else np.asarray(self.link_rates_bps)
+        loads = np.zeros(0) if self.link_loads is None else np.asarray(self.link_loads)
+        return {
+            "latency_air_share": air,
+            "link_rate_median_bps": float(np.median(rates)) if rates.size else None,
+            "link_load_mean": float(np.mean(loads)) if loads.size else None,
+        }
 
     @property
     def choices(self) -> np.ndarray:
@@ -179,12 +215,14 @@ class PolicyResult:
             "energy_j": self.energy_j,
             "energy_comm_j": self.energy_comm_j,
             "energy_comp_j": self.energy_comp_j,
+            **self.per_unit(),
             "num_questions": self.num_questions,
             "num_tokens": self.num_tokens,
             "energy_planned_j": self.energy_j if self.energy_planned_j is None else self.energy_planned_j,
             "failed_attempts": self.failed_attempts,
             "dropped_tokens": self.dropped_tokens,
             **self.latency_stats(),
+            **self.latency_breakdown(),
             "energy_always_on_j": self.energy_always_on_j,
             "seconds": round(self.seconds, 2),
             "engine": self.engine,
@@ -361,6 +399,9 @@ def _result(runtime: DMoERuntime, name: str, logliks, answers, kl, scored, refer
         energy_lost_j=ledger.energy_lost_j,
         energy_rehost_j=ledger.energy_rehost_j,
         complete=complete,
+        latency_air_s=runtime.latency.air_s,
+        link_rates_bps=runtime.latency.link_rates_bps,
+        link_loads=runtime.latency.link_loads,
     )
 
 

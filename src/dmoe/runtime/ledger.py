@@ -431,7 +431,9 @@ class EnergyLedger:
 
 @dataclass
 class LatencyLedger:
-    """Completion time of every layer round of a run (:func:`dmoe.latency.round_timing`).
+    """Completion time of every layer round of a run (:func:`dmoe.latency.round_timing`),
+    and what made it up: the air time on each round's critical path and the rate and load of
+    every loaded link (what a person needs to see why a query takes minutes, issue 16).
 
     Parameters
     ----------
@@ -441,22 +443,56 @@ class LatencyLedger:
 
     num_layers: int
     _rounds: list = field(init=False, default_factory=list)
+    _air: list = field(init=False, default_factory=list)
     _sizes: list = field(init=False, default_factory=list)
+    _rates: list = field(init=False, default_factory=list)
+    _link_tokens: list = field(init=False, default_factory=list)
 
-    def charge(self, round_index: int, layer: int, timing: RoundTiming, num_queries: int) -> None:
+    def charge(self, round_index: int, layer: int, timing: RoundTiming, num_queries: int, *,
+               link_rate=None, link_tokens=None) -> None:
         """Record layer round ``layer`` (0-based) of query round ``round_index`` (0-based,
         consecutive) serving ``num_queries`` queries. A second charge of the same layer round
-        (a re-planned attempt after a node loss, issue 9) adds its time."""
+        (a re-planned attempt after a node loss, issue 9) adds its time.
+
+        ``link_rate`` ``[K, K]`` [bit/s] (the rate each link sent at) and ``link_tokens``
+        ``[K, K]`` (hidden states it carried), both optional, are kept for the loaded
+        remote links (:attr:`link_rates_bps`, :attr:`link_loads`)."""
         while len(self._rounds) <= round_index:
             self._rounds.append(np.zeros(self.num_layers))
+            self._air.append(np.zeros(self.num_layers))
             self._sizes.append(0)
         self._rounds[round_index][layer] += timing.latency_s
+        # a timing without the phase breakdown (a bare ``latency_s``): air time unknown (NaN)
+        self._air[round_index][layer] += critical_air_time(timing) if hasattr(timing, "ready_s") else np.nan
         self._sizes[round_index] = int(num_queries)
+        if link_rate is not None and link_tokens is not None:
+            s = np.asarray(link_tokens, dtype=np.float64)
+            loaded = (s > 0) & ~np.eye(s.shape[0], dtype=bool)
+            self._rates.append(np.asarray(link_rate, dtype=np.float64)[loaded])
+            self._link_tokens.append(s[loaded])
 
     @property
     def layer_round_s(self) -> np.ndarray:
         """``[num_rounds, num_layers], float64`` completion time of every layer round [s]."""
         return np.array(self._rounds, dtype=np.float64).reshape(-1, self.num_layers)
+
+    @property
+    def air_s(self) -> np.ndarray:
+        """``[num_rounds, num_layers], float64`` air time (forward + backward transfers) on
+        the critical path of every layer round [s]; the rest of :attr:`layer_round_s` is FFN
+        time. NaN where the round's timing had no phase breakdown."""
+        return np.array(self._air, dtype=np.float64).reshape(-1, self.num_layers)
+
+    @property
+    def link_rates_bps(self) -> np.ndarray:
+        """``[num_loaded_links], float64`` rate [bit/s] of every loaded remote link of every
+        layer round charged with ``link_rate`` (empty when none was)."""
+        return np.concatenate(self._rates) if self._rates else np.zeros(0)
+
+    @property
+    def link_loads(self) -> np.ndarray:
+        """``[num_loaded_links], float64`` hidden states each of those links carried."""
+        return np.concatenate(self._link_tokens) if self._link_tokens else np.zeros(0)
 
     @property
     def query_s(self) -> np.ndarray:
@@ -472,3 +508,22 @@ class LatencyLedger:
             z = np.zeros(self.num_layers)
             return z, z.copy()
         return lr.mean(axis=0), np.percentile(lr, 95, axis=0)
+
+
+def critical_air_time(timing: RoundTiming) -> float:
+    """Air time [s] on the critical path of a layer round: its latency minus the FFN time of
+    the node on the slowest path i -> j -> i (:func:`dmoe.latency.round_timing`: the path
+    ends at ``ready_j + backward_ij``, ``ready_j = arrive_j + compute_j``), so forward plus
+    backward transfer time of that path. 0 for an empty round.
+
+    Args:
+        timing: the round's :class:`~dmoe.latency.RoundTiming` (``backward_s`` 0 where unloaded).
+    """
+    if timing.latency_s <= 0.0:
+        return 0.0
+    ready = np.asarray(timing.ready_s, dtype=np.float64)
+    back = np.asarray(timing.backward_s, dtype=np.float64).max(axis=0, initial=0.0)
+    # [K] completion of the slowest path through node j (nodes that processed nothing: -inf)
+    end = np.where(ready > 0, ready + back, -np.inf)
+    j = int(np.argmax(end))
+    return float(max(timing.latency_s - float(np.asarray(timing.compute_s)[j]), 0.0))

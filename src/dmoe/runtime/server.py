@@ -474,7 +474,9 @@ class DMoERuntime:
                 timing = round_timing(
                     sent.tokens_delivered, sent.forward_s, sent.backward_s, self.system, load=sent.node_load
                 )
-                self.latency.charge(r, layer, timing, n)
+                # each link sends at min(estimated, true) rate (dmoe.runtime.transfer)
+                self.latency.charge(r, layer, timing, n, link_rate=np.minimum(sent.scheduled_rate, sent.true_rate),
+                                    link_tokens=sent.tokens_delivered)
                 if self.process is not None:
                     self.process.advance(timing.latency_s)
                 size = float(model.always_on_size(layer))
