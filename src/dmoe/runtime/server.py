@@ -406,6 +406,38 @@ class DMoERuntime:
             self.join_node(np.flatnonzero(~self.up).tolist())
         return r
 
+    def place(self, r: int, st: RoundState, qids: Sequence[int]) -> None:
+        """Step 1 for queries ``qids`` of round ``r``: host each on ``st.host[q]``, or on the
+        least-loaded up node when that is -1, from its tokens or its checkpoint.
+
+        Raises
+        ------
+        NoLiveNodeError
+            Every node has failed.
+        """
+        self._place(list(qids), r, 0, None, st)
+
+    def extend(self, r: int, st: RoundState, qids: Sequence[int]) -> None:
+        """A decode step (issue 17): send each hosted decoding query of ``qids`` its next
+        tokens (``st.hosted[q]``, :meth:`ExpertNode.extend`). A query whose host has died
+        joins ``st.lost`` (its KV cache is gone)."""
+        eng = self._engine
+        groups = _by_host(qids, st.host)
+        hosts = list(groups)
+        vals = eng.get([eng.submit(h, "extend", [st.hosted[q] for q in groups[h]])[0] for h in hosts])
+        self._failed(hosts, vals, r, 0, st)
+
+    def release(self, st: RoundState, qids: Sequence[int]) -> None:
+        """The hosts of ``qids`` forget them (finished queries); they leave ``st.active``."""
+        eng = self._engine
+        for h, qs in _by_host(qids, st.host).items():
+            if h >= 0 and self.up[h]:
+                eng.submit(h, "release", qs)
+        gone = {int(q) for q in qids}
+        st.active = [q for q in st.active if q not in gone]
+        for q in gone:
+            st.host[q] = -1
+
     @torch.no_grad()
     def serve(self, r: int, st: RoundState, record: list | None = None) -> dict[int, torch.Tensor]:
         """Layers 1..L (steps 2-5) and the next-token logits of the hosted queries ``st.active``
