@@ -221,9 +221,15 @@ class MoEModel(nn.Module, ExpertModel):
         return self.dense.lm_head.weight.device
 
     def _layer(self, layer: int):
-        if not 0 <= layer < self.num_layers:
-            raise IndexError(f"layer {layer} out of range [0, {self.num_layers})")
-        return self.dense.model.layers[layer]
+        # the decoder layers as a plain list, taken once: this runs several times per token
+        # and layer round, and nn.Module attribute lookups are slow
+        layers = self.__dict__.get("_layer_list")
+        if layers is None:
+            layers = list(self.dense.model.layers)
+            self.__dict__["_layer_list"] = layers
+        if not 0 <= layer < len(layers):
+            raise IndexError(f"layer {layer} out of range [0, {len(layers)})")
+        return layers[layer]
 
     def _check_expert(self, expert: int) -> None:
         if not 0 <= expert < self.num_experts:
