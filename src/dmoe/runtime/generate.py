@@ -137,7 +137,8 @@ class GenerationOutput:
     Attributes:
         prompt_ids: the prompt's token ids.
         token_ids: the generated token ids (a final stop token included).
-        text: the generated text (cut before a stop string), or None without a tokenizer.
+        text: the generated text without special tokens (cut before a stop string), or
+            None without a tokenizer.
         finish_reason: ``"length"``, ``"eos"`` or ``"stop"``.
         ttft_s: time to first token on the radio ledger [s] (its prefill round's air time).
         decode_air_time_s: air time of the decode rounds it took part in [s].
@@ -468,7 +469,8 @@ class _Batch:
             return False
         o = self.out[q]
         ids = [t for t in o.token_ids if t not in self.stop_ids]
-        full = self.tok.decode(ids, skip_special_tokens=False) if ids else ""
+        # special tokens (<|endoftext|>, chat markers) are control, not text
+        full = self.tok.decode(ids, skip_special_tokens=True) if ids else ""
         cut = [full.find(s) for s in self.cfg.stop if s in full]
         if cut:
             o.text = full[:min(cut)]
