@@ -318,3 +318,46 @@ def test_generation_config_bad_input(kwargs, needle):
 
 def test_context_length(tiny_moe):
     assert context_length(tiny_moe) == 512
+
+
+# --------------------------------------------------------------------------- masks and cache
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_cached_attention_mask_against_brute_force(impl, window):
+    from dmoe.model.masks import cached_attention_mask
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        past = int(rng.integers(0, 6))
+        new = int(rng.integers(1, 4))
+        keys = torch.arange(past + new)
+        q = keys[past:]
+        got = cached_attention_mask(impl, q, keys, torch.float32, torch.device("cpu"), sliding_window=window)
+        want = torch.tensor([[int(k) <= int(s) and (window is None or int(s) - int(k) < window) for k in keys]
+                             for s in q])
+        if got is None:
+            # only where nothing is masked (one query), or SDPA's causal path without a cache
+            assert bool(want.all()) and (new == 1 or impl != "sdpa") or (
+                impl == "sdpa" and past == 0 and window is None and torch.equal(want, torch.ones_like(want).tril()))
+            continue
+        assert got.shape == (1, 1, new, past + new)
+        allowed = got[0, 0] if got.dtype == torch.bool else got[0, 0] == 0
+        assert torch.equal(allowed, want)
+    with pytest.raises(ValueError, match="`key_positions`"):
+        cached_attention_mask("sdpa", torch.arange(3), torch.arange(2), torch.float32, torch.device("cpu"))
+
+
+def test_kv_cache_positions_and_arguments(tiny_moe):
+    cache = tiny_moe.new_cache()
+    assert cache.num_tokens(0) == 0 and cache.key_positions(1).numel() == 0
+    assert cache.append_positions(0, torch.arange(3)).tolist() == [0, 1, 2]
+    assert cache.append_positions(0, torch.tensor([3])).tolist() == [0, 1, 2, 3] and cache.num_tokens(0) == 4
+    with pytest.raises(ValueError, match="`positions`"):
+        cache.append_positions(0, torch.zeros(2, 2))
+    h = torch.zeros(2, tiny_moe.hidden_size)
+    pe = tiny_moe.position_embeddings(torch.arange(2))
+    with pytest.raises(ValueError, match="`positions`"):
+        tiny_moe.attention_block(0, h, pe, cache=tiny_moe.new_cache())
+    with pytest.raises(ValueError, match="`attention_mask`"):
+        tiny_moe.attention_block(0, h, pe, torch.ones(2, 2, dtype=torch.bool), cache=tiny_moe.new_cache(),
+                                 positions=torch.arange(2))

@@ -54,9 +54,10 @@ class KVCache:
         Raises:
             ValueError: ``positions`` is not 1-D.
         """
-        pos = torch.as_tensor(positions).long().reshape(-1).cpu()
-        if torch.as_tensor(positions).dim() != 1:
-            raise ValueError(f"`positions` must be [S], got shape {tuple(torch.as_tensor(positions).shape)}")
+        pos = torch.as_tensor(positions)
+        if pos.dim() != 1:
+            raise ValueError(f"`positions` must be [S], got shape {tuple(pos.shape)}")
+        pos = pos.long().cpu()
         old = self._positions.get(int(layer))
         keys = pos if old is None else torch.cat([old, pos])
         self._positions[int(layer)] = keys
