@@ -142,3 +142,16 @@ def test_chat_uses_the_tokenizers_template_and_reads_stdin(tiny_build, tmp_path)
     second = payload["turns"][1]["prompt"]
     assert second.startswith("<system>Be brief.\n<user>Hi\n<assistant>") and second.endswith("<user>And?\n<assistant>")
     assert [m["role"] for m in payload["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+
+
+def test_generate_with_node_failures_reports_the_rebuilds(tiny_build, tmp_path):
+    build, root = tiny_build
+    out = tmp_path / "g.json"
+    res = CliRunner().invoke(main, ["generate", "Answer:", "--policy", "Top-2", "--node-failure-rate", "0.05",
+                                    "--max-new-tokens", "12", "--json", str(out)] + _base(build, root))
+    assert res.exit_code == 0, res.output
+    costs = _strict(out)["costs"]
+    rb = costs["rebuild"]
+    assert rb["rounds"] >= 1 and rb["rehosted_queries"] == rb["rounds"] and rb["energy_j"] > 0
+    assert "rebuild" in res.output and "re-hosts" in res.output
+    assert costs["prefill"]["rounds"] + costs["decode"]["rounds"] == 1 + 11 + rb["rounds"]

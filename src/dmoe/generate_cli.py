@@ -246,7 +246,7 @@ def format_costs(summary: dict, engine: str) -> str:
     if rb["rounds"]:
         lines.append(f"{'rebuild':<9}{rb['rounds']:>8}{rb['tokens']:>8}{rb['energy_j']:>13.4g}"
                      f"{rb['energy_comm_j']:>12.4g}{rb['energy_comp_j']:>12.4g}{rb['air_time_s']:>14.4g}"
-                     f"  (within the phases above; {rb['rehosted_queries']} queries re-hosted)")
+                     f"  (within the phases above; {rb['rehosted_queries']} re-hosts)")
 
     def mj(x):
         return "n/a" if x is None else f"{x:.4g} mJ"

@@ -54,7 +54,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model

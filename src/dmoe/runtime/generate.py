@@ -36,7 +36,6 @@ before and after each round, so a runtime can serve other work too.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -174,7 +173,7 @@ class GenerationResult:
         prefill, decode: :class:`PhaseCost` of the prefill rounds and of the decode rounds
             (rebuilds included in the phase they interrupted).
         rebuild: the rebuild rounds alone (node loss; already in ``prefill``/``decode``).
-        rehosted: queries re-hosted with a rebuilt cache.
+        rehosted: re-hosts with a rebuilt cache (a query that loses two hosts counts twice).
         wall_s: wall-clock time [s].
         policies: ``{"prefill": name, "decode": name}``.
     """
