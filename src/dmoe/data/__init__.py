@@ -11,7 +11,15 @@ from .mmlu import (
     resolve_subjects,
 )
 from .heldout import PERPLEXITY_SUBJECTS, heldout_subjects, heldout_texts
-from .packing import TEXT_MAX_TOKENS, PackedQuery, PackedText, option_logliks, pack_question, pack_text
+from .packing import (
+    TEXT_MAX_TOKENS,
+    PackedQuery,
+    PackedText,
+    option_logliks,
+    pack_continuations,
+    pack_question,
+    pack_text,
+)
 
 __all__ = [
     "CALIBRATION_SUBJECTS",
@@ -27,6 +35,7 @@ __all__ = [
     "list_subjects",
     "load_mmlu",
     "option_logliks",
+    "pack_continuations",
     "pack_question",
     "pack_text",
     "resolve_subjects",

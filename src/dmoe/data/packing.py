@@ -95,6 +95,40 @@ def pack_question(tokenizer, question: Question) -> PackedQuery:
         if not _encode(tokenizer, text):
             raise ValueError(f"`question`: {label} tokenised to zero tokens")
         options.append(_encode(tokenizer, " " + text))
+    return pack_continuations(context, options, answer=question.answer)
+
+
+def pack_continuations(context: list[int], continuations: list[list[int]], *, answer: int = -1) -> PackedQuery:
+    """Pack a context and its candidate continuations (token ids) into one tree-shaped query.
+
+    The continuations all follow the context (module docstring); each is scored from the
+    context's last token on, so :func:`option_logliks` gives log p(continuation | context)
+    of each. :func:`pack_question` is this with an MMLU prompt and its four answers; the
+    lm-evaluation-harness backend packs any request's continuations this way.
+
+    Parameters
+    ----------
+    context : list of int, at least one token
+    continuations : list of list of int, at least one, each at least one token
+    answer : int
+        Stored as ``PackedQuery.answer`` (-1: none).
+
+    Returns
+    -------
+    PackedQuery
+
+    Raises
+    ------
+    ValueError
+        An empty context, no continuation, or an empty continuation.
+    """
+    if not context:
+        raise ValueError("`context` must hold at least one token")
+    if not continuations:
+        raise ValueError("`continuations` must hold at least one continuation")
+    if any(len(opt) == 0 for opt in continuations):
+        raise ValueError("every continuation in `continuations` must hold at least one token")
+    options = [list(opt) for opt in continuations]
     c = len(context)
     ids = list(context)
     positions = list(range(c))
@@ -125,7 +159,7 @@ def pack_question(tokenizer, question: Question) -> PackedQuery:
         score_rows=torch.tensor(rows, dtype=torch.long),
         score_targets=torch.tensor(targets, dtype=torch.long),
         score_option=torch.tensor(which, dtype=torch.long),
-        answer=question.answer,
+        answer=int(answer),
     )
 
 
@@ -141,7 +175,7 @@ def option_logliks(logits: torch.Tensor, packed: PackedQuery) -> torch.Tensor:
 
     Returns
     -------
-    Tensor [4], float64
+    Tensor [num_options], float64
         Sum over the option's tokens of log p(token | context, earlier option tokens) [nat].
     """
     if logits.shape[0] == packed.num_tokens and packed.num_tokens != packed.score_rows.numel():

@@ -12,7 +12,8 @@ Two implementations:
 One decoder layer round of the protocol, in these terms (layers 0-based here; the
 paper's l = layer + 1)::
 
-    h = attention_block(layer, h, pe, mask)            # at the source node (eq 6: every node holds it)
+    h = attention_block(layer, h, pe, mask)            # at the source node (eq 6: every node holds it;
+                                                       # decoding: with the query's KV cache there)
     u = ffn_input(layer, h)                            # [N, H]
     y = 0
     if is_moe_layer(layer):
@@ -106,11 +107,28 @@ class ExpertModel(abc.ABC):
         hidden: torch.Tensor,
         position_embeddings,
         attention_mask: torch.Tensor | None = None,
+        *,
+        cache: Any = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``hidden + attn(norm(hidden))`` ``[S, H]`` (residual included; at the source node).
 
         ``attention_mask``: bool ``[S, S]``, True where query s may attend key s'; None = causal.
+
+        Decoding (issue 17): with ``cache`` (a :class:`~dmoe.model.kv_cache.KVCache` from
+        :meth:`new_cache`) the S rows are new tokens at ``positions`` ``[S]`` (required):
+        they attend every cached key and each other causally on positions (and within the
+        layer's sliding window, if any), and their keys and values join the cache; no
+        ``attention_mask`` then. Feeding a sequence in pieces this way gives the same
+        outputs as one pass over the whole sequence (float rounding aside).
         """
+
+    def new_cache(self):
+        """An empty key/value cache for one query (:class:`~dmoe.model.kv_cache.KVCache`),
+        held by the query's host node while it decodes."""
+        from .kv_cache import KVCache
+
+        return KVCache()
 
     @abc.abstractmethod
     def ffn_input(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["attention_mask_for"]
+__all__ = ["attention_mask_for", "cached_attention_mask"]
 
 
 def attention_mask_for(
@@ -47,6 +47,60 @@ def attention_mask_for(
             raise ValueError("`positions` are needed for a sliding-window mask")
         pos = torch.as_tensor(positions, device=device).long().reshape(-1)
         mask = mask & ((pos[:, None] - pos[None, :]) < window)
+    mask = mask[None, None]
+    if impl == "sdpa":
+        return mask
+    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return additive.masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def cached_attention_mask(
+    impl: str,
+    query_positions: torch.Tensor,
+    key_positions: torch.Tensor,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    sliding_window: int | None = None,
+) -> torch.Tensor | None:
+    """The 4-D mask ``[1, 1, S, P + S]`` of S new tokens attending a KV cache plus themselves.
+
+    Query s may attend key t iff ``key_positions[t] <= query_positions[s]`` (causal on
+    positions: every cached token, and the new tokens up to itself) and, with a sliding
+    window W, ``query_positions[s] - key_positions[t] < W`` (transformers' rule). This is
+    the mask of a plain causal sequence fed in pieces (prefill, then one token per step).
+
+    Args:
+        impl: ``config._attn_implementation`` (``"sdpa"``: bool mask, True = may attend;
+            others: additive float mask of 0 / dtype min).
+        query_positions: ``[S]`` int positions of the new tokens.
+        key_positions: ``[P + S]`` int positions of every key (cached keys first, then the
+            new tokens).
+        sliding_window: W or None.
+
+    Returns:
+        None when every query may attend every key (one decoded token without a window;
+        with SDPA only for one query), or, with SDPA and no cache (``P = 0``), when the mask is the causal triangle (SDPA's
+        own causal path, as :func:`attention_mask_for` does); else the mask.
+
+    Raises:
+        ValueError: fewer keys than queries.
+    """
+    q = torch.as_tensor(query_positions).long().reshape(-1).to(device)
+    k = torch.as_tensor(key_positions).long().reshape(-1).to(device)
+    if k.numel() < q.numel():
+        raise ValueError(f"`key_positions` ({k.numel()}) must include the {q.numel()} new tokens")
+    window = int(sliding_window) if sliding_window else None
+    # [S, P + S] True = may attend
+    mask = k[None, :] <= q[:, None]
+    if window is not None:
+        mask = mask & ((q[:, None] - k[None, :]) < window)
+    s = q.numel()
+    # (SDPA reads a missing mask on several queries as causal, so None only for one query there)
+    if (s == 1 or impl != "sdpa") and bool(mask.all()):
+        return None
+    if impl == "sdpa" and window is None and k.numel() == s and torch.equal(mask, torch.ones_like(mask).tril()):
+        return None
     mask = mask[None, None]
     if impl == "sdpa":
         return mask

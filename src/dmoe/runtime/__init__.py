@@ -1,5 +1,6 @@
 """The DMoE runtime: expert nodes, the edge server's protocol loop, engines, transfers on
-air, the energy and latency ledgers, evaluation and quality measures against the full model."""
+air, the energy and latency ledgers, evaluation and quality measures against the full model,
+and text generation (prefill and decode rounds with KV caches at the hosts)."""
 
 from .engine import ENGINES, Engine, Failure, LocalEngine, make_engine
 from .evaluate import PolicyResult, evaluate_perplexity, evaluate_policy
@@ -7,7 +8,9 @@ from .faults import FAULT_PHASES, FaultLog, FaultModel, NodeKill, NoLiveNodeErro
 from .ledger import EnergyLedger, LatencyLedger, LayerTotals
 from .node import ExpertNode, HostedQuery
 from .quality import FullReference, full_reference, full_text_nll, perplexity, token_kl
-from .server import CHANNEL_REDRAW, DMoERuntime, RoundOutput
+from .server import CHANNEL_REDRAW, DMoERuntime, RoundOutput, RoundState
+from .generate import GenerationConfig, GenerationOutput, GenerationResult, PhaseCost, generate
+from .sampling import SamplingParams, TokenSampler
 from .transfer import TransferOutcome, transmit
 
 __all__ = [
@@ -23,6 +26,14 @@ __all__ = [
     "FaultModel",
     "HostedQuery",
     "FullReference",
+    "GenerationConfig",
+    "GenerationOutput",
+    "GenerationResult",
+    "PhaseCost",
+    "RoundState",
+    "SamplingParams",
+    "TokenSampler",
+    "generate",
     "LatencyLedger",
     "LayerTotals",
     "LocalEngine",

@@ -12,7 +12,9 @@ states live at its source node) and answers one call per protocol phase and laye
 batched over everything it hosts or receives:
 
 * :meth:`host` -- take queries (from their tokens, or resumed from a checkpoint of their
-  last completed layer, when a query is re-hosted after its node failed);
+  last completed layer, when a query is re-hosted after its node failed); a decoding
+  query (issue 17) starts a KV cache of its tokens at every attention block, and
+  :meth:`extend` feeds it its next token at every decode step;
 * :meth:`attend_gate` -- step 2: attention and gating of its hosted queries; the gating
   scores go to the server (plus the always-on part of the FFN, e.g. shared experts, which
   runs at the source with no transmission);
@@ -53,6 +55,10 @@ class HostedQuery:
         positions: ``[S]`` int64 position ids.
         attention_mask: ``[S, S]`` bool or None (causal).
         score_rows: ``[n_scored]`` int64 rows whose logits the server needs.
+        cached: the query decodes (issue 17): its host keeps a KV cache of its tokens at
+            every attention block (:meth:`ExpertNode.host` starts an empty one; then
+            :meth:`ExpertNode.extend` feeds the next tokens); ``attention_mask`` must be
+            None (causal on positions).
     """
 
     qid: int
@@ -60,6 +66,7 @@ class HostedQuery:
     positions: torch.Tensor
     attention_mask: torch.Tensor | None
     score_rows: torch.Tensor
+    cached: bool = False
 
 
 class ExpertNode:
@@ -135,17 +142,59 @@ class ExpertNode:
 
         hidden : Tensor [S, H] per query, or None to start from the token embedding.
         Returns True (a small status the server waits on).
+
+        A cached query (``q.cached``, decoding) starts an empty KV cache; resuming one from a
+        checkpoint is refused (its cache would miss the earlier layers: the server rebuilds
+        it from the tokens instead).
+
+        Raises:
+            ValueError: a cached query with an attention mask or a checkpoint.
         """
         model = self._model
         for i, q in enumerate(queries):
             h = hidden[i] if i < len(hidden) else None
-            self._queries[q.qid] = {
+            state = {
                 "hidden": model.embed(q.input_ids) if h is None else h,
                 "pe": model.position_embeddings(q.positions),
                 "mask": q.attention_mask,
                 "rows": q.score_rows,
             }
+            if q.cached:
+                if q.attention_mask is not None or h is not None:
+                    raise ValueError(f"query {q.qid}: a cached (decoding) query starts from its tokens with a "
+                                     "causal mask, not from a checkpoint or an attention mask")
+                state.update(cache=model.new_cache(), positions=torch.as_tensor(q.positions).long())
+            self._queries[q.qid] = state
         return True
+
+    @torch.no_grad()
+    def extend(self, queries: Sequence[HostedQuery]) -> bool:
+        """Decoding (issue 17): feed each hosted cached query its next tokens.
+
+        ``queries[i]`` carries the new tokens (``input_ids`` ``[S]``, usually one), their
+        ``positions`` and the rows to score; the query's KV cache stays. Returns True.
+
+        Raises:
+            KeyError: a query the node does not host (its state was lost).
+            ValueError: a query the node hosts without a cache.
+        """
+        model = self._model
+        for q in queries:
+            st = self._queries[q.qid]
+            if "cache" not in st:
+                raise ValueError(f"node {self.index}: query {q.qid} has no KV cache (not a decoding query)")
+            st["hidden"] = model.embed(q.input_ids)
+            st["positions"] = torch.as_tensor(q.positions).long()
+            st["pe"] = model.position_embeddings(st["positions"])
+            st["rows"] = q.score_rows
+        return True
+
+    def _attend(self, layer: int, st: dict) -> torch.Tensor:
+        """A hosted query's attention block at ``layer`` (with its KV cache when it decodes)."""
+        if "cache" in st:
+            return self._model.attention_block(layer, st["hidden"], st["pe"], cache=st["cache"],
+                                               positions=st["positions"])
+        return self._model.attention_block(layer, st["hidden"], st["pe"], st["mask"])
 
     def release(self, qids: Sequence[int]) -> None:
         """Forget the state of finished queries."""
@@ -163,7 +212,7 @@ class ExpertNode:
         out = {}
         for q in qids:
             st = self._queries[q]
-            h = model.attention_block(layer, st["hidden"], st["pe"], st["mask"])
+            h = self._attend(layer, st)
             u = model.ffn_input(layer, h)
             g = model.gate_scores(layer, u)
             st.update(attended=h, u=u, g=g, layer=layer, always=model.always_on(layer, u))
@@ -181,7 +230,7 @@ class ExpertNode:
         new = []
         for q in qids:
             st = self._queries[q]
-            h = model.attention_block(layer, st["hidden"], st["pe"], st["mask"])
+            h = self._attend(layer, st)
             a = model.always_on(layer, model.ffn_input(layer, h))
             st["hidden"] = h if a is None else h + a
             new.append(st["hidden"])

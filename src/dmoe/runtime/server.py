@@ -271,6 +271,9 @@ class DMoERuntime:
                 st.host[q] = -1
                 st.moved[q] = j
                 st.scores.pop(int(q), None)
+                if st.hosted[q].cached:
+                    # a decoding query's KV cache died with its host: out of this round, rebuilt by the caller
+                    st.lost.add(int(q))
 
     def _failed(self, nodes, vals, r, layer, st) -> None:
         """Attribute failed calls to dead nodes; re-raise errors of live nodes (bugs)."""
@@ -343,6 +346,7 @@ class DMoERuntime:
                     retry += groups[h]
                     continue
                 for q in groups[h]:
+                    st.lost.discard(q)
                     if st.moved[q] >= 0:
                         self.faults.rehosted += 1
                         self.faults.record(r, layer, h, f"rehost:{q}:{st.moved[q]}->{h}")
@@ -380,25 +384,96 @@ class DMoERuntime:
             raise ValueError(f"`queries` must hold 1..{N} queries (one per node), got {len(queries)}")
         L = int(self.model.num_layers)
         eng = self._engine
-        r = self.rounds
-        self.rounds += 1
-        if self.node_rejoin and not self.up.all():
-            self.join_node(np.flatnonzero(~self.up).tolist())
+        r = self.start_round()
         n = len(queries)
-        st = _RoundState(
-            hosted=[
-                HostedQuery(q, x.input_ids, x.positions, x.attention_mask, x.score_rows) for q, x in enumerate(queries)
-            ],
-            tokens=[x.num_tokens for x in queries],
-            host=np.array([q if self.up[q] else -1 for q in range(n)], dtype=np.int64),
-            moved=np.full(n, -1, dtype=np.int64),
-            ckpt=[None] * n,
-            scores={},
+        st = RoundState.new(
+            [HostedQuery(q, x.input_ids, x.positions, x.attention_mask, x.score_rows) for q, x in enumerate(queries)],
+            self.up,
         )
         record = (
             [np.zeros((L, x.num_tokens, K), dtype=bool) for x in queries] if self.record_selection else None
         )
         self._place(range(n), r, 0, None, st)
+        logits = self.serve(r, st, record)
+        for h in sorted(set(st.host.tolist())):
+            if h >= 0 and self.up[h]:
+                eng.submit(h, "release", list(range(n)))
+        return RoundOutput(logits=[logits[q] for q in range(n)], selections=record)
+
+    def start_round(self) -> int:
+        """Open a query round: its index (keys of its channels, policy and faults), after
+        failed nodes rejoin (``node_rejoin``)."""
+        r = self.rounds
+        self.rounds += 1
+        if self.node_rejoin and not self.up.all():
+            self.join_node(np.flatnonzero(~self.up).tolist())
+        return r
+
+    def place(self, r: int, st: RoundState, qids: Sequence[int]) -> None:
+        """Step 1 for queries ``qids`` of round ``r``: host each on ``st.host[q]``, or on the
+        least-loaded up node when that is -1, from its tokens or its checkpoint.
+
+        Raises
+        ------
+        NoLiveNodeError
+            Every node has failed.
+        """
+        self._place(list(qids), r, 0, None, st)
+
+    def extend(self, r: int, st: RoundState, qids: Sequence[int]) -> None:
+        """A decode step (issue 17): send each hosted decoding query of ``qids`` its next
+        tokens (``st.hosted[q]``, :meth:`ExpertNode.extend`). A query whose host has died
+        joins ``st.lost`` (its KV cache is gone)."""
+        eng = self._engine
+        groups = _by_host(qids, st.host)
+        hosts = list(groups)
+        vals = eng.get([eng.submit(h, "extend", [st.hosted[q] for q in groups[h]])[0] for h in hosts])
+        self._failed(hosts, vals, r, 0, st)
+
+    def release(self, st: RoundState, qids: Sequence[int]) -> None:
+        """The hosts of ``qids`` forget them (finished queries); they leave ``st.active``."""
+        eng = self._engine
+        for h, qs in _by_host(qids, st.host).items():
+            if h >= 0 and self.up[h]:
+                eng.submit(h, "release", qs)
+        gone = {int(q) for q in qids}
+        st.active = [q for q in st.active if q not in gone]
+        for q in gone:
+            st.host[q] = -1
+
+    @torch.no_grad()
+    def serve(self, r: int, st: RoundState, record: list | None = None) -> dict[int, torch.Tensor]:
+        """Layers 1..L (steps 2-5) and the next-token logits of the hosted queries ``st.active``
+        of round ``r`` (:meth:`start_round`).
+
+        A decoding query (``HostedQuery.cached``, issue 17) whose host dies loses its KV
+        cache: it is not re-hosted from a checkpoint but dropped from the round into
+        ``st.lost`` (its spent energy charged as lost), for the caller to rebuild
+        (:mod:`dmoe.runtime.generate`). Every other query is re-hosted as in the module
+        docstring.
+
+        Parameters
+        ----------
+        r : int
+        st : RoundState
+            The round's queries; each active query hosted (``st.host``) or to be hosted
+            from its checkpoint.
+        record : list of ndarray [num_layers, seq_len, num_experts] bool, optional
+            Filled with every active query's selection per layer (indexed by qid).
+
+        Returns
+        -------
+        dict {qid: Tensor [num_scored, vocab_size]}
+            The logits at each served query's ``score_rows`` (no entry for a lost query).
+
+        Raises
+        ------
+        NoLiveNodeError
+            Every node has failed.
+        """
+        L = int(self.model.num_layers)
+        eng = self._engine
+        n = len(st.active)
         rates = None
         model = self.model
         for layer in range(L):
@@ -415,7 +490,7 @@ class DMoERuntime:
             chan = self._channel(r, layer)
             # [K, K, M] what transfers (re-hosts included) meet in this layer round
             rates = chan.true_rates
-            pending = set(range(n))
+            pending = set(st.active) - st.lost
             st.scores = {}
             attempt = 0
             while pending:
@@ -429,6 +504,7 @@ class DMoERuntime:
                             st.scores.update(v)
                     if any(isinstance(v, Failure) for v in vals):
                         self._failed(hosts, vals, r, layer, st)
+                        pending -= st.lost
                         continue
                 order = sorted(pending)
                 lengths = [st.tokens[q] for q in order]
@@ -489,14 +565,17 @@ class DMoERuntime:
                         pending.discard(q)
                         if record is not None:
                             record[q][layer] = selection[offsets[i] : offsets[i + 1]]
+                pending -= st.lost
                 if pending:
                     self.faults.replans += 1
                     self.faults.record(r, layer, -1, "replan")
                 attempt += 1
         # the logits each host needs; a host lost here is replaced from the layer-L checkpoint
         logits: dict[int, torch.Tensor] = {}
-        while len(logits) < n:
-            need = [q for q in range(n) if q not in logits]
+        while True:
+            need = [q for q in st.active if q not in logits and q not in st.lost]
+            if not need:
+                break
             groups = self._hosted_groups(need, r, L - 1, rates, st)
             hosts = list(groups)
             vals = eng.get([eng.submit(h, "logits", groups[h])[0] for h in hosts])
@@ -504,15 +583,12 @@ class DMoERuntime:
                 if not isinstance(v, Failure):
                     logits.update(v)
             self._failed(hosts, vals, r, L - 1, st)
-        for h in sorted(set(st.host.tolist())):
-            if h >= 0 and self.up[h]:
-                eng.submit(h, "release", list(range(n)))
-        return RoundOutput(logits=[logits[q] for q in range(n)], selections=record)
+        return logits
 
     def _dense_layer(self, layer: int, r: int, rates: np.ndarray, st) -> None:
         """A layer without routed experts, at every query's host (re-hosting as needed)."""
         eng = self._engine
-        pending = list(range(len(st.hosted)))
+        pending = [q for q in st.active if q not in st.lost]
         while pending:
             groups = self._hosted_groups(pending, r, layer, rates, st)
             hosts = list(groups)
@@ -528,6 +604,7 @@ class DMoERuntime:
                     self.ledger.charge_always_on(layer, source, float(self.model.always_on_size(layer)),
                                                  dense_layer=True)
             self._failed(hosts, vals, r, layer, st)
+            pending = [q for q in pending if q not in st.lost]
 
     def _experts(self, layer, order, offsets, selection, r, st) -> dict:
         """Steps 4-5 for the pending queries; returns {qid: checkpoint handle} of the
@@ -621,8 +698,12 @@ def _by_host(qids, host: np.ndarray) -> dict[int, list]:
 
 
 @dataclass
-class _RoundState:
-    """The server's view of a round's queries."""
+class RoundState:
+    """The server's view of a round's queries (qid = index in these lists).
+
+    A decoding batch (:mod:`dmoe.runtime.generate`) keeps one state over its steps: the
+    queries stay hosted with their KV caches, ``active`` lists those still generating.
+    """
 
     hosted: list  # [n] HostedQuery
     tokens: list  # [n] S per query
@@ -630,3 +711,20 @@ class _RoundState:
     moved: np.ndarray  # [n] int, node a query lost (-1: not moving)
     ckpt: list  # [n] checkpoint handle of the last completed layer (None: the embedding)
     scores: dict  # {qid: [S, K] float32} gating scores of this layer round
+    active: list = field(default_factory=list)  # qids served in this round
+    lost: set = field(default_factory=set)  # cached qids whose host died this round (KV cache lost)
+
+    @classmethod
+    def new(cls, hosted: Sequence[HostedQuery], up: np.ndarray) -> "RoundState":
+        """A round of ``hosted`` queries, query q to be hosted on node q (or the least-loaded
+        up node when node q is down), every query active, none hosted yet."""
+        n = len(hosted)
+        return cls(
+            hosted=list(hosted),
+            tokens=[int(h.input_ids.numel()) for h in hosted],
+            host=np.array([q if up[q] else -1 for q in range(n)], dtype=np.int64),
+            moved=np.full(n, -1, dtype=np.int64),
+            ckpt=[None] * n,
+            scores={},
+            active=list(range(n)),
+        )

@@ -25,7 +25,8 @@ from torch import nn
 
 from ..combine import renormalised_weights
 from ..interface import ExpertModel, UnsupportedModelError
-from ..masks import attention_mask_for
+from ..kv_cache import KVCache, attention_cache_kwargs, check_cache_arguments
+from ..masks import attention_mask_for, cached_attention_mask
 from .router import Router
 
 __all__ = ["MoEModel", "UnsupportedModelError", "check_supported", "COMBINE_MODES"]
@@ -220,9 +221,15 @@ class MoEModel(nn.Module, ExpertModel):
         return self.dense.lm_head.weight.device
 
     def _layer(self, layer: int):
-        if not 0 <= layer < self.num_layers:
-            raise IndexError(f"layer {layer} out of range [0, {self.num_layers})")
-        return self.dense.model.layers[layer]
+        # the decoder layers as a plain list, taken once: this runs several times per token
+        # and layer round, and nn.Module attribute lookups are slow
+        layers = self.__dict__.get("_layer_list")
+        if layers is None:
+            layers = list(self.dense.model.layers)
+            self.__dict__["_layer_list"] = layers
+        if not 0 <= layer < len(layers):
+            raise IndexError(f"layer {layer} out of range [0, {len(layers)})")
+        return layers[layer]
 
     def _check_expert(self, expert: int) -> None:
         if not 0 <= expert < self.num_experts:
@@ -249,6 +256,9 @@ class MoEModel(nn.Module, ExpertModel):
         hidden: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``hidden + self_attn(input_layernorm(hidden))`` for one layer (residual included).
 
@@ -258,11 +268,26 @@ class MoEModel(nn.Module, ExpertModel):
             attention_mask: bool ``[S, S]``, True where query s may attend key s'
                 (e.g. a tree mask packing a context with several continuations); None =
                 causal.
+            cache: a :class:`~dmoe.model.kv_cache.KVCache` (decoding, issue 17): the S new
+                tokens attend the cached keys and values plus themselves, causally on
+                positions, and join the cache. Needs ``positions``; excludes ``attention_mask``.
+            positions: ``[S]`` positions of the new tokens (with ``cache``).
+
+        Raises:
+            ValueError: ``cache`` without ``positions``, or with an ``attention_mask``.
         """
         block = self._layer(layer)
         y = block.input_layernorm(hidden)[None]
-        mask = self._attn_mask(attention_mask, hidden.shape[0], hidden.dtype)
-        y, _ = block.self_attn(y, position_embeddings=position_embeddings, attention_mask=mask)
+        if cache is None:
+            mask = self._attn_mask(attention_mask, hidden.shape[0], hidden.dtype)
+            y, _ = block.self_attn(y, position_embeddings=position_embeddings, attention_mask=mask)
+            return hidden + y[0]
+        check_cache_arguments(attention_mask, positions)
+        keys = cache.append_positions(layer, positions)
+        impl = getattr(self.dense.config, "_attn_implementation", "sdpa")
+        mask = cached_attention_mask(impl, positions, keys, hidden.dtype, self.device)
+        y, _ = block.self_attn(y, position_embeddings=position_embeddings, attention_mask=mask,
+                               **attention_cache_kwargs(block.self_attn, cache))
         return hidden + y[0]
 
     def ffn_input(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:

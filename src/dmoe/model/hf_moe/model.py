@@ -19,7 +19,8 @@ from torch.nn import functional as F
 
 from ..combine import renormalised_weights
 from ..interface import ExpertModel, RouterOutputError, UnsupportedModelError
-from ..masks import attention_mask_for
+from ..kv_cache import attention_cache_kwargs, check_cache_arguments
+from ..masks import attention_mask_for, cached_attention_mask
 from .families import FamilySpec, family_of, supported_families_text
 
 __all__ = ["HFMoEModel"]
@@ -227,17 +228,34 @@ class HFMoEModel(nn.Module, ExpertModel):
         dummy = self.hf.lm_head.weight[:1, :1]
         return self.hf.model.rotary_emb(dummy, positions.reshape(1, -1))
 
-    def attention_block(self, layer, hidden, position_embeddings, attention_mask=None, *, positions=None):
+    def attention_block(self, layer, hidden, position_embeddings, attention_mask=None, *, positions=None,
+                        cache=None):
         """``hidden + attn(input_layernorm(hidden))`` ``[S, H]`` (Granite: attn times residual_multiplier).
 
         ``attention_mask``: bool ``[S, S]`` (True = may attend), None = causal. Layers with a
         sliding window W also mask keys W or more positions back; their positions are taken
         from ``positions`` ``[S]`` or, when None, recovered as the number of keys each
         query may attend minus 1 (exact for causal and packed-tree masks).
+
+        ``cache``: a :class:`~dmoe.model.kv_cache.KVCache` (decoding, issue 17): the S new
+        tokens at ``positions`` (required) attend the cached keys plus themselves, causally
+        on positions and within the layer's sliding window, and join the cache (no
+        ``attention_mask`` then). Raises ValueError on a missing ``positions`` or an
+        ``attention_mask`` given with a cache.
         """
         block = self._layer(layer)
         seq = hidden.shape[0]
         window = self._windows[layer]
+        if cache is not None:
+            check_cache_arguments(attention_mask, positions)
+            keys = cache.append_positions(layer, positions)
+            impl = getattr(self.hf.config, "_attn_implementation", "sdpa")
+            mask = cached_attention_mask(impl, positions, keys, hidden.dtype, self.device, sliding_window=window)
+            y = block.input_layernorm(hidden)[None]
+            y, _ = block.self_attn(hidden_states=y, position_embeddings=position_embeddings, attention_mask=mask,
+                                   **attention_cache_kwargs(block.self_attn, cache))
+            y = y[0]
+            return hidden + (y * self._residual_scale if self._residual_scale != 1.0 else y)
         if window is not None and positions is None:
             if attention_mask is None:
                 positions = torch.arange(seq, device=self.device)
