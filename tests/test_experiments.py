@@ -316,3 +316,21 @@ def test_robustness_experiment_end_to_end(tmp_path, tiny_moe8):
     ctx2 = _TinyContext(tmp_path, tiny_moe8, progress=False, log=lambda *_: None)
     robustness.run(cfg, ctx2)
     assert ctx2.evaluations_run == 0 and ctx2.evaluations_cached == 6 * 3 + 5
+
+
+def test_experiment_json_is_strict(tmp_path):
+    """Issue 20: every JSON the project writes parses with a strict parser (NaN/inf -> null)."""
+    import json as _json
+
+    import numpy as _np
+
+    from dmoe.experiments.context import write_json
+
+    path = tmp_path / "r.json"
+    write_json(path, {"a": float("nan"), "b": [_np.float64("inf"), 1.5], "c": _np.float32(2.0)})
+    text = path.read_text()
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    assert _json.loads(text, parse_constant=refuse) == {"a": None, "b": [None, 1.5], "c": 2.0}

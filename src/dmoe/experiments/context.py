@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -51,10 +52,11 @@ def to_jsonable(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
-        v = float(obj)
-        return v
+        obj = float(obj)
     if isinstance(obj, float):
-        return obj
+        # strict JSON (issue 20): NaN / +-inf are written as null ("not defined": an empty
+        # group's mean, a correlation of constant data); readers treat null as missing
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -65,7 +67,7 @@ def write_json(path: Path, payload) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(to_jsonable(payload), indent=1, allow_nan=True) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(to_jsonable(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
