@@ -144,3 +144,16 @@ def test_preset_table_is_json_ready():
     json.dumps(rows, allow_nan=False)
     assert [r["name"] for r in rows] == ["paper", NR15, NR30]
     assert np.isclose(rows[2]["unit_bandwidth_hz"], 360e3)
+
+
+def test_radio_values_far_outside_physics_are_refused_not_overflowed():
+    """Issue 20 (found by tests/test_cli_properties.py): --snr-db 1e300 overflowed deep in the run."""
+    from dmoe.system import SystemConfig, dbm_to_w
+
+    with pytest.raises(ValueError, match=r"`snr_db` must be a finite number in \[-300, 300\] \[dB\]"):
+        SystemConfig(snr_db=1e300)
+    with pytest.raises(ValueError, match=r"`noise_figure_db` .* \[0, 50\] \[dB\]"):
+        SystemConfig(noise_figure_db=400.0)
+    with pytest.raises(ValueError, match=r"`power_dbm` .* \[-100, 60\] \[dBm\]"):
+        dbm_to_w(1e300)
+    assert SystemConfig(snr_db=-300.0).snr_linear == pytest.approx(1e-30)

@@ -578,7 +578,10 @@ def _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput, nois
         if value is not None:
             extra[name] = value
     if tx_power_dbm is not None:
-        extra["node_power_budget_w"] = dbm_to_w(tx_power_dbm)
+        try:
+            extra["node_power_budget_w"] = dbm_to_w(tx_power_dbm)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("`power_dbm`", "`tx_power_dbm` (--tx-power-dbm)")) from None
     try:
         return system_preset(preset, num_experts=nodes, **extra)
     except ValueError as exc:

@@ -111,8 +111,10 @@ def _throughput(value: Any, num_experts: int) -> float | tuple:
 def _noise_figure(value: Any) -> float | None:
     if value is None:
         return None
-    if not _is_real(value) or not math.isfinite(float(value)) or float(value) < 0.0:
-        raise ValueError(f"`noise_figure_db` must be None or a finite number >= 0 [dB], got {value!r}")
+    if not _is_real(value) or not math.isfinite(float(value)) or not 0.0 <= float(value) <= MAX_NOISE_FIGURE_DB:
+        raise ValueError(
+            f"`noise_figure_db` must be None or a finite number in [0, {MAX_NOISE_FIGURE_DB:g}] [dB] (receivers have "
+            f"2-10 dB), got {value!r}")
     return float(value)
 
 
@@ -122,8 +124,11 @@ def dbm_to_w(power_dbm: float) -> float:
     Raises:
         ValueError: ``power_dbm`` is not a finite number.
     """
-    if not _is_real(power_dbm) or not math.isfinite(float(power_dbm)):
-        raise ValueError(f"`power_dbm` must be a finite number [dBm], got {power_dbm!r}")
+    if not _is_real(power_dbm) or not math.isfinite(float(power_dbm)) or not (
+            MIN_POWER_DBM <= float(power_dbm) <= MAX_POWER_DBM):
+        raise ValueError(
+            f"`power_dbm` must be a finite number in [{MIN_POWER_DBM:g}, {MAX_POWER_DBM:g}] [dBm] (1e-13 W to 1 kW; "
+            f"an NR UE transmits 23 dBm, a macro cell 46 dBm), got {power_dbm!r}")
     return 10.0 ** ((float(power_dbm) - 30.0) / 10.0)
 
 
@@ -161,6 +166,17 @@ def thermal_noise_w(bandwidth_hz: float, noise_figure_db: float) -> float:
     if nf is None:
         raise ValueError("`noise_figure_db` must be a finite number >= 0 [dB], got None")
     return BOLTZMANN_J_PER_K * NOISE_TEMPERATURE_K * b * 10.0 ** (nf / 10.0)
+
+
+#: Accepted noise figures [dB] and transmit powers [dBm]: physically meaningful ranges, far
+#: outside them the numbers are typos (and 10^(x/10) overflows float64 for x ~ 3,000).
+MAX_NOISE_FIGURE_DB = 50.0
+MIN_POWER_DBM = -100.0
+MAX_POWER_DBM = 60.0
+
+#: Largest |P0/N0| accepted [dB]: 10^(300/10) = 1e30 still leaves room for gains and rates in
+#: float64; 1e300 dB overflowed deep inside the run (issue 20).
+MAX_ABS_SNR_DB = 300.0
 
 
 def default_num_subcarriers(num_experts: int) -> int:
@@ -235,8 +251,11 @@ class SystemConfig:
             self, "subcarrier_spacing_hz", _positive_real("subcarrier_spacing_hz", self.subcarrier_spacing_hz)
         )
         object.__setattr__(self, "tx_power_w", _positive_real("tx_power_w", self.tx_power_w))
-        if not _is_real(self.snr_db) or not math.isfinite(float(self.snr_db)):
-            raise ValueError(f"`snr_db` must be a finite number [dB], got {self.snr_db!r}")
+        if not _is_real(self.snr_db) or not math.isfinite(float(self.snr_db)) or abs(float(self.snr_db)) > MAX_ABS_SNR_DB:
+            raise ValueError(
+                f"`snr_db` must be a finite number in [-{MAX_ABS_SNR_DB:g}, {MAX_ABS_SNR_DB:g}] [dB] (beyond it "
+                f"P0/N0 = 10^(snr/10) leaves float64), got {self.snr_db!r}"
+            )
         object.__setattr__(self, "snr_db", float(self.snr_db))
         object.__setattr__(self, "path_loss", _positive_real("path_loss", self.path_loss))
         object.__setattr__(self, "hidden_state_bytes", _positive_int("hidden_state_bytes", self.hidden_state_bytes))
