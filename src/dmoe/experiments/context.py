@@ -480,6 +480,8 @@ class Context:
             agree=(res.choices == res.full_choices).astype(int),
             kl=res.kl_per_question,
             scored=res.scored_tokens,
+            # whatever the runtime records about deadlines (e.g. missed layer rounds), as is
+            **{k: v for k, v in vars(res).items() if k.startswith("deadline")},
         )
         record = EvalRecord(to_jsonable(record))
         write_json(path, {"key_inputs": key_inputs, "record": record})

@@ -79,6 +79,10 @@ def resource_blocks_available() -> bool:
 
 
 def config(options: Options) -> dict:
+    """The JSON-ready configuration: questions (``--quick``: 4, else 8 anatomy questions),
+    model and placement, preset, deployments (``--quick``: ``disk:50``; full: also
+    ``disk:100``), the policy families, the deadline bases and fractions of T_ref, and
+    whether the resource-block allocator is installed."""
     quick = options.quick
     deployments = [{"layout": "disk:50", "pathloss": "umi-street-canyon"}]
     if not quick:
@@ -294,6 +298,15 @@ def _deployment_label(dep: dict) -> str:
 
 
 def run(cfg: dict, ctx) -> dict:
+    """Evaluate every point (module docstring) through ``ctx``'s cache.
+
+    Returns:
+        ``{"hidden_state_bytes", "hidden_state_source", "system", "resource_blocks",
+        "placement" [L][E], "deployments": [{layout, pathloss, label, channel, path_loss_db
+        (min, mean, max), los_fraction, snr_db (min, median, max), positions_m,
+        reference_round_s, deadlines_s, points, front}]}``; each point holds the numbers of
+        :func:`_point` and the :data:`FRONTS` flags. No NaN (None where undefined).
+    """
     from dmoe.placement import make_placement
     from dmoe.runtime.routing import routing_coactivation
 
