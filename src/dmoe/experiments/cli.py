@@ -45,10 +45,12 @@ def reproduce(names, output, quick, seed, limit, subjects, draws, force, model_s
               list_only, quiet):
     """Reproduce the paper's figures and table: NAME ... is any of fig5 fig6 fig7 fig8 fig9
     fig10 table1 theorem1 importance robustness, granularity and placement (many experts on few
-    nodes), or all (default).
+    nodes), deployment (the energy-latency frontier in a 5G NR preset with node geometry), or
+    all (default).
 
-    The figures keep the paper's s0 = 8 kB (8,192 B) per hidden state, not the running
-    model's (1,152 B for SmolLM2 in fp16, what `dmoe run --wire-dtype` charges); report.md says so.
+    The paper's figures keep the paper's s0 = 8 kB (8,192 B) per hidden state, not the running
+    model's (1,152 B for SmolLM2 in fp16, what `dmoe run --wire-dtype` charges); report.md says
+    so. The deployment experiment charges the running model's s0.
 
     Writes DIR/<name>.png, DIR/<name>.csv, DIR/<name>.json per experiment and DIR/report.md.
     Finished experiments and policy evaluations are cached in DIR, so an interrupted run resumes.

