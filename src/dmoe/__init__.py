@@ -63,6 +63,8 @@ _EXPORTS = {
     "GenerationConfig": "dmoe.runtime",
     "SamplingParams": "dmoe.runtime",
     "deploy": "dmoe.deployment",
+    "plan_deployment": "dmoe.deployment",
+    "Deployment": "dmoe.deployment",
     "run_main_job": "dmoe.main_job",
 }
 

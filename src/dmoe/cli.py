@@ -8,8 +8,7 @@ import sys
 
 import click
 
-from .channels import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, DEFAULT_DELAY_SPREAD_NS, PATHLOSS_MODELS, ChannelConfig
-from .system import SYSTEM_PRESETS
+from .cli_options import channel_from_options, channel_model_options, check_options, engine_options, system_options
 from .wire import DEFAULT_WIRE_DTYPE, WIRE_DTYPES, resolve_hidden_state_bytes
 
 
@@ -76,165 +75,48 @@ def _with_origin(ctx: click.Context, exc: click.BadParameter) -> None:
 @click.option("--max-experts", "-D", type=click.IntRange(min=1), default=None,
               help="D, the most experts per token (C2) of the default policies. Default: K/4 for a carved "
                    "model (8 of the default 32 experts, 2 of K = 8: 25% of the FFN), 2 for a real MoE.")
-@click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
-              help="K, experts per layer. Default: the checkpoint's routed experts for a real MoE (giving "
-                   "another K is an error); for the carved SmolLM2, 32 fine-grained experts on 8 nodes. With -K "
-                   "and no --nodes, one expert per node.")
-@click.option("--nodes", "-N", "num_nodes", type=click.IntRange(min=1), default=None,
-              help="N edge nodes holding the K experts of each layer (N <= K). Default: 8 for the carved "
-                   "default, else N = K, one expert per node.")
-@click.option("--placement", type=click.Choice(["contiguous", "round-robin", "coactivation"]), default=None,
-              help="How experts are placed on the N nodes when N < K (default: coactivation for a carved "
-                   "model, contiguous for a real MoE); coactivation keeps experts the router selects together "
-                   "on one node (calibration statistics).")
-@click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=None,
-              help="M, OFDMA subcarriers (resource blocks in an NR --system). Default: the smallest power of two "
-                   ">= N(N-1) for N nodes (64 for 8); an NR preset's carrier RBs.")
-@click.option("--snr-db", type=float, default=None,
-              help="P0/N0 [dB] of the paper preset (default 10 dB); the NR presets and --noise-figure set "
-                   "N0 = k T0 B0 NF instead.")
-@click.option("--system", "preset", type=click.Choice(list(SYSTEM_PRESETS), case_sensitive=False), default="paper",
-              show_default=True,
-              help="Radio numerology: the paper's (1 MHz subcarriers, P0 = 10 mW, P0/N0 = 10 dB) or a 5G NR FR1 "
-                   "carrier whose allocation unit is a resource block of 12 subcarriers (M = its RBs, 23 dBm per "
-                   "node, NF 7 dB, 3.5 GHz).")
-@click.option("--noise-figure", "noise_figure", type=float, default=None,
-              help="Receiver noise figure [dB] >= 0, overriding the preset's: N0 = k T0 B0 NF (-174 dBm/Hz).")
-@click.option("--tx-power-dbm", "tx_power_dbm", type=float, default=None,
-              help="Node transmit power budget P_max [dBm], overriding the preset's (NR: P0 = P_max / N_RB per "
-                   "RB; paper: P0 stays 10 mW, so at least 10 dBm).")
-@click.option("--layout", default=None,
-              help="Node positions: disk:R (uniform in a disk of radius R m, seeded by --seed), grid:D (square "
-                   "grid, spacing D m) or a CSV file of x,y [m] rows, one per node. Default: none, every link "
-                   "has the paper's average gain 1e-2.")
-@click.option("--pathloss", type=click.Choice(list(PATHLOSS_MODELS), case_sensitive=False), default=None,
-              help="3GPP TR 38.901 path loss of a --layout (LoS probability, LoS/NLoS formulas, log-normal "
-                   "shadowing) at --carrier-ghz. Default with a layout: umi-street-canyon.")
-@click.option("--wire-dtype", type=click.Choice(list(WIRE_DTYPES), case_sensitive=False), default=DEFAULT_WIRE_DTYPE,
-              show_default=True,
-              help="How hidden states travel: s0 = the model's hidden size x 2 B (fp16, bf16) or x 1 B + a 4 B "
-                   "fp32 scale per token (fp8, int8). SmolLM2-135M: 1,152 B in fp16 (the paper: 8,192 B).")
-@click.option("--hidden-state-bytes", type=click.IntRange(min=1), default=None,
-              help="s0 [byte] per hidden state, set explicitly (overrides --wire-dtype).")
+@system_options
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the channel draws and the deployment (the same for every policy).")
-@click.option("--channel-redraw", type=click.Choice(["layer", "round", "fixed"]), default="layer",
-              show_default=True, help="New channel draw per layer round, per query round, or once.")
-@click.option("--channel", "channel_model", type=click.Choice(list(CHANNEL_MODELS), case_sensitive=False),
-              default="rayleigh", show_default=True,
-              help="Fading: i.i.d. Rayleigh per subcarrier (the paper) or a 3GPP TR 38.901 TDL profile.")
-@click.option("--delay-spread", "delay_spread", type=float, default=DEFAULT_DELAY_SPREAD_NS, show_default=True,
-              help="RMS delay spread of the TDL profiles [ns] (TR 38.901 Table 7.7.3-1 'nominal').")
-@click.option("--speed-kmh", type=float, default=None,
-              help="Node speed [km/h]: channels of consecutive layer rounds correlate by J0(2 pi f_D tau), "
-                   "tau = the round's latency; 0 = static within a query round. Default: no mobility model "
-                   "(independent block fading as --channel-redraw says).")
-@click.option("--carrier-ghz", type=float, default=DEFAULT_CARRIER_GHZ, show_default=True,
-              help="Carrier frequency [GHz] (Doppler shift and path loss).")
-@click.option("--csi-error", type=float, default=0.0, show_default=True,
-              help="Normalised variance in [0, 1] of the server's channel estimate error, CN(0, err * E|H|^2).")
-@click.option("--csi-delay", type=int, default=0, show_default=True,
-              help="Age of the server's channel estimate [layer rounds] (1 = the previous round's channel).")
-@click.option("--comp-throughput", type=float, default=1e4, show_default=True,
-              help="FFN throughput of every node [token/s] (latency model).")
-@click.option("--combine", type=click.Choice(["sum", "weighted"]), default=None,
-              help="Carved model only: aggregate selected slices by their sum (default) or eq (8)'s "
-                   "weighted mean. A real MoE combines with its family's own weights.")
-@click.option("--model", "model_source", default=None,
-              help="A Mixture-of-Experts checkpoint (local dir or hub id: Mixtral, Qwen2-MoE, Qwen3-MoE, "
-                   "OLMoE, DeepSeek-V3, GPT-OSS, Granite-MoE), a dense model to carve into experts, or a "
-                   "dmoe build; default SmolLM2-135M-Instruct carved.")
-@click.option("--device", default=None,
-              help="Torch device for the model, e.g. cuda or cpu (default cpu).")
-@click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe).")
+@channel_model_options
 @click.option("--output", "-o", default="results/run", show_default=True, help="Output directory.")
 @click.option("--ppl-texts", type=click.IntRange(min=0), default=16, show_default=True,
               help="Held-out MMLU question texts (subjects neither evaluated nor used for calibration) "
                    "for each policy's perplexity; 0 disables it.")
-@click.option("--profile", "profile", default=None,
-              help="Layer-importance profile (JSON of `dmoe calibrate`) for calibrated policies; default the "
-                   "cached one of the model with the most calibration passes.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Where the expert nodes run: this process, or one Ray actor (process) per node.")
-@click.option("--ray-address", default=None,
-              help="Join this Ray cluster (auto, host:port, ray://host:port); default: start Ray embedded "
-                   "with this machine's CPUs. Needs --engine ray.")
-@click.option("--node-failure-rate", type=float, default=0.0, show_default=True,
-              help="Probability in [0, 1) that a node fails in a layer round (seeded; failed nodes' queries "
-                   "are re-hosted and the round re-planned).")
-@click.option("--node-rejoin/--no-node-rejoin", default=True, show_default=True,
-              help="Failed nodes rejoin at the next query round.")
+@engine_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def run(ctx, **kwargs):
     """Run the DMoE protocol over MMLU for every policy; print and write the results
     (OUTPUT/summary.json, summary.csv, per_layer.csv, per_layer.png, latency.png, config.toml)."""
     try:
-        _run(ctx, **kwargs)
+        _run(ctx, kwargs)
     except click.BadParameter as exc:
         _with_origin(ctx, exc)
         raise
 
 
-def _run(ctx, subjects, limit, policies, gamma0, qos, max_experts, num_experts, num_nodes, placement, num_subcarriers,
-         snr_db, preset, noise_figure, tx_power_dbm, layout, pathloss, wire_dtype,
-         hidden_state_bytes, seed, channel_redraw, channel_model, delay_spread, speed_kmh,
-         carrier_ghz, csi_error, csi_delay, comp_throughput, combine, model_source, device, cache_dir, output,
-         ppl_texts, profile, engine, ray_address, node_failure_rate, node_rejoin, quiet):
+def _run(ctx, o: dict) -> None:
+    """``dmoe run`` with its parameters ``o`` by name."""
     from .config import sectioned
     from .main_job import run_main_job
     from .runtime.faults import NoLiveNodeError
 
-    if not (math.isfinite(node_failure_rate) and 0.0 <= node_failure_rate < 1.0):
-        raise click.BadParameter(f"must lie in [0, 1), got {node_failure_rate}", param_hint="'--node-failure-rate'")
-    if ray_address is not None and engine != "ray":
-        raise click.BadParameter("needs --engine ray", param_hint="'--ray-address'")
-    for flag, value in (("--gamma0", gamma0), ("--qos", qos), ("--snr-db", snr_db), ("--delay-spread", delay_spread),
-                        ("--noise-figure", noise_figure), ("--tx-power-dbm", tx_power_dbm),
-                        ("--carrier-ghz", carrier_ghz), ("--csi-error", csi_error),
-                        ("--comp-throughput", comp_throughput), ("--speed-kmh", speed_kmh)):
-        if value is not None and not math.isfinite(value):
-            raise click.BadParameter(f"must be a finite number, got {value}", param_hint=f"'{flag}'")
-    for flag, value, rule in (("--delay-spread", delay_spread, delay_spread >= 0),
-                              ("--speed-kmh", speed_kmh, speed_kmh is None or speed_kmh >= 0),
-                              ("--carrier-ghz", carrier_ghz, carrier_ghz > 0),
-                              ("--csi-error", csi_error, 0 <= csi_error <= 1),
-                              ("--csi-delay", csi_delay, csi_delay >= 0),
-                              ("--comp-throughput", comp_throughput, comp_throughput > 0),
-                              ("--noise-figure", noise_figure, noise_figure is None or noise_figure >= 0)):
-        if not rule:
-            need = {"--csi-error": "in [0, 1]", "--carrier-ghz": "> 0", "--comp-throughput": "> 0"}.get(flag, ">= 0")
-            raise click.BadParameter(f"must be {need}, got {value}", param_hint=f"'{flag}'")
-    if pathloss is not None and layout is None:
-        raise click.BadParameter("needs --layout (node positions)", param_hint="'--pathloss'")
-    if speed_kmh is not None and channel_redraw != "layer":
-        raise click.BadParameter("cannot be combined with --speed-kmh (mobility decides how the channel changes)",
-                                 param_hint="'--channel-redraw'")
-    if device is not None:
-        import torch
-
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, ValueError) as exc:
-            raise click.BadParameter(f"not a torch device: {exc}", param_hint="'--device'") from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise click.BadParameter("CUDA is not available on this machine", param_hint="'--device'")
+    check_options(o, finite=(("--gamma0", "gamma0"), ("--qos", "qos")))
     try:
-        channel = ChannelConfig(model=channel_model.lower(), delay_spread_ns=delay_spread, speed_kmh=speed_kmh,
-                                carrier_ghz=carrier_ghz, csi_error=csi_error, csi_delay=csi_delay, layout=layout,
-                                pathloss=None if pathloss is None else pathloss.lower())
+        channel = channel_from_options(o)
         run_main_job(
-            subjects=[s for s in subjects], limit=limit, policies=list(policies) or None, num_experts=num_experts,
-            gamma0=gamma0, qos=qos, max_experts=max_experts,
-            num_subcarriers=num_subcarriers, snr_db=snr_db, num_nodes=num_nodes, placement=placement,
-            comp_throughput_tokens_per_s=comp_throughput,
-            seed=seed, channel_redraw=channel_redraw, channel=channel, model_source=model_source,
-            cache_dir=cache_dir, combine=combine, device=device, output=output, ppl_texts=ppl_texts,
-            progress=not quiet,
-            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, profile=profile, engine=engine,
-            ray_address=ray_address, node_failure_rate=node_failure_rate, node_rejoin=node_rejoin,
-            preset=preset.lower(), noise_figure_db=noise_figure, tx_power_dbm=tx_power_dbm,
-            wire_dtype=wire_dtype.lower(), hidden_state_bytes=hidden_state_bytes,
+            subjects=list(o["subjects"]), limit=o["limit"], policies=list(o["policies"]) or None,
+            num_experts=o["num_experts"], gamma0=o["gamma0"], qos=o["qos"], max_experts=o["max_experts"],
+            num_subcarriers=o["num_subcarriers"], snr_db=o["snr_db"], num_nodes=o["num_nodes"],
+            placement=o["placement"], comp_throughput_tokens_per_s=o["comp_throughput"],
+            seed=o["seed"], channel_redraw=o["channel_redraw"], channel=channel, model_source=o["model_source"],
+            cache_dir=o["cache_dir"], combine=o["combine"], device=o["device"], output=o["output"],
+            ppl_texts=o["ppl_texts"], progress=not o["quiet"],
+            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, profile=o["profile"], engine=o["engine"],
+            ray_address=o["ray_address"], node_failure_rate=o["node_failure_rate"], node_rejoin=o["node_rejoin"],
+            preset=o["preset"].lower(), noise_figure_db=o["noise_figure"], tx_power_dbm=o["tx_power_dbm"],
+            wire_dtype=o["wire_dtype"].lower(), hidden_state_bytes=o["hidden_state_bytes"],
             run_config=sectioned({p.name: ctx.params[p.name] for p in ctx.command.params if p.name in ctx.params}),
         )
     except (ValueError, FileNotFoundError, TypeError, OSError, NoLiveNodeError) as exc:

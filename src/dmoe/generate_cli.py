@@ -1,7 +1,9 @@
 """``dmoe generate`` and ``dmoe chat``: text through the DMoE protocol (issue 17).
 
 Both load a :class:`~dmoe.deployment.Deployment` (model, K experts on N nodes, radio system)
-with ``dmoe run``'s model, system and channel options, generate with
+with ``dmoe run``'s model, system and channel options (:mod:`dmoe.cli_options`: ``--system``
+preset, ``--noise-figure``, ``--tx-power-dbm``, ``--layout``, ``--pathloss``, ``--wire-dtype``,
+``--hidden-state-bytes``, ...; checked before any work), generate with
 :func:`dmoe.runtime.generate.generate`, stream the text as it is produced, then print the
 energy and air time of the prefill and of the decode rounds (J, mJ per output token, time
 to first token and time per output token on the radio ledger). ``--json PATH`` writes the
@@ -9,16 +11,14 @@ same figures (strict JSON) once everything has run; bad input fails before any w
 
 ``dmoe chat`` formats the conversation with the tokenizer's chat template
 (``tokenizer.apply_chat_template``; the default SmolLM2-135M-Instruct GGUF ships one, the
-ChatML template with a default system prompt). A tokenizer without a template falls back to
-a plain transcript, ``"System: ...\\nUser: ...\\nAssistant:"`` with ``"\\nUser:"`` as a stop
-string, and says so.
+ChatML template with a default system prompt; ``--system-prompt`` replaces it). A tokenizer
+without a template falls back to a plain transcript, ``"System: ...\\nUser: ...\\nAssistant:"``
+with ``"\\nUser:"`` as a stop string, and says so.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
 import shlex
 import sys
@@ -26,7 +26,15 @@ from pathlib import Path
 
 import click
 
-from .channels import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, DEFAULT_DELAY_SPREAD_NS, ChannelConfig
+from .channels import ChannelConfig
+from .cli_options import (
+    channel_from_options,
+    channel_model_options,
+    check_options,
+    engine_options,
+    option_group,
+    system_options,
+)
 
 __all__ = ["chat", "generate", "deployment_options", "format_costs"]
 
@@ -34,104 +42,46 @@ __all__ = ["chat", "generate", "deployment_options", "format_costs"]
 FALLBACK_STOP = "\nUser:"
 
 
-def deployment_options(func):
-    """``dmoe run``'s model, system, channel and engine options (same names and defaults)."""
-    options = [
-        click.option("--model", "model_source", default=None,
-                     help="An MoE checkpoint (dir or hub id), a dense model to carve, or a dmoe build; default "
-                          "SmolLM2-135M-Instruct carved (as dmoe run)."),
-        click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
-                     help="K, experts per layer (default 32 on 8 nodes for the carved model; a real MoE's own K)."),
-        click.option("--nodes", "-N", "num_nodes", type=click.IntRange(min=1), default=None,
-                     help="N edge nodes holding the K experts (N <= K)."),
-        click.option("--placement", type=click.Choice(["contiguous", "round-robin", "coactivation"]), default=None,
-                     help="Experts -> nodes when N < K (default coactivation for a carved model)."),
-        click.option("--max-experts", "-D", type=click.IntRange(min=1), default=None,
-                     help="D of the default policy JESA(0.9,D) and of the co-activation statistics "
-                          "(default K/4 for a carved model, 2 for a real MoE)."),
-        click.option("--num-subcarriers", "-M", type=click.IntRange(min=1), default=None,
-                     help="M, OFDMA subcarriers (default the smallest power of two >= N(N-1))."),
-        click.option("--snr-db", type=float, default=10.0, show_default=True, help="P0/N0 [dB]."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Seed of the channel draws and the policy (and of sampling unless --sampling-seed)."),
-        click.option("--channel-redraw", type=click.Choice(["layer", "round", "fixed"]), default="layer",
-                     show_default=True, help="New channel draw per layer round, per query round, or once."),
-        click.option("--channel", "channel_model", type=click.Choice(list(CHANNEL_MODELS), case_sensitive=False),
-                     default="rayleigh", show_default=True, help="Fading model (as dmoe run)."),
-        click.option("--delay-spread", type=float, default=DEFAULT_DELAY_SPREAD_NS, show_default=True,
-                     help="RMS delay spread of the TDL profiles [ns]."),
-        click.option("--speed-kmh", type=float, default=None, help="Node speed [km/h] (mobility)."),
-        click.option("--carrier-ghz", type=float, default=DEFAULT_CARRIER_GHZ, show_default=True,
-                     help="Carrier frequency [GHz]."),
-        click.option("--csi-error", type=float, default=0.0, show_default=True,
-                     help="Normalised variance in [0, 1] of the channel estimate error."),
-        click.option("--csi-delay", type=int, default=0, show_default=True,
-                     help="Age of the channel estimate [layer rounds]."),
-        click.option("--comp-throughput", type=float, default=1e4, show_default=True,
-                     help="FFN throughput of every node [token/s] (latency model)."),
-        click.option("--combine", type=click.Choice(["sum", "weighted"]), default=None,
-                     help="Carved model only: sum of the selected slices (default) or eq (8)."),
-        click.option("--device", default=None, help="Torch device for the model (default cpu)."),
-        click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe)."),
-        click.option("--profile", default=None, help="Layer-importance profile for calibrated policies."),
-        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="Where the expert nodes run: this process, or one Ray actor per node."),
-        click.option("--ray-address", default=None, help="Ray cluster to join (needs --engine ray)."),
-        click.option("--node-failure-rate", type=float, default=0.0, show_default=True,
-                     help="Probability in [0, 1) that a node fails in a layer round (its queries' caches are "
-                          "rebuilt elsewhere)."),
-        click.option("--node-rejoin/--no-node-rejoin", default=True, show_default=True,
-                     help="Failed nodes rejoin at the next round."),
-    ]
-    for opt in reversed(options):
-        func = opt(func)
-    return func
+#: ``dmoe run``'s model, system, channel and engine options (:mod:`dmoe.cli_options`: the
+#: same names, defaults and checks) with ``--max-experts`` and ``--seed``.
+deployment_options = option_group([
+    click.option("--max-experts", "-D", type=click.IntRange(min=1), default=None,
+                 help="D of the default policy JESA(0.9,D) and of the co-activation statistics "
+                      "(default K/4 for a carved model, 2 for a real MoE)."),
+    system_options,
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Seed of the channel draws, the deployment and the policy (and of sampling unless "
+                      "--sampling-seed)."),
+    channel_model_options,
+    engine_options,
+])
 
-
-def generation_options(func):
-    """Policies, sampling, stopping and output of ``generate`` and ``chat``."""
-    options = [
-        click.option("--policy", default=None,
-                     help="Policy of every round (default JESA(0.9,D)); any `dmoe run` policy name."),
-        click.option("--prefill-policy", default=None, help="Policy of the prefill round (default --policy)."),
-        click.option("--decode-policy", default=None, help="Policy of the decode rounds (default --policy)."),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
-                     help="Most tokens to generate."),
-        click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                     help="Sampling temperature; 0 = greedy."),
-        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-                     help="Nucleus sampling mass in (0, 1]."),
-        click.option("--sampling-seed", type=click.IntRange(min=0), default=None,
-                     help="Seed of the sampler (default --seed)."),
-        click.option("--stop", "stop", multiple=True, help="Stop string (repeatable); the text is cut before it."),
-        click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
-                     help="Write the text, the configuration and the costs to this JSON file."),
-        click.option("--quiet", is_flag=True, help="No progress bars or model information."),
-    ]
-    for opt in reversed(options):
-        func = opt(func)
-    return func
+#: Policies, sampling, stopping and output of ``generate`` and ``chat``.
+generation_options = option_group([
+    click.option("--policy", default=None,
+                 help="Policy of every round (default JESA(0.9,D)); any `dmoe run` policy name."),
+    click.option("--prefill-policy", default=None, help="Policy of the prefill round (default --policy)."),
+    click.option("--decode-policy", default=None, help="Policy of the decode rounds (default --policy)."),
+    click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+                 help="Most tokens to generate."),
+    click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 help="Sampling temperature; 0 = greedy."),
+    click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+                 help="Nucleus sampling mass in (0, 1]."),
+    click.option("--sampling-seed", type=click.IntRange(min=0), default=None,
+                 help="Seed of the sampler (default --seed)."),
+    click.option("--stop", "stop", multiple=True, help="Stop string (repeatable); the text is cut before it."),
+    click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
+                 help="Write the text, the configuration and the costs to this JSON file."),
+    click.option("--quiet", is_flag=True, help="No progress bars or model information."),
+])
 
 
 def _check_common(opts: dict) -> ChannelConfig:
-    """``dmoe run``'s checks of the channel, engine and fault options; the ChannelConfig."""
-    rate = opts["node_failure_rate"]
-    if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
-        raise click.BadParameter(f"must lie in [0, 1), got {rate}", param_hint="'--node-failure-rate'")
-    if opts["ray_address"] is not None and opts["engine"] != "ray":
-        raise click.BadParameter("needs --engine ray", param_hint="'--ray-address'")
-    for flag, key in (("--snr-db", "snr_db"), ("--delay-spread", "delay_spread"), ("--carrier-ghz", "carrier_ghz"),
-                      ("--csi-error", "csi_error"), ("--comp-throughput", "comp_throughput"),
-                      ("--speed-kmh", "speed_kmh")):
-        v = opts[key]
-        if v is not None and not math.isfinite(v):
-            raise click.BadParameter(f"must be a finite number, got {v}", param_hint=f"'{flag}'")
-    if opts["speed_kmh"] is not None and opts["channel_redraw"] != "layer":
-        raise click.BadParameter("cannot be combined with --speed-kmh", param_hint="'--channel-redraw'")
+    """``dmoe run``'s checks of the deployment options; the ChannelConfig."""
+    check_options(opts)
     try:
-        return ChannelConfig(model=opts["channel_model"].lower(), delay_spread_ns=opts["delay_spread"],
-                             speed_kmh=opts["speed_kmh"], carrier_ghz=opts["carrier_ghz"],
-                             csi_error=opts["csi_error"], csi_delay=opts["csi_delay"])
+        return channel_from_options(opts)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -148,17 +98,14 @@ def _check_json_path(path) -> Path | None:
 
 def _check_policy_names(opts: dict) -> None:
     """Parse the policy names before any model work (calibrated ones need the model)."""
-    from .optimize.calibrated import is_calibrated_name
-    from .optimize.policies import policy_from_name
+    from .deployment import check_policy_name
 
     for flag in ("policy", "prefill_policy", "decode_policy"):
-        name = opts[flag]
-        if name is None or is_calibrated_name(name):
-            continue
-        try:
-            policy_from_name(name)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint=f"'--{flag.replace('_', '-')}'") from exc
+        if opts[flag] is not None:
+            try:
+                check_policy_name(opts[flag])
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"'--{flag.replace('_', '-')}'") from exc
 
 
 class _Session:
@@ -176,14 +123,13 @@ class _Session:
                      placement=opts["placement"], num_subcarriers=opts["num_subcarriers"], snr_db=opts["snr_db"],
                      comp_throughput_tokens_per_s=opts["comp_throughput"], combine=opts["combine"],
                      device=opts["device"], cache_dir=opts["cache_dir"], max_experts=opts["max_experts"],
-                     seed=opts["seed"], progress=not quiet)
+                     seed=opts["seed"], progress=not quiet, preset=opts["preset"].lower(),
+                     noise_figure_db=opts["noise_figure"], tx_power_dbm=opts["tx_power_dbm"], channel=channel,
+                     wire_dtype=opts["wire_dtype"].lower(), hidden_state_bytes=opts["hidden_state_bytes"])
         self.dep = dep
-        d = opts["max_experts"] or (max(1, dep.num_experts // 4) if dep.carved else min(2, dep.num_experts))
-        default = opts["policy"] or f"JESA(0.9,{d})"
-        resolve = functools.partial(dep.policy, profile=opts["profile"], cache_dir=opts["cache_dir"], log=self.log)
-        self.policy = resolve(default)
-        self.prefill = resolve(opts["prefill_policy"]) if opts["prefill_policy"] else self.policy
-        self.decode = resolve(opts["decode_policy"]) if opts["decode_policy"] else self.policy
+        self.policy, self.prefill, self.decode = dep.policies(
+            opts["policy"], opts["prefill_policy"], opts["decode_policy"], max_experts=opts["max_experts"],
+            profile=opts["profile"], cache_dir=opts["cache_dir"], log=self.log)
         self.config = GenerationConfig(
             max_new_tokens=opts["max_new_tokens"],
             sampling=SamplingParams(opts["temperature"], opts["top_p"],
@@ -192,13 +138,15 @@ class _Session:
         )
         self.channel = channel
         info = dep.model.describe()
+        unit = "subcarriers" if dep.preset in (None, "paper") else "resource blocks"
         self.log(f"model: {info.get('label', info['family'])}, K = {dep.num_experts} experts per layer on "
                  f"N = {dep.system.num_experts} nodes"
                  f"{'' if dep.placement is None else f' ({dep.placement_kind} placement)'}, "
-                 f"M = {dep.system.num_subcarriers} subcarriers; channel: {channel.label()}; policies: prefill "
-                 f"{self.prefill.name}, decode {self.decode.name}; engine {opts['engine']}")
-        self.runtime = dep.runtime(self.policy, seed=opts["seed"], channel=channel,
-                                   channel_redraw=opts["channel_redraw"], engine=opts["engine"],
+                 f"M = {dep.system.num_subcarriers} {unit} (system {dep.preset or 'custom'}); channel: "
+                 f"{channel.label()}; s0 = {dep.system.hidden_state_bytes} B per hidden state: "
+                 f"{dep.hidden_state_source}; policies: prefill {self.prefill.name}, decode {self.decode.name}; "
+                 f"engine {opts['engine']}")
+        self.runtime = dep.runtime(self.policy, channel_redraw=opts["channel_redraw"], engine=opts["engine"],
                                    ray_address=opts["ray_address"], node_failure_rate=opts["node_failure_rate"],
                                    node_rejoin=opts["node_rejoin"])
 
@@ -224,7 +172,6 @@ class _Session:
             "stop": list(c.stop),
             "seed": self.opts["seed"],
             "channel_redraw": self.opts["channel_redraw"],
-            "channel": self.channel.to_dict(),
             "engine": self.opts["engine"],
             "node_failure_rate": self.opts["node_failure_rate"],
             "command": shlex.join(["dmoe"] + sys.argv[1:]),
@@ -305,8 +252,8 @@ def generate(prompt, **opts):
 
 @click.command("chat", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("message", required=False)
-@click.option("--system", "system_prompt", default=None,
-              help="System message (default: the chat template's own, if any).")
+@click.option("--system-prompt", "system_prompt", default=None,
+              help="System message (default: the chat template's own, if any); --system is the radio preset.")
 @generation_options
 @deployment_options
 def chat(message, system_prompt, **opts):

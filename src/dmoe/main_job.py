@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import numbers
 import os
 import platform
 import sys
@@ -13,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .channels import ChannelConfig, check_grid_resolution
+from .channels import ChannelConfig
 from .data import (
     CALIBRATION_SUBJECTS,
     TEXT_MAX_TOKENS,
@@ -38,8 +37,7 @@ from .runtime.engine import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .runtime.faults import NoLiveNodeError, check_failure_rate
 from .runtime.quality import full_reference, full_text_nll, perplexity
-from .system import SYSTEM_PRESETS, SystemConfig, dbm_to_w, system_preset
-from .wire import DEFAULT_WIRE_DTYPE, resolve_hidden_state_bytes, wire_format
+from .system import SystemConfig
 
 #: The paper's policies (Section VII-A-3 names): the defaults of `dmoe run` with D = 2.
 DEFAULT_POLICIES: tuple[str, ...] = (
@@ -71,12 +69,23 @@ def default_policies(num_experts: int, *, carved: bool = True, gamma0: float = 0
     Raises:
         ValueError: ``max_experts`` < 1 or above ``num_experts``.
     """
+    d = default_max_experts(num_experts, carved=carved, max_experts=max_experts)
+    tops = sorted({max(1, d // 2), d})
+    return ["dense", *[f"Top-{t}" for t in tops], f"H({qos!r},{d})", f"JESA({gamma0!r},{d})", f"LB({gamma0!r},{d})"]
+
+
+def default_max_experts(num_experts: int, *, carved: bool = True, max_experts: int | None = None) -> int:
+    """D of `dmoe run`'s default policies: ``max_experts`` or, by default, a quarter of the
+    K experts of a carved model (at least 1) and 2 (at most K) for a real MoE.
+
+    Raises:
+        ValueError: ``max_experts`` < 1 or above ``num_experts``.
+    """
     k = int(num_experts)
     d = int(max_experts) if max_experts is not None else (max(1, k // 4) if carved else min(2, k))
     if not 1 <= d <= k:
         raise ValueError(f"`max_experts` (--max-experts/-D) = {d} must lie in [1, K = {k}]")
-    tops = sorted({max(1, d // 2), d})
-    return ["dense", *[f"Top-{t}" for t in tops], f"H({qos!r},{d})", f"JESA({gamma0!r},{d})", f"LB({gamma0!r},{d})"]
+    return d
 
 
 def run_main_job(
@@ -119,6 +128,11 @@ def run_main_job(
     run_config: Mapping | None = None,
 ) -> tuple[dict, list[PolicyResult]]:
     """Run ``policies`` through the DMoE runtime on MMLU and write the results.
+
+    The deployment (K, N, placement, radio system, node geometry, s0) is resolved by
+    :func:`dmoe.deployment.plan_deployment` before any weight loads and loaded by
+    :meth:`~dmoe.deployment.DeploymentPlan.load`: the same code as ``dmoe generate``,
+    ``dmoe chat`` and the lm-evaluation-harness model.
 
     Parameters
     ----------
@@ -244,18 +258,14 @@ def run_main_job(
         Every node failed; the results so far (the interrupted policy's partial result
         included) are written first.
     """
-    from .model import inspect_checkpoint, load_expert_model
+    from .deployment import check_radio_arguments, plan_deployment
 
     if engine not in ENGINES:
         raise ValueError(f"`engine` (--engine) must be one of {', '.join(ENGINES)}, got {engine!r}")
     if ray_address is not None and engine != "ray":
         raise ValueError("`ray_address` (--ray-address) needs `engine`='ray' (--engine ray)")
     node_failure_rate = check_failure_rate(node_failure_rate)
-    preset = _check_preset(preset, system, snr_db, noise_figure_db, tx_power_dbm)
-    if wire_dtype is not None:
-        wire_format(wire_dtype)
-    if hidden_state_bytes is not None:
-        resolve_hidden_state_bytes(1, explicit=hidden_state_bytes)
+    check_radio_arguments(preset, system, snr_db, noise_figure_db, tx_power_dbm, wire_dtype, hidden_state_bytes)
     if run_config is not None:
         from .config import dump_toml
 
@@ -283,60 +293,21 @@ def run_main_job(
     out_dir = Path(output) if output is not None else None
     if out_dir is not None:
         _check_output_dir(out_dir)
-    from .placement import PLACEMENTS, make_placement
-
-    if placement is not None and placement not in PLACEMENTS:
-        raise ValueError(f"`placement` (--placement) must be one of {', '.join(PLACEMENTS)}; got {placement!r}")
-    if num_nodes is not None and system is not None and system.num_experts != int(num_nodes):
-        raise ValueError(f"`num_nodes` ({num_nodes}) differs from `system.num_experts` ({system.num_experts})")
-    if num_nodes is None and system is not None and num_experts is not None and int(num_experts) != system.num_experts:
-        raise ValueError(f"`num_experts` ({num_experts}) differs from `system.num_experts` ({system.num_experts})")
-    asked_k = num_experts if num_experts is not None else (
-        system.num_experts if system is not None and num_nodes is None else None
+    # K, N, placement, the radio system and the node geometry, from the checkpoint's config only
+    plan = plan_deployment(
+        model_source=model_source, system=system, num_experts=num_experts, num_nodes=num_nodes, placement=placement,
+        preset=preset, num_subcarriers=num_subcarriers, snr_db=snr_db,
+        comp_throughput_tokens_per_s=comp_throughput_tokens_per_s, noise_figure_db=noise_figure_db,
+        tx_power_dbm=tx_power_dbm, channel=channel, wire_dtype=wire_dtype, hidden_state_bytes=hidden_state_bytes,
+        max_experts=max_experts, seed=seed,
     )
-    # what the checkpoint is, from its config only: K is known before any weight is loaded
-    info = inspect_checkpoint(model_source)
-    if info.kind == "moe":
-        if asked_k is not None and info.num_experts is not None and int(asked_k) != info.num_experts:
-            raise ValueError(
-                f"`num_experts` (--num-experts/-K) = {asked_k} contradicts the checkpoint: this "
-                f"{info.family.label} model has K = {info.num_experts} routed experts per layer (one per node); "
-                "omit --num-experts"
-            )
-        k = info.num_experts
-    else:
-        k = int(asked_k) if asked_k is not None else DEFAULT_RUN_EXPERTS
-    if num_nodes is not None:
-        nodes = int(num_nodes)
-    elif system is not None:
-        nodes = system.num_experts
-    else:
-        # the carved default: 32 experts on 8 nodes; an explicit -K keeps one expert per node
-        nodes = DEFAULT_RUN_NODES if info.kind != "moe" and asked_k is None else k
-    if placement is None and info.kind != "moe" and nodes < k:
-        # a carved model on fewer nodes than experts: co-activation placement (the best measured)
-        placement = DEFAULT_RUN_PLACEMENT
+    k, carved = plan.num_experts, plan.carved
     if policies is None:
-        policies = default_policies(k, carved=info.kind != "moe", gamma0=gamma0, qos=qos, max_experts=max_experts)
+        policies = default_policies(k, carved=carved, gamma0=gamma0, qos=qos, max_experts=max_experts)
         parsed = _parse_policies(policies)
-    if nodes > k:
-        raise ValueError(
-            f"`num_nodes` (--nodes) N = {nodes} must not exceed the experts per layer K = {k} (--num-experts)"
-        )
-    if placement is None and nodes != k:
-        placement = "contiguous"
-    system_given = system
-    if system is None:
-        system = _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput_tokens_per_s,
-                                noise_figure_db, tx_power_dbm)
-    # the deployment (node positions, LoS, shadowing) from the seed: a bad CSV fails here
-    deployment = channel.large_scale(system.num_experts, seed)
-    _check_policies(parsed, system, k)
-    # a delay profile the OFDM grid cannot resolve is refused before any work (issue 20)
-    check_grid_resolution(channel.make_model(), system.subcarrier_spacing_hz,
-                          warn=lambda m: warnings.warn(m, stacklevel=3))
+    _check_policies(parsed, plan.system, k)
     calib = sorted(set(names) & set(CALIBRATION_SUBJECTS))
-    if calib and info.kind != "moe":
+    if calib and carved:
         warnings.warn(
             f"subjects {calib} are in the routers' calibration set: their accuracy is optimistic",
             stacklevel=2,
@@ -355,21 +326,10 @@ def run_main_job(
     except ValueError as exc:
         raise ValueError(f"`ppl_texts` (--ppl-texts): {exc}") from exc
     questions = load_mmlu(names, limit=limit)
-    model = load_expert_model(
-        model_source, num_experts=k, cache_dir=cache_dir, progress=progress,
-        combine=combine, device=device,
-    )
-    if model.num_experts != k:
-        raise ValueError(f"the model has K = {model.num_experts} experts per layer, expected {k}")
-    # s0 of the model that runs (issue 16): its hidden size on the wire, unless set explicitly
-    s0, s0_source = resolve_hidden_state_bytes(
-        int(model.hidden_size), wire_dtype=wire_dtype, explicit=hidden_state_bytes,
-        system_bytes=system_given.hidden_state_bytes if system_given is not None else None,
-    )
-    system = system.replace(hidden_state_bytes=s0)
-    # the wire format s0 was derived from (None: set explicitly or by the SystemConfig given)
-    s0_dtype = (wire_format(wire_dtype or DEFAULT_WIRE_DTYPE).name
-                if hidden_state_bytes is None and (wire_dtype is not None or system_given is None) else None)
+    deployed = plan.load(cache_dir=cache_dir, combine=combine, device=device, progress=progress)
+    model, system, place, placement = deployed.model, deployed.system, deployed.placement, deployed.placement_kind
+    preset, deployment, s0, s0_source, s0_dtype = (deployed.preset, deployed.large_scale, system.hidden_state_bytes,
+                                                  deployed.hidden_state_source, deployed.wire_dtype)
     if model.tokenizer is None:
         raise ValueError(
             f"the model at {model_source!r} has no tokenizer (tokenizer.json / tokenizer_config.json); "
@@ -386,17 +346,6 @@ def run_main_job(
     if any(p is None for p in parsed):
         parsed = _calibrated_policies(parsed, policies, model, profile, cache_dir, names, system, log)
         _check_policies(parsed, system, k)
-    place = None
-    if placement is not None:
-        coact = None
-        if placement == "coactivation":
-            from .runtime.routing import routing_coactivation
-
-            # the routers' Top-D co-selections, D = the default policies' D (not the policy
-            # list's, so that a policy's result does not depend on which others run with it)
-            top = int(max_experts) if max_experts is not None else (max(2, k // 4) if info.kind != "moe" else 2)
-            coact = routing_coactivation(model, top_k=min(top, k))
-        place = make_placement(placement, k, nodes, coactivation=coact, seed=seed)
     queries = [pack_question(model.tokenizer, q) for q in questions]
     packed_texts = [pack_text(model.tokenizer, t) for t in texts]
     log(
@@ -542,53 +491,6 @@ def run_main_job(
         where = f"; the results so far are in {out_dir}" if out_dir is not None and results else ""
         raise NoLiveNodeError(f"{failure}{where}", round=failure.round, layer=failure.layer) from failure
     return config, results
-
-
-def _check_preset(preset, system, snr_db, noise_figure_db, tx_power_dbm) -> str | None:
-    """The canonical preset name (``None`` for an explicit ``system``); raises on a
-    contradiction, before any work."""
-    key = preset.strip().lower() if isinstance(preset, str) else None
-    if key not in SYSTEM_PRESETS:
-        raise ValueError(f"unknown system `preset` (--system) {preset!r}; known: {', '.join(SYSTEM_PRESETS)}")
-    if system is not None:
-        given = [n for n, v in (("noise_figure_db", noise_figure_db), ("tx_power_dbm", tx_power_dbm)) if v is not None]
-        if key != "paper" or given:
-            raise ValueError(
-                f"give either `system` or `preset`/{'/'.join(f'`{n}`' for n in given) or '...'}, not both: "
-                "an explicit SystemConfig holds every radio parameter"
-            )
-        return None
-    for name, value in (("noise_figure_db", noise_figure_db), ("tx_power_dbm", tx_power_dbm), ("snr_db", snr_db)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                  or not np.isfinite(value)):
-            raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-    if snr_db is not None and (noise_figure_db is not None or SYSTEM_PRESETS[key].noise_figure_db is not None):
-        raise ValueError(
-            f"`snr_db` (--snr-db) cannot be combined with a noise figure (--noise-figure, or the {key!r} preset's "
-            f"{SYSTEM_PRESETS[key].noise_figure_db} dB): N0 = k T0 B0 NF then; set the noise figure instead"
-        )
-    return key
-
-
-def _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput, noise_figure_db, tx_power_dbm):
-    """:func:`dmoe.system.system_preset` for N = ``nodes`` with the run's overrides."""
-    extra = {}
-    for name, value in (("num_subcarriers", num_subcarriers), ("snr_db", snr_db),
-                        ("comp_throughput_tokens_per_s", comp_throughput), ("noise_figure_db", noise_figure_db)):
-        if value is not None:
-            extra[name] = value
-    if tx_power_dbm is not None:
-        try:
-            extra["node_power_budget_w"] = dbm_to_w(tx_power_dbm)
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("`power_dbm`", "`tx_power_dbm` (--tx-power-dbm)")) from None
-    try:
-        return system_preset(preset, num_experts=nodes, **extra)
-    except ValueError as exc:
-        flags = {"num_subcarriers": "-M", "snr_db": "--snr-db", "noise_figure_db": "--noise-figure",
-                 "node_power_budget_w": "--tx-power-dbm", "comp_throughput_tokens_per_s": "--comp-throughput"}
-        given = ", ".join(flags[n] for n in extra)
-        raise ValueError(f"{exc} (--system {preset}{f'; given {given}' if given else ''})") from exc
 
 
 def _parse_policies(policies: Sequence[str]) -> list:

@@ -42,7 +42,9 @@ def lm_eval_command(args):
     dmoe lm-eval --model dmoe --model_args 'policy=JESA(0.9,8)' --tasks dmoe_mmlu_anatomy --limit 10
 
     Without --include_path the MMLU tasks (dmoe lm-eval-tasks) are written once to the dmoe
-    cache and included. `dmoe lm-eval --help` shows the harness's help."""
+    cache and included. `dmoe lm-eval --help` shows the harness's help. The harness's own
+    `lm_eval --model dmoe ...` works too where the start-up file is installed (a wheel,
+    scripts/install.sh, or `python -m dmoe_lm_eval_hook install`)."""
     try:
         from . import lm_eval as backend
     except ImportError as exc:

@@ -1,25 +1,36 @@
 """lm-evaluation-harness backend: the model ``dmoe`` serves every request through the DMoE protocol.
 
-Importing this module registers :class:`DMoELM` with the harness as ``dmoe``
-(``lm_eval.api.registry.register_model``). lm-evaluation-harness 0.4 discovers no plugin
-entry points, so on the command line use ``dmoe lm-eval ...`` (the harness's own command
-line with the model registered; also ``python -m dmoe.integrations.lm_eval ...``), and in
-Python import this module before ``lm_eval.simple_evaluate(model="dmoe", ...)``.
+The harness's own command line runs it, ``lm_eval --model dmoe --model_args
+'policy=JESA(0.9,8)' --tasks dmoe_mmlu_anatomy --include_path DIR``: lm-evaluation-harness
+0.4 discovers no plugin entry points, so the start-up file ``dmoe_lm_eval_hook.pth`` (see
+:mod:`dmoe_lm_eval_hook`; installed by a wheel, and by ``scripts/install.sh`` for an editable
+install) registers ``dmoe`` as a lazy placeholder when the harness's registry loads.
+Importing this module registers :class:`DMoELM` itself
+(``lm_eval.api.registry.register_model``), so without the hook ``dmoe lm-eval ...`` (the
+harness's command line with the model registered; also ``python -m
+dmoe.integrations.lm_eval ...``) works, and in Python importing this module before
+``lm_eval.simple_evaluate(model="dmoe", ...)`` does.
 
 Model arguments (``--model_args key=value,...``; names as ``dmoe run``'s options):
 ``model`` (checkpoint, dense model or dmoe build; default SmolLM2-135M-Instruct carved),
 ``policy`` (default ``JESA(0.9,D)``), ``prefill_policy``, ``decode_policy``,
 ``num_experts`` (``K``), ``nodes`` (``N``), ``placement``, ``num_subcarriers`` (``M``),
-``max_experts`` (``D``), ``snr_db``, ``seed``, ``channel``, ``delay_spread``, ``speed_kmh``,
-``carrier_ghz``, ``csi_error``, ``csi_delay``, ``channel_redraw``, ``comp_throughput``,
-``combine``, ``device``, ``cache_dir``, ``profile``, ``engine``, ``ray_address``,
-``node_failure_rate``, ``node_rejoin``, ``max_length`` (tokens per query, default the
-model's context capped at 2048), ``max_gen_toks`` (default 256), ``prefix_token_id`` (the
-token an empty context and a rolling window start from; default the tokenizer's end of
-text, else its beginning of text), ``energy_json`` (path of the energy report) and
-``progress``. An unknown argument is an error naming the accepted
-ones. The harness's ``batch_size`` is accepted and ignored: the protocol serves N queries
-per round (one per node), whatever the batch size.
+``max_experts`` (``D``); the radio, as ``dmoe run``'s ``--system``, ``--noise-figure``,
+``--tx-power-dbm``, ``--layout``, ``--pathloss``, ``--wire-dtype``,
+``--hidden-state-bytes``: ``system`` (preset, default ``paper``), ``noise_figure`` [dB],
+``tx_power_dbm`` [dBm], ``layout`` (``disk:R``, ``grid:D`` or a CSV file), ``pathloss``,
+``wire_dtype`` (s0 = the model's hidden size in fp16 by default), ``hidden_state_bytes``
+[byte], ``snr_db`` (paper preset only; default 10 dB); ``seed``, ``channel``,
+``delay_spread``, ``speed_kmh``, ``carrier_ghz``, ``csi_error``, ``csi_delay``,
+``channel_redraw``, ``comp_throughput``, ``combine``, ``device``, ``cache_dir``,
+``profile``, ``engine``, ``ray_address``, ``node_failure_rate``, ``node_rejoin``,
+``max_length`` (tokens per query, default the model's context capped at 2048),
+``max_gen_toks`` (default 256), ``prefix_token_id`` (the token an empty context and a
+rolling window start from; default the tokenizer's end of text, else its beginning of
+text), ``energy_json`` (path of the energy report) and ``progress``. An unknown argument
+is an error naming the accepted ones; a bad value (an unknown preset, a layout without
+positions, ...) fails before the model loads. The harness's ``batch_size`` is accepted and
+ignored: the protocol serves N queries per round (one per node), whatever the batch size.
 
 How requests are served:
 
@@ -59,6 +70,8 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
+from dmoe_lm_eval_hook import MODEL_NAME
+
 __all__ = ["DMoELM", "MODEL_ARGS", "main", "parse_model_args"]
 
 log = logging.getLogger("lm_eval.dmoe")
@@ -66,7 +79,9 @@ log = logging.getLogger("lm_eval.dmoe")
 #: Accepted ``--model_args`` and their defaults (aliases: K, N, M, D).
 MODEL_ARGS = {
     "model": None, "policy": None, "prefill_policy": None, "decode_policy": None, "num_experts": None,
-    "nodes": None, "placement": None, "num_subcarriers": None, "max_experts": None, "snr_db": 10.0, "seed": 0,
+    "nodes": None, "placement": None, "num_subcarriers": None, "max_experts": None, "snr_db": None, "seed": 0,
+    "system": "paper", "noise_figure": None, "tx_power_dbm": None, "layout": None, "pathloss": None,
+    "wire_dtype": None, "hidden_state_bytes": None,
     "channel": "rayleigh", "delay_spread": None, "speed_kmh": None, "carrier_ghz": None, "csi_error": 0.0,
     "csi_delay": 0, "channel_redraw": "layer", "comp_throughput": None, "combine": None, "device": None,
     "cache_dir": None, "profile": None, "engine": "local", "ray_address": None, "node_failure_rate": 0.0,
@@ -140,7 +155,6 @@ class _CausalQuery:
         return int(self.input_ids.numel())
 
 
-@register_model("dmoe")
 class DMoELM(LM):
     """The DMoE runtime as an lm-evaluation-harness language model (module docstring).
 
@@ -168,7 +182,7 @@ class DMoELM(LM):
             )
         self.args = args
         from ..channels import DEFAULT_CARRIER_GHZ, DEFAULT_DELAY_SPREAD_NS, ChannelConfig
-        from ..deployment import deploy
+        from ..deployment import check_policy_name, deploy
         from ..runtime.faults import check_failure_rate
         from ..runtime.generate import context_length
 
@@ -185,35 +199,29 @@ class DMoELM(LM):
             speed_kmh=None if args["speed_kmh"] is None else float(args["speed_kmh"]),
             carrier_ghz=DEFAULT_CARRIER_GHZ if args["carrier_ghz"] is None else float(args["carrier_ghz"]),
             csi_error=float(args["csi_error"]), csi_delay=int(args["csi_delay"]),
+            layout=None if args["layout"] is None else str(args["layout"]),
+            pathloss=None if args["pathloss"] is None else str(args["pathloss"]).lower(),
         )
-        from ..optimize.calibrated import is_calibrated_name
-        from ..optimize.policies import policy_from_name
-
         for key in ("policy", "prefill_policy", "decode_policy"):  # names checked before the model loads
-            if args[key] is not None and not is_calibrated_name(str(args[key])):
-                policy_from_name(str(args[key]))
+            if args[key] is not None:
+                check_policy_name(str(args[key]))
         self.deployment = deploy(
             model_source=args["model"], num_experts=args["num_experts"], num_nodes=args["nodes"],
-            placement=args["placement"], num_subcarriers=args["num_subcarriers"], snr_db=float(args["snr_db"]),
+            placement=args["placement"], num_subcarriers=args["num_subcarriers"], snr_db=args["snr_db"],
             comp_throughput_tokens_per_s=args["comp_throughput"], combine=args["combine"], device=args["device"],
             cache_dir=args["cache_dir"], max_experts=args["max_experts"], seed=int(args["seed"]),
-            progress=bool(args["progress"]),
+            progress=bool(args["progress"]), preset=args["system"], noise_figure_db=args["noise_figure"],
+            tx_power_dbm=args["tx_power_dbm"], channel=self.channel, wire_dtype=args["wire_dtype"],
+            hidden_state_bytes=args["hidden_state_bytes"],
         )
         dep = self.deployment
         self.tokenizer = dep.model.tokenizer
         if self.tokenizer is None:
             raise ValueError(f"the model {args['model']!r} has no tokenizer: the harness sends text")
-        d = args["max_experts"] or (max(1, dep.num_experts // 4) if dep.carved else min(2, dep.num_experts))
-        policy = str(args["policy"]) if args["policy"] is not None else f"JESA(0.9,{d})"
-
-        def resolve(name):
-            return dep.policy(name, profile=args["profile"], cache_dir=args["cache_dir"], log=log.info)
-
-        self.policy = resolve(policy)
-        self.prefill_policy = resolve(str(args["prefill_policy"])) if args["prefill_policy"] else self.policy
-        self.decode_policy = resolve(str(args["decode_policy"])) if args["decode_policy"] else self.policy
-        self.runtime = dep.runtime(self.policy, seed=int(args["seed"]), channel=self.channel,
-                                   channel_redraw=str(args["channel_redraw"]), engine=args["engine"],
+        self.policy, self.prefill_policy, self.decode_policy = dep.policies(
+            *(None if args[k] is None else str(args[k]) for k in ("policy", "prefill_policy", "decode_policy")),
+            max_experts=args["max_experts"], profile=args["profile"], cache_dir=args["cache_dir"], log=log.info)
+        self.runtime = dep.runtime(self.policy, channel_redraw=str(args["channel_redraw"]), engine=args["engine"],
                                    ray_address=args["ray_address"], node_failure_rate=float(args["node_failure_rate"]),
                                    node_rejoin=bool(args["node_rejoin"]))
         ctx = context_length(dep.model)
@@ -473,7 +481,6 @@ class DMoELM(LM):
             "policies": {"loglikelihood": self.policy.name, "prefill": self.prefill_policy.name,
                          "decode": self.decode_policy.name},
             "seed": int(self.args["seed"]),
-            "channel": self.channel.to_dict(),
             "channel_redraw": self.args["channel_redraw"],
             "engine": self.args["engine"],
             "node_failure_rate": float(self.args["node_failure_rate"]),
@@ -507,4 +514,13 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # the module under its own name registers the model (a copy named __main__ would clash
+    # with the placeholder of dmoe_lm_eval_hook)
+    from dmoe.integrations.lm_eval import main as _main
+
+    _main()
+else:
+    # the harness's own models: its get_model imports them only into an empty registry
+    import lm_eval.models  # noqa: F401
+
+    register_model(MODEL_NAME)(DMoELM)

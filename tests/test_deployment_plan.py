@@ -1,0 +1,97 @@
+"""dmoe.deployment: the one resolver of model + placement + radio system for `dmoe run`,
+`dmoe generate` / `chat` and the harness. The plan reads configs only (no weight loads), its
+system, geometry and s0 are `dmoe run`'s, and a runtime cannot move the deployment's nodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dmoe.channels import ChannelConfig
+from dmoe.deployment import check_radio_arguments, deploy, plan_deployment
+from dmoe.system import SystemConfig, dbm_to_w, system_preset
+
+NR30 = "nr-fr1-30khz-100mhz"
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Any weight load fails the test: the plan must not load the model."""
+    import dmoe.model
+
+    def refuse(*a, **k):
+        raise AssertionError("a weight was loaded")
+
+    monkeypatch.setattr(dmoe.model, "load_expert_model", refuse)
+
+
+def test_plan_of_the_default_model_reads_no_weights(no_weights):
+    plan = plan_deployment()
+    assert (plan.num_experts, plan.num_nodes, plan.placement_kind, plan.carved) == (32, 8, "coactivation", True)
+    assert plan.system == system_preset("paper", num_experts=8) and plan.preset == "paper"
+    assert plan.large_scale is None
+    plan = plan_deployment(num_experts=8)  # -K alone: one expert per node
+    assert (plan.num_nodes, plan.placement_kind) == (8, None)
+    plan = plan_deployment(num_experts=8, num_nodes=4, placement="round-robin")
+    assert (plan.num_nodes, plan.placement_kind) == (4, "round-robin")
+
+
+def test_plan_with_an_nr_preset_a_layout_and_overrides(no_weights):
+    channel = ChannelConfig(layout="disk:50", pathloss="inh-office")
+    plan = plan_deployment(preset=NR30, noise_figure_db=9.0, tx_power_dbm=20.0, channel=channel, seed=7)
+    assert plan.preset == NR30
+    assert plan.system == system_preset(NR30, num_experts=8, noise_figure_db=9.0, node_power_budget_w=dbm_to_w(20.0))
+    ref = channel.large_scale(8, 7)
+    np.testing.assert_array_equal(plan.large_scale.positions_m, ref.positions_m)
+    np.testing.assert_array_equal(plan.large_scale.gain, ref.gain)
+    explicit = SystemConfig(num_experts=4, num_subcarriers=16, hidden_state_bytes=999)
+    plan = plan_deployment(system=explicit, num_experts=4)
+    assert plan.system is explicit and plan.preset is None and plan.system_bytes == 999 and plan.num_nodes == 4
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(preset="lte"), "known: paper"),
+    (dict(system=SystemConfig(), preset=NR30), "`system`"),
+    (dict(preset=NR30, snr_db=10.0), "`snr_db`"),
+    (dict(noise_figure_db=float("inf")), "`noise_figure_db`"),
+    (dict(wire_dtype="fp4"), "`wire_dtype`"),
+    (dict(hidden_state_bytes=1.5), "`hidden_state_bytes`"),
+    (dict(placement="anywhere"), "`placement`"),
+    (dict(num_experts=4, num_nodes=5), "`num_nodes`"),
+    (dict(tx_power_dbm=5.0), "cannot carry one resource block"),
+    (dict(channel="rayleigh"), "`channel`"),
+    (dict(channel=ChannelConfig("tdl-a", delay_spread_ns=5e3)), "`delay_spread_ns`"),
+])
+def test_plan_rejects_bad_arguments_before_any_weight(no_weights, kwargs, needle):
+    with pytest.raises((ValueError, TypeError), match=needle):
+        plan_deployment(**kwargs)
+
+
+def test_check_radio_arguments_returns_the_canonical_preset():
+    assert check_radio_arguments(" NR-FR1-30kHz-100MHz ", None, None, None, None) == NR30
+    assert check_radio_arguments("paper", SystemConfig(), 12.0, None, None) is None
+
+
+def test_deploy_sets_s0_from_the_model_and_keeps_the_geometry(tiny_carved_build):
+    build, root = tiny_carved_build
+    common = dict(model_source=str(build), num_experts=4, cache_dir=str(root / "cache"), progress=False)
+    dep = deploy(**common)
+    h = dep.model.hidden_size
+    assert dep.system.hidden_state_bytes == 2 * h and dep.wire_dtype == "fp16" and dep.num_experts == 4
+    assert dep.policies()[0].name == "JESA(0.9,1)"  # D = K/4 of a carved model
+    assert deploy(**common, wire_dtype="int8").system.hidden_state_bytes == h + 4
+    dep = deploy(**common, hidden_state_bytes=77, wire_dtype="int8")
+    assert dep.system.hidden_state_bytes == 77 and dep.wire_dtype is None
+    given = system_preset("paper", num_experts=4).replace(hidden_state_bytes=4096)
+    dep = deploy(**common, system=given)
+    assert dep.system == given and dep.preset is None and "SystemConfig" in dep.hidden_state_source
+    dep = deploy(**common, preset=NR30, channel=ChannelConfig(layout="grid:10"), seed=3)
+    d = dep.describe()
+    assert d["system_preset"] == NR30 and d["deployment"]["positions_m"] == dep.large_scale.positions_m.tolist()
+    rt = dep.runtime(dep.policy("Top-1"))
+    np.testing.assert_array_equal(rt.process.large_scale.gain, dep.large_scale.gain)
+    with pytest.raises(ValueError, match="same seed"):
+        dep.runtime(dep.policy("Top-1"), seed=4)
+    with pytest.raises(ValueError, match="same seed"):
+        dep.runtime(dep.policy("Top-1"), channel=ChannelConfig(layout="grid:20"))
+    dep.runtime(dep.policy("Top-1"), channel=ChannelConfig("tdl-a", layout="grid:10"))  # other fading: fine
