@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dmoe.optimize import _des, _enumerate, _milp, _node_des
+from dmoe.optimize import _des, _des_fast, _enumerate, _milp, _node_des
 from dmoe.optimize._validation import (
     SELECTION_METHODS,
     check_available,
@@ -271,7 +271,7 @@ def select_experts(
     """
     if time_limit is not None:
         _des.warm_clock()  # once per process, not charged to the budget
-    start = time.perf_counter()
+        start = time.perf_counter()
     scores = check_scores(scores)
     num_tokens, num_experts = scores.shape
     costs = mask_costs(check_costs(costs, num_tokens, num_experts), check_available(available, num_tokens, num_experts))
@@ -300,11 +300,18 @@ def select_experts(
         resolved = "des" if method == "auto" else method
         return _select_node_aware(scores, costs, place, ncost, thr - SCORE_TOL, d, resolved, node_limit, deadline)
     resolved = _resolve_auto(num_experts, d) if method == "auto" else method
-    thr_eff = thr - SCORE_TOL
 
     if resolved == "des" and _des.numba_enabled():
         # the whole pipeline (classification, Remark 2, incumbents, search) is compiled
         try:
+            if node_limit is None and not deadline and _des.DEFAULT_VARIANT == "canonical":
+                # no limit: reduction + enumeration / search (same canonical optimum, faster)
+                selection, energy, feasible, nodes = _des_fast.run(scores, costs, thr, d, SCORE_TOL)
+                return SelectionResult(
+                    selection, energy, feasible, resolved, np.ones(num_tokens, dtype=bool), np.zeros(num_tokens),
+                    nodes, np.zeros(num_tokens, dtype=np.int8),
+                )
+            thr_eff = thr - SCORE_TOL
             selection, feasible, nodes, stop, lower = _des.run_compiled(
                 scores, costs, thr_eff, d, node_limit, deadline, _des.DEFAULT_VARIANT
             )
@@ -323,6 +330,7 @@ def select_experts(
             gap = np.where(optimal, 0.0, np.maximum(energy - lower, 0.0))
             return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes, stop)
 
+    thr_eff = thr - SCORE_TOL
     selection = np.zeros((num_tokens, num_experts), dtype=bool)
     feasible = np.ones(num_tokens, dtype=bool)
     optimal = np.ones(num_tokens, dtype=bool)
