@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dmoe.optimize import _des, _des_fast, _enumerate, _milp, _node_des
+from dmoe.optimize import _des, _des_fast, _enumerate, _milp, _node_des, _node_fast
 from dmoe.optimize._validation import (
     SELECTION_METHODS,
     check_available,
@@ -298,7 +298,7 @@ def select_experts(
         if place.ndim != 1:
             raise ValueError(f"`placement` must be [num_experts] = [{num_experts}] here (one layer), got {place.shape}")
         resolved = "des" if method == "auto" else method
-        return _select_node_aware(scores, costs, place, ncost, thr - SCORE_TOL, d, resolved, node_limit, deadline)
+        return _select_node_aware(scores, costs, place, ncost, thr, d, resolved, node_limit, deadline)
     resolved = _resolve_auto(num_experts, d) if method == "auto" else method
 
     if resolved == "des" and _des.numba_enabled():
@@ -391,8 +391,40 @@ def node_energy(selection: np.ndarray, costs: np.ndarray, placement: np.ndarray,
     return np.where(selection, costs, 0.0).sum(axis=1) + np.where(used, node_costs, 0.0).sum(axis=1)
 
 
-def _select_node_aware(scores, costs, placement, ncost, thr_eff, d, resolved, node_limit, deadline) -> SelectionResult:
-    """Node-aware P1(a) (validated inputs; see :func:`select_experts`)."""
+def _select_node_aware(scores, costs, placement, ncost, thr, d, resolved, node_limit, deadline) -> SelectionResult:
+    """Node-aware P1(a) (validated inputs; see :func:`select_experts`).
+
+    With numba and no limit, DES runs :mod:`dmoe.optimize._node_fast` (a search over how
+    many experts each node gives) on the tokens whose nodes' experts cost the same, and
+    :mod:`dmoe.optimize._node_des` on the others; both return the canonical optimum."""
+    num_tokens = scores.shape[0]
+    if resolved == "des" and node_limit is None and not deadline and num_tokens and _des.numba_enabled():
+        try:
+            sel, energy, feasible, nodes, general = _node_fast.run(scores, costs, placement, ncost, thr, d, SCORE_TOL)
+        except Exception as exc:  # a numba that cannot compile the kernels: the general search
+            if not type(exc).__module__.startswith("numba"):
+                raise
+            warnings.warn(
+                f"numba could not compile node-aware DES ({type(exc).__name__}); using the general search",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            rows = np.flatnonzero(general)
+            if rows.size:
+                sub = _select_node_general(scores[rows], costs[rows], placement, ncost[rows], thr[rows] - SCORE_TOL, d,
+                                           resolved, node_limit, deadline)
+                sel[rows] = sub.selection
+                energy[rows] = sub.energy
+                feasible[rows] = sub.feasible
+                nodes[rows] = sub.nodes
+            return SelectionResult(sel, energy, feasible, resolved, np.ones(num_tokens, dtype=bool),
+                                   np.zeros(num_tokens), nodes, np.zeros(num_tokens, dtype=np.int8))
+    return _select_node_general(scores, costs, placement, ncost, thr - SCORE_TOL, d, resolved, node_limit, deadline)
+
+
+def _select_node_general(scores, costs, placement, ncost, thr_eff, d, resolved, node_limit, deadline) -> SelectionResult:
+    """Node-aware P1(a) by :mod:`dmoe.optimize._node_des` or an oracle (validated inputs)."""
     num_tokens, num_experts = scores.shape
     selection = np.zeros((num_tokens, num_experts), dtype=bool)
     optimal = np.ones(num_tokens, dtype=bool)
