@@ -326,12 +326,13 @@ def run_main_job(
     if placement is not None:
         coact = None
         if placement == "coactivation":
-            from .runtime.routing import routing_coactivation
+            from .model.coactivation_cache import cached_coactivation
 
             # the routers' Top-D co-selections, D = the default policies' D (not the policy
-            # list's, so that a policy's result does not depend on which others run with it)
+            # list's, so that a policy's result does not depend on which others run with it);
+            # cached beside the model build (they depend on the model and D only)
             top = int(max_experts) if max_experts is not None else (max(2, k // 4) if info.kind != "moe" else 2)
-            coact = routing_coactivation(model, top_k=min(top, k))
+            coact = cached_coactivation(model, top_k=min(top, k), cache_dir=cache_dir)
         place = make_placement(placement, k, nodes, coactivation=coact, seed=seed)
     queries = [pack_question(model.tokenizer, q) for q in questions]
     packed_texts = [pack_text(model.tokenizer, t) for t in texts]
