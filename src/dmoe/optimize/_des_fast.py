@@ -231,6 +231,9 @@ def _rank_place(tt, ee, ii, n, cut, t_out, e_out, i_out):
 def _pairs_best(tt, ee, n, d, thr, tsl):
     """D <= 2: the cheapest single expert or pair (in any order) that surely meets C1.
 
+    Branch free but for a new incumbent (a few times per token): the tests mispredict
+    otherwise, and they are most of the work.
+
     Returns:
         (clean, a, b): ``clean`` is False when naive sums cannot decide (a score sum within
         ``tsl`` of thr, or two energies within the 1e-12 relative rounding bound: then the
@@ -239,30 +242,27 @@ def _pairs_best(tt, ee, n, d, thr, tsl):
     """
     ba = -1
     bb = -1
+    # the incumbent's energy window (finite: an infeasible candidate's inf is outside it)
     lo = _BIG
     hi = _BIG
-    clean = True
+    unclear = False
     thr_hi = thr + tsl
     thr_lo = thr - tsl
     for a in range(n):
+        ta = tt[a]
+        ea = ee[a]
         for b in range(a, n if d > 1 else a + 1):
-            if b == a:
-                t2 = tt[a]
-                e2 = ee[a]
-            else:
-                t2 = tt[a] + tt[b]
-                e2 = ee[a] + ee[b]
-            if t2 >= thr_hi:
-                if e2 < lo:
-                    ba = a
-                    bb = b
-                    lo = e2 * (1.0 - _REL) - _TINY
-                    hi = e2 * (1.0 + _REL) + _TINY
-                elif e2 <= hi:
-                    clean = False
-            elif t2 >= thr_lo:
-                clean = False
-    return clean, ba, (bb if bb != ba else -1)
+            t2 = ta + (tt[b] if b != a else 0.0)
+            e2 = ea + (ee[b] if b != a else 0.0)
+            sure = t2 >= thr_hi
+            ev = e2 if sure else math.inf
+            unclear |= ((t2 >= thr_lo) & (t2 < thr_hi)) | ((ev >= lo) & (ev <= hi))
+            if ev < lo:
+                ba = a
+                bb = b
+                lo = ev * (1.0 - _REL) - _TINY
+                hi = ev * (1.0 + _REL) + _TINY
+    return not unclear, ba, (bb if bb != ba else -1)
 
 
 def _rank_sort(tt, ee, n, out):
@@ -549,25 +549,27 @@ def solve_batch(scores, costs, threshold, tol, max_experts, sel, energy, feasibl
     """
     k = scores.shape[1]
     sel[:] = False
+    energy[:] = np.nan
     feasible[:] = True
     nodes[:] = 0
     # workspaces, allocated here (with reference counting); the loop runs without it, since
     # every array passed to a helper would otherwise cost an atomic incref/decref pair
     fw = np.zeros((20, 2 * k + 2))
-    _solve_loop(scores, costs, threshold, tol, max_experts, sel, feasible, nodes, np.zeros((24, k + 2), np.int64),
+    _solve_loop(scores, costs, threshold, tol, max_experts, sel, energy, feasible, nodes, np.zeros((24, k + 2), np.int64),
                 fw, np.zeros(k + 2, np.bool_))
     _energies(sel, costs, energy, fw[0], np.zeros((3, 130), np.int64), np.zeros(130))
 
 
 def _energies(sel, costs, energy, buf, iw, vals):
-    """``energy[q]`` = token q's selected costs, summed as numpy sums a row (scratch:
-    ``buf`` >= K, ``iw`` [3, >= 130], ``vals`` >= 130)."""
+    """``energy[q]`` = token q's selected costs, summed as numpy sums a row, where the token
+    loop left it NaN (scratch: ``buf`` >= K, ``iw`` [3, >= 130], ``vals`` >= 130)."""
     k = costs.shape[1]
     for q in range(costs.shape[0]):
-        energy[q] = _row_energy(sel, costs, q, k, buf, iw[0], iw[1], iw[2], vals)
+        if energy[q] != energy[q]:  # NaN: not set by the token loop
+            energy[q] = _row_energy(sel, costs, q, k, buf, iw[0], iw[1], iw[2], vals)
 
 
-def _solve_loop(scores, costs, threshold, tol, max_experts, sel, feasible, nodes, iw, fw, inc_x):
+def _solve_loop(scores, costs, threshold, tol, max_experts, sel, energy, feasible, nodes, iw, fw, inc_x):
     """The token loop of :func:`solve_batch` (``iw``, ``fw``, ``inc_x``: workspaces)."""
     n_tok, k = scores.shape
     d = max_experts
@@ -627,8 +629,13 @@ def _solve_loop(scores, costs, threshold, tol, max_experts, sel, feasible, nodes
                     if clean and a >= 0:
                         nodes[q] = n2
                         sel[q, gidx[a]] = True
+                        # one or two nonzero terms: numpy's sum of the row is (0 + e_a) + e_b
+                        # whatever its order (adding zeros is exact)
+                        en = 0.0 + e_s[a]
                         if b >= 0:
                             sel[q, gidx[b]] = True
+                            en += e_s[b]
+                        energy[q] = en
                         continue
                 else:
                     n2 = _rank_place(tt, ee, idx, n, cut, t_s, e_s, perm)
