@@ -4,7 +4,9 @@ For each token: choose experts S, |S| <= D (C2), sum_{j in S} g_j >= z gamma^(l)
 minimising sum_{j in S} e_j. Three exact methods return the same canonical optimal
 selection (below), hence the same energy:
 ``"des"`` (Algorithm 1, depth-first branch and bound; numba-compiled when numba imports,
-see :mod:`dmoe.optimize._des`), ``"enumerate"`` (vectorised brute force, K <= 16) and
+see :mod:`dmoe.optimize._des`; without a node or time limit the compiled
+:mod:`dmoe.optimize._des_fast` first drops the experts an LP bound excludes, then
+enumerates or searches), ``"enumerate"`` (vectorised brute force, K <= 16) and
 ``"milp"`` (HiGHS reference); ``"auto"`` picks the fastest exact one. Timings:
 docs/performance.md.
 
@@ -35,8 +37,11 @@ Node-aware P1(a) (several experts per node, issue 12): with ``placement`` (node 
 expert) and ``node_costs`` (transmission energy to each node), ``costs`` are the
 computation energies a_j and a selection S costs
 ``sum_{n in nodes(S)} node_costs[n] + sum_{j in S} costs[j]``: one transmission serves
-every selected expert of a node. Methods: ``"des"`` (node-aware branch and bound,
-:mod:`dmoe.optimize._node_des`), ``"enumerate"`` and ``"milp"`` (oracles). "des" and
+every selected expert of a node. Methods: ``"des"`` (with numba and no limit, a search
+over how many experts each node gives, :mod:`dmoe.optimize._node_fast`, for the tokens
+whose nodes' experts cost the same, as :func:`dmoe.energy.expert_comp_energy` makes them;
+the node-aware branch and bound :mod:`dmoe.optimize._node_des` for the others),
+``"enumerate"`` and ``"milp"`` (oracles). "des" and
 "enumerate" return the canonical optimum in the order of :mod:`dmoe.optimize._ties`
 (smaller energy, then larger score sum, then the expert-index rule: at the smallest index
 where two selections differ, the one containing it comes first), with one documented
