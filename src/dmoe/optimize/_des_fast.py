@@ -7,9 +7,17 @@ tokens, workspaces allocated once per call. It returns the same selection as
 :mod:`dmoe.optimize._ties` is unique, so any exact method gives it bit for bit; tested
 against brute force, HiGHS and that driver). Per token:
 
-1. **Eligible experts** (score > 0, finite cost) in index order; the Top-m (m = min(D, n))
-   by the Remark 2 order (score descending, then cost ascending, then index) by bounded
-   insertion, O(n) for m << n.
+0. **Few experts** (K <= :data:`SMALL`, D <= 8): while gathering, the D largest eligible
+   scores by a branch-free insertion. If their sum surely reaches ``thr_eff``, only the
+   experts whose score plus the D - 1 largest others can reach it take part (the
+   others are in no subset meeting C1), and with D <= 2 the singles and pairs among them
+   are scanned branch free (:func:`_pairs_best`), else they are enumerated (step 4).
+   Whatever naive sums cannot decide (a sum within rounding of the threshold, energies
+   within rounding of each other) goes through the general steps below.
+1. **Eligible experts** (score > 0, finite cost) in index order, and the Top-m
+   (m = min(D, n)) by the Remark 2 order (score descending, then cost ascending, then
+   index) by bounded insertion in the same pass (all of them, rank-sorted, when at most
+   :data:`SMALL`).
 2. **Remark 2**: the token is feasible iff the correctly rounded Top-m score sum reaches
    ``thr_eff``. The naive sum decides unless it is within ``_REL`` of the threshold, where
    :func:`~dmoe.optimize._ties.exact_sum` does. Infeasible tokens take their Top-m.
@@ -17,27 +25,34 @@ against brute force, HiGHS and that driver). Per token:
    ``thr_eff`` in ascending e/t) gives lambda, its critical ratio, and with it the
    Lagrangian bound ``LB = lambda thr + sum_j min(0, e_j - lambda t_j)`` on every
    selection meeting C1 (weak duality, any lambda >= 0). An expert j with
-   ``LB + max(0, e_j - lambda t_j)`` above the energy of a feasible incumbent (the
-   shortest Top-score prefix meeting C1, or the e/t prefix when it has <= D experts) is
-   in no selection of smaller or equal energy, so not in the canonical optimum, and is
+   ``LB + max(0, e_j - lambda t_j)`` above the energy of a feasible incumbent (the best
+   of: the shortest Top-score prefix meeting C1, the LP's e/t prefix when it has <= D
+   experts, the LP's first f items completed by the cheapest expert that covers the rest)
+   is in no selection of smaller or equal energy, so not in the canonical optimum, and is
    dropped (with a relative slack of ``_FILTER_REL`` = 1e-9 against rounding, far above
    the error of sums of float64 terms). The LP only looks at the experts with e/t <= the
-   largest e/t of the incumbent: they already cover ``thr_eff``, so the LP's critical
-   item is among them.
+   largest e/t of the Top-score incumbent: they already cover ``thr_eff``, so the LP's
+   critical item is among them.
 4. **Enumeration** (<= :data:`SMALL` experts left): depth first over the subsets of at
    most D experts in the Remark 2 order (lexicographic in positions), pruned by
    energy (costs >= 0: a superset never costs less), by the Lagrangian bound of step 3
    (``LB + sum over the subset of max(0, e_j - lambda t_j)``), and by reachability (the
    next D - |S| scores in descending order cannot reach ``thr_eff``: neither can any
-   later ones). Candidates meeting C1 are compared in the canonical order: naive sums
-   decide when they differ by more than their rounding bound, otherwise
-   :func:`~dmoe.optimize._ties.compare_sets` does (exact sums, then the index rule),
-   so the result is the canonical optimum regardless of the enumeration order.
+   later ones); the last expert of a D-subset is chosen by one scan (among completions of
+   the same prefix the canonical order is that of the single experts). Candidates meeting
+   C1 are compared in the canonical order: naive sums decide when they differ by more
+   than their rounding bound, otherwise :func:`~dmoe.optimize._ties.compare_sets` does
+   (exact sums, then the index rule), so the result is the canonical optimum regardless
+   of the enumeration order.
 5. **Search** (more than :data:`SMALL` experts left): the canonical branch and bound of
    :mod:`dmoe.optimize._des` (:func:`~dmoe.optimize._des.search_canonical`, its mu and
-   incumbents by :func:`~dmoe.optimize._des._root`) on the experts left.
+   incumbents by :func:`~dmoe.optimize._des._root`) on the experts left, seeded with the
+   incumbent.
 
-No token allocates: every workspace is O(K), allocated once per call.
+Energies are computed in the kernel exactly as ``np.where(selection, costs, 0).sum(axis=1)``
+(numpy's pairwise order; tested bit for bit). No token allocates: every workspace is
+O(K), allocated once per call; the loop runs without numba's reference counting (a call
+passing arrays would otherwise cost an atomic increment and decrement per array).
 """
 
 from __future__ import annotations
@@ -70,23 +85,6 @@ def _before(tt, ee, a, b):
     if ee[a] != ee[b]:
         return ee[a] < ee[b]
     return a < b
-
-
-def _top_sorted(tt, ee, n, m, top):
-    """``top[:m]`` = the first m of positions ``0..n-1`` in the Remark 2 order (sorted)."""
-    cnt = 0
-    for i in range(n):
-        if cnt < m:
-            p = cnt - 1
-            cnt += 1
-        elif _before(tt, ee, i, top[m - 1]):
-            p = m - 2
-        else:
-            continue
-        while p >= 0 and _before(tt, ee, i, top[p]):
-            top[p + 1] = top[p]
-            p -= 1
-        top[p + 1] = i
 
 
 def _pairwise_block(v, lo, n):
@@ -323,8 +321,11 @@ def _reduce(tt, ee, idx, n, d, thr, tsl, top, k_top, key, cand, rank, rc, inc, f
     k_inc = k_top
     # LP without C2 over the experts with e/t <= rho (they cover thr), ascending e/t
     nc = 0
+    rho_hi = rho * (1.0 + 1e-12)
     for j in range(n):
         rank[j] = n
+        if ee[j] > rho_hi * tt[j]:  # e / t > rho: no division for most experts
+            continue
         r = ee[j] / tt[j]
         if r <= rho:
             key[j] = r
@@ -356,40 +357,73 @@ def _reduce(tt, ee, idx, n, d, thr, tsl, top, k_top, key, cand, rank, rc, inc, f
             k_inc = kk + 1
             for i in range(k_inc):
                 inc[i] = cand[i]
-    # incumbents: cand[:f] + the cheapest expert covering the rest
+    # incumbents: cand[:f] + the cheapest expert covering the rest, f = kk, kk - 1, kk - 2
+    # (one pass over the experts for the three; rank[j] >= f: j is not in cand[:f])
+    bt0 = 0.0
+    be0 = 0.0
+    bt1 = 0.0
+    be1 = 0.0
+    bt2 = 0.0
+    be2 = 0.0
+    for i in range(kk):
+        t = tt[cand[i]]
+        e = ee[cand[i]]
+        bt0 += t
+        be0 += e
+        if i < kk - 1:
+            bt1 += t
+            be1 += e
+        if i < kk - 2:
+            bt2 += t
+            be2 += e
+    r0 = thr - tsl - bt0
+    r1 = thr - tsl - bt1
+    r2 = thr - tsl - bt2
+    c0 = ub - be0
+    c1 = ub - be1
+    c2 = ub - be2
+    j0 = -1
+    j1 = -1
+    j2 = -1
+    # the same pass adds up LB(lambda) and the magnitude of every term it and the path
+    # bounds add (rounding slack)
+    lb = lam * thr
+    mag = lam * thr
+    for j in range(n):
+        t = tt[j]
+        e = ee[j]
+        r = e - lam * t
+        mag += lam * t
+        if r < 0.0:
+            lb += r
+            mag += e
+        rk = rank[j]
+        if rk >= kk and t >= r0 and e < c0:
+            c0 = e
+            j0 = j
+        if rk >= kk - 1 and t >= r1 and e < c1:
+            c1 = e
+            j1 = j
+        if rk >= kk - 2 and t >= r2 and e < c2:
+            c2 = e
+            j2 = j
     for f in range(kk, kk - 3, -1):
         if f < 0 or f + 1 > d:
             continue
-        base_t = 0.0
-        base_e = 0.0
-        for i in range(f):
-            base_t += tt[cand[i]]
-            base_e += ee[cand[i]]
-        rest = thr - tsl - base_t
-        best_j = -1
-        best_c = ub - base_e
-        for j in range(n):
-            if rank[j] >= f and tt[j] >= rest and ee[j] < best_c:
-                best_c = ee[j]
-                best_j = j
-        if best_j >= 0:
-            cand[f] = best_j  # cand[f:] is not needed any more
+        if f == kk:
+            best_j, base_t, base_e = j0, bt0, be0
+        elif f == kk - 1:
+            best_j, base_t, base_e = j1, bt1, be1
+        else:
+            best_j, base_t, base_e = j2, bt2, be2
+        if best_j >= 0 and base_e + ee[best_j] < ub:
+            cand[f] = best_j  # cand[f:] is not read again (f decreases)
             if _meets(tt, cand, f + 1, base_t + tt[best_j], thr, tsl, fbuf):
-                ub = base_e + best_c
+                ub = base_e + ee[best_j]
                 k_inc = f + 1
                 for i in range(k_inc):
                     inc[i] = cand[i]
-            # restore the LP order's item f for the next (smaller) f
-            # (not needed: smaller f only read cand[:f])
-    # LB(lambda) and the magnitude of every term it and the path bounds add (rounding slack)
-    lb = lam * thr
-    mag = ub + lam * thr
-    for j in range(n):
-        r = ee[j] - lam * tt[j]
-        mag += lam * tt[j]
-        if r < 0.0:
-            lb += r
-            mag += ee[j]
+    mag += ub
     slack = _FILTER_REL * mag + _TINY
     cap = ub - lb
     m = 0
@@ -554,10 +588,12 @@ def solve_batch(scores, costs, threshold, tol, max_experts, sel, energy, feasibl
     nodes[:] = 0
     # workspaces, allocated here (with reference counting); the loop runs without it, since
     # every array passed to a helper would otherwise cost an atomic incref/decref pair
-    fw = np.zeros((20, 2 * k + 2))
-    _solve_loop(scores, costs, threshold, tol, max_experts, sel, energy, feasible, nodes, np.zeros((24, k + 2), np.int64),
-                fw, np.zeros(k + 2, np.bool_))
-    _energies(sel, costs, energy, fw[0], np.zeros((3, 130), np.int64), np.zeros(130))
+    # (uninitialised: every scratch entry is written before it is read, and zeroing
+    # 130 KB at K = 256 would cost more than a token)
+    fw = np.empty((20, 2 * k + 2))
+    _solve_loop(scores, costs, threshold, tol, max_experts, sel, energy, feasible, nodes, np.empty((24, k + 2), np.int64),
+                fw, np.empty(k + 2, np.bool_))
+    _energies(sel, costs, energy, fw[0], np.empty((3, 130), np.int64), np.empty(130))
 
 
 def _energies(sel, costs, energy, buf, iw, vals):
@@ -598,13 +634,27 @@ def _solve_loop(scores, costs, threshold, tol, max_experts, sel, energy, feasibl
                 idx[n] = j
                 tt[n] = s
                 ee[n] = c
-                n += 1
                 if track:
                     xv = s
                     for i in range(d):
                         hv = mx[i] if mx[i] > xv else xv
                         xv = xv if mx[i] > xv else mx[i]
                         mx[i] = hv
+                else:
+                    # the Top-D by the Remark 2 order, by bounded insertion as they come
+                    # (every expert but a few is rejected by one comparison)
+                    if n < d:
+                        p = n - 1
+                    elif _before(tt, ee, n, top[d - 1]):
+                        p = d - 2
+                    else:
+                        p = -2
+                    if p > -2:
+                        while p >= 0 and _before(tt, ee, n, top[p]):
+                            top[p + 1] = top[p]
+                            p -= 1
+                        top[p + 1] = n
+                n += 1
         if track and 0 < n <= SMALL:
             # step 1': reachability. An expert fits a subset meeting C1 only if its score
             # plus the D - 1 largest others reaches thr: t_j >= thr - (Top-(D-1) sum)
@@ -651,8 +701,6 @@ def _solve_loop(scores, costs, threshold, tol, max_experts, sel, energy, feasibl
         # Remark 2 order: all n experts when they will be enumerated, else the Top-m
         if small:
             _rank_sort(tt, ee, n, top)
-        else:
-            _top_sorted(tt, ee, n, m, top)
         acc = 0.0
         for i in range(m):
             acc += tt[top[i]]
@@ -719,14 +767,14 @@ def _solve_loop(scores, costs, threshold, tol, max_experts, sel, energy, feasibl
             st_j, st_t, st_e, st_c, st_d, st_lb, x, inc_pos, best_x, fbuf, cand_idx, best_idx, bpos2,
         )
         nodes[q] = cnt
-        for i in range(n):
+        for i in range(n if found else 0):
             if best_x[i] != 0:
                 sel[q, gidx[i]] = True
 
 
 # ---------------------------------------------------------------------------- compilation
 
-_NO_NRT = ("_rank_place", "_pairs_best", "_pairwise_block", "_pairwise_sum", "_row_energy", "_energies", "_before", "_top_sorted", "_rank_sort", "_meets", "_reduce", "_enumerate", "_solve_loop")
+_NO_NRT = ("_rank_place", "_pairs_best", "_pairwise_block", "_pairwise_sum", "_row_energy", "_energies", "_before", "_rank_sort", "_meets", "_reduce", "_enumerate", "_solve_loop")
 # small helpers called per token or per expert: inlined (numba IR), since a call passing
 # arrays copies their descriptors (tens of ns, more than the work)
 _INLINE = ("_pairwise_block", "_row_energy", "_before", "_meets", "_rank_sort", "_rank_place")

@@ -572,16 +572,17 @@ def solve_batch(scores, acost, node, ncost, threshold, tol, d, members, sel, ene
     g = members.shape[0]
     width = max(2 * e + 2, g + 2, 16)
     width = max(width, _PAIRS + 2)
-    iw = np.zeros((12, width), np.int64)
-    fw = np.zeros((13, width))
-    fw2 = np.zeros((5, g + 1, d + 2))
-    iw2 = np.zeros((2, g + 1, d + 2), np.int64)
-    vs = np.zeros((_PAIRS, g + 1))
-    tab = np.zeros((g + 1, d + 1, _BUCKETS + 1))
+    # workspaces (uninitialised: every entry is written before it is read)
+    iw = np.empty((12, width), np.int64)
+    fw = np.empty((13, width))
+    fw2 = np.empty((5, g + 1, d + 2))
+    iw2 = np.empty((2, g + 1, d + 2), np.int64)
+    vs = np.empty((_PAIRS, g + 1))
+    tab = np.empty((g + 1, d + 1, _BUCKETS + 1))
     _solve_loop(scores, acost, ncost, threshold, tol, d, members, sel, feasible, nodes, general, iw, fw, fw2, iw2, vs,
                 tab)
-    _energies(sel, acost, node, ncost, energy, general, np.zeros((1, ncost.shape[1]), np.bool_), np.zeros(width),
-              np.zeros((3, 130), np.int64), np.zeros(130))
+    _energies(sel, acost, node, ncost, energy, general, np.empty((1, ncost.shape[1]), np.bool_), np.empty(width),
+              np.empty((3, 130), np.int64), np.empty(130))
 
 
 # ---------------------------------------------------------------------------- compilation
