@@ -16,7 +16,33 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc)) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose heavy subcommands are imported only when named (or listed): ``dmoe
+    run`` does not import the experiments (matplotlib, scipy.stats, ...). Click's
+    documented pattern for lazy subcommands."""
+
+    _lazy = {
+        "reproduce": "dmoe.experiments.cli:reproduce",
+        # text through the protocol and the lm-evaluation-harness commands
+        "generate": "dmoe.generate_cli:generate",
+        "chat": "dmoe.generate_cli:chat",
+        "lm-eval": "dmoe.integrations.cli:lm_eval_command",
+        "lm-eval-tasks": "dmoe.integrations.cli:lm_eval_tasks_command",
+    }
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name in self._lazy and cmd_name not in self.commands:
+            import importlib
+
+            module, attr = self._lazy[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dmoe")
 def main() -> None:
     """Expert selection and subcarrier allocation for distributed MoE at the wireless edge."""
@@ -297,27 +323,6 @@ def format_profile(prof) -> str:
         cells = "".join(f"{f'{k:.3f}/{n:+.1f}/{e * 1e3:.0f}':>22}" for k, n, e in zip(kl, nll, en))
         lines.append(f"{f'{a}-{b}':<10}{cells}")
     return "\n".join(lines)
-
-
-def _register_reproduce() -> None:
-    from .experiments.cli import reproduce
-
-    main.add_command(reproduce)
-
-
-_register_reproduce()
-
-
-def _register_serving() -> None:
-    """``generate`` and ``chat`` (text through the protocol), ``lm-eval`` and ``lm-eval-tasks``."""
-    from .generate_cli import chat, generate
-    from .integrations.cli import lm_eval_command, lm_eval_tasks_command
-
-    for command in (generate, chat, lm_eval_command, lm_eval_tasks_command):
-        main.add_command(command)
-
-
-_register_serving()
 
 
 if __name__ == "__main__":  # pragma: no cover

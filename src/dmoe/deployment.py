@@ -251,12 +251,13 @@ class DeploymentPlan:
         if self.placement_kind is not None:
             coact = None
             if self.placement_kind == "coactivation":
-                from .runtime.routing import routing_coactivation
+                from .model.coactivation_cache import cached_coactivation
 
                 # the routers' Top-D co-selections, D = the default policies' D (not the policy
-                # list's, so that a policy's result does not depend on which others run with it)
+                # list's, so that a policy's result does not depend on which others run with it);
+                # cached beside the model build (they depend on the model and D only)
                 top = int(self.max_experts) if self.max_experts is not None else (max(2, k // 4) if self.carved else 2)
-                coact = routing_coactivation(model, top_k=min(top, k))
+                coact = cached_coactivation(model, top_k=min(top, k), cache_dir=cache_dir)
             place = make_placement(self.placement_kind, k, self.num_nodes, coactivation=coact, seed=self.seed)
         return Deployment(model, self.system.replace(hidden_state_bytes=s0), place, self.placement_kind, k,
                           self.carved, channel=self.channel, seed=self.seed, preset=self.preset,

@@ -149,20 +149,62 @@ def resolve_source(source: str | os.PathLike | None = None) -> ModelSource:
     return ModelSource("hub", text, None, _safe_name(text.replace("/", "--")), {"kind": "hub", "id": text})
 
 
-def read_intermediate_size(source: ModelSource) -> int | None:
-    """The FFN intermediate size from a local ``config.json`` or a GGUF file's metadata
-    (``<arch>.feed_forward_length``) without loading weights; None when unknown."""
-    if source.kind == "gguf" and source.gguf_file:
-        try:
-            from gguf import GGUFReader
+GGUF_META_FORMAT = 1
 
-            reader = GGUFReader(str(Path(source.location) / source.gguf_file))
-            for name, fld in reader.fields.items():
-                if name.endswith(".feed_forward_length"):
-                    return int(fld.parts[fld.data[0]][0])
-        except Exception:  # unreadable metadata: the full load will report it
-            return None
+
+def _gguf_meta_path(source: ModelSource, cache_dir) -> Path:
+    """``<cache root>/gguf-meta/<key16>.json``: what :func:`read_intermediate_size` read
+    from a GGUF file, keyed by the file's content fingerprint (:meth:`ModelSource.identity`)."""
+    if cache_dir is not None:
+        root = Path(cache_dir).expanduser()
+    else:
+        env = os.environ.get("DMOE_CACHE_DIR")
+        root = Path(env).expanduser() if env else Path.home() / ".cache" / "dmoe"
+    key = hashlib.sha256(json.dumps(source.identity(), sort_keys=True).encode()).hexdigest()
+    return root / "gguf-meta" / f"{key[:16]}.json"
+
+
+def _read_gguf_intermediate_size(source: ModelSource) -> int | None:
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(Path(source.location) / source.gguf_file))
+        for name, fld in reader.fields.items():
+            if name.endswith(".feed_forward_length"):
+                return int(fld.parts[fld.data[0]][0])
+    except Exception:  # unreadable metadata: the full load will report it
         return None
+    return None
+
+
+def read_intermediate_size(source: ModelSource, cache_dir: str | os.PathLike | None = None) -> int | None:
+    """The FFN intermediate size from a local ``config.json`` or a GGUF file's metadata
+    (``<arch>.feed_forward_length``) without loading weights; None when unknown.
+
+    Parsing a GGUF file's metadata takes seconds, so the answer is cached under
+    ``cache_dir`` (default ``$DMOE_CACHE_DIR`` or ``~/.cache/dmoe``) in ``gguf-meta/``,
+    keyed by the file's content fingerprint; a missing, unreadable or mismatched entry is
+    read again and rewritten (an unwritable cache is not an error)."""
+    if source.kind == "gguf" and source.gguf_file:
+        path = _gguf_meta_path(source, cache_dir)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if entry.get("format") == GGUF_META_FORMAT and entry.get("identity") == source.identity():
+                value = entry.get("feed_forward_length")
+                if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                    return value
+        except (OSError, ValueError, AttributeError):
+            pass
+        value = _read_gguf_intermediate_size(source)
+        entry = {"format": GGUF_META_FORMAT, "identity": source.identity(), "feed_forward_length": value}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(entry, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        return value
     if source.kind != "hf_dir":
         return None
     try:

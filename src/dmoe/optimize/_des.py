@@ -49,7 +49,11 @@ Two drivers run a batch of tokens:
   :func:`solve` -- numpy-vectorised preprocessing over the batch (in chunks, memory
   bounded) and the same search kernels run as Python over lists.
 
-Both honour a per-token ``node_limit`` and a per-call wall-clock ``deadline``
+Without a limit and with the canonical variant, ``select_experts`` runs a third driver,
+:mod:`dmoe.optimize._des_fast` (the same canonical optimum: an LP reduction of the
+experts, then an enumeration of the few left or :func:`search_canonical` on them).
+
+Both drivers here honour a per-token ``node_limit`` and a per-call wall-clock ``deadline``
 (``time.perf_counter()`` value). A token stopped early keeps its best feasible selection
 and a proven lower bound (min over the open nodes' bounds); tokens not reached before the
 deadline keep their greedy incumbent and the bound thr_eff * min_j e_j/t_j.

@@ -106,8 +106,10 @@ def solve_nodes(scores, acost, ncost, placement, eligible, thr_eff, max_experts)
     Energy of subset S: sum_{j in S} a_j + sum over the distinct nodes of S of c_n. The
     answer is the first feasible subset by (energy, -score sum) as correctly rounded sums
     (:func:`math.fsum`), then the expert-index rule (at the smallest index where two sets
-    differ, the one containing it comes first). Matrix products find the near-minimal
-    subsets (within 1e-10 relative of the float minimum); their exact sums decide.
+    differ, the one containing it comes first); C1 holds when the correctly rounded score
+    sum reaches ``thr_eff``. Matrix products find the near-minimal subsets (within 1e-10
+    relative of the float minimum) and decide C1 away from the threshold; exact sums
+    decide the rest.
 
     Args:
         scores, acost: ``[n, E], float64``; ncost: ``[n, N], float64`` (finite where some
@@ -139,7 +141,12 @@ def solve_nodes(scores, acost, ncost, placement, eligible, thr_eff, max_experts)
         ssum = scores_e[lo:hi] @ st
         esum = costs_e[lo:hi] @ st + ncost_e[lo:hi] @ used.T
         bad = (blocked[lo:hi] @ st) > 0.5
-        ok = (ssum >= thr_eff[lo:hi, None]) & ~bad
+        # C1 on correctly rounded sums: the products decide away from the threshold
+        thr = thr_eff[lo:hi, None]
+        tslack = _REL * (np.abs(thr) + scores_e[lo:hi].sum(axis=1, keepdims=True))
+        ok = (ssum >= thr + tslack) & ~bad
+        for r, c in zip(*np.nonzero((ssum >= thr - tslack) & ~ok & ~bad)):
+            ok[r, c] = math.fsum(scores[lo + r, subsets[c] > 0.5].tolist()) >= thr_eff[lo + r]
         has = ok.any(axis=1)
         emin = np.where(ok, esum, np.inf).min(axis=1)
         near = ok & (esum <= emin[:, None] * (1.0 + 1e-10))

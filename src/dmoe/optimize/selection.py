@@ -4,7 +4,9 @@ For each token: choose experts S, |S| <= D (C2), sum_{j in S} g_j >= z gamma^(l)
 minimising sum_{j in S} e_j. Three exact methods return the same canonical optimal
 selection (below), hence the same energy:
 ``"des"`` (Algorithm 1, depth-first branch and bound; numba-compiled when numba imports,
-see :mod:`dmoe.optimize._des`), ``"enumerate"`` (vectorised brute force, K <= 16) and
+see :mod:`dmoe.optimize._des`; without a node or time limit the compiled
+:mod:`dmoe.optimize._des_fast` first drops the experts an LP bound excludes, then
+enumerates or searches), ``"enumerate"`` (vectorised brute force, K <= 16) and
 ``"milp"`` (HiGHS reference); ``"auto"`` picks the fastest exact one. Timings:
 docs/performance.md.
 
@@ -35,8 +37,11 @@ Node-aware P1(a) (several experts per node, issue 12): with ``placement`` (node 
 expert) and ``node_costs`` (transmission energy to each node), ``costs`` are the
 computation energies a_j and a selection S costs
 ``sum_{n in nodes(S)} node_costs[n] + sum_{j in S} costs[j]``: one transmission serves
-every selected expert of a node. Methods: ``"des"`` (node-aware branch and bound,
-:mod:`dmoe.optimize._node_des`), ``"enumerate"`` and ``"milp"`` (oracles). "des" and
+every selected expert of a node. Methods: ``"des"`` (with numba and no limit, a search
+over how many experts each node gives, :mod:`dmoe.optimize._node_fast`, for the tokens
+whose nodes' experts cost the same, as :func:`dmoe.energy.expert_comp_energy` makes them;
+the node-aware branch and bound :mod:`dmoe.optimize._node_des` for the others),
+``"enumerate"`` and ``"milp"`` (oracles). "des" and
 "enumerate" return the canonical optimum in the order of :mod:`dmoe.optimize._ties`
 (smaller energy, then larger score sum, then the expert-index rule: at the smallest index
 where two selections differ, the one containing it comes first), with one documented
@@ -57,7 +62,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dmoe.optimize import _des, _enumerate, _milp, _node_des
+from dmoe.optimize import _des, _des_fast, _enumerate, _milp, _node_des, _node_fast
 from dmoe.optimize._validation import (
     SELECTION_METHODS,
     check_available,
@@ -271,7 +276,7 @@ def select_experts(
     """
     if time_limit is not None:
         _des.warm_clock()  # once per process, not charged to the budget
-    start = time.perf_counter()
+        start = time.perf_counter()
     scores = check_scores(scores)
     num_tokens, num_experts = scores.shape
     costs = mask_costs(check_costs(costs, num_tokens, num_experts), check_available(available, num_tokens, num_experts))
@@ -298,13 +303,20 @@ def select_experts(
         if place.ndim != 1:
             raise ValueError(f"`placement` must be [num_experts] = [{num_experts}] here (one layer), got {place.shape}")
         resolved = "des" if method == "auto" else method
-        return _select_node_aware(scores, costs, place, ncost, thr - SCORE_TOL, d, resolved, node_limit, deadline)
+        return _select_node_aware(scores, costs, place, ncost, thr, d, resolved, node_limit, deadline)
     resolved = _resolve_auto(num_experts, d) if method == "auto" else method
-    thr_eff = thr - SCORE_TOL
 
     if resolved == "des" and _des.numba_enabled():
         # the whole pipeline (classification, Remark 2, incumbents, search) is compiled
         try:
+            if node_limit is None and not deadline and _des.DEFAULT_VARIANT == "canonical":
+                # no limit: reduction + enumeration / search (same canonical optimum, faster)
+                selection, energy, feasible, nodes = _des_fast.run(scores, costs, thr, d, SCORE_TOL)
+                return SelectionResult(
+                    selection, energy, feasible, resolved, np.ones(num_tokens, dtype=bool), np.zeros(num_tokens),
+                    nodes, np.zeros(num_tokens, dtype=np.int8),
+                )
+            thr_eff = thr - SCORE_TOL
             selection, feasible, nodes, stop, lower = _des.run_compiled(
                 scores, costs, thr_eff, d, node_limit, deadline, _des.DEFAULT_VARIANT
             )
@@ -323,6 +335,7 @@ def select_experts(
             gap = np.where(optimal, 0.0, np.maximum(energy - lower, 0.0))
             return SelectionResult(selection, energy, feasible, resolved, optimal, gap, nodes, stop)
 
+    thr_eff = thr - SCORE_TOL
     selection = np.zeros((num_tokens, num_experts), dtype=bool)
     feasible = np.ones(num_tokens, dtype=bool)
     optimal = np.ones(num_tokens, dtype=bool)
@@ -383,8 +396,40 @@ def node_energy(selection: np.ndarray, costs: np.ndarray, placement: np.ndarray,
     return np.where(selection, costs, 0.0).sum(axis=1) + np.where(used, node_costs, 0.0).sum(axis=1)
 
 
-def _select_node_aware(scores, costs, placement, ncost, thr_eff, d, resolved, node_limit, deadline) -> SelectionResult:
-    """Node-aware P1(a) (validated inputs; see :func:`select_experts`)."""
+def _select_node_aware(scores, costs, placement, ncost, thr, d, resolved, node_limit, deadline) -> SelectionResult:
+    """Node-aware P1(a) (validated inputs; see :func:`select_experts`).
+
+    With numba and no limit, DES runs :mod:`dmoe.optimize._node_fast` (a search over how
+    many experts each node gives) on the tokens whose nodes' experts cost the same, and
+    :mod:`dmoe.optimize._node_des` on the others; both return the canonical optimum."""
+    num_tokens = scores.shape[0]
+    if resolved == "des" and node_limit is None and not deadline and num_tokens and _des.numba_enabled():
+        try:
+            sel, energy, feasible, nodes, general = _node_fast.run(scores, costs, placement, ncost, thr, d, SCORE_TOL)
+        except Exception as exc:  # a numba that cannot compile the kernels: the general search
+            if not type(exc).__module__.startswith("numba"):
+                raise
+            warnings.warn(
+                f"numba could not compile node-aware DES ({type(exc).__name__}); using the general search",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            rows = np.flatnonzero(general)
+            if rows.size:
+                sub = _select_node_general(scores[rows], costs[rows], placement, ncost[rows], thr[rows] - SCORE_TOL, d,
+                                           resolved, node_limit, deadline)
+                sel[rows] = sub.selection
+                energy[rows] = sub.energy
+                feasible[rows] = sub.feasible
+                nodes[rows] = sub.nodes
+            return SelectionResult(sel, energy, feasible, resolved, np.ones(num_tokens, dtype=bool),
+                                   np.zeros(num_tokens), nodes, np.zeros(num_tokens, dtype=np.int8))
+    return _select_node_general(scores, costs, placement, ncost, thr - SCORE_TOL, d, resolved, node_limit, deadline)
+
+
+def _select_node_general(scores, costs, placement, ncost, thr_eff, d, resolved, node_limit, deadline) -> SelectionResult:
+    """Node-aware P1(a) by :mod:`dmoe.optimize._node_des` or an oracle (validated inputs)."""
     num_tokens, num_experts = scores.shape
     selection = np.zeros((num_tokens, num_experts), dtype=bool)
     optimal = np.ones(num_tokens, dtype=bool)

@@ -122,6 +122,38 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+VERIFIED_SUFFIX = ".verified"
+
+
+def _file_state(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _verified_sha256(path: Path, expected: str) -> str:
+    """sha256 of ``path``, hashed once per version of the file: a stamp
+    ``<file>.verified`` remembers the size, mtime and inode at which the file hashed to
+    ``expected``; while they match, ``expected`` is returned without reading 540 MB again
+    (every other change re-hashes, and a mismatch is reported by the caller)."""
+    stamp = path.with_name(path.name + VERIFIED_SUFFIX)
+    state = _file_state(path)
+    try:
+        entry = json.loads(stamp.read_text(encoding="utf-8"))
+        if entry == {"sha256": expected, **state}:
+            return expected
+    except (OSError, ValueError):
+        pass
+    sha = _sha256_file(path)
+    if sha == expected:
+        try:
+            tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"sha256": sha, **state}, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, stamp)
+        except OSError:
+            pass  # a read-only cache: hash every time
+    return sha
+
+
 @contextlib.contextmanager
 def _threads(n: int | None):
     """Temporarily set torch's intra-op thread count (None: leave it).
@@ -411,7 +443,8 @@ def load_built_model(
 
     Raises :class:`CacheCorruptError` when anything is missing or unreadable, or when
     ``expected_key`` is given and differs from the stored key. ``verify`` checks the
-    sha256 of ``model.safetensors`` against ``meta.json`` (about a second for 540 MB).
+    sha256 of ``model.safetensors`` against ``meta.json`` (about a second for 540 MB), once
+    per version of the file (size, mtime, inode; see :func:`_verified_sha256`).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -430,7 +463,7 @@ def load_built_model(
     try:
         info = meta["files"][MODEL_FILE]
         size, expected_size, expected_sha = model_file.stat().st_size, int(info["size"]), str(info["sha256"])
-        sha = _sha256_file(model_file) if verify and size == expected_size else None
+        sha = _verified_sha256(model_file, expected_sha) if verify and size == expected_size else None
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise CacheCorruptError(f"{model_file}: {exc}") from exc
     if size != expected_size:
@@ -558,7 +591,7 @@ def build_moe_model(
             )
         model.metadata["loaded_from_cache"] = True
         return model
-    _check_num_experts(k, read_intermediate_size(src))
+    _check_num_experts(k, read_intermediate_size(src, cache_dir))
 
     spec = calibration_spec(calibration_texts, calibration_ids, max_tokens=max_calibration_tokens)
     key_inputs = {
