@@ -97,7 +97,9 @@ def air_time_budget(tokens, deadline_s: float, system: SystemConfig, *, load=Non
     With the forward and the backward transfer of a link on the same RBs at the same rate
     (TDD reciprocity, perfect CSI) the round ends at max_j (2 max_i air_ij + n_j / c_j)
     (:func:`round_timing`), so it meets T exactly when every loaded link i -> j has
-    air_ij <= (T - n_j / c_j) / 2. Links into a node whose computation alone takes T or
+    air_ij <= (T - n_j / c_j) / 2 (returned 1e-9 relative smaller, so that rounding of
+    transfers filled exactly to it cannot end the round after T). Links into a node whose
+    computation alone takes T or
     more get ``inf`` (no air time can save the round; the caller sees the miss in its
     timing), as do unloaded links and the diagonal.
 
@@ -112,7 +114,8 @@ def air_time_budget(tokens, deadline_s: float, system: SystemConfig, *, load=Non
     k = system.num_experts
     load = s.sum(axis=0) if load is None else np.asarray(load, dtype=np.float64)
     slack = float(deadline_s) - load / system.comp_throughput_j  # [K] time left for air per node
-    budget = np.where(slack > 0, slack / 2.0, np.inf)
+    # 1e-9 relative margin: RBs filled exactly to the budget never round the round past T
+    budget = np.where(slack > 0, slack / 2.0 * (1.0 - 1e-9), np.inf)
     out = np.broadcast_to(budget[None, :], (k, k)).copy()
     out[~((s > 0) & ~np.eye(k, dtype=bool))] = np.inf
     return out

@@ -296,7 +296,7 @@ def _lp_start(prob: Problem, one: np.ndarray, lp: np.ndarray) -> np.ndarray | No
     order = np.lexsort((cols, rows, -lp[rows, cols]))
     for q in order:
         l, m = int(rows[q]), int(cols[q])
-        if owner[m] >= 0 or cap[l] * prob.d[l] >= prob.c[l]:
+        if owner[m] >= 0 or (cap[l] > 0 and cap[l] * prob.d[l] >= prob.c[l]):
             continue
         if count is not None:
             if count[prob.node[l]] >= prob.caps[prob.node[l]]:

@@ -80,7 +80,7 @@ def _assign_capped(weight: np.ndarray, usable: np.ndarray, node: np.ndarray, cap
             integrality=np.ones(p),
             bounds=Bounds(np.zeros(p), np.ones(p)),
             constraints=[LinearConstraint(a, -np.inf, ub)],
-            options={"disp": False, "mip_rel_gap": 0.0},
+            options={"disp": False, "mip_rel_gap": 0.0, "presolve": False},
         )
     if res.x is None:  # pragma: no cover - the empty assignment is always feasible
         raise RuntimeError(f"internal error: capped assignment failed ({res.message})")
