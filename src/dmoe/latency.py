@@ -99,9 +99,8 @@ def air_time_budget(tokens, deadline_s: float, system: SystemConfig, *, load=Non
     (:func:`round_timing`), so it meets T exactly when every loaded link i -> j has
     air_ij <= (T - n_j / c_j) / 2 (returned 1e-9 relative smaller, so that rounding of
     transfers filled exactly to it cannot end the round after T). Links into a node whose
-    computation alone takes T or
-    more get ``inf`` (no air time can save the round; the caller sees the miss in its
-    timing), as do unloaded links and the diagonal.
+    computation alone takes T or more get ``inf`` (no air time can save the round; the
+    caller sees the miss in its timing), as do unloaded links and the diagonal.
 
     Args:
         tokens: ``[K, K]`` s_ij; deadline_s: T [s] > 0; system: supplies c_j;

@@ -185,13 +185,9 @@ def _upgrade(st: _State) -> bool:
             new = st.ontime(l, rbs)
             if not new < st.on[l] * (1 - _IMPROVE):
                 break
-            old = set(st.sets[l])
             st.set_link(l, rbs)
-            for m in old - set(st.sets[l]):
-                free[m] = True
-                cand[m] = row[m] if row[m] > 0 else -1.0
-            free[best] = False
-            cand[best] = -1.0
+            free[:] = st.owner < 0
+            cand = np.where(free & (row > 0), row, -1.0)
             changed = True
     return changed
 

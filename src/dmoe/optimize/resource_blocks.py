@@ -39,37 +39,40 @@ fallback, never silent): every deadline is stretched by the least common factor
 theta > 1 that some allocation meets (each link's RBs all on, the fastest it can finish),
 energy is minimised at theta T_l, and the result reports it: ``deadline_stretch`` =
 theta, ``deadline_met`` False and ``lateness_s`` > 0 for the links that finish after
-their T_l, ``num_late`` counts them (a run summary counts these; :class:`~dmoe.optimize.deadline.Deadline`
-records them per round in ``Schedule.info``). A link meets its deadline when its air
+their T_l, ``num_late`` counts them (a run summary counts these;
+:class:`~dmoe.optimize.deadline.Deadline` records them per round in ``Schedule.info``). A link meets its deadline when its air
 time is at most T_l (1 + :data:`DEADLINE_RTOL`), the solvers' tolerance.
 
 Methods (``method``):
 
-===========  ==================================================================
-``"milp"``   exact: HiGHS (:func:`scipy.optimize.milp`, relative gap 1e-9) on the
-             (link, RB) pairs an optimum may use (exact pruning,
-             :func:`~dmoe.optimize._rb_problem.candidate_pairs`); two stages in
-             the fallback (least stretch, then energy).
-``"greedy"`` P3(a) and LP-rounding starts, repair of late links, local
-             improvement (:mod:`dmoe.optimize._rb_greedy`); ``lower_bound`` from the LP
-             relaxation (its Lagrangian value, valid whatever the LP tolerances),
-             ``gap`` = energy / lower_bound - 1.
-``"brute"``  every RB -> link map, for tiny instances (the test oracle).
-``"auto"``   if P3(a)'s assignment meets every deadline it is optimal (P3(a) is
-             this problem without the deadline) and is returned (``method``
-             ``"assignment"``); else the greedy, returned when it meets every
-             deadline with a gap below 1e-9; else the MILP when it has at most
-             :data:`AUTO_MILP_MAX_PAIRS` candidate pairs
-             (:data:`AUTO_STRETCH_MAX_PAIRS` in the fallback), each HiGHS call
-             within :data:`AUTO_MILP_NODES` nodes (deterministic), keeping the
-             better of MILP and greedy; else the greedy with its gap.
-===========  ==================================================================
+* ``"milp"``: exact. HiGHS (:func:`scipy.optimize.milp`, relative gap 1e-9, presolve off)
+  on the (link, RB) pairs an optimum may use (exact pruning,
+  :func:`~dmoe.optimize._rb_problem.candidate_pairs`); two stages in the fallback (least
+  stretch, then energy; :mod:`dmoe.optimize._rb_exact`).
+* ``"greedy"``: P3(a) and LP-rounding starts, repair of late links, local improvement
+  (:mod:`dmoe.optimize._rb_greedy`); ``lower_bound`` is the LP relaxation's value (its
+  Lagrangian value, valid whatever the LP solver's tolerances), ``gap`` = energy /
+  lower_bound - 1.
+* ``"brute"``: every RB -> link map, for tiny instances (the test oracle).
+* ``"auto"``: if P3(a)'s assignment meets every deadline it is optimal (P3(a) is this
+  problem without the deadline) and is returned (``method`` = ``"assignment"``); else
+  the greedy, returned as optimal when it meets every deadline with a gap below 1e-9;
+  else the MILP when the pruned problem has at most :data:`AUTO_MILP_MAX_PAIRS` pairs
+  (:data:`AUTO_STRETCH_MAX_PAIRS` in the fallback, whose max-min MILP is much harder),
+  each HiGHS call limited to :data:`AUTO_MILP_NODES` branch-and-bound nodes (a
+  deterministic limit, unlike a time limit), keeping the better of MILP and greedy;
+  else the greedy with its gap. The thresholds keep one call within tens of
+  milliseconds at the sizes the policies meet every layer round.
 
 ``gap`` and ``lower_bound`` refer to the energy at the deadlines used (theta T_l); a
 larger deadline never raises the optimum, so ``lower_bound`` is also a lower bound on the
 optimum of any method that stretches less. In the fallback only ``"milp"`` and
 ``"brute"`` prove the least stretch; ``"greedy"`` (and ``"auto"`` beyond
-:data:`AUTO_STRETCH_MAX_PAIRS` pairs) may stretch more.
+:data:`AUTO_STRETCH_MAX_PAIRS` pairs) may stretch more, and ``stretch_bound`` (the LP
+relaxation of the stretch MILP) bounds how much.
+
+Sources: eq (1)-(3) and (16), P3(a) and Appendix B of the paper; the deadline, the
+per-node budget and the several-RB split are ours (issue 16).
 """
 
 from __future__ import annotations
