@@ -109,3 +109,59 @@ def test_per_token_costs_sum_to_ledger():
     br = schedule_energy(sel, src, sub, rates, SYS3)
     assert br.total == pytest.approx(per_token, rel=1e-12)
     assert br.comm + br.comp == pytest.approx(br.total)
+
+
+# ------------------------------------------------------------ several resource blocks per link
+def test_link_rates_from_allocation_energy_and_time_rates():
+    from dmoe.energy import link_rates_from_allocation
+
+    rates = np.zeros((3, 3, 4))
+    rates[0, 1] = [4e5, 2e5, 1e5, 5e4]
+    rates[2, 1] = [1e5, 3e5, 3e5, 3e5]
+    share = np.zeros((3, 3, 4))
+    share[0, 1] = [0.5, 0.3, 0.2, 0.0]  # three RBs
+    share[2, 1, 2] = 1.0  # one RB
+    sub = np.full((3, 3), -1)
+    sub[0, 1], sub[2, 1], sub[1, 0] = 0, 2, 3  # 1 -> 0 has a subcarrier but no share
+    rates[1, 0, 3] = 7e4
+    e_rate, t_rate = link_rates_from_allocation(rates, sub, share)
+    # energy: sum of share / r seconds per bit; time: the slowest RB
+    assert e_rate[0, 1] == pytest.approx(1 / (0.5 / 4e5 + 0.3 / 2e5 + 0.2 / 1e5))
+    assert t_rate[0, 1] == pytest.approx(1 / max(0.5 / 4e5, 0.3 / 2e5, 0.2 / 1e5))
+    assert e_rate[2, 1] == t_rate[2, 1] == 3e5  # one RB: its rate exactly
+    assert e_rate[1, 0] == t_rate[1, 0] == 7e4  # no share: the subcarrier's rate
+    assert np.array_equal(link_rates_from_allocation(rates, sub, None)[0], link_rate_from_subcarriers(rates, sub))
+    share[2, 1] = [0.5, 0.5, 0.0, 0.0]
+    rates[2, 1, 0] = 0.0  # bits on a zero-rate RB: the link cannot deliver
+    e_rate, t_rate = link_rates_from_allocation(rates, sub, share)
+    assert e_rate[2, 1] == 0.0 and t_rate[2, 1] == 0.0
+
+
+@pytest.mark.parametrize("bad, match", [(np.full((3, 3, 3), 0.1), "shape"), (-np.ones((3, 3, 4)), ">= 0"),
+                                        (np.full((3, 3, 4), 0.3), "sum to 1")])
+def test_rb_share_validation(bad, match):
+    from dmoe.energy import check_rb_share
+
+    with pytest.raises(ValueError, match=match):
+        check_rb_share(bad, 3, 4)
+    with pytest.raises(TypeError, match="`rb_share`"):
+        check_rb_share(np.zeros((3, 3, 4), dtype=bool), 3, 4)
+
+
+def test_schedule_energy_with_several_rbs_by_hand():
+    rates = np.zeros((3, 3, 4))
+    rates[0, 1] = [4e5, 2e5, 1e5, 5e4]
+    share = np.zeros((3, 3, 4))
+    share[0, 1] = [0.6, 0.4, 0.0, 0.0]
+    sub = np.full((3, 3), -1)
+    sub[0, 1] = 0
+    sel = np.zeros((5, 3), dtype=bool)
+    sel[:, 1] = True
+    src = np.zeros(5, dtype=int)
+    br = schedule_energy(sel, src, sub, rates, SYS3, rb_share=share)
+    p0, bits = SYS3.tx_power_w, SYS3.bits_per_token
+    assert br.comm_links[0, 1] == pytest.approx(p0 * 5 * bits * (0.6 / 4e5 + 0.4 / 2e5), rel=1e-12)
+    # one RB with share 1: exactly the one-subcarrier energy
+    share[0, 1] = [1.0, 0, 0, 0]
+    one = schedule_energy(sel, src, sub, rates, SYS3, rb_share=share)
+    assert np.array_equal(one.comm_links, schedule_energy(sel, src, sub, rates, SYS3).comm_links)

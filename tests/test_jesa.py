@@ -134,3 +134,56 @@ def test_validation(change, name):
     args.update(change)
     with pytest.raises(ValueError, match=f"`{name}`"):
         jesa(**args)
+
+
+# ------------------------------------------------------------ deadline: several resource blocks
+def _round_latency(res, source, rates, system):
+    from dmoe.latency import round_timing, schedule_air_time
+
+    air = schedule_air_time(res.tokens, rates, res.subcarrier, system.bits_per_token, res.rb_share)
+    return round_timing(res.tokens, air, air, system).latency_s
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_jesa_deadline_none_or_loose_is_the_paper_algorithm_bit_for_bit(seed):
+    system, rates, scores, source = setup(seed, k=5, m=32, tokens_per_node=16)
+    ref = run(scores, source, rates, 0.7, 2, system, rng=seed)
+    for deadline in (None, 1e9):
+        res = run(scores, source, rates, 0.7, 2, system, rng=seed, deadline_s=deadline)
+        assert np.array_equal(res.selection, ref.selection) and np.array_equal(res.subcarrier, ref.subcarrier)
+        assert np.array_equal(res.energy_comm_links, ref.energy_comm_links)
+        assert res.energy_history == ref.energy_history and res.rb_share is None
+    assert ref.rb_info is None
+
+
+def test_jesa_tight_deadline_takes_more_rbs_and_meets_it():
+    found = 0
+    for seed in range(6):
+        system, rates, scores, source = setup(seed, k=4, m=32, tokens_per_node=12)
+        free = run(scores, source, rates, 0.7, 2, system, rng=0)
+        t_free = _round_latency(free, source, rates, system)
+        res = run(scores, source, rates, 0.7, 2, system, rng=0, deadline_s=0.6 * t_free)
+        assert res.rb_info is not None
+        if res.rb_share is not None:
+            found += 1
+            assert ((res.rb_share > 0).sum(axis=2) > 1).any() and res.rb_info["multi_rb_links"] > 0
+            assert ((res.rb_share > 0).sum(axis=(0, 1)) <= 1).all()  # C3
+        if res.rb_info["late_links"] == 0:
+            assert _round_latency(res, source, rates, system) <= 0.6 * t_free * (1 + 1e-6)
+    assert found >= 3
+
+
+def test_jesa_node_budget_without_deadline():
+    system, rates, scores, source = setup(3, k=5, m=32, tokens_per_node=16)
+    tight = system.replace(node_power_budget_w=2 * system.tx_power_w)  # 2 RBs per node
+    res = run(scores, source, rates, 0.7, 2, tight, rng=1)
+    per_node = (res.subcarrier >= 0).sum(axis=1)
+    assert (per_node <= 2).all() and res.rb_share is None
+    assert ((res.tokens > 0) & ~np.eye(5, dtype=bool)).sum(axis=1).max() <= 2
+
+
+def test_jesa_bad_deadline():
+    system, rates, scores, source = setup(0, k=3, m=8, tokens_per_node=2)
+    for bad in (0.0, -1.0, float("inf"), float("nan"), "1s"):
+        with pytest.raises(ValueError, match="`deadline_s`"):
+            jesa(scores, source, rates, 0.5, 2, system=system, deadline_s=bad)

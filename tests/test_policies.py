@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dmoe.channel import draw_rates
-from dmoe.energy import schedule_energy
+from dmoe.energy import link_token_counts, schedule_energy
 from dmoe.optimize import (
     Dense,
     Homogeneous,
@@ -202,3 +202,80 @@ def test_bad_deadlines_name_the_policy_and_the_rule(name, needle):
     with pytest.raises(ValueError) as exc:
         policy_from_name(name)
     assert needle in str(exc.value) and "unknown policy" not in str(exc.value)
+
+
+# ------------------------------------------------------------ several resource blocks per link
+def test_deadline_loose_is_the_policy_bit_for_bit_and_tight_takes_rbs_first():
+    from dmoe.energy import link_rate_from_subcarriers
+    from dmoe.latency import link_air_time, round_timing
+    from dmoe.optimize import Deadline
+
+    system = SystemConfig(num_experts=4, num_subcarriers=32)
+    multi = 0
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        rates = draw_rates(system, rng)
+        scores = rng.dirichlet(np.ones(4), 40)
+        source = rng.integers(0, 4, 40)
+        for base in (TopK(2), JESAPolicy(0.8, 2)):
+            ref = base.schedule(scores, source, rates, 1, system=system, rng=0)
+            loose = Deadline(base, 1e9).schedule(scores, source, rates, 1, system=system, rng=0)
+            assert np.array_equal(loose.selection, ref.selection) and np.array_equal(loose.subcarrier, ref.subcarrier)
+            assert loose.rb_share is None and loose.info["deadline_met"] and loose.info["deadline_miss_s"] == 0.0
+            tok = link_token_counts(ref.selection, source, 4)
+            air = link_air_time(tok, link_rate_from_subcarriers(rates, ref.subcarrier), system.bits_per_token)
+            t_free = round_timing(tok, air, air, system).latency_s
+            tight = Deadline(base, 0.7 * t_free).schedule(scores, source, rates, 1, system=system, rng=0)
+            assert tight.info["deadline_met"]
+            if tight.rb_share is not None:
+                multi += 1
+                check_schedule(tight.selection, tight.subcarrier, source, rates, rb_share=tight.rb_share)
+    assert multi >= 3
+
+
+def test_check_schedule_accepts_several_rbs_but_not_a_shared_rb():
+    from dmoe.optimize.feasibility import InvariantError
+
+    rates = np.full((3, 3, 4), 1e5)
+    sel = np.zeros((2, 3), dtype=bool)
+    sel[0, 1] = sel[1, 2] = True
+    source = np.array([0, 0])
+    sub = np.full((3, 3), -1)
+    sub[0, 1], sub[0, 2] = 0, 2
+    share = np.zeros((3, 3, 4))
+    share[0, 1, :2] = 0.5
+    share[0, 2, 2:] = 0.5
+    check_schedule(sel, sub, source, rates, rb_share=share)
+    share[0, 2] = [0.0, 0.5, 0.5, 0.0]  # RB 1 now carries both links
+    with pytest.raises(InvariantError, match="C3"):
+        check_schedule(sel, sub, source, rates, rb_share=share)
+    check_schedule(sel, sub, source, rates, rb_share=share, exclusive=False)  # the lower bound may share
+
+
+def test_node_budget_limits_topk_and_dense():
+    system = SystemConfig(num_experts=4, num_subcarriers=32, node_power_budget_w=1e-2)  # one RB per node
+    rng = np.random.default_rng(0)
+    rates = draw_rates(system, rng)
+    scores = rng.dirichlet(np.ones(4), 20)
+    source = rng.integers(0, 4, 20)
+    s = TopK(2).schedule(scores, source, rates, 1, system=system)
+    tok = link_token_counts(s.selection, source, 4)
+    assert ((tok > 0) & ~np.eye(4, dtype=bool)).sum(axis=1).max() <= 1
+    assert (s.subcarrier >= 0).sum(axis=1).max() <= 1
+    with pytest.raises(ValueError, match="max_rbs_per_node"):
+        Dense().schedule(scores, source, rates, 1, system=system)
+
+
+def test_deadline_gives_a_slow_link_more_rbs_instead_of_excluding_it():
+    from dmoe.optimize import Deadline
+
+    system = SystemConfig(num_experts=3, num_subcarriers=6, comp_throughput_tokens_per_s=1e9)
+    rates = np.full((3, 3, 6), 1e5)
+    rates[np.arange(3), np.arange(3)] = 0.0
+    scores = np.tile([0.05, 0.9, 0.05], (6, 1))  # six tokens of node 0 all want expert 1
+    source = np.zeros(6, dtype=int)
+    one_rb = 6 * system.bits_per_token / 1e5  # air time of the link on one RB [s]
+    s = Deadline(TopK(1), 2 * 0.6 * one_rb).schedule(scores, source, rates, 1, system=system)
+    assert s.selection[:, 1].all()  # nobody rerouted
+    assert s.info["links_excluded"] == 0 and s.info["deadline_met"] and s.info["multi_rb_links"] == 1
+    assert (s.rb_share[0, 1] > 0).sum() == 2  # two RBs carry it within 0.6 x the one-RB air time

@@ -26,6 +26,8 @@ _EXPORTS = {
     "SelectionResult": "dmoe.optimize.selection",
     "allocate_subcarriers": "dmoe.optimize.subcarrier",
     "SubcarrierResult": "dmoe.optimize.subcarrier",
+    "allocate_resource_blocks": "dmoe.optimize.resource_blocks",
+    "ResourceBlockResult": "dmoe.optimize.resource_blocks",
     "jesa": "dmoe.optimize.jesa",
     "lower_bound": "dmoe.optimize.jesa",
     "JESAResult": "dmoe.optimize.jesa",

@@ -26,6 +26,8 @@ from dmoe.system import SystemConfig
 __all__ = [
     "token_costs",
     "link_rate_from_subcarriers",
+    "link_rates_from_allocation",
+    "check_rb_share",
     "link_token_counts",
     "communication_energy",
     "computation_energy",
@@ -113,6 +115,97 @@ def link_rate_from_subcarriers(rates, subcarrier) -> np.ndarray:
     out = np.where(sub >= 0, out, 0.0)
     out[np.arange(k), np.arange(k)] = 0.0
     return out
+
+
+def check_rb_share(rb_share, num_experts: int, num_subcarriers: int) -> np.ndarray:
+    """Validate a multi-resource-block allocation (:mod:`dmoe.optimize.resource_blocks`).
+
+    Args:
+        rb_share: ``[K, K, M], float64`` fraction of link i -> j's bits carried on RB m
+            (0 = the RB is not the link's); each link's shares sum to 1 or are all 0.
+        num_experts: K; num_subcarriers: M.
+
+    Returns:
+        ``rb_share`` as a float64 array.
+
+    Raises:
+        ValueError: wrong shape, NaN / inf / negative entries, or a link whose shares
+            neither sum to 1 (within 1e-9) nor are all 0. TypeError: not numeric.
+    """
+    arr = np.asarray(rb_share)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"`rb_share` must be a numeric array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    k, m = int(num_experts), int(num_subcarriers)
+    if arr.shape != (k, k, m):
+        raise ValueError(f"`rb_share` must have shape [{k}, {k}, {m}] like `rates`, got {arr.shape}")
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError("`rb_share` must be finite and >= 0 (fractions of a link's bits)")
+    total = arr.sum(axis=2)
+    if not np.all((total == 0) | (np.abs(total - 1.0) <= 1e-9)):
+        i, j = np.argwhere(~((total == 0) | (np.abs(total - 1.0) <= 1e-9)))[0]
+        raise ValueError(f"`rb_share` of link {i}->{j} sums to {total[i, j]!r}; each link's shares must sum to 1 (or 0)")
+    return arr
+
+
+def link_rates_from_allocation(rates, subcarrier, rb_share=None) -> tuple[np.ndarray, np.ndarray]:
+    """Energy- and time-equivalent link rates of a schedule with several RBs per link.
+
+    A link i -> j carrying s_ij tokens splits its bits over its resource blocks, share
+    ``rb_share[i, j, m]`` on RB m, all RBs transmitting in parallel at power P0 each
+    (:mod:`dmoe.optimize.resource_blocks`). Its energy is P0 * 8 s0 s_ij * sum_m share_m /
+    r_m (power times the sum of the RBs' on-times, eq 3 generalised) and its air time is
+    8 s0 s_ij * max_m share_m / r_m (the slowest RB). Written as rates, so that
+    :func:`communication_energy`, :func:`transmission_costs` and
+    :func:`dmoe.latency.link_air_time` apply unchanged:
+
+    * energy rate R^E_ij = 1 / sum_m (share_m / r_m): energy = P0 * 8 s0 s_ij / R^E_ij;
+    * time rate R^T_ij = 1 / max_m (share_m / r_m): air time = 8 s0 s_ij / R^T_ij.
+
+    A link on one RB (or ``rb_share=None``: one subcarrier per link, eq 2) has
+    R^E = R^T = r of that RB exactly (:func:`link_rate_from_subcarriers`), so one-RB
+    schedules are charged bit for bit as before. A positive share on a zero-rate RB makes
+    both rates 0 (the link cannot deliver).
+
+    Args:
+        rates: ``[K, K, M], float64`` r_ij^(m) [bit/s].
+        subcarrier: ``[K, K], int`` one subcarrier per link (-1 = none); used where
+            ``rb_share`` is None or a link has no share.
+        rb_share: None or ``[K, K, M], float64`` (:func:`check_rb_share`).
+
+    Returns:
+        ``(energy_rate, time_rate)``, each ``[K, K], float64`` [bit/s], 0 on the diagonal.
+
+    Raises:
+        ValueError / TypeError: shapes, index range (:func:`link_rate_from_subcarriers`),
+        bad ``rb_share``.
+    """
+    base = link_rate_from_subcarriers(rates, subcarrier)
+    if rb_share is None:
+        return base, base
+    rates = np.asarray(rates, dtype=np.float64)
+    k, _, m = rates.shape
+    share = check_rb_share(rb_share, k, m)
+    used = share > 0
+    count = used.sum(axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # [K, K, M] seconds per bit of the link on each RB (inf on a zero-rate RB it uses)
+        per_bit = np.where(used, share / np.where(rates > 0, rates, 1.0), 0.0)
+        per_bit = np.where(used & ~(rates > 0), np.inf, per_bit)
+        total, slowest = per_bit.sum(axis=2), per_bit.max(axis=2)
+        energy_rate = np.where(count > 0, 1.0 / np.where(count > 0, total, 1.0), base)
+        time_rate = np.where(count > 0, 1.0 / np.where(count > 0, slowest, 1.0), base)
+    # one RB: its rate exactly (the one-subcarrier formulas, bit for bit)
+    single = count == 1
+    if single.any():
+        best = np.argmax(used, axis=2)
+        i, j = np.indices((k, k))
+        r_one = rates[i, j, best]
+        energy_rate = np.where(single, r_one, energy_rate)
+        time_rate = np.where(single, r_one, time_rate)
+    energy_rate[np.arange(k), np.arange(k)] = 0.0
+    time_rate[np.arange(k), np.arange(k)] = 0.0
+    return energy_rate, time_rate
 
 
 def link_token_counts(selection, source, num_experts: int | None = None) -> np.ndarray:
@@ -323,7 +416,9 @@ def node_computation_energy(selection, placement, system: SystemConfig) -> np.nd
     return comp + system.comp_energy_static_j * active
 
 
-def schedule_energy(selection, source, subcarrier, rates, system: SystemConfig, *, zero_rate: str = "raise", placement=None) -> EnergyBreakdown:
+def schedule_energy(
+    selection, source, subcarrier, rates, system: SystemConfig, *, zero_rate: str = "raise", placement=None, rb_share=None
+) -> EnergyBreakdown:
     """Ledger helper: energy of a schedule (selection + subcarriers) under ``rates``.
 
     Args:
@@ -338,6 +433,9 @@ def schedule_energy(selection, source, subcarrier, rates, system: SystemConfig, 
             pair): one transmission per (token, remote node) however many of the node's
             experts it uses, computation per expert (:func:`node_computation_energy`).
             ``tokens`` are then node-pair counts and ``comp_experts`` is per node.
+        rb_share: None (one subcarrier per link) or ``[K, K, M], float64`` the share of
+            each link's bits on each resource block (several RBs per link,
+            :func:`link_rates_from_allocation`); ``link_rate`` is then the energy rate R^E.
 
     Returns:
         :class:`EnergyBreakdown` (eq 2-4).
@@ -351,7 +449,7 @@ def schedule_energy(selection, source, subcarrier, rates, system: SystemConfig, 
 
         tokens = link_token_counts(node_selection(selection, placement, system.num_experts), source, system.num_experts)
         comp = node_computation_energy(selection, placement, system)
-    rate = link_rate_from_subcarriers(rates, subcarrier)
+    rate = link_rates_from_allocation(rates, subcarrier, rb_share)[0]
     comm = communication_energy(tokens, rate, system, zero_rate=zero_rate)
     if comp is None:
         comp = computation_energy(tokens, system)

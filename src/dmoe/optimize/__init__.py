@@ -2,6 +2,8 @@
 
 * :func:`select_experts` -- expert selection P1(a): DES (Algorithm 1), enumeration, MILP.
 * :func:`allocate_subcarriers` -- optimal subcarrier allocation P3(a) (Appendix B).
+* :func:`allocate_resource_blocks` -- several resource blocks per link under a deadline and
+  a per-node budget (P3(a) generalised; exact MILP, greedy with a proven gap, brute force).
 * :func:`jesa`, :func:`lower_bound` -- joint allocation P2 (Algorithm 2) and LB(gamma0, D).
 * :mod:`dmoe.optimize.policies` -- Top-k, H(z, D), JESA(gamma0, D), LB(gamma0, D), dense.
 * :class:`Deadline` -- any policy with a bound on the layer-round latency (beyond the paper).
@@ -28,6 +30,7 @@ from dmoe.optimize.policies import (
 from dmoe.optimize.calibrated import CalibratedDES, CalibratedJESA, CalibratedLB, calibrated_policy
 from dmoe.optimize.importance import Allocation, ImportanceProfile, allocate_qos
 from dmoe.optimize.selection import SCORE_TOL, SelectionResult, select_experts
+from dmoe.optimize.resource_blocks import ResourceBlockResult, allocate_resource_blocks
 from dmoe.optimize.subcarrier import SubcarrierResult, allocate_subcarriers
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "select_experts",
     "SubcarrierResult",
     "allocate_subcarriers",
+    "ResourceBlockResult",
+    "allocate_resource_blocks",
     "JESAResult",
     "LowerBoundResult",
     "jesa",

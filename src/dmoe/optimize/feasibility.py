@@ -6,7 +6,10 @@ message saying which invariant broke, and returns ``None`` otherwise. Invariants
 * contract shapes and dtypes of the result objects;
 * C1 (sum of selected scores >= threshold - SCORE_TOL) for tokens reported feasible;
 * C2 (at most D experts) for every token;
-* C3 (each subcarrier serves at most one link) for exclusive schedules;
+* C3 (each subcarrier / resource block serves at most one link) for exclusive schedules,
+  also when a link holds several resource blocks (``rb_share``);
+* resource-block allocations (:func:`check_resource_blocks`): shares, per-node budget,
+  the optimal bit split of each link over its RBs, air times, deadlines, the bound;
 * only eligible experts are selected (finite cost, score > 0); ``feasible`` is False
   exactly where the Top-D eligible scores miss the threshold, and those tokens carry the
   Top-D eligible experts (Remark 2);
@@ -26,6 +29,7 @@ __all__ = [
     "InvariantError",
     "check_selection",
     "check_subcarrier_allocation",
+    "check_resource_blocks",
     "check_schedule",
     "check_jesa",
 ]
@@ -164,6 +168,127 @@ def check_subcarrier_allocation(result, rates, demand, *, tx_power_w, bits_per_t
     _require(np.allclose(result.energy[fin], expected[fin], rtol=1e-12, atol=0), "energy mismatch (eq 3)")
 
 
+def check_resource_blocks(
+    result, rates, demand, *, tx_power_w, bits_per_token, deadline_s=None, max_rbs_per_node=None, assign_idle=False
+) -> None:
+    """Check a :class:`~dmoe.optimize.resource_blocks.ResourceBlockResult` against its inputs.
+
+    Recomputes from the definitions (module doc of :mod:`dmoe.optimize.resource_blocks`):
+    C3 and the per-node budget, shares (sum 1 on served links, only on positive-rate RBs),
+    served / unserved, each served link's subcarrier (its highest-rate RB), the energy
+    P0 * sum_m c_l share_m / r_m and air time max_m c_l share_m / r_m, the optimal split
+    over the link's RBs (all but its slowest RB on for theta T_l, or all equally long when the
+    link is late), deadline_met / lateness / stretch, and lower_bound <= energy <=
+    lower_bound (1 + gap); no NaN.
+    """
+    from dmoe.optimize.resource_blocks import DEADLINE_RTOL
+
+    rates = np.asarray(rates, dtype=np.float64)
+    k, _, m = rates.shape
+    demand = np.asarray(demand, dtype=np.float64)
+    off = ~np.eye(k, dtype=bool)
+    active = off & (demand > 0)
+    if deadline_s is None:
+        dl = np.full((k, k), np.inf)
+    else:
+        dl = np.broadcast_to(np.asarray(deadline_s, dtype=np.float64), (k, k)).copy()
+    np.fill_diagonal(dl, np.inf)
+    own, share, sub = result.rb_owner, result.rb_share, result.subcarrier
+    _require(own.shape == (m,) and np.issubdtype(own.dtype, np.integer), "rb_owner must be int [M]")
+    _require(share.shape == (k, k, m) and share.dtype == np.float64, "rb_share must be float64 [K, K, M]")
+    _require(sub.shape == (k, k) and np.issubdtype(sub.dtype, np.integer), "subcarrier must be int [K, K]")
+    for name in ("energy", "airtime", "link_rate", "time_rate", "deadline_s", "lateness_s"):
+        arr = getattr(result, name)
+        _require(arr.shape == (k, k) and arr.dtype == np.float64, f"{name} must be float64 [K, K]")
+        _require(not np.isnan(arr).any(), f"{name} must not contain NaN")
+    for name in ("served", "unserved", "deadline_met"):
+        arr = getattr(result, name)
+        _require(arr.shape == (k, k) and arr.dtype == bool, f"{name} must be bool [K, K]")
+    _require(((own >= -1) & (own < k * k)).all(), "rb_owner out of range")
+    _require(not np.isin(own, np.arange(k) * (k + 1)).any(), "an RB is owned by a diagonal link")
+    _require(np.isfinite(share).all() and (share >= 0).all(), "rb_share must be finite and >= 0")
+    carried = share > 0
+    # C3: one link per RB, and it is the RB's owner
+    _require((carried.sum(axis=(0, 1)) <= 1).all(), "C3 violated: an RB carries bits of two links")
+    flat = carried.reshape(k * k, m)
+    holder = np.where(flat.any(axis=0), np.argmax(flat, axis=0), -1)
+    _require(np.all((holder < 0) | (own == holder)), "rb_owner differs from the link carrying the RB's bits")
+    _require(not (carried & ~(rates > 0)).any(), "bits carried on a zero-rate RB")
+    total = share.sum(axis=2)
+    served = active & (total > 0)
+    _require(np.allclose(total[served], 1.0, rtol=0, atol=1e-9), "shares of a served link must sum to 1")
+    _require(not carried[~active].any(), "bits on an inactive link")
+    _require((result.served == served).all(), "served must be the active links carrying bits")
+    _require((result.unserved == (active & ~served)).all(), "unserved must be the active links without an RB")
+    idle_owned = (own >= 0) & (holder < 0)
+    if not assign_idle:
+        _require(not idle_owned.any(), "an RB owned without bits (only idle links under assign_idle)")
+    else:
+        idle_links = own[idle_owned]
+        _require(not active.ravel()[idle_links].any(), "an active link holds an RB without bits")
+        _require(np.unique(idle_links).size == idle_links.size, "an idle link holds two RBs")
+    if max_rbs_per_node is not None:
+        per_node = np.bincount(own[own >= 0] // k, minlength=k)
+        _require((per_node <= int(max_rbs_per_node)).all(),
+                 f"per-node budget violated: {per_node.tolist()} RBs > {max_rbs_per_node}")
+    # subcarrier: each served link's highest-rate RB; idle links their owned RB
+    expect = np.full((k, k), -1, dtype=np.int64)
+    key = np.where(carried, rates, -1.0)
+    expect[served] = np.argmax(key, axis=2)[served]
+    for mm in np.flatnonzero(idle_owned):
+        expect.ravel()[own[mm]] = mm
+    _require((sub == expect).all(), "subcarrier must be each served link's highest-rate RB (idle: its RB)")
+    # energy and air time from the definitions
+    c = demand * float(bits_per_token)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(carried, c[:, :, None] * share / np.where(rates > 0, rates, 1.0), 0.0)  # [K, K, M] on-time
+    energy = float(tx_power_w) * t.sum(axis=2)
+    air = t.max(axis=2)
+    _require(np.array_equal(np.isinf(result.energy), result.unserved), "energy must be inf exactly on unserved links")
+    _require(np.allclose(result.energy[served], energy[served], rtol=1e-9, atol=0), "energy mismatch (P0 x on-time)")
+    _require((result.energy[~active] == 0).all(), "energy must be 0 on inactive links")
+    _require(np.allclose(result.airtime[served], air[served], rtol=1e-9, atol=0), "airtime mismatch (slowest RB)")
+    _require((result.airtime[~served] == 0).all(), "airtime must be 0 on links without bits")
+    # deadlines, lateness, stretch
+    theta = float(result.deadline_stretch)
+    _require(math.isfinite(theta) and theta >= 1.0, "deadline_stretch must be finite and >= 1")
+    sb = float(result.stretch_bound)
+    _require(1.0 <= sb <= theta, "stretch_bound must lie in [1, deadline_stretch]")
+    _require(np.array_equal(result.deadline_s[off], dl[off]), "deadline_s must echo the deadlines asked for")
+    fin = served & np.isfinite(dl)
+    late = fin & (air > dl * (1 + DEADLINE_RTOL))
+    _require((result.deadline_met == ~(late | result.unserved)).all(), "deadline_met inconsistent with air times")
+    lat = np.where(fin, np.maximum(air - np.where(fin, dl, 0.0), 0.0), 0.0)
+    _require(np.allclose(result.lateness_s, lat, rtol=1e-9, atol=1e-12 * np.max(air, initial=1.0)), "lateness_s mismatch")
+    if theta == 1.0:
+        _require(not late.any(), "a link is late although the deadlines were not stretched")
+    ext = dl * theta
+    _require((air[fin] <= ext[fin] * (1 + DEADLINE_RTOL)).all(), "a link finishes after its stretched deadline")
+    # optimal split over each served link's RBs: fastest first, each for theta T (or all equal when late)
+    for i, j in np.argwhere(served):
+        rbs = np.flatnonzero(carried[i, j])
+        tm = t[i, j, rbs]
+        if rbs.size == 1 or not np.isfinite(ext[i, j]):
+            _require(rbs.size == 1, f"link {i}->{j} without a deadline must use one RB (eq 16)")
+            continue
+        order = np.argsort(-rates[i, j, rbs], kind="stable")
+        full = tm[order[:-1]]
+        if np.allclose(tm, tm[0], rtol=1e-9):
+            continue  # every RB on equally long: the fastest finish (late) or all full
+        _require(np.allclose(full, ext[i, j], rtol=1e-6), f"link {i}->{j}: its faster RBs are not filled for theta T")
+        _require(tm[order[-1]] <= ext[i, j] * (1 + 1e-6), f"link {i}->{j}: its slowest RB runs past theta T")
+    # bound and gap
+    tot = float(energy[served].sum())
+    lb, gap = float(result.lower_bound), float(result.gap)
+    _require(math.isfinite(lb) and lb >= 0, "lower_bound must be finite and >= 0")
+    _require(math.isfinite(gap) and gap >= 0, "gap must be finite and >= 0")
+    _require(lb <= tot * (1 + 1e-9) + 1e-300, "lower_bound exceeds the energy")
+    _require(tot <= lb * (1 + gap) * (1 + 1e-9) + 1e-300, "energy exceeds lower_bound * (1 + gap)")
+    if result.optimal:
+        _require(gap <= 1e-9, "optimal results must have gap <= 1e-9")
+    _require(result.method in ("assignment", "milp", "greedy", "brute"), "method name")
+
+
 def check_schedule(
     selection,
     subcarrier,
@@ -175,6 +300,7 @@ def check_schedule(
     scores=None,
     feasible=None,
     exclusive: bool = True,
+    rb_share=None,
 ) -> None:
     """Check a joint schedule (selection + subcarriers), as produced by JESA or a policy.
 
@@ -184,6 +310,10 @@ def check_schedule(
         threshold, max_experts, scores, feasible: when given, C1 is checked for tokens with
             ``feasible`` True (all tokens if ``feasible`` is None) and C2 for all tokens.
         exclusive: check C3 (False for the lower bound, which shares subcarriers).
+        rb_share: None or ``[K, K, M]`` the share of each link's bits per resource block
+            (several RBs per link): shares sum to 1 on links that hold any, a link's
+            ``subcarrier`` is one of its RBs, and with ``exclusive`` no RB serves two links
+            (the RBs of links with shares and the subcarriers of the others together).
     """
     rates = np.asarray(rates, dtype=np.float64)
     k, _, m = rates.shape
@@ -196,13 +326,34 @@ def check_schedule(
     _require(sub.shape == (k, k) and np.issubdtype(sub.dtype, np.integer), "subcarrier must be int [K, K]")
     _require(((sub >= -1) & (sub < m)).all(), "subcarrier index out of range")
     _require((np.diag(sub) == -1).all(), "diagonal links must have no subcarrier")
-    if exclusive:
-        used = sub[sub >= 0]
-        _require(np.unique(used).size == used.size, "C3 violated: a subcarrier serves more than one link")
+    if rb_share is None:
+        if exclusive:
+            used = sub[sub >= 0]
+            _require(np.unique(used).size == used.size, "C3 violated: a subcarrier serves more than one link")
+        i, j = np.indices((k, k))
+        rate = np.where(sub >= 0, rates[i, j, np.maximum(sub, 0)], 0.0)
+    else:
+        share = np.asarray(rb_share, dtype=np.float64)
+        _require(share.shape == (k, k, m), "rb_share must be [K, K, M]")
+        _require(np.isfinite(share).all() and (share >= 0).all(), "rb_share must be finite and >= 0")
+        total = share.sum(axis=2)
+        has = total > 0
+        _require(np.allclose(total[has], 1.0, rtol=0, atol=1e-9), "rb_share of a link must sum to 1")
+        _require(not has[np.arange(k), np.arange(k)].any(), "diagonal links must hold no resource block")
+        carried = share > 0
+        _require(not (carried & ~(rates > 0)).any(), "bits on a zero-rate resource block")
+        _require((sub[has] >= 0).all() and carried[has, np.maximum(sub[has], 0)].all() if has.any() else True,
+                 "a link's subcarrier must be one of its resource blocks")
+        if exclusive:
+            # every RB: the links carrying bits on it plus the links whose only RB it is
+            plain = ~has & (sub >= 0)
+            load = carried.sum(axis=(0, 1)) + np.bincount(sub[plain], minlength=m)
+            _require((load <= 1).all(), "C3 violated: a resource block serves more than one link")
+        from dmoe.energy import link_rates_from_allocation
+
+        rate = link_rates_from_allocation(rates, sub, share)[0]
     if t == 0:
         return
-    i, j = np.indices((k, k))
-    rate = np.where(sub >= 0, rates[i, j, np.maximum(sub, 0)], 0.0)
     # [T, K] rate of the link each token would use for each expert
     token_rate = rate[src]
     remote = sel & (np.arange(k)[None, :] != src[:, None])
@@ -235,8 +386,9 @@ def check_jesa(result, scores, source, rates, threshold, max_experts, *, system,
         scores=scores,
         feasible=result.feasible,
         exclusive=exclusive,
+        rb_share=getattr(result, "rb_share", None),
     )
-    br = schedule_energy(sel, source, result.subcarrier, rates, system)
+    br = schedule_energy(sel, source, result.subcarrier, rates, system, rb_share=getattr(result, "rb_share", None))
     for name in ("energy_comm_links", "energy_comp_experts"):
         arr = getattr(result, name)
         _require(np.isfinite(arr).all(), f"{name} must be finite")

@@ -24,6 +24,17 @@ Decided details:
   available) and b_j > 0 (not part of the per-token cost). If a step would raise F, JESA
   keeps the previous schedule and stops (``stop_reason="objective_increase"``), so
   ``energy_history`` is non-increasing in every case.
+* Deadline (``deadline_s`` = T, beyond the paper; issue 16): the allocation step becomes
+  :func:`~dmoe.optimize.resource_blocks.allocate_resource_blocks`, links taking several
+  resource blocks so that each transfer fits its air-time budget (T - n_j / c_j) / 2
+  (:func:`dmoe.latency.air_time_budget`: forward and backward on the same RBs), within
+  the per-node budget ``system.max_rbs_per_node``; free RBs still go to idle links. The
+  selection step prices a link by its energy rate R^E (the mean energy per bit of its
+  current RBs, :func:`dmoe.energy.link_rates_from_allocation`). With a loose deadline the
+  allocation is P3(a)'s and JESA is unchanged. A system with a per-node budget uses the
+  same step (without deadline: one RB per link, at most B_i per node, and the random
+  initial beta keeps B_i links per node). ``deadline_s=None`` on a system without budget
+  is the paper's algorithm, bit for bit.
 """
 
 from __future__ import annotations
@@ -37,11 +48,13 @@ from dmoe.energy import (
     computation_energy,
     expert_comp_energy,
     link_rate_from_subcarriers,
+    link_rates_from_allocation,
     link_token_counts,
     node_computation_energy,
     token_costs,
     transmission_costs,
 )
+from dmoe.latency import air_time_budget
 from dmoe.optimize._validation import (
     SELECTION_METHODS,
     check_available,
@@ -54,6 +67,7 @@ from dmoe.optimize._validation import (
     check_threshold,
     mask_costs,
 )
+from dmoe.optimize.resource_blocks import allocate_resource_blocks
 from dmoe.optimize.selection import select_experts
 from dmoe.optimize.subcarrier import allocate_subcarriers
 
@@ -82,6 +96,13 @@ class JESAResult:
         feasible: ``[num_tokens], bool`` (False: Remark 2 fallback).
         energy_history: F after each accepted iteration [J], non-increasing.
         threshold: ``[num_tokens], float64`` the C1 thresholds used.
+        rb_share: None, or ``[K, K, M], float64`` the share of each link's bits on each
+            resource block when some link holds several (deadline; ``link_rate`` is then
+            the energy rate R^E and ``subcarrier`` each link's best RB).
+        rb_info: None (P3(a) allocation), or the last allocation's outcome under the
+            deadline / budget: ``late_links`` (served links later than their air-time
+            budget), ``deadline_stretch`` (the fallback's factor, 1 when met), ``gap``,
+            ``method``, ``multi_rb_links``, ``rbs_used``.
     """
 
     selection: np.ndarray
@@ -98,6 +119,8 @@ class JESAResult:
     feasible: np.ndarray
     energy_history: list = field(default_factory=list)
     threshold: np.ndarray | None = None
+    rb_share: np.ndarray | None = None
+    rb_info: dict | None = None
 
     @property
     def energy(self) -> float:
@@ -219,6 +242,7 @@ def jesa(
     init: str = "random",
     placement=None,
     available=None,
+    deadline_s=None,
 ) -> JESAResult:
     """JESA: block coordinate descent for P2 (Algorithm 2, Section VI-B).
 
@@ -246,6 +270,8 @@ def jesa(
             may serve this round (issue 9: failed nodes are unavailable). Unavailable
             experts cost ``+inf`` in every selection step, so each step is exact on the
             remaining experts and infeasible tokens fall back to their best remaining ones.
+        deadline_s: None (the paper) or T [s] > 0, the layer round's deadline: the
+            allocation step gives links several resource blocks to fit it (module doc).
 
     Returns:
         :class:`JESAResult`; every selected remote expert's link has a subcarrier with
@@ -262,14 +288,37 @@ def jesa(
     max_iterations = check_int("max_iterations", max_iterations, minimum=1)
     if init not in _INITS:
         raise ValueError(f"`init` must be one of {', '.join(repr(i) for i in _INITS)}; got {init!r}")
+    deadline_s = _check_round_deadline(deadline_s)
     k, _, m = rates.shape
     p0, bits = system.tx_power_w, system.bits_per_token
+    budget = system.max_rbs_per_node
+    # the resource-block step (issue 16) replaces P3(a) under a deadline or a node budget
+    use_rb = deadline_s is not None or budget is not None
+
+    def allocate(demand, selection):
+        if not use_rb:
+            return allocate_subcarriers(rates, demand, tx_power_w=p0, bits_per_token=bits, assign_idle=True)
+        air = None
+        if deadline_s is not None:
+            air = air_time_budget(demand, deadline_s, system, load=_node_load(selection, placement, k))
+        return allocate_resource_blocks(
+            rates, demand, tx_power_w=p0, bits_per_token=bits, deadline_s=air, max_rbs_per_node=budget,
+            assign_idle=True,
+        )
 
     if init == "random":
-        beta = random_subcarriers(k, m, rng)
+        gen = as_generator(rng)
+        beta = random_subcarriers(k, m, gen)
+        if budget is not None:
+            beta = _within_budget(beta, budget, gen)
     else:
         ones = (~np.eye(k, dtype=bool)).astype(np.float64)
-        beta = allocate_subcarriers(rates, ones, tx_power_w=p0, bits_per_token=bits, assign_idle=True).subcarrier
+        if use_rb:
+            beta = allocate_resource_blocks(rates, ones, tx_power_w=p0, bits_per_token=bits, max_rbs_per_node=budget,
+                                            assign_idle=True).subcarrier
+        else:
+            beta = allocate_subcarriers(rates, ones, tx_power_w=p0, bits_per_token=bits, assign_idle=True).subcarrier
+    share = None
 
     prev_sel = None
     history: list[float] = []
@@ -279,29 +328,47 @@ def jesa(
     for it in range(1, max_iterations + 1):
         iterations = it
         # [K, K] eq (2) -> [K, K] per-token costs; a token from node i sees row i
-        link_rate = link_rate_from_subcarriers(rates, beta)
+        if share is None:
+            link_rate = link_rate_from_subcarriers(rates, beta)
+        else:
+            link_rate = link_rates_from_allocation(rates, beta, share)[0]
         res, demand, comp = _select(scores, source, link_rate, thr, d, system, method, placement, avail)
-        alloc = allocate_subcarriers(rates, demand, tx_power_w=p0, bits_per_token=bits, assign_idle=True)
+        alloc = allocate(demand, res.selection)
         if alloc.unserved.any():  # pragma: no cover - excluded by construction (module doc)
             raise RuntimeError("internal error: JESA allocation left an active link unserved")
+        new_share = alloc.rb_share if use_rb and alloc.multi_rb else None
         objective = float(alloc.energy[alloc.served].sum() + comp.sum())
         if history and objective > history[-1] * (1.0 + _RISE_RTOL):
             stop_reason = "objective_increase"
             iterations = it - 1
             break
-        fixed = prev_sel is not None and np.array_equal(res.selection, prev_sel) and np.array_equal(
-            alloc.subcarrier, beta
+        fixed = (
+            prev_sel is not None
+            and np.array_equal(res.selection, prev_sel)
+            and np.array_equal(alloc.subcarrier, beta)
+            and _same_share(new_share, share)
         )
         state = (res, alloc, demand, comp)
         history.append(objective)
         prev_sel = res.selection
         beta = alloc.subcarrier
+        share = new_share
         if fixed:
             stop_reason = "converged"
             break
 
     res, alloc, demand, comp = state
     comm_links = np.where(alloc.served, alloc.energy, 0.0)
+    rb_info = None
+    if use_rb:
+        rb_info = {
+            "late_links": alloc.num_late,
+            "deadline_stretch": alloc.deadline_stretch,
+            "gap": alloc.gap,
+            "method": alloc.method,
+            "multi_rb_links": int(np.count_nonzero(alloc.num_rbs > 1)),
+            "rbs_used": int(np.count_nonzero(alloc.rb_share.sum(axis=(0, 1)) > 0)),
+        }
     return JESAResult(
         selection=res.selection,
         subcarrier=alloc.subcarrier,
@@ -317,7 +384,45 @@ def jesa(
         feasible=res.feasible,
         energy_history=history,
         threshold=thr,
+        rb_share=alloc.rb_share if use_rb and alloc.multi_rb else None,
+        rb_info=rb_info,
     )
+
+
+def _check_round_deadline(deadline_s):
+    """None or a finite number > 0 [s] (the layer round's deadline T)."""
+    if deadline_s is None:
+        return None
+    if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`deadline_s` must be a number [s] or None, got {deadline_s!r}")
+    value = float(deadline_s)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`deadline_s` must be a finite number > 0 [s], got {deadline_s!r}")
+    return value
+
+
+def _node_load(selection, placement, num_nodes):
+    """``[N]`` FFN work per node for the latency model (None: s_ij sums, one expert per node)."""
+    if placement is None:
+        return None
+    calls = np.asarray(selection, dtype=bool).sum(axis=0).astype(np.float64)
+    return np.bincount(placement, weights=calls, minlength=num_nodes) * (num_nodes / placement.shape[0])
+
+
+def _same_share(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return np.array_equal(a, b)
+
+
+def _within_budget(beta: np.ndarray, budget: int, gen: np.random.Generator) -> np.ndarray:
+    """Algorithm 2's random beta with at most ``budget`` links per node (random ones kept)."""
+    beta = beta.copy()
+    for i in range(beta.shape[0]):
+        links = np.flatnonzero(beta[i] >= 0)
+        if links.size > budget:
+            beta[i, gen.permutation(links)[budget:]] = -1
+    return beta
 
 
 def lower_bound(

@@ -14,7 +14,8 @@ Dense()                "dense"          every expert, optimal subcarriers
 =====================  ===============  ===============================================
 
 Energy accounting for the runtime: charge ``Schedule.selection`` with
-:func:`dmoe.energy.schedule_energy` (tokens s_ij, R_ij from ``Schedule.subcarrier``);
+:func:`dmoe.energy.schedule_energy` (tokens s_ij, R_ij from ``Schedule.subcarrier``, or
+from ``Schedule.rb_share`` when links hold several resource blocks);
 every selected remote expert's link has a subcarrier with positive rate. Only the
 lower bound shares subcarriers between links (``Schedule.exclusive`` is False for it).
 """
@@ -66,7 +67,15 @@ class Schedule:
             experts were reachable; dense: True).
         threshold: ``[num_tokens], float64`` C1 threshold used, or None (Top-k, dense).
         exclusive: whether C3 holds (False only for the lower bound).
-        info: small dict of solver details (e.g. JESA iterations, rounds).
+        info: small dict of solver details (e.g. JESA iterations, rounds; a deadline
+            policy's per-round outcome, :mod:`dmoe.optimize.deadline`).
+        rb_share: None (one subcarrier per link: ``subcarrier`` says which) or
+            ``[K, K, M], float64`` the share of each link's bits on each resource block
+            when some link holds several (:mod:`dmoe.optimize.resource_blocks`); then
+            ``subcarrier`` is each link's highest-rate RB and ``rb_share`` is what the
+            energy (:func:`dmoe.energy.schedule_energy`), the air time and the runtime
+            (:func:`dmoe.runtime.transfer.transmit`) charge. None whenever every link
+            uses at most one RB, so one-RB schedules are charged exactly as before.
     """
 
     selection: np.ndarray
@@ -75,6 +84,7 @@ class Schedule:
     threshold: np.ndarray | None = None
     exclusive: bool = True
     info: dict = field(default_factory=dict)
+    rb_share: np.ndarray | None = None
 
 
 def _fmt(x: float) -> str:
@@ -157,6 +167,19 @@ def _inputs(scores, source, rates, layer, system, placement=None, available=None
     return scores, source, rates, system, placement, avail
 
 
+def _allocate(rates, demand, system):
+    """P3(a) for ``demand``; with a per-node budget (``system.max_rbs_per_node``) the
+    resource-block allocator without deadline (one RB per link, at most B_i per node)."""
+    if system.max_rbs_per_node is None:
+        return allocate_subcarriers(rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token)
+    from dmoe.optimize.resource_blocks import allocate_resource_blocks
+
+    return allocate_resource_blocks(
+        rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token,
+        max_rbs_per_node=system.max_rbs_per_node,
+    )
+
+
 def _node_demand(selection, source, placement, num_nodes):
     """[N, N] tokens from node i that need node n (one transmission per token and node)."""
     if placement is None:
@@ -206,9 +229,7 @@ class TopK(Policy):
             selection = np.zeros((t, kk), dtype=bool)
             np.put_along_axis(selection, order, ok, axis=1)
             demand = _node_demand(selection, source, placement, nn)
-            alloc = allocate_subcarriers(
-                rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token
-            )
+            alloc = _allocate(rates, demand, system)
             if not alloc.unserved.any():
                 break
             allowed &= ~alloc.unserved
@@ -218,16 +239,23 @@ class TopK(Policy):
 
 class _JESABase(Policy):
     max_experts: int
+    #: :class:`~dmoe.optimize.deadline.Deadline` passes its T down (JESA's resource-block step)
+    accepts_deadline = True
 
     def _threshold(self, layer: int) -> float:
         raise NotImplementedError
 
-    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
+    def schedule(
+        self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None, deadline_s=None
+    ) -> Schedule:
+        """As :meth:`Policy.schedule`; ``deadline_s`` (T [s] or None) is passed to
+        :func:`~dmoe.optimize.jesa.jesa`, whose allocation step then gives links several
+        resource blocks to finish the layer round within T."""
         scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
         thr = self._threshold(int(layer))
         res = jesa(
             scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), placement=placement,
-            available=avail,
+            available=avail, deadline_s=deadline_s,
         )
         info = {
             "iterations": res.iterations,
@@ -235,7 +263,9 @@ class _JESABase(Policy):
             "stop_reason": res.stop_reason,
             "energy": res.energy,
         }
-        return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, True, info)
+        if res.rb_info is not None:
+            info["resource_blocks"] = res.rb_info
+        return Schedule(res.selection, res.subcarrier, res.feasible, res.threshold, True, info, res.rb_share)
 
 
 class Homogeneous(_JESABase):
@@ -336,14 +366,15 @@ class Dense(Policy):
         t, k = scores.shape
         selection = np.ones((t, k), dtype=bool) if avail is None else np.array(avail, dtype=bool)
         demand = _node_demand(selection, source, placement, rates.shape[0])
-        alloc = allocate_subcarriers(rates, demand, tx_power_w=system.tx_power_w, bits_per_token=system.bits_per_token)
+        alloc = _allocate(rates, demand, system)
         if alloc.unserved.any():
             n_active = int(alloc.active.sum())
             i, j = np.argwhere(alloc.unserved)[0]
             raise ValueError(
                 f"dense policy cannot serve link {i}->{j}: {n_active} active links for "
                 f"{rates.shape[2]} subcarriers (`rates` has too few subcarriers or a link with rate 0 "
-                "everywhere); dense cannot reroute tokens"
+                "everywhere, or the per-node budget `max_rbs_per_node` is below the node's links); "
+                "dense cannot reroute tokens"
             )
         # feasible: the token got every one of the K experts (False once a node failed)
         return Schedule(selection, alloc.subcarrier, selection.all(axis=1), None, True, {})

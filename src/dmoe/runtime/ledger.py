@@ -4,7 +4,8 @@ Every charge is computed here from what the runtime did (which token went to whi
 on which subcarrier, at which rate), independently of what a policy believes its schedule
 costs. Units (DESIGN.md): communication energy of one hidden state sent from node i to node
 j != i on subcarrier m is ``P0 * 8 * s0 / r_ij^(m)`` [J] (eq 3 with one subcarrier per
-link); computation energy of expert j is ``a_j`` [J] per token processed plus ``b_j`` [J]
+link; a link on several resource blocks pays P0 times the sum of its RBs' on-times,
+``Schedule.rb_share``); computation energy of expert j is ``a_j`` [J] per token processed plus ``b_j`` [J]
 once per round in which it processes at least one token (eq 4). In-situ processing
 (i == j) costs no communication.
 
@@ -151,6 +152,7 @@ class EnergyLedger:
         rates: np.ndarray,
         feasible: np.ndarray | None = None,
         completed: np.ndarray | None = None,
+        rb_share: np.ndarray | None = None,
     ) -> tuple[float, float]:
         """Charge one layer round.
 
@@ -171,6 +173,10 @@ class EnergyLedger:
         completed : ndarray [num_tokens], bool, optional
             Tokens whose layer round completed (default all). The energy of the others'
             share (their transmissions and expert calls) is also recorded as lost.
+        rb_share : ndarray [num_nodes, num_nodes, num_subcarriers], float, optional
+            The share of each link's bits on each resource block when links hold several
+            (``Schedule.rb_share``): each link is charged P0 times the sum of its RBs'
+            on-times (:func:`dmoe.energy.schedule_energy`). None: one subcarrier per link.
 
         Returns
         -------
@@ -203,7 +209,9 @@ class EnergyLedger:
             raise RuntimeError(f"schedule sends tokens over link {i}->{j}, which has no subcarrier")
         try:
             # eq (2)-(4) on the subcarriers actually allocated
-            bill = schedule_energy(selection, source, sub, rates, self.system, zero_rate="raise", placement=place)
+            bill = schedule_energy(
+                selection, source, sub, rates, self.system, zero_rate="raise", placement=place, rb_share=rb_share
+            )
         except ValueError as exc:
             raise RuntimeError(f"schedule sends tokens over a zero-rate link: {exc}") from exc
         comm, comp = float(bill.comm), float(bill.comp)
@@ -219,7 +227,9 @@ class EnergyLedger:
         if feasible is not None:
             self._infeasible[layer] += int(np.count_nonzero(~np.asarray(feasible, dtype=bool)[done]))
         if not done.all():
-            lost = schedule_energy(selection[~done], source[~done], sub, rates, self.system, zero_rate="raise")
+            lost = schedule_energy(
+                selection[~done], source[~done], sub, rates, self.system, zero_rate="raise", rb_share=rb_share
+            )
             self._lost[layer] += float(lost.comm) + float(lost.comp)
         return comm, comp
 

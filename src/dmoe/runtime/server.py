@@ -538,6 +538,7 @@ class DMoERuntime:
                     chan.estimated_rates,
                     chan.true_rates,
                     self.system,
+                    rb_share=getattr(sched, "rb_share", None),
                     **place_kw,
                 )
                 selection = sent.selection
