@@ -446,3 +446,32 @@ def test_a_policy_given_twice_runs_once(tmp_path, tiny_tokenizer):
     summary = json.loads((out / "summary.json").read_text())
     names = [p["policy"] if isinstance(p, dict) else p for p in summary["config"]["policies"]]
     assert len(names) == 2, names
+
+
+def test_deadline_misses_are_on_the_record(tmp_path, tiny_tokenizer):
+    """Issue 20: `[T=1e-9s]` ran silently; misses are now counted per policy and per layer."""
+    import csv
+
+    from click.testing import CliRunner
+
+    from dmoe.cli import main
+
+    d = tmp_path / "qwen"
+    save_tiny_moe("qwen2_moe", d, tokenizer=tiny_tokenizer)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", "--model", str(d), "--limit", "2", "--quiet", "--ppl-texts", "0",
+                                    "-o", str(out), "--policy", "Top-2[T=1e-9s]", "--policy", "Top-2[T=1e3s]",
+                                    "--policy", "Top-2"])
+    assert res.exit_code == 0, res.output
+    assert "note: Top-2[T=1e-09s]: every layer round missed the deadline T = 1e-09 s" in res.output, res.output
+    assert "T missed" in res.output and "Top-2[T=1000s]:" not in res.output
+    summary = {r["policy"]: r for r in json.loads((out / "summary.json").read_text())["results"]}
+    tight, loose, free = summary["Top-2[T=1e-09s]"], summary["Top-2[T=1000s]"], summary["Top-2"]
+    assert tight["deadline_missed"] == tight["deadline_rounds"] > 0 and tight["deadline_miss_max_s"] > 0
+    assert loose["deadline_missed"] == 0 and loose["deadline_miss_max_s"] == 0.0 and loose["deadline_s"] == 1e3
+    assert free["deadline_s"] is None and free["deadline_missed"] is None
+    with (out / "per_layer.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    per_layer = [int(r["deadline_missed"]) for r in rows if r["policy"] == "Top-2[T=1e-09s]"]
+    assert sum(per_layer) == tight["deadline_missed"]
+    assert all(r["deadline_missed"] == "" for r in rows if r["policy"] == "Top-2")

@@ -26,6 +26,7 @@ from .data import (
 from .optimize.policies import Dense, TopK, policy_from_name
 from .results import (
     format_table,
+    deadline_notes,
     latency_note,
     plot_latency,
     plot_per_layer,
@@ -466,10 +467,10 @@ def run_main_job(
               else "try --wire-dtype fp8 or an NR --system" if s0_dtype in (None, "fp16", "bf16")
               else "try an NR --system"),
     )
-    config["notes"] = [] if note is None else [note]
+    config["notes"] = ([] if note is None else [note]) + deadline_notes(results)
     log(format_table(results))
-    if note is not None:
-        log(note)
+    for line in config["notes"]:
+        log(line)
     if out_dir is not None and results:
         out_dir.mkdir(parents=True, exist_ok=True)
         title = f"MMLU {', '.join(names)} — {len(questions)} questions, seed {seed}"

@@ -40,6 +40,7 @@ PER_LAYER_FIELDS = (
     "dropped_tokens",
     "latency_mean_s",
     "latency_p95_s",
+    "deadline_missed",
 )
 
 
@@ -66,6 +67,11 @@ SUMMARY_FIELDS = (
     "latency_air_share",
     "link_rate_median_bps",
     "link_load_mean",
+    "deadline_s",
+    "deadline_rounds",
+    "deadline_missed",
+    "deadline_miss_max_s",
+    "deadline_miss_mean_s",
 )
 
 
@@ -109,6 +115,8 @@ def per_layer_rows(results: Sequence[PolicyResult]) -> list[dict]:
     for r in results:
         t = r.per_layer
         L = len(t.tokens)
+        # [L] layer rounds per layer that missed the policy's deadline (None: no deadline)
+        missed = r.deadline_missed_per_layer()
 
         def col(values, layer, default=0.0):
             return default if values is None else values[layer]
@@ -141,6 +149,7 @@ def per_layer_rows(results: Sequence[PolicyResult]) -> list[dict]:
                     "dropped_tokens": int(col(t.dropped_tokens, layer, 0)),
                     "latency_mean_s": float(col(t.latency_mean_s, layer)),
                     "latency_p95_s": float(col(t.latency_p95_s, layer)),
+                    "deadline_missed": "" if missed is None else int(missed[layer]),
                 }
             )
     return rows
@@ -224,6 +233,7 @@ def format_table(results: Sequence[PolicyResult]) -> str:
         r.energy_planned_j is not None and (r.energy_planned_j != r.energy_j or r.failed_attempts) for r in results
     )
     faults = any(r.node_failures or r.node_joins or not r.complete for r in results)
+    deadlines = any(r.deadline_s is not None for r in results)
     # (header, width, decimals) of every numeric column, in order
     cols = [("accuracy", 9, 3), ("mean NLL", 10, 3), ("agree", 8, 3), ("KL [nat]", 10, 4), ("ppl", 12, 2),
             ("energy [J]", 12, 2), ("mJ/token", 10, 2), ("J/query", 10, 2), ("comm [J]", 11, 2), ("comp [J]", 11, 2)]
@@ -233,6 +243,8 @@ def format_table(results: Sequence[PolicyResult]) -> str:
              ("time [s]", 9, 2)]
     if faults:
         cols += [("failures", 9, 0), ("replans", 8, 0), ("rehosted", 9, 0)]
+    if deadlines:
+        cols += [("T missed", 9, 0), ("max late [s]", 13, 3)]
     head = f"{'policy':<{width}}" + "".join(f"{h:>{w}}" for h, w, _ in cols)
     lines = [head, "-" * len(head)]
     dense = next((r.energy_j for r in results if r.policy == "dense"), None)
@@ -248,13 +260,35 @@ def format_table(results: Sequence[PolicyResult]) -> str:
                    lat["latency_layer_round_p95_s"], lat["latency_query_mean_s"], lat["latency_query_p95_s"], r.seconds]
         if faults:
             values += [int(r.node_failures), int(r.replans), int(r.rehosted_queries)]
+        if deadlines:
+            dl = r.deadline_stats()
+            values += [dl["deadline_missed"], dl["deadline_miss_max_s"]]
         line = f"{r.policy:<{width}}" + "".join(
-            f"{'':>{w}}" if h == "vs dense" and v is None else fit(v, w, d) for (h, w, d), v in zip(cols, values)
+            f"{'':>{w}}" if h in ("vs dense", "T missed", "max late [s]") and v is None else fit(v, w, d)
+            for (h, w, d), v in zip(cols, values)
         )
         if faults and not r.complete:
             line += f"  (stopped after {r.num_questions} questions)"
         lines.append(line)
     return "\n".join(lines)
+
+
+def deadline_notes(results: Sequence[PolicyResult]) -> list[str]:
+    """One line per deadline policy whose layer rounds missed T on air (issue 20): how many,
+    by how much, and ``every layer round missed`` when none met it. Empty when all met it."""
+    notes = []
+    for r in results:
+        dl = r.deadline_stats()
+        if not dl["deadline_missed"]:
+            continue
+        every = dl["deadline_missed"] == dl["deadline_rounds"]
+        notes.append(
+            f"note: {r.policy}: {'every layer round missed' if every else 'layer rounds missed'} the deadline "
+            f"T = {dl['deadline_s']:g} s ({dl['deadline_missed']} of {dl['deadline_rounds']}; late by "
+            f"{dl['deadline_miss_mean_s']:.3g} s on average, {dl['deadline_miss_max_s']:.3g} s at most)"
+            + ("; no allocation of the resource blocks meets it on this channel" if every else "")
+        )
+    return notes
 
 
 def _duration(seconds: float) -> str:

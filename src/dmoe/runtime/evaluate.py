@@ -163,6 +163,37 @@ class PolicyResult:
     latency_air_s: np.ndarray | None = None
     link_rates_bps: np.ndarray | None = None
     link_loads: np.ndarray | None = None
+    deadline_s: float | None = None
+
+    def deadline_stats(self) -> dict:
+        """How the layer rounds met the policy's deadline T (``"<policy>[T=...s]"``, issue 20).
+
+        A layer round misses when its completion time on air (all attempts, re-plans after a
+        node loss included) exceeds T. Returns ``deadline_s`` (None without a deadline),
+        ``deadline_rounds`` (layer rounds run), ``deadline_missed`` (how many exceeded T),
+        ``deadline_miss_max_s`` and ``deadline_miss_mean_s`` (excess over T [s], the mean over
+        the missed rounds; 0 when none missed); every value None without a deadline.
+        """
+        keys = ("deadline_rounds", "deadline_missed", "deadline_miss_max_s", "deadline_miss_mean_s")
+        if self.deadline_s is None:
+            return {"deadline_s": None, **{k: None for k in keys}}
+        lr = np.zeros(0) if self.latency_layer_round_s is None else np.asarray(self.latency_layer_round_s).ravel()
+        # [num_rounds * num_layers] excess over T [s] of the rounds that missed it
+        excess = lr[lr > self.deadline_s * (1.0 + 1e-12)] - self.deadline_s
+        return {
+            "deadline_s": float(self.deadline_s),
+            "deadline_rounds": int(lr.size),
+            "deadline_missed": int(excess.size),
+            "deadline_miss_max_s": float(excess.max()) if excess.size else 0.0,
+            "deadline_miss_mean_s": float(excess.mean()) if excess.size else 0.0,
+        }
+
+    def deadline_missed_per_layer(self) -> np.ndarray | None:
+        """``[num_layers], int64`` layer rounds per layer that missed the deadline (None without one)."""
+        if self.deadline_s is None or self.latency_layer_round_s is None:
+            return None
+        lr = np.asarray(self.latency_layer_round_s, dtype=np.float64)
+        return np.sum(lr > self.deadline_s * (1.0 + 1e-12), axis=0).astype(np.int64)
 
     @property
     def seconds_per_round(self) -> float:
@@ -223,6 +254,7 @@ class PolicyResult:
             "dropped_tokens": self.dropped_tokens,
             **self.latency_stats(),
             **self.latency_breakdown(),
+            **self.deadline_stats(),
             "energy_always_on_j": self.energy_always_on_j,
             "seconds": round(self.seconds, 2),
             "engine": self.engine,
@@ -402,6 +434,7 @@ def _result(runtime: DMoERuntime, name: str, logliks, answers, kl, scored, refer
         latency_air_s=runtime.latency.air_s,
         link_rates_bps=runtime.latency.link_rates_bps,
         link_loads=runtime.latency.link_loads,
+        deadline_s=getattr(runtime.policy, "deadline_s", None),
     )
 
 
