@@ -304,7 +304,6 @@ def lp_relaxation(prob: Problem, cand: np.ndarray, deadline: np.ndarray, n_serve
     h_scale = float(h.max()) if h.max() > 0 else 1.0
     link, rb, node = _structure(prob, rows, cols, served_all)
     nz = 0 if served_all else l_num
-    nvar = p + nz
     a_link = csr_array((a, (rows, np.arange(p))), shape=(l_num, p))
     if served_all:
         a_eq = a_link
