@@ -475,3 +475,34 @@ def test_deadline_misses_are_on_the_record(tmp_path, tiny_tokenizer):
     per_layer = [int(r["deadline_missed"]) for r in rows if r["policy"] == "Top-2[T=1e-09s]"]
     assert sum(per_layer) == tight["deadline_missed"]
     assert all(r["deadline_missed"] == "" for r in rows if r["policy"] == "Top-2")
+
+
+def test_every_node_failing_and_absurd_energies_still_give_strict_files_and_aligned_columns(tmp_path, tiny_tokenizer):
+    """Issue 20: when every node failed summary.json held bare NaN (rejected by JSON.parse / jq);
+    `--snr-db -300` printed energies of 1e31 J that ran the table's columns together."""
+    from click.testing import CliRunner
+
+    from dmoe.cli import main
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    d = tmp_path / "qwen"
+    save_tiny_moe("qwen2_moe", d, tokenizer=tiny_tokenizer)
+    out = tmp_path / "dead"
+    res = CliRunner().invoke(main, ["run", "--model", str(d), "--limit", "2", "--quiet", "--ppl-texts", "0",
+                                    "-o", str(out), "--policy", "Top-2", "--node-failure-rate", "0.95",
+                                    "--no-node-rejoin"])
+    assert res.exit_code != 0 and "have failed" in res.output and "Traceback" not in res.output, res.output
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["results"] and summary["results"][0]["complete"] is False
+    out = tmp_path / "weak"
+    res = CliRunner().invoke(main, ["run", "--model", str(d), "--limit", "1", "--quiet", "--ppl-texts", "0",
+                                    "-o", str(out), "--policy", "Top-2", "--policy", "dense", "--snr-db", "-300"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("policy "))
+    table = lines[head:head + 4]
+    assert len({len(line) for line in table}) == 1, table  # every row as wide as the header
+    assert "e+" in table[2] or "e+" in table[3]
+    json.loads((out / "summary.json").read_text(), parse_constant=refuse)
