@@ -38,7 +38,9 @@ def test_importing_the_hook_imports_nothing():
             "print(sum(type(f).__name__ == '_RegistryFinder' for f in sys.meta_path)); "
             "import dmoe_lm_eval_hook as h; h.install_finder(); "  # a second install adds no second finder
             "print(sum(type(f).__name__ == '_RegistryFinder' for f in sys.meta_path))")
-    proc = _run(["-c", code])
+    # -S: no site processing, so an installed dmoe_lm_eval_hook.pth (scripts/install.sh puts one
+    # in the venv) has not imported the hook before the measurement
+    proc = _run(["-S", "-c", code])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["['dmoe_lm_eval_hook']", "1", "1"]
 
