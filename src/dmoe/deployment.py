@@ -374,6 +374,14 @@ def plan_deployment(
                                 noise_figure_db, tx_power_dbm)
     # the deployment (node positions, LoS, shadowing) from the seed: a bad CSV fails here
     large_scale = channel.large_scale(system.num_experts, seed)
+    if large_scale is not None and system.noise_figure_db is None:
+        # the paper's P0/N0 is a ratio before its fixed 1e-2 average gain: under a path loss of
+        # 50-100 dB it leaves every link far below 0 dB SNR (hours per query), so refuse it
+        raise ValueError(
+            f"`layout` {channel.layout!r} needs the noise from a noise figure (N0 = k T0 B0 NF): "
+            f"`snr_db` (--snr-db) is P0/N0 before the paper's fixed 1e-2 average gain, not under a path loss; "
+            f"use an NR --system (e.g. nr-fr1-30khz-100mhz) or give --noise-figure (e.g. 7)"
+        )
     # a delay profile the OFDM grid cannot resolve is refused before any work (issue 20)
     check_grid_resolution(channel.make_model(), system.subcarrier_spacing_hz,
                           warn=warn if warn is not None else lambda m: warnings.warn(m, stacklevel=4))
@@ -477,7 +485,8 @@ def _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput, nois
     except ValueError as exc:
         flags = {"num_subcarriers": "-M", "snr_db": "--snr-db", "noise_figure_db": "--noise-figure",
                  "node_power_budget_w": "--tx-power-dbm", "comp_throughput_tokens_per_s": "--comp-throughput"}
-        given = ", ".join(flags[n] for n in extra)
+        # the options the user gave (the CLI always passes --comp-throughput's default: not named)
+        given = ", ".join(flags[n] for n in extra if n != "comp_throughput_tokens_per_s")
         raise ValueError(f"{exc} (--system {preset}{f'; given {given}' if given else ''})") from exc
 
 

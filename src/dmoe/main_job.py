@@ -473,7 +473,7 @@ def run_main_job(
         log(line)
     if out_dir is not None and results:
         out_dir.mkdir(parents=True, exist_ok=True)
-        title = f"MMLU {', '.join(names)} — {len(questions)} questions, seed {seed}"
+        title = f"MMLU {', '.join(names)} — {len(questions)} question{'s' if len(questions) != 1 else ''}, seed {seed}"
         write_summary(out_dir / "summary.json", config, results)
         write_summary_csv(out_dir / "summary.csv", results)
         write_per_layer_csv(out_dir / "per_layer.csv", results)

@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "LAYOUT_KINDS",
+    "MAX_LAYOUT_M",
     "disk_positions",
     "grid_positions",
     "node_positions",
@@ -40,9 +41,16 @@ __all__ = [
 LAYOUT_KINDS: tuple[str, ...] = ("disk", "grid", "csv")
 
 
+#: Largest distance a layout may span [m]: 100 km, far beyond the TR 38.901 models' ranges
+#: (UMi 5 km, InH 150 m); larger ones are typos (1e300 m overflowed the path loss to inf).
+MAX_LAYOUT_M = 1e5
+
+
 def _length(name: str, value, *, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) or value <= 0:
         raise ValueError(f"`{name}` ({what}) must be a finite number > 0 [m], got {value!r}")
+    if float(value) > MAX_LAYOUT_M:
+        raise ValueError(f"`{name}` ({what}) must be at most {MAX_LAYOUT_M:g} m (100 km), got {value!r}")
     return float(value)
 
 
@@ -173,6 +181,9 @@ def read_positions_csv(path, num_nodes: int) -> np.ndarray:
             raise ValueError(f"`layout` CSV {str(p)!r} line {line}: {row} is not two numbers (x, y [m])") from None
         if not (math.isfinite(x) and math.isfinite(y)):
             raise ValueError(f"`layout` CSV {str(p)!r} line {line}: coordinates must be finite, got {row}")
+        if max(abs(x), abs(y)) > MAX_LAYOUT_M:
+            raise ValueError(f"`layout` CSV {str(p)!r} line {line}: coordinates must lie within "
+                             f"+-{MAX_LAYOUT_M:g} m (100 km), got {row}")
         out.append((x, y))
     if len(out) != n:
         raise ValueError(
