@@ -55,6 +55,16 @@ def tiny_llama():
     return LlamaForCausalLM(tiny_llama_config()).eval()
 
 
+@pytest.fixture(scope="module")
+def ray_session():
+    """Ray started once per test module (2 CPUs, no dashboard), shut down after it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def tiny_carved_build(tmp_path_factory, tiny_tokenizer):
     """``(build dir, root)``: a tiny random Llama (with the tiny tokenizer) carved into K = 4

@@ -18,28 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_llama_config
 
 POLICIES = ["dense", "Top-1", "Top-2", "H(0.5,2)", "JESA(0.9,2)", "LB(0.9,2)"]
 ARGS = ["-K", "4", "-M", "12", "--limit", "2", "--seed", "3", "--combine", "weighted", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def tiny_build(tmp_path_factory, tiny_tokenizer):
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from dmoe.model import build_moe_model
-
-    root = tmp_path_factory.mktemp("det")
-    dense_dir = root / "tiny-llama"
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config()).eval().save_pretrained(dense_dir)
-    tiny_tokenizer.save_pretrained(dense_dir)
-    g = torch.Generator().manual_seed(0)
-    calib = [torch.randint(0, 256, (24,), generator=g) for _ in range(6)]
-    model = build_moe_model(dense_dir, num_experts=4, cache_dir=root / "cache", calibration_ids=calib, progress=False)
-    return Path(model.metadata["cache_path"]), root
+def tiny_build(tiny_carved_build):
+    """``(build dir, root)`` of the shared tiny carved model (tests/conftest.py)."""
+    return tiny_carved_build
 
 
 def _cli_args(build, out):

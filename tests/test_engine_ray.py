@@ -29,13 +29,6 @@ POLICIES = [Dense(), TopK(1), TopK(2), Homogeneous(0.6, 2), JESAPolicy(0.8, 2), 
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny_moe(tiny_llama):
     return make_tiny_moe(tiny_llama, K)
 

@@ -28,13 +28,6 @@ CFG = GenerationConfig(max_new_tokens=8, stop_token_ids=())
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny_moe(tiny_llama):
     return make_tiny_moe(tiny_llama, K)
 

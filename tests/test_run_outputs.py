@@ -7,12 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import tomllib
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import tiny_llama_config
 from dmoe.cli import main
 
 #: the tiny carved model: hidden size 32 (tests/conftest.py), K = 4
@@ -22,22 +20,9 @@ BASE = ["-K", "4", "-M", "12", "--limit", "2", "--ppl-texts", "0", "--quiet", "-
 
 
 @pytest.fixture(scope="module")
-def tiny_build(tmp_path_factory, tiny_tokenizer):
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from dmoe.model import build_moe_model
-
-    root = tmp_path_factory.mktemp("outputs")
-    dense_dir = root / "tiny-llama"
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config()).eval().save_pretrained(dense_dir)
-    tiny_tokenizer.save_pretrained(dense_dir)
-    g = torch.Generator().manual_seed(0)
-    calib = [torch.randint(0, 256, (24,), generator=g) for _ in range(6)]
-    model = build_moe_model(dense_dir, num_experts=4, cache_dir=root / "cache", calibration_ids=calib, progress=False)
-    assert model.hidden_size == HIDDEN
-    return Path(model.metadata["cache_path"]), root
+def tiny_build(tiny_carved_build):
+    """``(build dir, root)`` of the shared tiny carved model (tests/conftest.py)."""
+    return tiny_carved_build
 
 
 def _run(build, out, *extra):
