@@ -194,3 +194,17 @@ def test_a_missing_file_is_a_clean_error(tmp_path):
     res = CliRunner().invoke(main, ["run", "--config", str(tmp_path / "nope.toml"), "-o", str(tmp_path / "o")])
     assert res.exit_code != 0 and "nope.toml" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[policies]\npolicies = ["Top-0"]\n', "`policies` in"),
+    ('[geometry]\nlayout = "disk:-1"\n', "`layout` in"),
+    ('[geometry]\npathloss = "inh-office"\n', "`pathloss` in"),
+    ('[channel]\nspeed_kmh = 1e6\n', "`channel` in"),
+])
+def test_dmoe_config_file_checks_what_run_checks_before_the_model(tmp_path, text, needle):
+    """Review of issue 20: `dmoe config FILE` printed `policies = ["Top-0"]` and `layout = "disk:-1"` back."""
+    path = _write(tmp_path, text)
+    res = CliRunner().invoke(main, ["config", str(path)])
+    assert res.exit_code != 0 and needle in res.output and str(path) in res.output, res.output
+    assert "Traceback" not in res.output

@@ -158,7 +158,8 @@ def _run(ctx, o: dict) -> None:
 @click.option("--defaults", is_flag=True, help="Print the defaults of `dmoe run` as a commented TOML file.")
 def config_cmd(file, defaults):
     """Print a `dmoe run` configuration as TOML: the defaults (--defaults), or FILE checked
-    (tables, keys, types and ranges) and merged over the defaults (what `dmoe run --config FILE`
+    (tables, keys, types and ranges; policy strings, the layout and the channel as `dmoe run`
+    checks them before the model loads) and merged over the defaults (what `dmoe run --config FILE`
     runs with no other flag).
 
     Save the defaults, edit them, run: `dmoe config --defaults > deploy.toml`, then
@@ -173,9 +174,46 @@ def config_cmd(file, defaults):
         return
     try:
         values = {**default_values(run), **read_config(file, run)}
+        _check_config_values(values, file)
     except ConfigError as exc:
         _fail(exc)
     click.echo(dump_toml(sectioned(values), header=f"{file} merged over the defaults of `dmoe run`"), nl=False)
+
+
+def _check_config_values(values: dict, file) -> None:
+    """What `dmoe run` checks from the options alone, without the model: policy strings (the
+    calibrated ones by their form), the layout, the pathloss / layout pairing and the channel.
+
+    Raises:
+        ConfigError: naming the key, the file and the rule.
+    """
+    from .channels import ChannelConfig
+    from .channels.geometry import parse_layout
+    from .config import ConfigError
+    from .main_job import _parse_policies
+
+    def fail(key, exc):
+        raise ConfigError(f"`{key}` in {file}: {exc}") from None
+
+    if values.get("policies"):
+        try:
+            _parse_policies(list(values["policies"]))
+        except ValueError as exc:
+            fail("policies", exc)
+    if values.get("layout") is not None:
+        try:
+            parse_layout(values["layout"])
+        except ValueError as exc:
+            fail("layout", exc)
+    elif values.get("pathloss") is not None:
+        fail("pathloss", "needs a `layout` (node positions)")
+    try:
+        ChannelConfig(model=str(values.get("channel_model", "rayleigh")).lower(),
+                      delay_spread_ns=values.get("delay_spread", 100.0), speed_kmh=values.get("speed_kmh"),
+                      carrier_ghz=values.get("carrier_ghz", 3.5), csi_error=values.get("csi_error", 0.0),
+                      csi_delay=values.get("csi_delay", 0))
+    except ValueError as exc:
+        fail("channel", exc)
 
 
 @main.command()
