@@ -1133,19 +1133,41 @@ def _numba_namespace():
                 t = time.perf_counter()
             return t
 
-        ns = dict(globals())
-        ns["_now"] = now_nb
-        for name in _NO_NRT:
-            fn = globals()[name]
-            copy = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, fn.__closure__)
-            copy.__qualname__ = fn.__qualname__
-            copy.__module__ = fn.__module__
-            options = {"cache": True}
-            if name in _NO_NRT:
-                options["_nrt"] = False
-            ns[name] = numba.njit(**options)(copy)
-        _NUMBA_NS = ns
+        _NUMBA_NS = compile_kernels(globals(), _NO_NRT, no_nrt=_NO_NRT, overrides={"_now": now_nb})
     return _NUMBA_NS or None
+
+
+def compile_kernels(module_globals: dict, names, *, no_nrt=(), inline=(), overrides=None) -> dict:
+    """A copy of ``module_globals`` in which every function of ``names`` is replaced by its
+    numba-compiled copy (``cache=True``), so that compiled kernels call each other.
+
+    Args:
+        module_globals: the kernels' module namespace (``globals()``).
+        names: the functions to compile.
+        no_nrt: of those, the ones compiled without numba's reference counting (``_nrt=False``).
+        inline: of those, the ones inlined into their callers at the numba IR level.
+        overrides: names bound in the namespace before compiling (e.g. kernels of another
+            module's compiled namespace).
+
+    Returns:
+        the namespace (dict); its compiled functions are looked up there.
+    """
+    import numba
+
+    ns = dict(module_globals)
+    ns.update(overrides or {})
+    for name in names:
+        fn = module_globals[name]
+        copy = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, fn.__closure__)
+        copy.__qualname__ = fn.__qualname__
+        copy.__module__ = fn.__module__
+        options = {"cache": True}
+        if name in no_nrt:
+            options["_nrt"] = False
+        if name in inline:
+            options["inline"] = "always"
+        ns[name] = numba.njit(**options)(copy)
+    return ns
 
 
 def warm_clock() -> None:

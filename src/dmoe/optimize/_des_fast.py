@@ -58,7 +58,6 @@ passing arrays would otherwise cost an atomic increment and decrement per array)
 from __future__ import annotations
 
 import math
-import types
 
 import numpy as np
 
@@ -789,23 +788,9 @@ def _numba_namespace():
         if base is None:
             _NUMBA_NS = False
             return None
-        import numba
-
-        ns = dict(globals())
-        for name in ("_root", "_arrange", "search_canonical", "exact_sum", "compare_sets"):
-            ns[name] = base[name]
-        for name in _NO_NRT + ("solve_batch",):
-            fn = globals()[name]
-            copy = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, fn.__closure__)
-            copy.__qualname__ = fn.__qualname__
-            copy.__module__ = fn.__module__
-            options = {"cache": True}
-            if name in _NO_NRT:
-                options["_nrt"] = False
-            if name in _INLINE:
-                options["inline"] = "always"
-            ns[name] = numba.njit(**options)(copy)
-        _NUMBA_NS = ns
+        shared = {name: base[name] for name in ("_root", "_arrange", "search_canonical", "exact_sum", "compare_sets")}
+        _NUMBA_NS = _des.compile_kernels(globals(), _NO_NRT + ("solve_batch",), no_nrt=_NO_NRT, inline=_INLINE,
+                                         overrides=shared)
     return _NUMBA_NS or None
 
 

@@ -44,7 +44,6 @@ their Top-D eligible experts by score, then lower ``a_j + c_n(j)``, then lower i
 from __future__ import annotations
 
 import math
-import types
 
 import numpy as np
 
@@ -596,27 +595,14 @@ def _numba_namespace():
     """Compiled copies of the kernels (None without numba); cached on disk."""
     global _NUMBA_NS
     if _NUMBA_NS is None:
-        from dmoe.optimize import _des_fast
+        from dmoe.optimize import _des, _des_fast
 
         base = _des_fast._numba_namespace()
         if base is None:
             _NUMBA_NS = False
             return None
-        import numba
-
-        ns = dict(globals())
-        ns["_row_energy"] = base["_row_energy"]
-        ns["exact_sum"] = base["exact_sum"]
-        for name in _NO_NRT + ("solve_batch",):
-            fn = globals()[name]
-            copy = types.FunctionType(fn.__code__, ns, fn.__name__, fn.__defaults__, fn.__closure__)
-            copy.__qualname__ = fn.__qualname__
-            copy.__module__ = fn.__module__
-            options = {"cache": True}
-            if name in _NO_NRT:
-                options["_nrt"] = False
-            ns[name] = numba.njit(**options)(copy)
-        _NUMBA_NS = ns
+        shared = {"_row_energy": base["_row_energy"], "exact_sum": base["exact_sum"]}
+        _NUMBA_NS = _des.compile_kernels(globals(), _NO_NRT + ("solve_batch",), no_nrt=_NO_NRT, overrides=shared)
     return _NUMBA_NS or None
 
 
