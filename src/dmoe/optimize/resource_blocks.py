@@ -276,6 +276,17 @@ def _ontime_total(prob: Problem, owner: np.ndarray, theta: float) -> float:
     return float(np.sum(x[idx] / prob.r[owner[idx], idx]))
 
 
+def _check_inputs(rates, demand, tx_power_w, bits_per_token, deadline_s, max_rbs_per_node):
+    """The validated inputs of :func:`allocate_resource_blocks` and :func:`relaxed_resource_blocks`:
+    ``(rates [K, K, M], demand [K, K], P0, bits per token, deadline, per-node budget)``."""
+    rates = check_rates(rates)
+    demand = check_demand(demand, rates.shape[0])
+    p0 = check_positive("tx_power_w", tx_power_w)
+    bits = check_positive("bits_per_token", bits_per_token)
+    deadline = _check_deadline(deadline_s, rates.shape[0])
+    return rates, demand, p0, bits, deadline, _check_budget(max_rbs_per_node)
+
+
 def allocate_resource_blocks(
     rates,
     demand,
@@ -315,13 +326,9 @@ def allocate_resource_blocks(
         of the wrong shape; ``max_rbs_per_node`` < 1 (a budget that cannot carry one RB);
         unknown ``method``; ``"brute"`` on an instance too large to enumerate.
     """
-    rates = check_rates(rates)
+    rates, demand, p0, bits, deadline, budget = _check_inputs(rates, demand, tx_power_w, bits_per_token, deadline_s,
+                                                              max_rbs_per_node)
     k, _, m = rates.shape
-    demand = check_demand(demand, k)
-    p0 = check_positive("tx_power_w", tx_power_w)
-    bits = check_positive("bits_per_token", bits_per_token)
-    deadline = _check_deadline(deadline_s, k)
-    budget = _check_budget(max_rbs_per_node)
     if not isinstance(method, str) or method not in RB_METHODS:
         raise ValueError(f"`method` must be one of {', '.join(repr(x) for x in RB_METHODS)}; got {method!r}")
     if time_limit_s is not None:
@@ -469,13 +476,9 @@ def relaxed_resource_blocks(rates, demand, *, tx_power_w, bits_per_token, deadli
     Returns:
         (subcarrier ``[K, K] int64`` each link's best RB, rb_share ``[K, K, M] float64``).
     """
-    rates = check_rates(rates)
+    rates, demand, p0, bits, deadline, budget = _check_inputs(rates, demand, tx_power_w, bits_per_token, deadline_s,
+                                                              max_rbs_per_node)
     k, _, m = rates.shape
-    demand = check_demand(demand, k)
-    p0 = check_positive("tx_power_w", tx_power_w)
-    bits = check_positive("bits_per_token", bits_per_token)
-    deadline = _check_deadline(deadline_s, k)
-    budget = _check_budget(max_rbs_per_node)
     prob, act, _, _ = _problem(rates, demand, p0, bits, deadline, None)
     share = np.zeros((k, k, m))
     subcarrier = np.full((k, k), -1, dtype=np.int64)
