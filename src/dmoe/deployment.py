@@ -34,7 +34,6 @@ text (``dmoe generate``, ``dmoe chat``) and the lm-evaluation-harness backend
 from __future__ import annotations
 
 import numbers
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -304,7 +303,8 @@ def plan_deployment(
         Seed of the node geometry (a layout) and of the co-activation placement's search.
     warn : callable, optional
         Receives the text of a warning (a TDL profile whose tail wraps around the OFDM
-        grid); default :func:`warnings.warn`.
+        grid) at planning time; default: none here, the runtime's
+        :class:`~dmoe.channels.ChannelProcess` warns through :func:`warnings.warn`.
 
     Returns
     -------
@@ -383,8 +383,10 @@ def plan_deployment(
             f"use an NR --system (e.g. nr-fr1-30khz-100mhz) or give --noise-figure (e.g. 7)"
         )
     # a delay profile the OFDM grid cannot resolve is refused before any work (issue 20)
+    # up front only the error (nothing loaded yet); the warning of a wrapping tail comes from
+    # the runtime's ChannelProcess, which checks again, so that it is shown once, not twice
     check_grid_resolution(channel.make_model(), system.subcarrier_spacing_hz,
-                          warn=warn if warn is not None else lambda m: warnings.warn(m, stacklevel=4))
+                          warn=warn if warn is not None else lambda message: None)
     return DeploymentPlan(
         model_source=model_source, checkpoint=info, num_experts=k, num_nodes=nodes, placement_kind=placement,
         system=system, preset=preset, channel=channel, large_scale=large_scale, seed=seed, wire_dtype=wire_dtype,

@@ -194,4 +194,6 @@ def check_grid_resolution(channel: ChannelModel, subcarrier_spacing_hz: float, *
         msg = (f"{channel.name.upper()} at delay spread {spread:g} ns has taps up to {longest:.4g} ns, beyond the "
                f"grid's 1/B0 = {symbol_ns:g} ns: taps carrying {wrapped:.1%} of the power wrap around (the profile "
                f"is distorted); a delay spread below {spread * symbol_ns / longest:.4g} ns keeps every tap resolvable")
-        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(msg)
+        # default: reported at this line, so that the run's up-front check and every
+        # runtime's ChannelProcess raise one warning, shown once (Python's warning registry)
+        (warn or (lambda m: warnings.warn(m, UserWarning, stacklevel=1)))(msg)
