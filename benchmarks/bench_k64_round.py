@@ -88,7 +88,7 @@ def queries(k: int, tokens: int, seed: int) -> list[PackedQuery]:
 
 def bench(model, label: str, *, tokens: int, rounds: int, seed: int) -> None:
     k = model.num_experts
-    system = SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
+    system = SystemConfig(num_nodes=k, num_subcarriers=default_num_subcarriers(k))
     qs = queries(k, tokens, seed)
     print(f"\n{label}: K = {k}, M = {system.num_subcarriers}, {k} queries x {tokens} tokens = {k * tokens} "
           f"tokens per layer round, {model.num_layers} layer(s)")

@@ -33,7 +33,7 @@ from dmoe.system import SystemConfig
 
 def instances(num_experts, num_nodes, tokens, d, seed):
     rng = np.random.default_rng(seed)
-    system = SystemConfig(num_experts=num_nodes, num_subcarriers=num_nodes * (num_nodes - 1))
+    system = SystemConfig(num_nodes=num_nodes, num_subcarriers=num_nodes * (num_nodes - 1))
     logits = rng.normal(0.0, 1.5, (tokens, num_experts))
     scores = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     placement = round_robin_placement(num_experts, num_nodes)

@@ -120,7 +120,7 @@ def test_subcarrier_rates_formula():
 
 
 def test_draw_rates_shapes_and_taps():
-    s = SystemConfig(num_experts=4, num_subcarriers=32)
+    s = SystemConfig(num_nodes=4, num_subcarriers=32)
     r = draw_rates(s, rng=0)
     assert r.shape == (4, 4, 32)
     assert np.all(r[np.arange(4), np.arange(4)] == 0)

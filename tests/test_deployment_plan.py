@@ -28,7 +28,7 @@ def no_weights(monkeypatch):
 def test_plan_of_the_default_model_reads_no_weights(no_weights):
     plan = plan_deployment()
     assert (plan.num_experts, plan.num_nodes, plan.placement_kind, plan.carved) == (32, 8, "coactivation", True)
-    assert plan.system == system_preset("paper", num_experts=8) and plan.preset == "paper"
+    assert plan.system == system_preset("paper", num_nodes=8) and plan.preset == "paper"
     assert plan.large_scale is None
     plan = plan_deployment(num_experts=8)  # -K alone: one expert per node
     assert (plan.num_nodes, plan.placement_kind) == (8, None)
@@ -40,11 +40,11 @@ def test_plan_with_an_nr_preset_a_layout_and_overrides(no_weights):
     channel = ChannelConfig(layout="disk:50", pathloss="inh-office")
     plan = plan_deployment(preset=NR30, noise_figure_db=9.0, tx_power_dbm=20.0, channel=channel, seed=7)
     assert plan.preset == NR30
-    assert plan.system == system_preset(NR30, num_experts=8, noise_figure_db=9.0, node_power_budget_w=dbm_to_w(20.0))
+    assert plan.system == system_preset(NR30, num_nodes=8, noise_figure_db=9.0, node_power_budget_w=dbm_to_w(20.0))
     ref = channel.large_scale(8, 7)
     np.testing.assert_array_equal(plan.large_scale.positions_m, ref.positions_m)
     np.testing.assert_array_equal(plan.large_scale.gain, ref.gain)
-    explicit = SystemConfig(num_experts=4, num_subcarriers=16, hidden_state_bytes=999)
+    explicit = SystemConfig(num_nodes=4, num_subcarriers=16, hidden_state_bytes=999)
     plan = plan_deployment(system=explicit, num_experts=4)
     assert plan.system is explicit and plan.preset is None and plan.system_bytes == 999 and plan.num_nodes == 4
 
@@ -82,7 +82,7 @@ def test_deploy_sets_s0_from_the_model_and_keeps_the_geometry(tiny_carved_build)
     assert deploy(**common, wire_dtype="int8").system.hidden_state_bytes == h + 4
     dep = deploy(**common, hidden_state_bytes=77, wire_dtype="int8")
     assert dep.system.hidden_state_bytes == 77 and dep.wire_dtype is None
-    given = system_preset("paper", num_experts=4).replace(hidden_state_bytes=4096)
+    given = system_preset("paper", num_nodes=4).replace(hidden_state_bytes=4096)
     dep = deploy(**common, system=given)
     assert dep.system == given and dep.preset is None and "SystemConfig" in dep.hidden_state_source
     dep = deploy(**common, preset=NR30, channel=ChannelConfig(layout="grid:10"), seed=3)

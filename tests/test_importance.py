@@ -14,7 +14,7 @@ from dmoe.optimize.layerwise import DESPolicy, LayerwiseQoS
 from dmoe.system import SystemConfig
 
 K = 4
-SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
+SYSTEM = SystemConfig(num_nodes=K, num_subcarriers=16)
 
 
 def make_profile(L=6, window=2, qos=(0.2, 0.5, 1.0), D=2, seed=0, base="top", **over):

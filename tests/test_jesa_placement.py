@@ -14,7 +14,7 @@ from dmoe.system import SystemConfig
 
 def layer(seed, num_tokens=40, num_experts=16, num_nodes=4, subcarriers=16):
     rng = np.random.default_rng(seed)
-    system = SystemConfig(num_experts=num_nodes, num_subcarriers=subcarriers)
+    system = SystemConfig(num_nodes=num_nodes, num_subcarriers=subcarriers)
     logits = rng.normal(0, 1.5, (num_tokens, num_experts))
     scores = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     source = rng.integers(0, num_nodes, num_tokens)

@@ -291,7 +291,7 @@ def test_subcarrier_allocation_is_exclusive_and_optimal(k, m, data):
 def test_jesa_energy_never_rises(k, t, seed, thr, d):
     from dmoe.channel import draw_rates
 
-    system = SystemConfig(num_experts=k, num_subcarriers=k * (k - 1) + 2)
+    system = SystemConfig(num_nodes=k, num_subcarriers=k * (k - 1) + 2)
     rng = np.random.default_rng(seed)
     scores = rng.dirichlet(np.ones(k) * 0.5, size=t)
     source = rng.integers(0, k, size=t)

@@ -207,10 +207,10 @@ def draw_rates(system: SystemConfig, rng=None, *, num_taps: int | None = None) -
     if not isinstance(system, SystemConfig):
         raise TypeError(f"`system` must be a SystemConfig, got {type(system).__name__}")
     if num_taps is None:
-        gain = channel_gain(system.num_experts, system.num_subcarriers, path_loss=system.path_loss, rng=rng)
+        gain = channel_gain(system.num_nodes, system.num_subcarriers, path_loss=system.path_loss, rng=rng)
     else:
         gain = correlated_channel_gain(
-            system.num_experts, system.num_subcarriers, path_loss=system.path_loss, num_taps=num_taps, rng=rng
+            system.num_nodes, system.num_subcarriers, path_loss=system.path_loss, num_taps=num_taps, rng=rng
         )
     return subcarrier_rates(
         gain,

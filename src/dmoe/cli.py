@@ -335,7 +335,7 @@ def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, wi
         m = num_subcarriers if num_subcarriers is not None else default_num_subcarriers(k)
         s0, _ = resolve_hidden_state_bytes(int(model.hidden_size), wire_dtype=wire_dtype.lower(),
                                            explicit=hidden_state_bytes)
-        system = SystemConfig(num_experts=k, num_subcarriers=m, snr_db=snr_db, hidden_state_bytes=s0)
+        system = SystemConfig(num_nodes=k, num_subcarriers=m, snr_db=snr_db, hidden_state_bytes=s0)
         prof, path, reused = calibrate_cached(
             model, qos=qos, max_experts=max_experts, window=min(window, model.num_layers), num_questions=num_questions,
             subjects=subj, system=system, seed=seed, base=base, cache_dir=cache_dir, force=force,

@@ -151,7 +151,7 @@ class Deployment:
             "model": dict(getattr(self.model, "metadata", {}) or {}),
             "expert_model": self.model.describe(),
             "num_experts": self.num_experts,
-            "num_nodes": self.system.num_experts,
+            "num_nodes": self.system.num_nodes,
             "placement": None if self.placement is None else {"kind": self.placement_kind,
                                                                "map": np.asarray(self.placement).tolist()},
             "system": self.system.to_dict(),
@@ -334,12 +334,12 @@ def plan_deployment(
         raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
     if placement is not None and placement not in PLACEMENTS:
         raise ValueError(f"`placement` (--placement) must be one of {', '.join(PLACEMENTS)}; got {placement!r}")
-    if num_nodes is not None and system is not None and system.num_experts != int(num_nodes):
-        raise ValueError(f"`num_nodes` ({num_nodes}) differs from `system.num_experts` ({system.num_experts})")
-    if num_nodes is None and system is not None and num_experts is not None and int(num_experts) != system.num_experts:
-        raise ValueError(f"`num_experts` ({num_experts}) differs from `system.num_experts` ({system.num_experts})")
+    if num_nodes is not None and system is not None and system.num_nodes != int(num_nodes):
+        raise ValueError(f"`num_nodes` ({num_nodes}) differs from `system.num_nodes` ({system.num_nodes})")
+    if num_nodes is None and system is not None and num_experts is not None and int(num_experts) != system.num_nodes:
+        raise ValueError(f"`num_experts` ({num_experts}) differs from `system.num_nodes` ({system.num_nodes})")
     asked_k = num_experts if num_experts is not None else (
-        system.num_experts if system is not None and num_nodes is None else None
+        system.num_nodes if system is not None and num_nodes is None else None
     )
     # what the checkpoint is, from its config only: K is known before any weight is loaded
     info = inspect_checkpoint(model_source)
@@ -357,7 +357,7 @@ def plan_deployment(
     if num_nodes is not None:
         nodes = int(num_nodes)
     elif system is not None:
-        nodes = system.num_experts
+        nodes = system.num_nodes
     else:
         # the carved default: 32 experts on 8 nodes; an explicit -K keeps one expert per node
         nodes = DEFAULT_RUN_NODES if carved and asked_k is None else k
@@ -373,7 +373,7 @@ def plan_deployment(
         system = _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput_tokens_per_s,
                                 noise_figure_db, tx_power_dbm)
     # the deployment (node positions, LoS, shadowing) from the seed: a bad CSV fails here
-    large_scale = channel.large_scale(system.num_experts, seed)
+    large_scale = channel.large_scale(system.num_nodes, seed)
     if large_scale is not None and system.noise_figure_db is None:
         # the paper's P0/N0 is a ratio before its fixed 1e-2 average gain: under a path loss of
         # 50-100 dB it leaves every link far below 0 dB SNR (hours per query), so refuse it
@@ -483,7 +483,7 @@ def _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput, nois
         except ValueError as exc:
             raise ValueError(str(exc).replace("`power_dbm`", "`tx_power_dbm` (--tx-power-dbm)")) from None
     try:
-        return system_preset(preset, num_experts=nodes, **extra)
+        return system_preset(preset, num_nodes=nodes, **extra)
     except ValueError as exc:
         flags = {"num_subcarriers": "-M", "snr_db": "--snr-db", "noise_figure_db": "--noise-figure",
                  "node_power_budget_w": "--tx-power-dbm", "comp_throughput_tokens_per_s": "--comp-throughput"}

@@ -95,7 +95,7 @@ class ChannelProcess:
         self._history: list[np.ndarray] = []
         self._elapsed_s = 0.0
         #: the deployment (None without a layout): positions, LoS, shadowing, gains
-        self.large_scale = config.large_scale(system.num_experts, self.seed)
+        self.large_scale = config.large_scale(system.num_nodes, self.seed)
         # [K, K, 1] large-scale gain per link, or the scalar path loss of the paper
         self._gain = system.path_loss if self.large_scale is None else self.large_scale.gain[:, :, None]
 
@@ -122,7 +122,7 @@ class ChannelProcess:
         if self.large_scale is None:
             return draw_rates(self.system, rng)
         s = self.system
-        response = RayleighChannel().draw(s.num_experts, s.num_subcarriers, s.subcarrier_spacing_hz, rng).response
+        response = RayleighChannel().draw(s.num_nodes, s.num_subcarriers, s.subcarrier_spacing_hz, rng).response
         return self._rates(response)
 
     def advance(self, seconds: float) -> None:
@@ -147,10 +147,10 @@ class ChannelProcess:
             if cfg.is_paper_default:
                 rates = draw_rates(s, rng)
                 return LayerChannel(rates, rates)
-            self._state = self.model.draw(s.num_experts, s.num_subcarriers, s.subcarrier_spacing_hz, rng)
+            self._state = self.model.draw(s.num_nodes, s.num_subcarriers, s.subcarrier_spacing_hz, rng)
         elif self._state is None:
             rng = np.random.default_rng([self.seed, round_index])
-            self._state = self.model.draw(s.num_experts, s.num_subcarriers, s.subcarrier_spacing_hz, rng)
+            self._state = self.model.draw(s.num_nodes, s.num_subcarriers, s.subcarrier_spacing_hz, rng)
         else:
             rng = np.random.default_rng([self.seed, round_index, layer, 2])
             self._state = evolve(self._state, self.model, self.doppler_hz, self._elapsed_s, s.subcarrier_spacing_hz, rng)

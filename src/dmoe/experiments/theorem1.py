@@ -62,7 +62,7 @@ def config(options: Options) -> dict:
 
 def run_point(cfg: dict, channel: str, k: int, m: int) -> dict:
     """Monte Carlo of one (channel model, K, M) point."""
-    system = SystemConfig(num_experts=k, num_subcarriers=m)
+    system = SystemConfig(num_nodes=k, num_subcarriers=m)
     n = cfg["tokens_per_node"]
     source = np.repeat(np.arange(k), n)
     taps = None if channel == "iid" else min(cfg["taps"], m)

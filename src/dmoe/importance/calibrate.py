@@ -126,7 +126,7 @@ def full_selection(model, scores: torch.Tensor) -> torch.Tensor:
 def level_costs(system: SystemConfig, num_questions: int, num_layers: int, seed: int):
     """Per-token costs of every expert for each (question, layer): ``[Q, L, K]`` [J/token],
     and the source node of each question ``[Q]`` (see module docstring, item 3)."""
-    k, m = system.num_experts, system.num_subcarriers
+    k, m = system.num_nodes, system.num_subcarriers
     source = np.random.default_rng([seed, 0x5EED]).integers(0, k, size=num_questions)
     costs = np.empty((num_questions, num_layers, k))
     for q in range(num_questions):
@@ -209,9 +209,9 @@ def calibrate_importance(
     if isinstance(max_experts, bool) or not isinstance(max_experts, int) or max_experts < 1:
         raise ValueError(f"`max_experts` must be a positive integer, got {max_experts!r}")
     L, K = int(model.num_layers), int(model.num_experts)
-    system = system or SystemConfig(num_experts=K)
-    if system.num_experts != K:
-        raise ValueError(f"`system.num_experts` ({system.num_experts}) must equal the model's K = {K}")
+    system = system or SystemConfig(num_nodes=K)
+    if system.num_nodes != K:
+        raise ValueError(f"`system.num_nodes` ({system.num_nodes}) must equal the model's K = {K}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
     if base not in BASES:
