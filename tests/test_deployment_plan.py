@@ -95,3 +95,50 @@ def test_deploy_sets_s0_from_the_model_and_keeps_the_geometry(tiny_carved_build)
     with pytest.raises(ValueError, match="same seed"):
         dep.runtime(dep.policy("Top-1"), channel=ChannelConfig(layout="grid:20"))
     dep.runtime(dep.policy("Top-1"), channel=ChannelConfig("tdl-a", layout="grid:10"))  # other fading: fine
+
+
+# ------------------------------------------- K never comes from `system` (issue 19, item 4)
+def test_a_system_of_8_nodes_keeps_the_default_model(no_weights):
+    """The issue's scenario: `system=SystemConfig(num_experts=8)` used to switch to the
+    8-expert model (so Top-8 was dense); now it is 8 nodes under the default K = 32."""
+    from dmoe.defaults import DEFAULT_NUM_EXPERTS
+
+    with pytest.warns(DeprecationWarning, match="num_nodes"):
+        system = SystemConfig(num_experts=8)
+    plan = plan_deployment(system=system)
+    assert (plan.num_experts, plan.num_nodes, plan.placement_kind) == (DEFAULT_NUM_EXPERTS, 8, "coactivation")
+    assert plan.system is system
+    assert plan.num_experts == plan_deployment().num_experts  # the same model as without a system
+    # an explicit K with the system's N: K experts on N nodes, not K = N
+    plan = plan_deployment(system=SystemConfig(num_nodes=4, num_subcarriers=16), num_experts=8)
+    assert (plan.num_experts, plan.num_nodes, plan.placement_kind) == (8, 4, "coactivation")
+
+
+@pytest.mark.parametrize("kwargs, k", [
+    (dict(system=SystemConfig(num_nodes=64, num_subcarriers=64)), 32),  # the default K = 32
+    (dict(system=SystemConfig(num_nodes=16, num_subcarriers=64), num_experts=8), 8),
+])
+def test_a_system_with_more_nodes_than_experts_raises(no_weights, kwargs, k):
+    with pytest.raises(ValueError, match=rf"`system.num_nodes` = {kwargs['system'].num_nodes} .* K = {k} experts"):
+        plan_deployment(**kwargs)
+
+
+def test_a_system_with_more_nodes_than_a_real_moe_raises(no_weights, tmp_path):
+    from test_hf_moe import _configs
+
+    d = tmp_path / "qwen"
+    _configs()["qwen2_moe"].save_pretrained(d)  # the plan reads config.json only: K = 6
+    (d / "model.safetensors").write_bytes(b"")  # never read: the plan loads no weight
+    plan = plan_deployment(model_source=str(d), system=SystemConfig(num_nodes=3, num_subcarriers=8))
+    assert (plan.num_nodes, plan.placement_kind) == (3, "contiguous") and not plan.carved
+    with pytest.raises(ValueError, match=r"`system.num_nodes` = 8 .*Qwen2-MoE checkpoint has K = 6 experts"):
+        plan_deployment(model_source=str(d), system=SystemConfig(num_nodes=8))
+
+
+def test_run_main_job_refuses_a_system_above_k_before_any_model_load(no_weights, tmp_path):
+    from dmoe.main_job import run_main_job
+
+    with pytest.raises(ValueError, match=r"`system.num_nodes` = 64 .* K = 32"):
+        run_main_job(system=SystemConfig(num_nodes=64, num_subcarriers=64), limit=1, output=tmp_path / "out",
+                     progress=False)
+    assert not (tmp_path / "out").exists()

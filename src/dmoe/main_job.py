@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .channels import ChannelConfig
+from .defaults import DEFAULT_NUM_EXPERTS, DEFAULT_NUM_NODES, DEFAULT_PLACEMENT
 from .data import (
     CALIBRATION_SUBJECTS,
     TEXT_MAX_TOKENS,
@@ -51,12 +52,11 @@ DEFAULT_POLICIES: tuple[str, ...] = (
 )
 
 #: `dmoe run`'s carved default (issue 12): K = 32 fine-grained experts per layer on N = 8
-#: nodes. At the same active fraction (25 % of the FFN: Top-8 of 32 against Top-2 of 8) the
-#: finer split keeps more quality (``dmoe reproduce granularity``; README).
-DEFAULT_RUN_EXPERTS = 32
-DEFAULT_RUN_NODES = 8
-#: placement of the carved default (``dmoe reproduce placement``; README)
-DEFAULT_RUN_PLACEMENT = "coactivation"
+#: nodes with the co-activation placement; one home, :mod:`dmoe.defaults` (issue 19), shared
+#: with :func:`dmoe.load_moe_model` and the CLI.
+DEFAULT_RUN_EXPERTS = DEFAULT_NUM_EXPERTS
+DEFAULT_RUN_NODES = DEFAULT_NUM_NODES
+DEFAULT_RUN_PLACEMENT = DEFAULT_PLACEMENT
 
 
 def default_policies(num_experts: int, *, carved: bool = True, gamma0: float = 0.9, qos: float = 0.5,
@@ -143,7 +143,10 @@ def run_main_job(
         Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`; None:
         :func:`default_policies` of the model's K (with ``gamma0``, ``qos``, ``max_experts``).
     system : SystemConfig, optional
-        Radio and device parameters. ``system.num_nodes`` must equal the model's K. When
+        Radio and device parameters of the N = ``system.num_nodes`` nodes (N <= the model's
+        K, which comes from ``num_experts``, the checkpoint or the default, never from
+        ``system``: a ``system.num_nodes`` above K is a ValueError raised before any model
+        load; below K the experts are placed on the nodes, see ``placement``). When
         omitted it is built from ``preset`` (:func:`dmoe.system.system_preset`) for the N
         nodes: in the paper preset M = ``num_subcarriers`` or the smallest power of two
         >= N(N-1), P0/N0 = ``snr_db`` (default 10 dB), the other fields the paper's defaults.
@@ -205,7 +208,8 @@ def run_main_job(
         The command line that started the run, recorded in the config.
     num_nodes : int, optional
         N edge nodes (``--nodes``) holding the K experts of each layer (issue 12); default
-        N = K, one expert per node. ``system.num_nodes`` is then N.
+        ``system.num_nodes`` when a ``system`` is given, else as ``num_experts`` says.
+        ``system.num_nodes`` must then equal it.
     placement : {"contiguous", "round-robin", "coactivation"}, optional
         How experts are placed on the nodes (:mod:`dmoe.placement`); default when N < K:
         "coactivation" for a carved model, "contiguous" for a real MoE. "coactivation"

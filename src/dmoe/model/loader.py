@@ -24,13 +24,14 @@ from .hf_moe.families import (
     family_of,
     supported_families_text,
 )
+from ..defaults import DEFAULT_NUM_EXPERTS
 from .interface import ExpertModel, UnsupportedModelError
 from .load import ModelSource, resolve_source
 
 __all__ = ["CheckpointInfo", "inspect_checkpoint", "load_expert_model", "load_moe_model"]
 
-#: K of the carved default when ``num_experts`` is not given (Section VII-A).
-DEFAULT_CARVED_EXPERTS = 8
+#: K of the carved default when ``num_experts`` is not given: the CLI's (:mod:`dmoe.defaults`)
+DEFAULT_CARVED_EXPERTS = DEFAULT_NUM_EXPERTS
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,9 @@ def load_expert_model(
         source: None (SmolLM2-135M-Instruct carved), a ``.gguf`` file, a local directory
             (transformers checkpoint or dmoe build) or a hub id.
         num_experts: K. For a real MoE it must be None or equal the checkpoint's number
-            of routed experts; for a carved model default 8 (must divide the FFN size).
+            of routed experts; for a carved model default
+            :data:`dmoe.defaults.DEFAULT_NUM_EXPERTS` = 32, as ``dmoe run`` (must divide the
+            FFN size; the paper's K = 8 is ``num_experts=8``).
         cache_dir, rebuild, progress: the carved build's cache (see
             :func:`dmoe.model.carved.build.build_moe_model`).
         combine: carved model only: ``"sum"`` (default) or ``"weighted"`` (eq 8); a real

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from ...defaults import DEFAULT_NUM_EXPERTS
 from ..calibration import (
     DEFAULT_CALIBRATION_TOKENS,
     as_id_tensors,
@@ -542,7 +543,7 @@ def _prepare_build_dir(root: Path) -> Path:
 def build_moe_model(
     source: str | os.PathLike | None = None,
     *,
-    num_experts: int = 8,
+    num_experts: int = DEFAULT_NUM_EXPERTS,
     cache_dir: str | os.PathLike | None = None,
     calibration_texts: Sequence[str] | None = None,
     calibration_ids: Sequence | None = None,
@@ -664,7 +665,7 @@ def build_moe_model(
 def load_moe_model(
     source: str | os.PathLike | None = None,
     *,
-    num_experts: int = 8,
+    num_experts: int = DEFAULT_NUM_EXPERTS,
     cache_dir: str | os.PathLike | None = None,
     rebuild: bool = False,
     progress: bool = True,
