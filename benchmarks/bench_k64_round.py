@@ -33,7 +33,7 @@ import time
 import numpy as np
 import torch
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.data.packing import PackedQuery
 from dmoe.model import load_expert_model
 from dmoe.optimize.policies import JESAPolicy, TopK

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import scipy
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.optimize import select_experts
 from dmoe.optimize._des import numba_enabled
 from dmoe.energy import expert_comp_energy, transmission_costs

@@ -37,7 +37,7 @@ import tracemalloc
 import numpy as np
 import scipy
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.optimize import _des, jesa, select_experts
 from dmoe.system import SystemConfig
 

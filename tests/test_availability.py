@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import token_costs
 from dmoe.optimize import (
     Dense,

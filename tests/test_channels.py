@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import j0
 
-from dmoe.channel import channel_gain, draw_rates
+from dmoe.channels.rates import channel_gain, draw_rates
 from dmoe.channels import (
     CHANNEL_MODELS,
     TDL_PROFILES,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.channels import CHANNEL_MODELS, DEPLOYMENT_STREAM, ChannelConfig, ChannelProcess, RayleighChannel
 from dmoe.channels.geometry import node_positions
 from dmoe.channels.pathloss import draw_large_scale

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import dmoe
-from dmoe.channel import subcarrier_rates
+from dmoe.channels.rates import subcarrier_rates
 from dmoe.energy import token_costs
 from dmoe.system import SystemConfig
 from dmoe.data import Question, pack_question

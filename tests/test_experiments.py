@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.experiments import EXPERIMENTS, Options, resolve_names, run_experiments
 from dmoe.experiments.context import Context, EvalRecord
 from dmoe.experiments.exact import brute_force_p2, distinct_best_subcarriers, eq13_bound, solve_p2_exact

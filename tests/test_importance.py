@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.optimize import LowerBound, jesa, policy_from_name, policy_from_params
 from dmoe.optimize._knapsack import solve_mckp
 from dmoe.optimize.calibrated import CalibratedDES, CalibratedJESA, CalibratedLB, calibrated_policy

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.optimize import jesa, lower_bound, random_subcarriers
 from dmoe.optimize.feasibility import check_jesa
 from dmoe.system import SystemConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import schedule_energy
 from dmoe.optimize import Dense, Homogeneous, JESAPolicy, LowerBound, TopK, jesa, lower_bound
 from dmoe.placement import contiguous_placement, node_selection, round_robin_placement

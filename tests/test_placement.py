@@ -106,7 +106,7 @@ def test_builder_errors():
 
 def test_bad_placement_values_and_arguments_name_the_culprit():
     import dmoe
-    from dmoe.channel import draw_rates
+    from dmoe.channels.rates import draw_rates
     from dmoe.energy import expert_comp_energy
     from dmoe.placement import check_placement
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import link_token_counts, schedule_energy
 from dmoe.optimize import (
     Dense,

@@ -123,7 +123,7 @@ def test_runtime_rejects_bad_configuration(tiny_moe, queries):
 
 # ------------------------------------------------------------------ radio: channels, CSI, latency
 def test_default_channel_gives_the_legacy_results_exactly(tiny_moe, queries):
-    from dmoe.channel import draw_rates
+    from dmoe.channels.rates import draw_rates
 
     pol = JESAPolicy(0.8, 2)
     new = evaluate_policy(tiny_moe, queries, pol, system=SYSTEM, seed=4, progress=False)

@@ -119,7 +119,7 @@ def test_cli_rejects_bad_nodes(tmp_path):
 def _random_layer_round(seed: int):
     """(system, round-robin placement [E], source [40], scores [40, E], rates [N, N, M]) of one
     random layer round with E experts on N nodes."""
-    from dmoe.channel import draw_rates
+    from dmoe.channels.rates import draw_rates
 
     rng = np.random.default_rng(seed)
     system = SystemConfig(num_nodes=N, num_subcarriers=16)

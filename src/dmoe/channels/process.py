@@ -12,7 +12,7 @@ Without a speed (``ChannelConfig.speed_kmh is None``) the channel is block fadin
 independently as ``channel_redraw`` says: ``"layer"`` every layer round (key
 ``[seed, round, layer]``), ``"round"`` once per query round (``[seed, round]``), ``"fixed"``
 once (``[seed]``); for i.i.d. Rayleigh with perfect CSI this is exactly
-:func:`dmoe.channel.draw_rates` on those keys, i.e. the paper's model and the results of
+:func:`dmoe.channels.rates.draw_rates` on those keys, i.e. the paper's model and the results of
 earlier versions. With a speed, a query round starts from a draw keyed ``[seed, round]``
 and each later layer round evolves it (:func:`dmoe.channels.doppler.evolve`, innovation
 keyed ``[seed, round, layer, 2]``). The CSI error is keyed ``[seed, round, layer, 3]``.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..channel import draw_rates, subcarrier_rates
+from .rates import draw_rates, subcarrier_rates
 from ..system import SystemConfig
 from .base import ChannelDraw, power_gain
 from .config import ChannelConfig
@@ -117,7 +117,7 @@ class ChannelProcess:
 
     def iid_rates(self, rng: np.random.Generator) -> np.ndarray:
         """One i.i.d. Rayleigh draw of the rates ``[K, K, M], float64`` [bit/s] on this run's
-        large-scale gains: :func:`dmoe.channel.draw_rates` (bit-identical) without a layout.
+        large-scale gains: :func:`dmoe.channels.rates.draw_rates` (bit-identical) without a layout.
         The runtime charges transfers of layers it does not schedule on it."""
         if self.large_scale is None:
             return draw_rates(self.system, rng)

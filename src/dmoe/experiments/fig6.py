@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import link_rate_from_subcarriers, token_costs
 from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Options, Section
 from dmoe.experiments.common import md_table

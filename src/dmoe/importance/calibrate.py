@@ -17,7 +17,7 @@ layers w and each QoS level z_v:
    :func:`dmoe.optimize.select_experts`, threshold z_v, at most D experts) under per-token
    costs e_{s j} (eq 3-4, Section V-A) of its source node s, drawn like Algorithm 2's
    initial state: an i.i.d. Rayleigh channel draw per (question, layer)
-   (:func:`dmoe.channel.draw_rates`), one random distinct subcarrier per link
+   (:func:`dmoe.channels.rates.draw_rates`), one random distinct subcarrier per link
    (:func:`dmoe.optimize.random_subcarriers`), a uniformly random source node per
    question. The energy of a level is the mean over all tokens of the selected experts'
    costs, summed over the window's layers [J/token]. The same draws serve every level
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import link_rate_from_subcarriers, token_costs
 from dmoe.importance.cache import model_key
 from dmoe.model.build import _threads

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dmoe.channel import as_generator
+from dmoe.rng import as_generator
 from dmoe.energy import (
     computation_energy,
     expert_comp_energy,

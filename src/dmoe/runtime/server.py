@@ -69,7 +69,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..channel import draw_rates
+from ..channels.rates import draw_rates
 from ..channels import CHANNEL_REDRAW, ChannelConfig, ChannelProcess, LayerChannel
 from ..data.packing import PackedQuery
 from ..latency import round_timing
@@ -117,7 +117,7 @@ class DMoERuntime:
         Custom channel (true rates, known perfectly); replaces ``channel``.
     channel : ChannelConfig, optional
         Fading model, mobility and CSI; default i.i.d. Rayleigh with perfect CSI, which is
-        :func:`dmoe.channel.draw_rates` (eq 1) on the keys above.
+        :func:`dmoe.channels.rates.draw_rates` (eq 1) on the keys above.
     record_selection : bool
         Keep every token's selection per layer (for tests and selection-pattern plots).
     placement : ndarray [num_experts] or [num_layers, num_experts], int, optional
