@@ -305,7 +305,7 @@ def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, wi
 
     from .importance import calibrate_cached
     from .model import load_expert_model
-    from .optimize.importance import allocate_qos
+    from .optimize.qos_allocation import allocate_qos
     from .system import SystemConfig, default_num_subcarriers
 
     if not math.isfinite(snr_db):

@@ -8,7 +8,7 @@
 * :func:`load_profile_for` -- the cached profile of a model, checked against it.
 
 The numpy side (the profile, the exact knapsack allocation, the calibrated policies) is
-in :mod:`dmoe.optimize.importance`, :mod:`dmoe.optimize._knapsack` and
+in :mod:`dmoe.optimize.qos_allocation`, :mod:`dmoe.optimize._knapsack` and
 :mod:`dmoe.optimize.calibrated`.
 """
 
@@ -29,7 +29,7 @@ from dmoe.importance.calibrate import (
     level_costs,
 )
 from dmoe.importance.plot import plot_profile
-from dmoe.optimize.importance import ImportanceProfile
+from dmoe.optimize.qos_allocation import ImportanceProfile
 from dmoe.system import SystemConfig
 
 __all__ = [

@@ -47,7 +47,7 @@ from dmoe.energy import link_rate_from_subcarriers, token_costs
 from dmoe.importance.cache import model_key
 from dmoe.model.build import _threads
 from dmoe.optimize import random_subcarriers, select_experts
-from dmoe.optimize.importance import PROFILE_FORMAT, ImportanceProfile
+from dmoe.optimize.qos_allocation import PROFILE_FORMAT, ImportanceProfile
 from dmoe.system import SystemConfig
 
 __all__ = [
@@ -197,7 +197,7 @@ def calibrate_importance(
         log: callable for a one-line cost statement.
 
     Returns:
-        :class:`~dmoe.optimize.importance.ImportanceProfile`.
+        :class:`~dmoe.optimize.qos_allocation.ImportanceProfile`.
 
     Raises:
         ValueError: bad ``qos``, ``max_experts``, ``window``, ``num_questions``,
