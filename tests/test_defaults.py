@@ -12,12 +12,12 @@ from dmoe.defaults import DEFAULT_NUM_EXPERTS, DEFAULT_NUM_NODES, DEFAULT_PLACEM
 def test_one_constant_everywhere():
     import dmoe.main_job as mj
     from dmoe.model.carved import build
-    from dmoe.model import loader
+    from dmoe.model import dispatch
 
     assert (DEFAULT_NUM_EXPERTS, DEFAULT_NUM_NODES, DEFAULT_PLACEMENT) == (32, 8, "coactivation")
     assert (mj.DEFAULT_RUN_EXPERTS, mj.DEFAULT_RUN_NODES, mj.DEFAULT_RUN_PLACEMENT) == (
         DEFAULT_NUM_EXPERTS, DEFAULT_NUM_NODES, DEFAULT_PLACEMENT)
-    assert loader.DEFAULT_CARVED_EXPERTS == DEFAULT_NUM_EXPERTS
+    assert dispatch.DEFAULT_CARVED_EXPERTS == DEFAULT_NUM_EXPERTS
     for fn in (build.build_moe_model, build.load_moe_model):
         assert inspect.signature(fn).parameters["num_experts"].default == DEFAULT_NUM_EXPERTS
 

@@ -55,7 +55,7 @@ from ..calibration import (
     default_calibration_texts,
     tokenize_calibration,
 )
-from ..load import BUILD_FORMAT, load_dense_model, read_intermediate_size, resolve_source
+from ..sources import BUILD_FORMAT, load_dense_model, read_intermediate_size, resolve_source
 from .moe import COMBINE_MODES, MoEModel, UnsupportedModelError, check_supported
 from .moefy import ffn_activations, partition_neurons
 from .router import Router, router_targets, train_router
@@ -558,7 +558,7 @@ def build_moe_model(
     Args:
         source: None (default SmolLM2-135M-Instruct GGUF), a ``.gguf`` file, a local HF
             model directory, a dmoe build directory (loaded as is) or a hub id; see
-            :mod:`dmoe.model.load`.
+            :mod:`dmoe.model.sources`.
         num_experts: K >= 1; must divide the FFN intermediate size (1536 for SmolLM2,
             so K in 1, 2, 3, 4, 6, 8, 12, 16, ...).
         cache_dir: cache root; default ``$DMOE_CACHE_DIR`` or ``~/.cache/dmoe``.
