@@ -133,7 +133,7 @@ def test_cli_calibrate_then_run_the_calibrated_policy(tiny_moe, tmp_path):
     build = tmp_path / "build"
     save_moe_model(tiny_moe, build, {"key": "b" * 64})
     runner = CliRunner()
-    res = runner.invoke(main, ["calibrate", "--model", str(build), "-K", "4", "-M", "16", "-w", "1", "-n", "2",
+    res = runner.invoke(main, ["calibrate", "--model", str(build), "-K", "4", "-D", "2", "-M", "16", "-w", "1", "-n", "2",
                                "--qos", "0.3,1.0", "--quiet", "--budget", "0.01", "--budget", "100"])
     assert res.exit_code == 0, res.output
     assert "importance-D2-" in res.output and "budget 100 nat/token" in res.output
