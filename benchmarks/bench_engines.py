@@ -51,10 +51,10 @@ def main() -> int:
     system = SystemConfig()
     names = args.policies or list(DEFAULT_POLICIES)
     t0 = time.perf_counter()
-    model = load_moe_model(None, num_experts=system.num_experts, progress=False)
+    model = load_moe_model(None, num_experts=system.num_nodes, progress=False)
     queries = [pack_question(model.tokenizer, q) for q in load_mmlu("anatomy", limit=args.limit)]
     print(f"model loaded in {time.perf_counter() - t0:.1f} s; {len(queries)} questions, "
-          f"{sum(q.num_tokens for q in queries)} tokens, K = {system.num_experts}, L = {model.num_layers}")
+          f"{sum(q.num_tokens for q in queries)} tokens, K = {system.num_nodes}, L = {model.num_layers}")
     print(f"machine: {os.cpu_count()} CPUs; driver torch threads {torch.get_num_threads()}; python {sys.version.split()[0]}")
 
     t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def main() -> int:
     t0 = time.perf_counter()
     engines["ray"] = make_engine("ray", model)
     t_ray = time.perf_counter() - t0
-    print(f"start-up: local engine {t_local:.2f} s, Ray engine (ray.init + {system.num_experts} actors) {t_ray:.1f} s")
+    print(f"start-up: local engine {t_local:.2f} s, Ray engine (ray.init + {system.num_nodes} actors) {t_ray:.1f} s")
 
     def run(engine, name, rate):
         return evaluate_policy(model, queries, policy_from_name(name), system=system, seed=args.seed,

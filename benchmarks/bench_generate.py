@@ -77,7 +77,7 @@ def main() -> None:
     hf = statistics.median(hf_times)
     rows = []
     print(f"{args.tokens} greedy tokens after {PROMPT!r}; K = {dep.num_experts} experts on N = "
-          f"{dep.system.num_experts} nodes, {args.engine} engine, torch on 1 thread, median of {args.repeats}")
+          f"{dep.system.num_nodes} nodes, {args.engine} engine, torch on 1 thread, median of {args.repeats}")
     print(f"{'':<14}{'ms/token':>10}{'x HF':>7}{'tok/s':>8}{'prefill J':>11}{'decode J':>10}"
           f"{'mJ/token':>10}{'TTFT s':>9}{'TPOT s':>9}")
     print(f"{'transformers':<14}{hf * 1e3:>10.1f}{1.0:>7.2f}{1 / hf:>8.2f}")

@@ -33,7 +33,7 @@ import time
 import numpy as np
 import torch
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.data.packing import PackedQuery
 from dmoe.model import load_expert_model
 from dmoe.optimize.policies import JESAPolicy, TopK
@@ -88,7 +88,7 @@ def queries(k: int, tokens: int, seed: int) -> list[PackedQuery]:
 
 def bench(model, label: str, *, tokens: int, rounds: int, seed: int) -> None:
     k = model.num_experts
-    system = SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
+    system = SystemConfig(num_nodes=k, num_subcarriers=default_num_subcarriers(k))
     qs = queries(k, tokens, seed)
     print(f"\n{label}: K = {k}, M = {system.num_subcarriers}, {k} queries x {tokens} tokens = {k * tokens} "
           f"tokens per layer round, {model.num_layers} layer(s)")

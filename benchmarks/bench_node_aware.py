@@ -23,7 +23,7 @@ import time
 import numpy as np
 import scipy
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.optimize import select_experts
 from dmoe.optimize._des import numba_enabled
 from dmoe.energy import expert_comp_energy, transmission_costs
@@ -33,7 +33,7 @@ from dmoe.system import SystemConfig
 
 def instances(num_experts, num_nodes, tokens, d, seed):
     rng = np.random.default_rng(seed)
-    system = SystemConfig(num_experts=num_nodes, num_subcarriers=num_nodes * (num_nodes - 1))
+    system = SystemConfig(num_nodes=num_nodes, num_subcarriers=num_nodes * (num_nodes - 1))
     logits = rng.normal(0.0, 1.5, (tokens, num_experts))
     scores = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     placement = round_robin_placement(num_experts, num_nodes)

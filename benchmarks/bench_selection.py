@@ -37,7 +37,7 @@ import tracemalloc
 import numpy as np
 import scipy
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.optimize import _des, jesa, select_experts
 from dmoe.system import SystemConfig
 
@@ -242,7 +242,7 @@ def bench_large_k(rng, quick):
 
 def jesa_breakdown(k, per_node, m, seed, threshold=0.8, d=2, repeat=5):
     """Time jesa() with its selection and allocation calls wrapped: (total, iterations, sel, alloc)."""
-    system = SystemConfig(num_experts=k, num_subcarriers=m)
+    system = SystemConfig(num_nodes=k, num_subcarriers=m)
     rng = np.random.default_rng(seed)
     rates = draw_rates(system, rng)
     logits = rng.normal(0.0, 1.5, size=(k * per_node, k))

@@ -28,7 +28,7 @@ import time
 
 TODAY = """
 import dmoe.experiments.cli  # the old cli registered `reproduce` (and imported it) at import
-from dmoe.model import load, coactivation_cache
+from dmoe.model import sources as load, coactivation_cache
 from dmoe.model.carved import build
 from dmoe.runtime import routing
 load.read_intermediate_size = lambda source, cache_dir=None: (

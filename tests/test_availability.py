@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import token_costs
 from dmoe.optimize import (
     Dense,
@@ -80,12 +80,12 @@ def test_available_validation():
         select_experts(scores, costs, thr, d, available=np.ones((2, 2, 2), dtype=bool))
 
 
-SYSTEM = SystemConfig(num_experts=5, num_subcarriers=20)
+SYSTEM = SystemConfig(num_nodes=5, num_subcarriers=20)
 
 
 def _round(seed, t=30):
     rng = np.random.default_rng(seed)
-    k = SYSTEM.num_experts
+    k = SYSTEM.num_nodes
     mask = rng.random(k) < 0.7
     mask[rng.integers(k)] = True
     alive = np.flatnonzero(mask)
@@ -113,10 +113,10 @@ def test_lower_bound_equals_reduced_problem(seed):
     res = lower_bound(scores, source, rates, 0.7, 2, system=SYSTEM, available=mask)
     # the reduced system: only the live nodes, sources renumbered
     alive = np.flatnonzero(mask)
-    renum = -np.ones(SYSTEM.num_experts, dtype=int)
+    renum = -np.ones(SYSTEM.num_nodes, dtype=int)
     renum[alive] = np.arange(alive.size)
     a = SYSTEM.comp_energy_per_token_j[alive]
-    small = SystemConfig(num_experts=alive.size, num_subcarriers=SYSTEM.num_subcarriers, comp_energy_per_token=tuple(a))
+    small = SystemConfig(num_nodes=alive.size, num_subcarriers=SYSTEM.num_subcarriers, comp_energy_per_token=tuple(a))
     ref = lower_bound(
         scores[:, alive], renum[source], rates[np.ix_(alive, alive)], 0.7, 2, system=small, method="enumerate"
     )

@@ -21,7 +21,7 @@ from dmoe.importance import (
 from dmoe.system import SystemConfig
 
 K = 4
-SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
+SYSTEM = SystemConfig(num_nodes=K, num_subcarriers=16)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_bad_arguments(tiny_moe):
         calibrate_importance(tiny_moe, qos=(0.5, 1.5), progress=False)
     with pytest.raises(ValueError, match="`base`"):
         calibrate_importance(tiny_moe, base="half", system=SYSTEM, progress=False)
-    with pytest.raises(ValueError, match="system.num_experts"):
+    with pytest.raises(ValueError, match="system.num_nodes"):
         calibrate_importance(tiny_moe, system=SystemConfig(), progress=False)
 
 
@@ -133,7 +133,7 @@ def test_cli_calibrate_then_run_the_calibrated_policy(tiny_moe, tmp_path):
     build = tmp_path / "build"
     save_moe_model(tiny_moe, build, {"key": "b" * 64})
     runner = CliRunner()
-    res = runner.invoke(main, ["calibrate", "--model", str(build), "-K", "4", "-M", "16", "-w", "1", "-n", "2",
+    res = runner.invoke(main, ["calibrate", "--model", str(build), "-K", "4", "-D", "2", "-M", "16", "-w", "1", "-n", "2",
                                "--qos", "0.3,1.0", "--quiet", "--budget", "0.01", "--budget", "100"])
     assert res.exit_code == 0, res.output
     assert "importance-D2-" in res.output and "budget 100 nat/token" in res.output
@@ -203,7 +203,7 @@ def test_calibration_on_real_moe_families(family, tiny_tokenizer, tmp_path):
     save_tiny_moe(family, tmp_path, tokenizer=tiny_tokenizer)
     model = load_expert_model(str(tmp_path))
     k = model.num_experts
-    system = SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
+    system = SystemConfig(num_nodes=k, num_subcarriers=default_num_subcarriers(k))
     prof = calibrate_importance(model, qos=(0.3, 1.0), max_experts=model.native_top_k, window=1, num_questions=2,
                                 system=system, base="full", progress=False)
     kl = np.asarray(prof.kl)

@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dmoe.channel import (
-    as_generator,
-    channel_gain,
-    correlated_channel_gain,
-    draw_rates,
-    gain_correlation,
-    subcarrier_rates,
-)
+from dmoe.rng import as_generator
+from dmoe.channels.rates import channel_gain, correlated_channel_gain, draw_rates, gain_correlation, subcarrier_rates
 from dmoe.system import SystemConfig
 
 
@@ -120,7 +114,7 @@ def test_subcarrier_rates_formula():
 
 
 def test_draw_rates_shapes_and_taps():
-    s = SystemConfig(num_experts=4, num_subcarriers=32)
+    s = SystemConfig(num_nodes=4, num_subcarriers=32)
     r = draw_rates(s, rng=0)
     assert r.shape == (4, 4, 32)
     assert np.all(r[np.arange(4), np.arange(4)] == 0)
@@ -151,3 +145,37 @@ def test_bad_rng_type():
         as_generator("seed")
     with pytest.raises(TypeError, match="`system`"):
         draw_rates({"num_experts": 8})
+
+
+# ------------------------------------------------ the old module path (issue 19, item 5)
+def test_old_module_path_reexports_the_same_objects_with_a_warning():
+    import importlib
+
+    import dmoe.channels
+    import dmoe.channels.rates as rates
+    import dmoe.rng
+
+    old = importlib.import_module("dmoe.channel")
+    for name in ("channel_gain", "correlated_channel_gain", "gain_correlation", "subcarrier_rates", "draw_rates"):
+        with pytest.warns(DeprecationWarning, match=rf"dmoe\.channel\.{name}` moved to `dmoe\.channels\.rates"):
+            obj = getattr(old, name)
+        assert obj is getattr(rates, name) is getattr(dmoe.channels, name)
+    with pytest.warns(DeprecationWarning, match=r"moved to `dmoe\.rng\.as_generator`") as rec:
+        from dmoe.channel import as_generator as old_as_generator
+    assert rec[0].filename == __file__  # points at the importing line
+    assert old_as_generator is dmoe.rng.as_generator
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        old.nope  # noqa: B018
+    assert sorted(dir(old)) == sorted(old.__all__)
+
+
+def test_public_names_keep_their_objects():
+    import warnings
+
+    import dmoe
+    import dmoe.channels.rates as rates
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dmoe.draw_rates is rates.draw_rates and dmoe.channel_gain is rates.channel_gain
+        assert dmoe.subcarrier_rates is rates.subcarrier_rates

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import j0
 
-from dmoe.channel import channel_gain, draw_rates
+from dmoe.channels.rates import channel_gain, draw_rates
 from dmoe.channels import (
     CHANNEL_MODELS,
     TDL_PROFILES,
@@ -127,7 +127,7 @@ def test_doppler_shift():
 # ------------------------------------------------------------------ the paper's default
 @pytest.mark.parametrize("redraw", ["layer", "round", "fixed"])
 def test_default_process_is_exactly_draw_rates(redraw):
-    system = SystemConfig(num_experts=4, num_subcarriers=16)
+    system = SystemConfig(num_nodes=4, num_subcarriers=16)
     proc = ChannelProcess(ChannelConfig(), system, seed=5, channel_redraw=redraw)
     for r in range(2):
         for layer in range(3):
@@ -156,7 +156,7 @@ def test_csi_error_variance():
 
 
 def test_outdated_csi_is_the_previous_round():
-    system = SystemConfig(num_experts=4, num_subcarriers=8)
+    system = SystemConfig(num_nodes=4, num_subcarriers=8)
     proc = ChannelProcess(ChannelConfig("tdl-a", csi_delay=1), system, seed=1)
     first = proc.layer_channel(0, 0)
     assert np.array_equal(first.estimated_rates, first.true_rates)  # fresh estimate at the start of a round
@@ -169,7 +169,7 @@ def test_outdated_csi_is_the_previous_round():
 
 
 def test_speed_zero_is_static_within_a_query_round_and_independent_across():
-    system = SystemConfig(num_experts=4, num_subcarriers=8)
+    system = SystemConfig(num_nodes=4, num_subcarriers=8)
     proc = ChannelProcess(ChannelConfig("tdl-d", speed_kmh=0.0), system, seed=2)
     a = proc.layer_channel(0, 0).true_rates
     proc.advance(3.0)
@@ -178,7 +178,7 @@ def test_speed_zero_is_static_within_a_query_round_and_independent_across():
 
 
 def test_mobility_uses_the_elapsed_time():
-    system = SystemConfig(num_experts=4, num_subcarriers=8)
+    system = SystemConfig(num_nodes=4, num_subcarriers=8)
     fast = ChannelProcess(ChannelConfig(speed_kmh=3.0), system, seed=2)
     a = fast.layer_channel(0, 0).true_rates
     fast.advance(1e-6)  # a microsecond: J0 ~ 1
@@ -220,7 +220,7 @@ def test_other_bad_input():
     with pytest.raises(ValueError, match="`comp_throughput_tokens_per_s`"):
         SystemConfig(comp_throughput_tokens_per_s=0.0)
     with pytest.raises(ValueError, match=r"`comp_throughput_tokens_per_s`\[1\]"):
-        SystemConfig(num_experts=2, comp_throughput_tokens_per_s=(1e3, 0.0))
+        SystemConfig(num_nodes=2, comp_throughput_tokens_per_s=(1e3, 0.0))
     with pytest.raises(ValueError, match="`channel_redraw`"):
         ChannelProcess(ChannelConfig(speed_kmh=3.0), SystemConfig(), channel_redraw="round")
     with pytest.raises(ValueError, match="`model`"):
@@ -234,7 +234,7 @@ def test_config_round_trip():
     assert c.model == "tdl-c"
     assert ChannelConfig.from_dict(c.to_dict()) == c
     assert "TDL-C" in c.label() and "30 km/h" in c.label()
-    s = SystemConfig(num_experts=2, comp_throughput_tokens_per_s=[1e3, 2e3])
+    s = SystemConfig(num_nodes=2, comp_throughput_tokens_per_s=[1e3, 2e3])
     assert SystemConfig.from_dict(s.to_dict()) == s
     assert np.array_equal(s.comp_throughput_j, [1e3, 2e3])
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.channels import CHANNEL_MODELS, DEPLOYMENT_STREAM, ChannelConfig, ChannelProcess, RayleighChannel
 from dmoe.channels.geometry import node_positions
 from dmoe.channels.pathloss import draw_large_scale
@@ -20,7 +20,7 @@ from dmoe.system import SystemConfig, dbm_to_w, system_preset
 
 NR30 = "nr-fr1-30khz-100mhz"
 K, M = 4, 32
-SYSTEM = system_preset(NR30, num_experts=K, num_subcarriers=M)
+SYSTEM = system_preset(NR30, num_nodes=K, num_subcarriers=M)
 OFF = ~np.eye(K, dtype=bool)
 
 
@@ -88,7 +88,7 @@ def test_layout_with_rayleigh_is_the_unit_response_times_the_gain_exactly():
 
 @pytest.mark.parametrize("redraw", ["layer", "round", "fixed"])
 def test_paper_default_is_bit_identical_to_draw_rates(redraw):
-    system = system_preset("paper", num_experts=8)
+    system = system_preset("paper", num_nodes=8)
     for cfg in (ChannelConfig(), ChannelConfig(shadowing=False)):
         assert cfg.is_paper_default
         proc = ChannelProcess(cfg, system, seed=3, channel_redraw=redraw)
@@ -137,7 +137,7 @@ def test_csv_layout_must_have_one_row_per_node(tmp_path):
     cfg = ChannelConfig(layout=str(p), pathloss="free-space")
     assert cfg.large_scale(3, 0).distance_m[1, 2] == pytest.approx(math.sqrt(200))
     with pytest.raises(ValueError, match="N = 4 nodes"):
-        ChannelProcess(cfg, system_preset("paper", num_experts=4), seed=0)
+        ChannelProcess(cfg, system_preset("paper", num_nodes=4), seed=0)
 
 
 def test_runtime_with_an_nr_preset_and_a_layout_gives_finite_results(tiny_llama, tiny_tokenizer):
@@ -149,7 +149,7 @@ def test_runtime_with_an_nr_preset_and_a_layout_gives_finite_results(tiny_llama,
 
     model = make_tiny_moe(tiny_llama, K, seed=1)
     queries = [pack_question(tiny_tokenizer, q) for q in load_mmlu("anatomy", limit=4)]
-    system = system_preset(NR30, num_experts=K, num_subcarriers=16)
+    system = system_preset(NR30, num_nodes=K, num_subcarriers=16)
     channel = ChannelConfig("tdl-a", layout="disk:80")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no division by zero, no overflow, no NaN

@@ -28,7 +28,7 @@ def no_weights(monkeypatch):
 def test_plan_of_the_default_model_reads_no_weights(no_weights):
     plan = plan_deployment()
     assert (plan.num_experts, plan.num_nodes, plan.placement_kind, plan.carved) == (32, 8, "coactivation", True)
-    assert plan.system == system_preset("paper", num_experts=8) and plan.preset == "paper"
+    assert plan.system == system_preset("paper", num_nodes=8) and plan.preset == "paper"
     assert plan.large_scale is None
     plan = plan_deployment(num_experts=8)  # -K alone: one expert per node
     assert (plan.num_nodes, plan.placement_kind) == (8, None)
@@ -40,11 +40,11 @@ def test_plan_with_an_nr_preset_a_layout_and_overrides(no_weights):
     channel = ChannelConfig(layout="disk:50", pathloss="inh-office")
     plan = plan_deployment(preset=NR30, noise_figure_db=9.0, tx_power_dbm=20.0, channel=channel, seed=7)
     assert plan.preset == NR30
-    assert plan.system == system_preset(NR30, num_experts=8, noise_figure_db=9.0, node_power_budget_w=dbm_to_w(20.0))
+    assert plan.system == system_preset(NR30, num_nodes=8, noise_figure_db=9.0, node_power_budget_w=dbm_to_w(20.0))
     ref = channel.large_scale(8, 7)
     np.testing.assert_array_equal(plan.large_scale.positions_m, ref.positions_m)
     np.testing.assert_array_equal(plan.large_scale.gain, ref.gain)
-    explicit = SystemConfig(num_experts=4, num_subcarriers=16, hidden_state_bytes=999)
+    explicit = SystemConfig(num_nodes=4, num_subcarriers=16, hidden_state_bytes=999)
     plan = plan_deployment(system=explicit, num_experts=4)
     assert plan.system is explicit and plan.preset is None and plan.system_bytes == 999 and plan.num_nodes == 4
 
@@ -82,7 +82,7 @@ def test_deploy_sets_s0_from_the_model_and_keeps_the_geometry(tiny_carved_build)
     assert deploy(**common, wire_dtype="int8").system.hidden_state_bytes == h + 4
     dep = deploy(**common, hidden_state_bytes=77, wire_dtype="int8")
     assert dep.system.hidden_state_bytes == 77 and dep.wire_dtype is None
-    given = system_preset("paper", num_experts=4).replace(hidden_state_bytes=4096)
+    given = system_preset("paper", num_nodes=4).replace(hidden_state_bytes=4096)
     dep = deploy(**common, system=given)
     assert dep.system == given and dep.preset is None and "SystemConfig" in dep.hidden_state_source
     dep = deploy(**common, preset=NR30, channel=ChannelConfig(layout="grid:10"), seed=3)
@@ -95,3 +95,50 @@ def test_deploy_sets_s0_from_the_model_and_keeps_the_geometry(tiny_carved_build)
     with pytest.raises(ValueError, match="same seed"):
         dep.runtime(dep.policy("Top-1"), channel=ChannelConfig(layout="grid:20"))
     dep.runtime(dep.policy("Top-1"), channel=ChannelConfig("tdl-a", layout="grid:10"))  # other fading: fine
+
+
+# ------------------------------------------- K never comes from `system` (issue 19, item 4)
+def test_a_system_of_8_nodes_keeps_the_default_model(no_weights):
+    """The issue's scenario: `system=SystemConfig(num_experts=8)` used to switch to the
+    8-expert model (so Top-8 was dense); now it is 8 nodes under the default K = 32."""
+    from dmoe.defaults import DEFAULT_NUM_EXPERTS
+
+    with pytest.warns(DeprecationWarning, match="num_nodes"):
+        system = SystemConfig(num_experts=8)
+    plan = plan_deployment(system=system)
+    assert (plan.num_experts, plan.num_nodes, plan.placement_kind) == (DEFAULT_NUM_EXPERTS, 8, "coactivation")
+    assert plan.system is system
+    assert plan.num_experts == plan_deployment().num_experts  # the same model as without a system
+    # an explicit K with the system's N: K experts on N nodes, not K = N
+    plan = plan_deployment(system=SystemConfig(num_nodes=4, num_subcarriers=16), num_experts=8)
+    assert (plan.num_experts, plan.num_nodes, plan.placement_kind) == (8, 4, "coactivation")
+
+
+@pytest.mark.parametrize("kwargs, k", [
+    (dict(system=SystemConfig(num_nodes=64, num_subcarriers=64)), 32),  # the default K = 32
+    (dict(system=SystemConfig(num_nodes=16, num_subcarriers=64), num_experts=8), 8),
+])
+def test_a_system_with_more_nodes_than_experts_raises(no_weights, kwargs, k):
+    with pytest.raises(ValueError, match=rf"`system.num_nodes` = {kwargs['system'].num_nodes} .* K = {k} experts"):
+        plan_deployment(**kwargs)
+
+
+def test_a_system_with_more_nodes_than_a_real_moe_raises(no_weights, tmp_path):
+    from test_hf_moe import _configs
+
+    d = tmp_path / "qwen"
+    _configs()["qwen2_moe"].save_pretrained(d)  # the plan reads config.json only: K = 6
+    (d / "model.safetensors").write_bytes(b"")  # never read: the plan loads no weight
+    plan = plan_deployment(model_source=str(d), system=SystemConfig(num_nodes=3, num_subcarriers=8))
+    assert (plan.num_nodes, plan.placement_kind) == (3, "contiguous") and not plan.carved
+    with pytest.raises(ValueError, match=r"`system.num_nodes` = 8 .*Qwen2-MoE checkpoint has K = 6 experts"):
+        plan_deployment(model_source=str(d), system=SystemConfig(num_nodes=8))
+
+
+def test_run_main_job_refuses_a_system_above_k_before_any_model_load(no_weights, tmp_path):
+    from dmoe.main_job import run_main_job
+
+    with pytest.raises(ValueError, match=r"`system.num_nodes` = 64 .* K = 32"):
+        run_main_job(system=SystemConfig(num_nodes=64, num_subcarriers=64), limit=1, output=tmp_path / "out",
+                     progress=False)
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import dmoe
-from dmoe.channel import subcarrier_rates
+from dmoe.channels.rates import subcarrier_rates
 from dmoe.energy import token_costs
 from dmoe.system import SystemConfig
 from dmoe.data import Question, pack_question
@@ -201,7 +201,7 @@ def test_top_k_breaks_ties_by_index():
     from dmoe.optimize import TopK
     from dmoe.system import SystemConfig
 
-    system = SystemConfig(num_experts=4, num_subcarriers=12)
+    system = SystemConfig(num_nodes=4, num_subcarriers=12)
     rates = np.full((4, 4, 12), 1e6)
     sched = TopK(2).schedule(np.full((3, 4), 0.25), np.array([0, 1, 2]), rates, 1, system=system)
     assert sched.selection[:, :2].all() and not sched.selection[:, 2:].any()
@@ -332,7 +332,7 @@ def test_tiny_positive_rate_raises_no_overflow_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         res = allocate_subcarriers(rates, demand, tx_power_w=0.1, bits_per_token=64)
-        costs = token_costs(np.array([[0, 5e-324], [1.0, 0]]), SystemConfig(num_experts=2))
+        costs = token_costs(np.array([[0, 5e-324], [1.0, 0]]), SystemConfig(num_nodes=2))
     # link 0->1 takes the usable subcarrier 1; link 1->0 cannot be carried (energy > 1.8e308 J)
     assert res.subcarrier[0, 1] == 1 and res.served[0, 1]
     assert res.unserved[1, 0] and np.isinf(res.energy[1, 0])

@@ -13,7 +13,7 @@ from dmoe.energy import (
 )
 from dmoe.system import SystemConfig
 
-SYS3 = SystemConfig(num_experts=3, num_subcarriers=4)
+SYS3 = SystemConfig(num_nodes=3, num_subcarriers=4)
 
 
 def test_token_costs_formula_and_units():
@@ -87,7 +87,7 @@ def test_communication_energy_zero_rate_policy():
 
 
 def test_computation_energy_static_only_when_active():
-    s = SystemConfig(num_experts=3, comp_energy_per_token=(1e-3, 2e-3, 3e-3), comp_energy_static=(0.5, 0.25, 0.125))
+    s = SystemConfig(num_nodes=3, comp_energy_per_token=(1e-3, 2e-3, 3e-3), comp_energy_static=(0.5, 0.25, 0.125))
     tokens = np.array([[2, 0, 0], [1, 0, 0], [0, 0, 4]])
     e = computation_energy(tokens, s)
     np.testing.assert_allclose(e, [3 * 1e-3 + 0.5, 0.0, 4 * 3e-3 + 0.125])

@@ -24,7 +24,7 @@ from dmoe.system import SystemConfig
 ray = pytest.importorskip("ray")
 
 K = 4
-SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
+SYSTEM = SystemConfig(num_nodes=K, num_subcarriers=16)
 POLICIES = [Dense(), TopK(1), TopK(2), Homogeneous(0.6, 2), JESAPolicy(0.8, 2), LowerBound(0.8, 3)]
 
 
@@ -317,7 +317,7 @@ def test_real_moe_family_same_on_ray(ray_session, tmp_path):
     save_tiny_moe("deepseek_v3", tmp_path)
     model = load_expert_model(str(tmp_path))
     k = model.num_experts
-    system = SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
+    system = SystemConfig(num_nodes=k, num_subcarriers=default_num_subcarriers(k))
     gen = torch.Generator().manual_seed(0)
     qs = [_causal_query(torch.randint(0, 256, (int(n),), generator=gen)) for n in torch.randint(5, 12, (k,))]
     eng = RayEngine(model)
@@ -383,7 +383,7 @@ def test_placement_with_node_kill_same_on_ray(ray_session, tiny_moe, queries):
     takes both experts; Ray and local agree to the bit on selections and the ledger."""
     from dmoe.runtime.ray_engine import RayEngine
 
-    system = SystemConfig(num_experts=2, num_subcarriers=16)
+    system = SystemConfig(num_nodes=2, num_subcarriers=16)
     place = np.array([0, 1, 1, 0])
     kw = dict(system=system, seed=2, record_selection=True, placement=place, node_rejoin=True,
               node_kills=[NodeKill(0, 1, 1, "experts")])

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.experiments import EXPERIMENTS, Options, resolve_names, run_experiments
 from dmoe.experiments.context import Context, EvalRecord
 from dmoe.experiments.exact import brute_force_p2, distinct_best_subcarriers, eq13_bound, solve_p2_exact
@@ -23,7 +23,7 @@ from dmoe.system import SystemConfig
 
 def _instance(rng, k, m, per_node, threshold=0.6):
     """Random P2 instance; ``per_node`` tokens per node (int) or per-node counts (list)."""
-    system = SystemConfig(num_experts=k, num_subcarriers=m)
+    system = SystemConfig(num_nodes=k, num_subcarriers=m)
     counts = [per_node] * k if np.isscalar(per_node) else list(per_node)
     source = np.repeat(np.arange(k), counts)
     scores = rng.dirichlet(np.ones(k), size=source.size)
@@ -69,7 +69,7 @@ def test_exact_p2_candidate_restriction_loses_nothing_with_many_subcarriers():
 def test_exact_p2_scarce_subcarriers():
     # 2 experts, 1 subcarrier: only one of the two links can carry tokens
     rng = np.random.default_rng(3)
-    system = SystemConfig(num_experts=2, num_subcarriers=1)
+    system = SystemConfig(num_nodes=2, num_subcarriers=1)
     rates = draw_rates(system, rng)
     source = np.array([0, 1])
     scores = np.array([[0.3, 0.7], [0.6, 0.4]])  # token 0 must go remote, token 1 may stay local
@@ -94,7 +94,7 @@ def test_eq13_bound_values():
 
 
 def test_event_a_probability_matches_eq13_under_iid():
-    system = SystemConfig(num_experts=2, num_subcarriers=4)
+    system = SystemConfig(num_nodes=2, num_subcarriers=4)
     rng = np.random.default_rng(0)
     hits = sum(distinct_best_subcarriers(draw_rates(system, rng)) for _ in range(3000))
     assert hits / 3000 == pytest.approx(eq13_bound(2, 4), abs=0.03)  # 0.75

@@ -24,7 +24,7 @@ from dmoe.runtime.sampling import SamplingParams, TokenSampler
 from dmoe.system import SystemConfig
 
 K = 4
-SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
+SYSTEM = SystemConfig(num_nodes=K, num_subcarriers=16)
 ATOL = 1e-4
 
 
@@ -173,7 +173,7 @@ def test_sampling_is_seeded_and_independent_of_batching(tiny_moe):
     a = generate(DMoERuntime(tiny_moe, Dense(), system=SYSTEM, seed=1), prompts, cfg)
     b = generate(DMoERuntime(tiny_moe, Dense(), system=SYSTEM, seed=1), prompts, cfg)
     assert [o.token_ids for o in a.outputs] == [o.token_ids for o in b.outputs]
-    two = SystemConfig(num_experts=2, num_subcarriers=4)
+    two = SystemConfig(num_nodes=2, num_subcarriers=4)
     c = generate(DMoERuntime(tiny_moe, Dense(), system=two, seed=5, placement=np.array([0, 0, 1, 1])), prompts, cfg)
     assert c.prefill.rounds == 3
     assert [o.token_ids for o in c.outputs] == [o.token_ids for o in a.outputs]

@@ -163,7 +163,7 @@ def test_generate_with_an_nr_preset_and_a_layout_records_the_system(tiny_carved_
     cfg = payload["config"]
     model = load_expert_model(str(build), num_experts=4, cache_dir=str(root / "cache"), progress=False)
     s0 = 2 * model.hidden_size
-    system = system_preset(NR30, num_experts=4).replace(hidden_state_bytes=s0)
+    system = system_preset(NR30, num_nodes=4).replace(hidden_state_bytes=s0)
     assert cfg["system_preset"] == NR30 and cfg["system"] == system.to_dict()
     assert cfg["system"]["num_subcarriers"] == 273 and cfg["hidden_state_bytes"] == s0 and cfg["wire_dtype"] == "fp16"
     assert cfg["channel"]["layout"] == "disk:50" and cfg["channel"]["pathloss"] == "umi-street-canyon"

@@ -23,7 +23,7 @@ from dmoe.system import SystemConfig
 ray = pytest.importorskip("ray")
 
 K = 4
-SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
+SYSTEM = SystemConfig(num_nodes=K, num_subcarriers=16)
 CFG = GenerationConfig(max_new_tokens=8, stop_token_ids=())
 
 

@@ -33,7 +33,7 @@ def test_dense_sum_equals_smollm2_greedy_generate(deployment):
     from dmoe.runtime.generate import GenerationConfig, generate
 
     dep = deployment
-    assert (dep.num_experts, dep.system.num_experts, dep.model.combine) == (32, 8, "sum")
+    assert (dep.num_experts, dep.system.num_nodes, dep.model.combine) == (32, 8, "sum")
     tok = dep.model.tokenizer
     texts = ["The capital of France is", "Question: Which bone is the longest in the human body?\nAnswer:"]
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]

@@ -131,7 +131,7 @@ class NativeReplay(Policy):
 
 def _system(model) -> SystemConfig:
     k = model.num_experts
-    return SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
+    return SystemConfig(num_nodes=k, num_subcarriers=default_num_subcarriers(k))
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -348,7 +348,7 @@ def test_dmoe_run_on_a_moe_checkpoint(tmp_path, tiny_tokenizer):
     assert "shared expert" in res.output and "gating scores: g = softmax" in res.output
     cfg = _read_summary(out)["config"]
     assert cfg["expert_model"]["family"] == "qwen2_moe" and cfg["expert_model"]["native_top_k"] == 2
-    assert cfg["system"]["num_experts"] == 6 and cfg["system"]["num_subcarriers"] == 32
+    assert cfg["system"]["num_nodes"] == 6 and cfg["system"]["num_subcarriers"] == 32
     assert cfg["combine"] == "family"
     # quality against the full model = the family's own top-2 routing
     assert cfg["full_model"]["definition"] == "the family's own top-2 routing"

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.optimize import LowerBound, jesa, policy_from_name, policy_from_params
 from dmoe.optimize._knapsack import solve_mckp
 from dmoe.optimize.calibrated import CalibratedDES, CalibratedJESA, CalibratedLB, calibrated_policy
-from dmoe.optimize.importance import ImportanceProfile, allocate_qos, predicted_front
+from dmoe.optimize.qos_allocation import ImportanceProfile, allocate_qos, predicted_front
 from dmoe.optimize.layerwise import DESPolicy, LayerwiseQoS
 from dmoe.system import SystemConfig
 
 K = 4
-SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
+SYSTEM = SystemConfig(num_nodes=K, num_subcarriers=16)
 
 
 def make_profile(L=6, window=2, qos=(0.2, 0.5, 1.0), D=2, seed=0, base="top", **over):
@@ -206,3 +206,22 @@ def test_calibrated_d_outside_one_to_k_is_refused_without_a_useless_hint(name, n
         with pytest.raises(ValueError, match=needle) as exc:
             policy_from_name(name, profile=prof)
         assert "-D 0" not in str(exc.value)
+
+
+def test_old_module_path_reexports_the_same_objects_with_a_warning():
+    """dmoe.optimize.importance was renamed dmoe.optimize.qos_allocation (issue 19)."""
+    import importlib
+
+    import dmoe
+    import dmoe.optimize.qos_allocation as new
+
+    old = importlib.import_module("dmoe.optimize.importance")
+    for name in new.__all__:
+        with pytest.warns(DeprecationWarning, match=rf"moved to `dmoe\.optimize\.qos_allocation\.{name}`") as rec:
+            obj = getattr(old, name)
+        assert rec[0].filename == __file__
+        assert obj is getattr(new, name)
+    assert sorted(old.__all__) == sorted(new.__all__)
+    assert dmoe.ImportanceProfile is new.ImportanceProfile and dmoe.allocate_qos is new.allocate_qos
+    with pytest.raises(AttributeError):
+        old.solve_mckp  # noqa: B018  (not one of its public names)

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.optimize import jesa, lower_bound, random_subcarriers
 from dmoe.optimize.feasibility import check_jesa
 from dmoe.system import SystemConfig
 
 
 def setup(seed, k=8, m=64, tokens_per_node=32, alpha=0.5, system=None):
-    system = system or SystemConfig(num_experts=k, num_subcarriers=m)
+    system = system or SystemConfig(num_nodes=k, num_subcarriers=m)
     rng = np.random.default_rng(seed)
     rates = draw_rates(system, rng)
     scores = rng.dirichlet(np.full(k, alpha), size=k * tokens_per_node)
@@ -58,7 +58,7 @@ def test_reproducible_with_seed():
 
 
 def test_infeasible_tokens_and_static_energy_keep_history_monotone():
-    s = SystemConfig(num_experts=6, num_subcarriers=10, comp_energy_static=(0.01,) * 6)
+    s = SystemConfig(num_nodes=6, num_subcarriers=10, comp_energy_static=(0.01,) * 6)
     for seed in range(6):
         system, rates, scores, source = setup(200 + seed, k=6, m=10, system=s, alpha=0.3)
         res = run(scores, source, rates, 0.95, 1, system, rng=seed)  # many infeasible tokens
@@ -122,7 +122,7 @@ def test_random_subcarriers():
         (dict(scores=np.full((8, 4), np.nan)), "scores"),
         (dict(threshold=np.nan), "threshold"),
         (dict(max_experts=0), "max_experts"),
-        (dict(system=SystemConfig(num_experts=5)), "system"),
+        (dict(system=SystemConfig(num_nodes=5)), "system"),
         (dict(method="x"), "method"),
         (dict(init="zeros"), "init"),
         (dict(max_iterations=0), "max_iterations"),

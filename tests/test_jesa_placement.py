@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import schedule_energy
 from dmoe.optimize import Dense, Homogeneous, JESAPolicy, LowerBound, TopK, jesa, lower_bound
 from dmoe.placement import contiguous_placement, node_selection, round_robin_placement
@@ -14,7 +14,7 @@ from dmoe.system import SystemConfig
 
 def layer(seed, num_tokens=40, num_experts=16, num_nodes=4, subcarriers=16):
     rng = np.random.default_rng(seed)
-    system = SystemConfig(num_experts=num_nodes, num_subcarriers=subcarriers)
+    system = SystemConfig(num_nodes=num_nodes, num_subcarriers=subcarriers)
     logits = rng.normal(0, 1.5, (num_tokens, num_experts))
     scores = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     source = rng.integers(0, num_nodes, num_tokens)

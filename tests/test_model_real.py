@@ -26,7 +26,7 @@ def real_moe():
         default_gguf_path()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    return load_moe_model(progress=False)
+    return load_moe_model(num_experts=8, progress=False)  # the paper's K (the default is 32)
 
 
 def test_default_moe_equals_dense_gguf(real_moe):

@@ -106,7 +106,7 @@ def test_builder_errors():
 
 def test_bad_placement_values_and_arguments_name_the_culprit():
     import dmoe
-    from dmoe.channel import draw_rates
+    from dmoe.channels.rates import draw_rates
     from dmoe.energy import expert_comp_energy
     from dmoe.placement import check_placement
 
@@ -116,7 +116,7 @@ def test_bad_placement_values_and_arguments_name_the_culprit():
         check_placement([0.0, 1e30], 2)
     with pytest.raises(ValueError, match="`placement` must be a rectangular array"):
         check_placement([[0, 1], [0]], 2)
-    system = dmoe.SystemConfig(num_experts=2)
+    system = dmoe.SystemConfig(num_nodes=2)
     with pytest.raises(ValueError, match="unplaced"):
         expert_comp_energy(system, np.array([-1, 0, 1, 1]))
     with pytest.raises(ValueError, match="outside"):
@@ -125,6 +125,6 @@ def test_bad_placement_values_and_arguments_name_the_culprit():
     scores = rng.dirichlet(np.ones(8), 3)
     with pytest.raises(ValueError, match="columns of `node_costs`"):
         dmoe.select_experts(scores, np.full(8, 1e-3), 0.6, 3, placement=np.arange(8) % 4, node_costs=np.ones((3, 3)))
-    with pytest.raises(ValueError, match="`system` has num_experts=4 but `rates`"):
-        dmoe.jesa(scores, np.zeros(3, dtype=int), draw_rates(dmoe.SystemConfig(num_experts=8), rng), 0.6, 3,
-                  system=dmoe.SystemConfig(num_experts=4), placement=np.arange(8) % 4)
+    with pytest.raises(ValueError, match="`system` has num_nodes=4 but `rates`"):
+        dmoe.jesa(scores, np.zeros(3, dtype=int), draw_rates(dmoe.SystemConfig(num_nodes=8), rng), 0.6, 3,
+                  system=dmoe.SystemConfig(num_nodes=4), placement=np.arange(8) % 4)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import link_token_counts, schedule_energy
 from dmoe.optimize import (
     Dense,
@@ -24,7 +24,7 @@ from dmoe.system import SystemConfig
 
 
 def setup(seed, k=8, m=64, tokens_per_node=16):
-    system = SystemConfig(num_experts=k, num_subcarriers=m)
+    system = SystemConfig(num_nodes=k, num_subcarriers=m)
     rng = np.random.default_rng(seed)
     rates = draw_rates(system, rng)
     scores = rng.dirichlet(np.full(k, 0.5), size=k * tokens_per_node)
@@ -210,7 +210,7 @@ def test_deadline_loose_is_the_policy_bit_for_bit_and_tight_takes_rbs_first():
     from dmoe.latency import link_air_time, round_timing
     from dmoe.optimize import Deadline
 
-    system = SystemConfig(num_experts=4, num_subcarriers=32)
+    system = SystemConfig(num_nodes=4, num_subcarriers=32)
     multi = 0
     for seed in range(5):
         rng = np.random.default_rng(seed)
@@ -253,7 +253,7 @@ def test_check_schedule_accepts_several_rbs_but_not_a_shared_rb():
 
 
 def test_node_budget_limits_topk_and_dense():
-    system = SystemConfig(num_experts=4, num_subcarriers=32, node_power_budget_w=1e-2)  # one RB per node
+    system = SystemConfig(num_nodes=4, num_subcarriers=32, node_power_budget_w=1e-2)  # one RB per node
     rng = np.random.default_rng(0)
     rates = draw_rates(system, rng)
     scores = rng.dirichlet(np.ones(4), 20)
@@ -269,7 +269,7 @@ def test_node_budget_limits_topk_and_dense():
 def test_deadline_gives_a_slow_link_more_rbs_instead_of_excluding_it():
     from dmoe.optimize import Deadline
 
-    system = SystemConfig(num_experts=3, num_subcarriers=6, comp_throughput_tokens_per_s=1e9)
+    system = SystemConfig(num_nodes=3, num_subcarriers=6, comp_throughput_tokens_per_s=1e9)
     rates = np.full((3, 3, 6), 1e5)
     rates[np.arange(3), np.arange(3)] = 0.0
     scores = np.tile([0.05, 0.9, 0.05], (6, 1))  # six tokens of node 0 all want expert 1

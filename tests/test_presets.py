@@ -23,8 +23,8 @@ NR15, NR30 = "nr-fr1-15khz-20mhz", "nr-fr1-30khz-100mhz"
 
 @pytest.mark.parametrize("k", [2, 5, 8, 16])
 def test_paper_preset_is_todays_default(k):
-    assert system_preset("paper", num_experts=k) == SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
-    assert system_preset("paper", num_experts=k).noise_figure_db is None
+    assert system_preset("paper", num_nodes=k) == SystemConfig(num_nodes=k, num_subcarriers=default_num_subcarriers(k))
+    assert system_preset("paper", num_nodes=k).noise_figure_db is None
     assert system_preset("paper") == SystemConfig()
     assert system_preset("Paper", snr_db=7.0, num_subcarriers=100) == SystemConfig(snr_db=7.0, num_subcarriers=100)
 
@@ -50,8 +50,8 @@ def test_thermal_noise_by_hand():
     ],
 )
 def test_nr_presets(name, rbs, rb_hz, p0_dbm, n0_dbm):
-    s = system_preset(name, num_experts=8)
-    assert s.num_experts == 8 and s.num_subcarriers == rbs
+    s = system_preset(name, num_nodes=8)
+    assert s.num_nodes == 8 and s.num_subcarriers == rbs
     assert s.subcarrier_spacing_hz == pytest.approx(rb_hz)
     assert s.node_power_budget_w == pytest.approx(0.199526, rel=1e-5)  # 23 dBm
     assert s.tx_power_w * rbs == pytest.approx(s.node_power_budget_w)  # constant PSD over the carrier
@@ -78,10 +78,10 @@ def test_snr_db_is_ignored_with_a_noise_figure():
 
 def test_overrides():
     # fewer RBs scheduled: the PSD (P0 per RB) stays the carrier's
-    s = system_preset(NR30, num_experts=4, num_subcarriers=50)
+    s = system_preset(NR30, num_nodes=4, num_subcarriers=50)
     assert s.num_subcarriers == 50 and s.tx_power_w == pytest.approx(dbm_to_w(23.0) / 273)
     # another budget: P0 = P_max / N_RB follows it
-    s = system_preset(NR30, num_experts=4, node_power_budget_w=dbm_to_w(20.0))
+    s = system_preset(NR30, num_nodes=4, node_power_budget_w=dbm_to_w(20.0))
     assert s.tx_power_w == pytest.approx(dbm_to_w(20.0) / 273) and s.max_rbs_per_node == 273
     # explicit P0: a node can carry floor(P_max / P0) RBs
     s = system_preset(NR15, tx_power_w=dbm_to_w(13.0))
@@ -100,8 +100,8 @@ def test_unknown_preset_lists_the_known_ones():
         assert name in str(exc.value)
     with pytest.raises(ValueError, match="`bandwidth`"):
         system_preset(NR15, bandwidth=5)
-    with pytest.raises(ValueError, match="`num_experts`"):
-        system_preset(NR15, num_experts=0)
+    with pytest.raises(ValueError, match="`num_nodes`"):
+        system_preset(NR15, num_nodes=0)
 
 
 @pytest.mark.parametrize("nf", [-1.0, float("nan"), float("inf"), "7", True])

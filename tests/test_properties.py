@@ -289,9 +289,9 @@ def test_subcarrier_allocation_is_exclusive_and_optimal(k, m, data):
 @settings(max_examples=40 * SCALE)
 @given(st.integers(2, 4), st.integers(1, 12), st.integers(0, 2**31 - 1), st.floats(0.1, 0.9), st.integers(1, 3))
 def test_jesa_energy_never_rises(k, t, seed, thr, d):
-    from dmoe.channel import draw_rates
+    from dmoe.channels.rates import draw_rates
 
-    system = SystemConfig(num_experts=k, num_subcarriers=k * (k - 1) + 2)
+    system = SystemConfig(num_nodes=k, num_subcarriers=k * (k - 1) + 2)
     rng = np.random.default_rng(seed)
     scores = rng.dirichlet(np.ones(k) * 0.5, size=t)
     source = rng.integers(0, k, size=t)

@@ -36,7 +36,7 @@ from dmoe.system import SystemConfig
 from conftest import make_tiny_moe
 
 K = 4
-SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
+SYSTEM = SystemConfig(num_nodes=K, num_subcarriers=16)
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +287,7 @@ def test_native_top_k_is_the_full_model_of_a_real_moe(family, tmp_path, tiny_tok
     save_tiny_moe(family, tmp_path / family)
     model = load_expert_model(str(tmp_path / family))
     k = model.num_experts
-    system = SystemConfig(num_experts=k, num_subcarriers=default_num_subcarriers(k))
+    system = SystemConfig(num_nodes=k, num_subcarriers=default_num_subcarriers(k))
     qs = [pack_question(tiny_tokenizer, q) for q in load_mmlu("anatomy", limit=k)]
     texts = [pack_text(tiny_tokenizer, t, max_tokens=24) for t in heldout_texts(3, exclude=["anatomy"])[0]]
     ref = full_reference(model, qs)

@@ -137,9 +137,9 @@ def test_note_names_computation_when_it_dominates():
 # ------------------------------------------------------------------ critical path air time
 def test_critical_air_time_matches_a_brute_force_path_search():
     rng = np.random.default_rng(3)
-    system = SystemConfig(num_experts=5, comp_throughput_tokens_per_s=tuple(rng.uniform(50, 500, 5)))
+    system = SystemConfig(num_nodes=5, comp_throughput_tokens_per_s=tuple(rng.uniform(50, 500, 5)))
     for _ in range(2000):
-        k = system.num_experts
+        k = system.num_nodes
         tokens = rng.integers(0, 4, (k, k)) * (rng.random((k, k)) < 0.6)
         off = ~np.eye(k, dtype=bool)
         fwd = np.where(off & (tokens > 0), rng.uniform(0.01, 2.0, (k, k)), 0.0)
@@ -163,7 +163,7 @@ def test_critical_air_time_matches_a_brute_force_path_search():
 
 
 def test_latency_ledger_keeps_air_time_and_loaded_links():
-    system = SystemConfig(num_experts=3)
+    system = SystemConfig(num_nodes=3)
     led = LatencyLedger(2)
     tokens = np.array([[2, 3, 0], [0, 1, 0], [4, 0, 0]])
     fwd = np.array([[0, 1.0, 0], [0, 0, 0], [2.0, 0, 0]])

@@ -67,7 +67,7 @@ def test_run_main_job_s0_precedence_with_a_system(tiny_build, tmp_path):
 
     build, _ = tiny_build
     kw = dict(model_source=str(build), limit=1, ppl_texts=0, policies=["Top-1"], progress=False, log=lambda *_: None,
-              system=SystemConfig(num_experts=4, num_subcarriers=12))
+              system=SystemConfig(num_nodes=4, num_subcarriers=12))
     cfg, _ = run_main_job(**kw)  # the SystemConfig's s0 (the paper's 8 kB) is kept
     assert (cfg["hidden_state_bytes"], cfg["wire_dtype"]) == (8192, None)
     assert cfg["hidden_state_source"] == "system.hidden_state_bytes of the SystemConfig given"

@@ -27,7 +27,7 @@ def queries(tiny_tokenizer):
     return [pack_question(tiny_tokenizer, q) for q in load_mmlu("anatomy", limit=6)]
 
 
-SYSTEM = SystemConfig(num_experts=K, num_subcarriers=16)
+SYSTEM = SystemConfig(num_nodes=K, num_subcarriers=16)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_dense_policy_equals_dense_model(tiny_moe, tiny_llama, queries):
 
 
 def test_ledger_charges_only_remote_links_on_allocated_subcarriers():
-    sys_ = SystemConfig(num_experts=3, num_subcarriers=4)
+    sys_ = SystemConfig(num_nodes=3, num_subcarriers=4)
     ledger = EnergyLedger(2, sys_)
     rates = np.full((3, 3, 4), 1e5)
     rates[0, 1, 2] = 2e5
@@ -108,8 +108,8 @@ def test_energy_ordering_of_policies(tiny_moe, queries):
 
 
 def test_runtime_rejects_bad_configuration(tiny_moe, queries):
-    with pytest.raises(ValueError, match="`system.num_experts`"):
-        DMoERuntime(tiny_moe, Dense(), system=SystemConfig(num_experts=8))
+    with pytest.raises(ValueError, match="`system.num_nodes`"):
+        DMoERuntime(tiny_moe, Dense(), system=SystemConfig(num_nodes=8))
     with pytest.raises(ValueError, match="`channel_redraw`"):
         DMoERuntime(tiny_moe, Dense(), system=SYSTEM, channel_redraw="sometimes")
     with pytest.raises(ValueError, match="`seed`"):
@@ -123,7 +123,7 @@ def test_runtime_rejects_bad_configuration(tiny_moe, queries):
 
 # ------------------------------------------------------------------ radio: channels, CSI, latency
 def test_default_channel_gives_the_legacy_results_exactly(tiny_moe, queries):
-    from dmoe.channel import draw_rates
+    from dmoe.channels.rates import draw_rates
 
     pol = JESAPolicy(0.8, 2)
     new = evaluate_policy(tiny_moe, queries, pol, system=SYSTEM, seed=4, progress=False)

@@ -31,7 +31,7 @@ def queries(tiny_tokenizer):
 @pytest.mark.parametrize("policy", [Dense(), TopK(3), Homogeneous(0.6, 3), JESAPolicy(0.8, 3), LowerBound(0.8, 3)],
                          ids=lambda p: p.name)
 def test_runtime_with_placement_matches_centralised_and_ledger(moe8, queries, policy):
-    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    system = SystemConfig(num_nodes=N, num_subcarriers=16)
     placement = np.stack([round_robin_placement(E, N), np.arange(E) // 2])  # per layer
     rt = DMoERuntime(moe8, policy, system=system, seed=4, record_selection=True, placement=placement)
     out = rt.run_round(queries[:N])
@@ -52,7 +52,7 @@ def test_runtime_with_placement_matches_centralised_and_ledger(moe8, queries, po
 
 
 def test_identity_placement_changes_nothing(moe8, queries):
-    system = SystemConfig(num_experts=E, num_subcarriers=64)
+    system = SystemConfig(num_nodes=E, num_subcarriers=64)
     a = evaluate_policy(moe8, queries, JESAPolicy(0.8, 2), system=system, seed=1, progress=False)
     b = evaluate_policy(moe8, queries, JESAPolicy(0.8, 2), system=system, seed=1, progress=False,
                         placement=np.arange(E))
@@ -61,7 +61,7 @@ def test_identity_placement_changes_nothing(moe8, queries):
 
 
 def test_ledger_with_placement_bills_node_pairs():
-    system = SystemConfig(num_experts=2, num_subcarriers=4)
+    system = SystemConfig(num_nodes=2, num_subcarriers=4)
     ledger = EnergyLedger(1, system, np.array([0, 0, 1, 1]))
     rates = np.full((2, 2, 4), 1e5)
     sub = np.array([[-1, 0], [1, -1]])
@@ -78,7 +78,7 @@ def test_ledger_with_placement_bills_node_pairs():
 
 
 def test_runtime_rejects_bad_placement(moe8):
-    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    system = SystemConfig(num_nodes=N, num_subcarriers=16)
     with pytest.raises(ValueError, match="give a `placement`"):
         DMoERuntime(moe8, Dense(), system=system)
     with pytest.raises(ValueError, match="`placement`.*places 4 experts"):
@@ -119,10 +119,10 @@ def test_cli_rejects_bad_nodes(tmp_path):
 def _random_layer_round(seed: int):
     """(system, round-robin placement [E], source [40], scores [40, E], rates [N, N, M]) of one
     random layer round with E experts on N nodes."""
-    from dmoe.channel import draw_rates
+    from dmoe.channels.rates import draw_rates
 
     rng = np.random.default_rng(seed)
-    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    system = SystemConfig(num_nodes=N, num_subcarriers=16)
     place = round_robin_placement(E, N)
     source = rng.integers(0, N, 40)
     scores = rng.dirichlet(np.ones(E), 40)
@@ -151,7 +151,7 @@ def test_transmit_with_placement_perfect_csi_equals_schedule_energy():
 def test_transmit_with_placement_dead_link_drops_the_whole_node():
     from dmoe.runtime.transfer import transmit
 
-    system = SystemConfig(num_experts=2, num_subcarriers=1)
+    system = SystemConfig(num_nodes=2, num_subcarriers=1)
     place = np.array([0, 0, 1, 1])
     est = np.zeros((2, 2, 1))
     true = np.zeros((2, 2, 1))
@@ -172,7 +172,7 @@ def test_transmit_with_placement_dead_link_drops_the_whole_node():
 def test_runtime_with_placement_and_imperfect_csi(moe8, queries):
     from dmoe.channels import ChannelConfig
 
-    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    system = SystemConfig(num_nodes=N, num_subcarriers=16)
     place = round_robin_placement(E, N)
     rt = DMoERuntime(moe8, JESAPolicy(0.8, 3), system=system, seed=3, placement=place,
                      channel=ChannelConfig(csi_error=0.3))
@@ -205,7 +205,7 @@ def test_deadline_with_placement_meets_its_deadline_on_node_pairs():
 
 # ------------------------------------------------------- placement x node failures (issue 9)
 def test_engine_runs_one_worker_per_node_holding_its_experts(moe8):
-    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    system = SystemConfig(num_nodes=N, num_subcarriers=16)
     place = np.stack([round_robin_placement(E, N), np.arange(E) // 2])
     rt = DMoERuntime(moe8, Dense(), system=system, placement=place)
     eng = rt.engine_object
@@ -221,7 +221,7 @@ def test_engine_runs_one_worker_per_node_holding_its_experts(moe8):
 def test_node_failure_with_placement_takes_all_its_experts(moe8, queries):
     from dmoe.runtime import NodeKill
 
-    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    system = SystemConfig(num_nodes=N, num_subcarriers=16)
     place = round_robin_placement(E, N)
     dead = 2
     kw = dict(system=system, seed=5, record_selection=True, placement=place, node_rejoin=False)
@@ -248,7 +248,7 @@ def test_node_failure_with_placement_takes_all_its_experts(moe8, queries):
 def test_evaluate_policy_with_placement_scores_held_out_texts(moe8, tiny_tokenizer, queries):
     from dmoe.data import pack_text
 
-    system = SystemConfig(num_experts=N, num_subcarriers=16)
+    system = SystemConfig(num_nodes=N, num_subcarriers=16)
     place = round_robin_placement(E, N)
     texts = [pack_text(tiny_tokenizer, t) for t in ("The heart pumps blood through the body.",
                                                      "Bones are connected by ligaments and moved by muscles.")]

@@ -57,7 +57,7 @@ def _tiny_gguf(path, ffn=96, name="tiny"):
 
 
 def test_gguf_metadata_is_read_once_and_rebuilt_when_bad(tmp_path, monkeypatch):
-    from dmoe.model import load
+    from dmoe.model import sources as load
 
     f = tmp_path / "m.gguf"
     _tiny_gguf(f)
@@ -87,7 +87,7 @@ def test_gguf_metadata_is_read_once_and_rebuilt_when_bad(tmp_path, monkeypatch):
 
 
 def test_gguf_metadata_cache_may_be_unwritable(tmp_path):
-    from dmoe.model import load
+    from dmoe.model import sources as load
 
     f = tmp_path / "m.gguf"
     _tiny_gguf(f)

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import link_rate_from_subcarriers, link_token_counts, schedule_energy
 from dmoe.latency import link_air_time, round_timing
 from dmoe.optimize import Deadline, Dense, JESAPolicy, LowerBound, TopK, policy_from_name, policy_from_params
@@ -38,7 +38,7 @@ def _timing_oracle(tokens, fwd, bwd, c):
 def test_round_timing_matches_event_oracle(seed):
     rng = np.random.default_rng(seed)
     k = int(rng.integers(2, 7))
-    system = SystemConfig(num_experts=k, comp_throughput_tokens_per_s=tuple(rng.uniform(1, 50, k)))
+    system = SystemConfig(num_nodes=k, comp_throughput_tokens_per_s=tuple(rng.uniform(1, 50, k)))
     tokens = rng.integers(0, 4, (k, k)) * (rng.random((k, k)) < 0.6)
     rate = rng.uniform(1e4, 1e6, (k, k))
     fwd = link_air_time(tokens, rate, system.bits_per_token)
@@ -52,7 +52,7 @@ def test_round_timing_matches_event_oracle(seed):
 
 
 def test_round_timing_edge_cases():
-    system = SystemConfig(num_experts=3, comp_throughput_tokens_per_s=10.0)
+    system = SystemConfig(num_nodes=3, comp_throughput_tokens_per_s=10.0)
     z = np.zeros((3, 3))
     assert round_timing(z, z, z, system).latency_s == 0.0
     local = np.diag([5, 0, 0])
@@ -63,7 +63,7 @@ def test_round_timing_edge_cases():
 
 def _one_link(r_est, r_true, tokens=3):
     """K = 2, node 0 sends ``tokens`` tokens to expert 1 on subcarrier 0."""
-    system = SystemConfig(num_experts=2, num_subcarriers=1)
+    system = SystemConfig(num_nodes=2, num_subcarriers=1)
     est = np.zeros((2, 2, 1))
     true = np.zeros((2, 2, 1))
     est[0, 1, 0], true[0, 1, 0] = r_est, r_true
@@ -114,7 +114,7 @@ def test_transfer_rejects_a_zero_scheduled_rate():
 @pytest.mark.parametrize("policy", [TopK(2), JESAPolicy(0.8, 2), LowerBound(0.8, 3), Dense()], ids=lambda p: p.name)
 def test_perfect_csi_spends_exactly_the_schedule_energy(policy):
     rng = np.random.default_rng(4)
-    system = SystemConfig(num_experts=4, num_subcarriers=16)
+    system = SystemConfig(num_nodes=4, num_subcarriers=16)
     source = rng.integers(0, 4, 30)
     scores = rng.dirichlet(np.ones(4), 30)
     rates = draw_rates(system, rng)
@@ -135,7 +135,7 @@ def test_perfect_csi_spends_exactly_the_schedule_energy(policy):
 @pytest.mark.parametrize("seed", range(10))
 def test_imperfect_csi_spends_at_least_the_plan_on_air(seed):
     rng = np.random.default_rng(seed)
-    system = SystemConfig(num_experts=4, num_subcarriers=16)
+    system = SystemConfig(num_nodes=4, num_subcarriers=16)
     source = rng.integers(0, 4, 40)
     scores = rng.dirichlet(np.ones(4), 40)
     true = draw_rates(system, rng)
@@ -192,7 +192,7 @@ def _air_oracle(tok, rates, sched, bits):
 @pytest.mark.parametrize("base", [TopK(2), JESAPolicy(0.7, 2), LowerBound(0.7, 2)], ids=lambda p: p.name)
 def test_deadline_schedule_meets_its_deadline(seed, base):
     rng = np.random.default_rng(seed)
-    system = SystemConfig(num_experts=5, num_subcarriers=24)
+    system = SystemConfig(num_nodes=5, num_subcarriers=24)
     source = rng.integers(0, 5, 60)
     scores = rng.dirichlet(np.ones(5), 60)
     rates = draw_rates(system, rng)
@@ -236,7 +236,7 @@ def test_deadline_names_and_bad_input():
 
 # ------------------------------------------------------------ several resource blocks per link
 def _two_rb_link(est, true, share=(0.75, 0.25), tokens=4):
-    system = SystemConfig(num_experts=2, num_subcarriers=3)
+    system = SystemConfig(num_nodes=2, num_subcarriers=3)
     e = np.zeros((2, 2, 3))
     t = np.zeros((2, 2, 3))
     e[0, 1, :2], t[0, 1, :2] = est, true
@@ -296,7 +296,7 @@ def test_multi_rb_deadline_schedule_is_charged_as_planned():
     found = False
     for seed in range(6):
         rng = np.random.default_rng(seed)
-        system = SystemConfig(num_experts=4, num_subcarriers=24)
+        system = SystemConfig(num_nodes=4, num_subcarriers=24)
         source = rng.integers(0, 4, 40)
         scores = rng.dirichlet(np.ones(4), 40)
         rates = draw_rates(system, rng)

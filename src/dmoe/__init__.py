@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SystemConfig": "dmoe.system",
-    "channel_gain": "dmoe.channel",
-    "subcarrier_rates": "dmoe.channel",
-    "draw_rates": "dmoe.channel",
+    "channel_gain": "dmoe.channels.rates",
+    "subcarrier_rates": "dmoe.channels.rates",
+    "draw_rates": "dmoe.channels.rates",
     "ChannelConfig": "dmoe.channels",
     "ChannelProcess": "dmoe.channels",
     "token_costs": "dmoe.energy",
@@ -40,8 +40,8 @@ _EXPORTS = {
     "Dense": "dmoe.optimize.policies",
     "policy_from_name": "dmoe.optimize.policies",
     "Deadline": "dmoe.optimize.deadline",
-    "ImportanceProfile": "dmoe.optimize.importance",
-    "allocate_qos": "dmoe.optimize.importance",
+    "ImportanceProfile": "dmoe.optimize.qos_allocation",
+    "allocate_qos": "dmoe.optimize.qos_allocation",
     "CalibratedJESA": "dmoe.optimize.calibrated",
     "CalibratedDES": "dmoe.optimize.calibrated",
     "CalibratedLB": "dmoe.optimize.calibrated",

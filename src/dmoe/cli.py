@@ -9,6 +9,7 @@ import sys
 import click
 
 from .cli_options import channel_from_options, channel_model_options, check_options, engine_options, system_options
+from .defaults import DEFAULT_NUM_EXPERTS
 from .wire import DEFAULT_WIRE_DTYPE, WIRE_DTYPES, resolve_hidden_state_bytes
 
 
@@ -233,18 +234,15 @@ def subjects():
 @click.option("--model", "model_source", default=None,
               help="Dense model path or hub id to carve (default SmolLM2), or an MoE checkpoint to check.")
 @click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
-              help="K (carved: default 32, what `dmoe run` uses; `dmoe reproduce` also builds K = 8, the "
-                   "paper's; an MoE checkpoint's own K).")
+              help=f"K (carved: default {DEFAULT_NUM_EXPERTS}, what `dmoe run` uses; `dmoe reproduce` also builds "
+                   "K = 8, the paper's; an MoE checkpoint's own K).")
 @click.option("--cache-dir", default=None)
 @click.option("--rebuild", is_flag=True, help="Rebuild even if a valid cached build exists.")
 def build_model(model_source, num_experts, cache_dir, rebuild):
     """Build (or check) the cached MoE model."""
-    from .main_job import DEFAULT_RUN_EXPERTS
-    from .model import inspect_checkpoint, load_moe_model
+    from .model import load_moe_model
 
     try:
-        if num_experts is None and inspect_checkpoint(model_source).kind != "moe":
-            num_experts = DEFAULT_RUN_EXPERTS
         model = load_moe_model(model_source, num_experts=num_experts, cache_dir=cache_dir, rebuild=rebuild)
     except (ValueError, FileNotFoundError, OSError) as exc:
         _fail(exc)
@@ -266,11 +264,12 @@ def _float_list(ctx, param, value):
               help="An MoE checkpoint, a dense model to carve, or a dmoe build (as in `dmoe run`); default "
                    "SmolLM2-135M-Instruct carved.")
 @click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
-              help="K (carved models; default 8). A real MoE has its own K.")
+              help=f"K (carved models; default {DEFAULT_NUM_EXPERTS}, as `dmoe run`). A real MoE has its own K.")
 @click.option("--device", default=None, help="Torch device for the model (default cpu).")
 @click.option("--cache-dir", default=None, help="Model cache (default $DMOE_CACHE_DIR or ~/.cache/dmoe).")
-@click.option("--max-experts", "-D", type=click.IntRange(min=1), default=2, show_default=True,
-              help="D of every QoS level (the calibrated policy must use the same D).")
+@click.option("--max-experts", "-D", type=click.IntRange(min=1), default=None,
+              help="D of every QoS level (the calibrated policy must use the same D). Default: as `dmoe run`'s "
+                   "policies, a quarter of K for a carved model (8 of 32), 2 for a real MoE.")
 @click.option("--qos", "qos", default="0.1,0.2,0.3,0.4,1.0", show_default=True, callback=_float_list,
               help="QoS levels z (comma-separated, in [0, 1]).")
 @click.option("--window", "-w", type=click.IntRange(min=1), default=5, show_default=True,
@@ -306,7 +305,7 @@ def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, wi
 
     from .importance import calibrate_cached
     from .model import load_expert_model
-    from .optimize.importance import allocate_qos
+    from .optimize.qos_allocation import allocate_qos
     from .system import SystemConfig, default_num_subcarriers
 
     if not math.isfinite(snr_db):
@@ -330,12 +329,16 @@ def calibrate(model_source, num_experts, device, cache_dir, max_experts, qos, wi
         model = load_expert_model(model_source, num_experts=num_experts, cache_dir=cache_dir, progress=not quiet,
                                   device=device)
         k = int(model.num_experts)
+        if max_experts is None:
+            from .main_job import default_max_experts
+
+            max_experts = default_max_experts(k, carved=getattr(model, "family", "carved") == "carved")
         if max_experts > k:
             raise ValueError(f"`max_experts` (-D) = {max_experts} must not exceed the model's K = {k}")
         m = num_subcarriers if num_subcarriers is not None else default_num_subcarriers(k)
         s0, _ = resolve_hidden_state_bytes(int(model.hidden_size), wire_dtype=wire_dtype.lower(),
                                            explicit=hidden_state_bytes)
-        system = SystemConfig(num_experts=k, num_subcarriers=m, snr_db=snr_db, hidden_state_bytes=s0)
+        system = SystemConfig(num_nodes=k, num_subcarriers=m, snr_db=snr_db, hidden_state_bytes=s0)
         prof, path, reused = calibrate_cached(
             model, qos=qos, max_experts=max_experts, window=min(window, model.num_layers), num_questions=num_questions,
             subjects=subj, system=system, seed=seed, base=base, cache_dir=cache_dir, force=force,

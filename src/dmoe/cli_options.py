@@ -15,6 +15,7 @@ import math
 import click
 
 from .channels import CHANNEL_MODELS, DEFAULT_CARRIER_GHZ, DEFAULT_DELAY_SPREAD_NS, PATHLOSS_MODELS, ChannelConfig
+from .defaults import DEFAULT_NUM_EXPERTS, DEFAULT_NUM_NODES
 from .system import SYSTEM_PRESETS
 from .wire import DEFAULT_WIRE_DTYPE, WIRE_DTYPES
 
@@ -40,11 +41,12 @@ def option_group(options):
 system_options = option_group([
     click.option("--num-experts", "-K", type=click.IntRange(min=2), default=None,
                  help="K, experts per layer. Default: the checkpoint's routed experts for a real MoE (giving "
-                      "another K is an error); for the carved SmolLM2, 32 fine-grained experts on 8 nodes. With -K "
+                      f"another K is an error); for the carved SmolLM2, {DEFAULT_NUM_EXPERTS} fine-grained experts on "
+                      f"{DEFAULT_NUM_NODES} nodes. With -K "
                       "and no --nodes, one expert per node."),
     click.option("--nodes", "-N", "num_nodes", type=click.IntRange(min=1), default=None,
-                 help="N edge nodes holding the K experts of each layer (N <= K). Default: 8 for the carved "
-                      "default, else N = K, one expert per node."),
+                 help=f"N edge nodes holding the K experts of each layer (N <= K). Default: {DEFAULT_NUM_NODES} for "
+                      "the carved default, else N = K, one expert per node."),
     click.option("--placement", type=click.Choice(["contiguous", "round-robin", "coactivation"]), default=None,
                  help="How experts are placed on the N nodes when N < K (default: coactivation for a carved "
                       "model, contiguous for a real MoE); coactivation keeps experts the router selects together "

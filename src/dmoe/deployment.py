@@ -17,7 +17,7 @@ text (``dmoe generate``, ``dmoe chat``) and the lm-evaluation-harness backend
 :func:`deploy` does both. The rules, ``dmoe run``'s:
 
 * the carved default (SmolLM2-135M-Instruct) has K = 32 experts per layer on N = 8 nodes
-  with the co-activation placement (``dmoe.main_job.DEFAULT_RUN_*``); an explicit K alone
+  with the co-activation placement (:mod:`dmoe.defaults`); an explicit K alone
   puts one expert per node; a real MoE checkpoint has its own K, one expert per node
   unless N is given (then a contiguous placement);
 * the radio: a preset (``"paper"``: M = the smallest power of two >= N(N-1), P0/N0 =
@@ -151,7 +151,7 @@ class Deployment:
             "model": dict(getattr(self.model, "metadata", {}) or {}),
             "expert_model": self.model.describe(),
             "num_experts": self.num_experts,
-            "num_nodes": self.system.num_experts,
+            "num_nodes": self.system.num_nodes,
             "placement": None if self.placement is None else {"kind": self.placement_kind,
                                                                "map": np.asarray(self.placement).tolist()},
             "system": self.system.to_dict(),
@@ -315,7 +315,9 @@ def plan_deployment(
     ValueError
         An unknown preset, wire format or placement; a non-finite noise figure, power or
         SNR; P0/N0 beside a noise figure; a preset beside an explicit ``system``; N above
-        K; N or K contradicting ``system`` or the checkpoint; an unsupported architecture;
+        K (``system.num_nodes`` above the model's K included: K comes from
+        ``num_experts``, the checkpoint or :data:`dmoe.defaults.DEFAULT_NUM_EXPERTS`, never
+        from ``system``); N contradicting ``system``; K contradicting the checkpoint; an unsupported architecture;
         an invalid system (e.g. a power budget below one RB's P0); a CSV layout without N
         rows; a delay spread the OFDM grid cannot resolve.
     TypeError
@@ -323,7 +325,9 @@ def plan_deployment(
     FileNotFoundError, OSError
         A missing or unreadable checkpoint config.
     """
-    from .main_job import DEFAULT_RUN_EXPERTS, DEFAULT_RUN_NODES, DEFAULT_RUN_PLACEMENT
+    from .defaults import DEFAULT_NUM_EXPERTS as DEFAULT_RUN_EXPERTS
+    from .defaults import DEFAULT_NUM_NODES as DEFAULT_RUN_NODES
+    from .defaults import DEFAULT_PLACEMENT as DEFAULT_RUN_PLACEMENT
     from .model import inspect_checkpoint
     from .placement import PLACEMENTS
 
@@ -334,13 +338,11 @@ def plan_deployment(
         raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
     if placement is not None and placement not in PLACEMENTS:
         raise ValueError(f"`placement` (--placement) must be one of {', '.join(PLACEMENTS)}; got {placement!r}")
-    if num_nodes is not None and system is not None and system.num_experts != int(num_nodes):
-        raise ValueError(f"`num_nodes` ({num_nodes}) differs from `system.num_experts` ({system.num_experts})")
-    if num_nodes is None and system is not None and num_experts is not None and int(num_experts) != system.num_experts:
-        raise ValueError(f"`num_experts` ({num_experts}) differs from `system.num_experts` ({system.num_experts})")
-    asked_k = num_experts if num_experts is not None else (
-        system.num_experts if system is not None and num_nodes is None else None
-    )
+    if num_nodes is not None and system is not None and system.num_nodes != int(num_nodes):
+        raise ValueError(f"`num_nodes` ({num_nodes}) differs from `system.num_nodes` ({system.num_nodes})")
+    # K comes from `num_experts`, else the checkpoint, else the default; never from `system`,
+    # whose `num_nodes` is N (before issue 19 a system of 8 nodes silently switched to K = 8)
+    asked_k = num_experts
     # what the checkpoint is, from its config only: K is known before any weight is loaded
     info = inspect_checkpoint(model_source)
     carved = info.kind != "moe"
@@ -357,10 +359,19 @@ def plan_deployment(
     if num_nodes is not None:
         nodes = int(num_nodes)
     elif system is not None:
-        nodes = system.num_experts
+        nodes = system.num_nodes
     else:
         # the carved default: 32 experts on 8 nodes; an explicit -K keeps one expert per node
         nodes = DEFAULT_RUN_NODES if carved and asked_k is None else k
+    if system is not None and system.num_nodes > k:
+        model = "the carved model" if carved else f"this {info.family.label} checkpoint"
+        raise ValueError(
+            f"`system.num_nodes` = {system.num_nodes} nodes contradicts the model: {model} has K = {k} experts per "
+            f"layer (`num_experts`{'' if carved else ', from its config'}), and N must not exceed K; give a "
+            f"SystemConfig with num_nodes <= {k}"
+            + (" or a larger `num_experts`" if carved else "")
+            + " (`system.num_nodes` is the number of nodes N, not the model's K)"
+        )
     if nodes > k:
         raise ValueError(
             f"`num_nodes` (--nodes) N = {nodes} must not exceed the experts per layer K = {k} (--num-experts)"
@@ -373,7 +384,7 @@ def plan_deployment(
         system = _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput_tokens_per_s,
                                 noise_figure_db, tx_power_dbm)
     # the deployment (node positions, LoS, shadowing) from the seed: a bad CSV fails here
-    large_scale = channel.large_scale(system.num_experts, seed)
+    large_scale = channel.large_scale(system.num_nodes, seed)
     if large_scale is not None and system.noise_figure_db is None:
         # the paper's P0/N0 is a ratio before its fixed 1e-2 average gain: under a path loss of
         # 50-100 dB it leaves every link far below 0 dB SNR (hours per query), so refuse it
@@ -483,7 +494,7 @@ def _preset_system(preset, nodes, num_subcarriers, snr_db, comp_throughput, nois
         except ValueError as exc:
             raise ValueError(str(exc).replace("`power_dbm`", "`tx_power_dbm` (--tx-power-dbm)")) from None
     try:
-        return system_preset(preset, num_experts=nodes, **extra)
+        return system_preset(preset, num_nodes=nodes, **extra)
     except ValueError as exc:
         flags = {"num_subcarriers": "-M", "snr_db": "--snr-db", "noise_figure_db": "--noise-figure",
                  "node_power_budget_w": "--tx-power-dbm", "comp_throughput_tokens_per_s": "--comp-throughput"}

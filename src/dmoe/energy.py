@@ -53,7 +53,7 @@ def _square(name: str, value, k: int | None = None) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
         raise ValueError(f"`{name}` must have shape [num_experts, num_experts], got {arr.shape}")
     if k is not None and arr.shape[0] != k:
-        raise ValueError(f"`{name}` must have shape [{k}, {k}] (system.num_experts={k}), got {arr.shape}")
+        raise ValueError(f"`{name}` must have shape [{k}, {k}] (system.num_nodes={k}), got {arr.shape}")
     return arr
 
 
@@ -260,7 +260,7 @@ def communication_energy(tokens, link_rate, system: SystemConfig, *, zero_rate: 
     system = _check_system(system)
     if zero_rate not in ("raise", "inf"):
         raise ValueError(f"`zero_rate` must be 'raise' or 'inf', got {zero_rate!r}")
-    k = system.num_experts
+    k = system.num_nodes
     s = _square("tokens", tokens, k)
     rate = _square("link_rate", link_rate, k)
     off = _offdiag(k)
@@ -297,7 +297,7 @@ def computation_energy(tokens, system: SystemConfig) -> np.ndarray:
         ``[num_experts], float64`` energy [J].
     """
     system = _check_system(system)
-    s = _square("tokens", tokens, system.num_experts)
+    s = _square("tokens", tokens, system.num_nodes)
     if np.any(~np.isfinite(s)) or np.any(s < 0):
         raise ValueError("`tokens` must be finite and >= 0")
     # [K] tokens processed by each expert
@@ -340,7 +340,7 @@ class EnergyBreakdown:
 def expert_comp_energy(system: SystemConfig, placement) -> np.ndarray:
     """Computation energy per token of every expert when several experts share a node.
 
-    Decided (issue 12): ``system`` describes the N nodes (``system.num_experts`` = N) and
+    Decided (issue 12): ``system`` describes the N nodes (``system.num_nodes`` = N) and
     a_n [J/token] is the energy of node n running its 1/N share of a layer's FFN on one
     token; an expert is a 1/E share, so expert j costs ``a_{n(j)} * N / E`` per token.
     Processing a token through every expert of a node then costs a_n, as in the paper's
@@ -354,14 +354,14 @@ def expert_comp_energy(system: SystemConfig, placement) -> np.ndarray:
         ``[num_experts], float64`` [J/token] (``[num_layers, num_experts]`` for a per-layer placement).
 
     Raises:
-        ValueError / TypeError: ``placement`` invalid for N = ``system.num_experts`` nodes
+        ValueError / TypeError: ``placement`` invalid for N = ``system.num_nodes`` nodes
         (:func:`dmoe.placement.check_placement`).
     """
     from .placement import check_placement
 
     system = _check_system(system)
-    p = check_placement(placement, system.num_experts)
-    n, e = system.num_experts, p.shape[-1]
+    p = check_placement(placement, system.num_nodes)
+    n, e = system.num_nodes, p.shape[-1]
     return system.comp_energy_per_token_j[p] * (n / e)
 
 
@@ -380,7 +380,7 @@ def transmission_costs(link_rate, system: SystemConfig) -> np.ndarray:
         ValueError: wrong shape, NaN or negative rates. TypeError: bad ``system``.
     """
     system = _check_system(system)
-    k = system.num_experts
+    k = system.num_nodes
     rate = _square("link_rate", link_rate, k)
     off = _offdiag(k)
     if np.any(np.isnan(rate[off])) or np.any(rate[off] < 0):
@@ -408,7 +408,7 @@ def node_computation_energy(selection, placement, system: SystemConfig) -> np.nd
     system = _check_system(system)
     sel = np.asarray(selection, dtype=bool)
     p = np.asarray(placement, dtype=np.int64)
-    n = system.num_experts
+    n = system.num_nodes
     # [E] tokens processed by each expert
     load = sel.sum(axis=0).astype(np.float64)
     comp = np.bincount(p, weights=load * expert_comp_energy(system, p), minlength=n)
@@ -429,7 +429,7 @@ def schedule_energy(
         system: energy constants.
         zero_rate: see :func:`communication_energy`.
         placement: ``[num_experts]`` node of each expert when several experts share a node
-            (``system.num_experts`` = N nodes, ``rates`` and ``subcarrier`` are per node
+            (``system.num_nodes`` = N nodes, ``rates`` and ``subcarrier`` are per node
             pair): one transmission per (token, remote node) however many of the node's
             experts it uses, computation per expert (:func:`node_computation_energy`).
             ``tokens`` are then node-pair counts and ``comp_experts`` is per node.
@@ -442,12 +442,12 @@ def schedule_energy(
     """
     system = _check_system(system)
     if placement is None:
-        tokens = link_token_counts(selection, source, system.num_experts)
+        tokens = link_token_counts(selection, source, system.num_nodes)
         comp = None
     else:
         from dmoe.placement import node_selection
 
-        tokens = link_token_counts(node_selection(selection, placement, system.num_experts), source, system.num_experts)
+        tokens = link_token_counts(node_selection(selection, placement, system.num_nodes), source, system.num_nodes)
         comp = node_computation_energy(selection, placement, system)
     rate = link_rates_from_allocation(rates, subcarrier, rb_share)[0]
     comm = communication_energy(tokens, rate, system, zero_rate=zero_rate)

@@ -140,7 +140,7 @@ class _Session:
         info = dep.model.describe()
         unit = "subcarriers" if dep.preset in (None, "paper") else "resource blocks"
         self.log(f"model: {info.get('label', info['family'])}, K = {dep.num_experts} experts per layer on "
-                 f"N = {dep.system.num_experts} nodes"
+                 f"N = {dep.system.num_nodes} nodes"
                  f"{'' if dep.placement is None else f' ({dep.placement_kind} placement)'}, "
                  f"M = {dep.system.num_subcarriers} {unit} (system {dep.preset or 'custom'}); channel: "
                  f"{channel.label()}; s0 = {dep.system.hidden_state_bytes} B per hidden state: "

@@ -110,7 +110,7 @@ def air_time_budget(tokens, deadline_s: float, system: SystemConfig, *, load=Non
         ``[K, K], float64`` [s], > 0 or ``inf``.
     """
     s = np.asarray(tokens, dtype=np.float64)
-    k = system.num_experts
+    k = system.num_nodes
     load = s.sum(axis=0) if load is None else np.asarray(load, dtype=np.float64)
     slack = float(deadline_s) - load / system.comp_throughput_j  # [K] time left for air per node
     # 1e-9 relative margin: RBs filled exactly to the budget never round the round past T
@@ -140,7 +140,7 @@ def round_timing(tokens, forward_s, backward_s, system: SystemConfig, *, load=No
         ValueError: on shape mismatch.
     """
     s = np.asarray(tokens, dtype=np.float64)
-    k = system.num_experts
+    k = system.num_nodes
     fwd = np.asarray(forward_s, dtype=np.float64)
     bwd = np.asarray(backward_s, dtype=np.float64)
     for name, arr in (("tokens", s), ("forward_s", fwd), ("backward_s", bwd)):

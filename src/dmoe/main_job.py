@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .channels import ChannelConfig
+from .defaults import DEFAULT_NUM_EXPERTS, DEFAULT_NUM_NODES, DEFAULT_PLACEMENT
 from .data import (
     CALIBRATION_SUBJECTS,
     TEXT_MAX_TOKENS,
@@ -51,12 +52,11 @@ DEFAULT_POLICIES: tuple[str, ...] = (
 )
 
 #: `dmoe run`'s carved default (issue 12): K = 32 fine-grained experts per layer on N = 8
-#: nodes. At the same active fraction (25 % of the FFN: Top-8 of 32 against Top-2 of 8) the
-#: finer split keeps more quality (``dmoe reproduce granularity``; README).
-DEFAULT_RUN_EXPERTS = 32
-DEFAULT_RUN_NODES = 8
-#: placement of the carved default (``dmoe reproduce placement``; README)
-DEFAULT_RUN_PLACEMENT = "coactivation"
+#: nodes with the co-activation placement; one home, :mod:`dmoe.defaults` (issue 19), shared
+#: with :func:`dmoe.load_moe_model` and the CLI.
+DEFAULT_RUN_EXPERTS = DEFAULT_NUM_EXPERTS
+DEFAULT_RUN_NODES = DEFAULT_NUM_NODES
+DEFAULT_RUN_PLACEMENT = DEFAULT_PLACEMENT
 
 
 def default_policies(num_experts: int, *, carved: bool = True, gamma0: float = 0.9, qos: float = 0.5,
@@ -143,7 +143,10 @@ def run_main_job(
         Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`; None:
         :func:`default_policies` of the model's K (with ``gamma0``, ``qos``, ``max_experts``).
     system : SystemConfig, optional
-        Radio and device parameters. ``system.num_experts`` must equal the model's K. When
+        Radio and device parameters of the N = ``system.num_nodes`` nodes (N <= the model's
+        K, which comes from ``num_experts``, the checkpoint or the default, never from
+        ``system``: a ``system.num_nodes`` above K is a ValueError raised before any model
+        load; below K the experts are placed on the nodes, see ``placement``). When
         omitted it is built from ``preset`` (:func:`dmoe.system.system_preset`) for the N
         nodes: in the paper preset M = ``num_subcarriers`` or the smallest power of two
         >= N(N-1), P0/N0 = ``snr_db`` (default 10 dB), the other fields the paper's defaults.
@@ -205,7 +208,8 @@ def run_main_job(
         The command line that started the run, recorded in the config.
     num_nodes : int, optional
         N edge nodes (``--nodes``) holding the K experts of each layer (issue 12); default
-        N = K, one expert per node. ``system.num_experts`` is then N.
+        ``system.num_nodes`` when a ``system`` is given, else as ``num_experts`` says.
+        ``system.num_nodes`` must then equal it.
     placement : {"contiguous", "round-robin", "coactivation"}, optional
         How experts are placed on the nodes (:mod:`dmoe.placement`); default when N < K:
         "coactivation" for a carved model, "contiguous" for a real MoE. "coactivation"
@@ -351,15 +355,15 @@ def run_main_job(
     packed_texts = [pack_text(model.tokenizer, t) for t in texts]
     log(
         f"{len(questions)} questions from {', '.join(names)}; {sum(q.num_tokens for q in queries)} "
-        f"tokens per policy; K = {k} experts per layer on N = {system.num_experts} nodes"
+        f"tokens per policy; K = {k} experts per layer on N = {system.num_nodes} nodes"
         f"{'' if place is None else f' ({placement} placement)'}, M = {system.num_subcarriers} "
         f"{'subcarriers' if preset in (None, 'paper') else 'resource blocks'} (system {preset or 'custom'}); "
         f"channel: {channel.label()}; s0 = {s0} B per hidden state: {s0_source}"
     )
-    if deployment is not None and system.num_experts > 1:
+    if deployment is not None and system.num_nodes > 1:
         dep = deployment.to_dict()
         # [N(N-1)] mean SNR of each link [dB]: P0 G_ij / N0
-        snr = 10.0 * np.log10(system.snr_linear * deployment.gain[~np.eye(system.num_experts, dtype=bool)])
+        snr = 10.0 * np.log10(system.snr_linear * deployment.gain[~np.eye(system.num_nodes, dtype=bool)])
         log(
             f"deployment: {channel.layout}, {channel.pathloss}: path loss {dep['path_loss_db_min']:.1f} / "
             f"{dep['path_loss_db_mean']:.1f} / {dep['path_loss_db_max']:.1f} dB (min / mean / max over links), "
@@ -395,7 +399,7 @@ def run_main_job(
         + ("" if full_model["perplexity"] is None else f", perplexity {full_model['perplexity']:.2f}")
     )
     # one engine worker per node (N workers; worker n holds the experts placed on node n)
-    eng = make_engine(engine, model, num_nodes=system.num_experts, address=ray_address)
+    eng = make_engine(engine, model, num_nodes=system.num_nodes, address=ray_address)
     results: list[PolicyResult] = []
     failure = None
     try:
@@ -450,7 +454,7 @@ def run_main_job(
         "hidden_state_source": s0_source,
         "wire_dtype": s0_dtype,
         "num_experts": k,
-        "num_nodes": system.num_experts,
+        "num_nodes": system.num_nodes,
         "placement": None if place is None else {"kind": placement, "map": np.asarray(place).tolist()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
@@ -573,8 +577,8 @@ def _check_output_dir(out_dir: Path) -> None:
 
 def _check_policies(parsed, system: SystemConfig, num_experts: int | None = None) -> None:
     """Every policy fits K and M: k <= K, D <= K (K experts per layer), and M >= N(N-1) for
-    dense (N = ``system.num_experts`` nodes)."""
-    n = system.num_experts
+    dense (N = ``system.num_nodes`` nodes)."""
+    n = system.num_nodes
     k = n if num_experts is None else int(num_experts)
     links = n * (n - 1)
     if any(isinstance(p, Dense) for p in parsed) and system.num_subcarriers < links:

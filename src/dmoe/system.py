@@ -1,7 +1,7 @@
 """System parameters of a DMoE deployment (paper Section II and Section VII-A) and named presets.
 
 :class:`SystemConfig` collects every physical constant the solvers need: the number of
-expert nodes K, the OFDMA grid (M subcarriers of spacing B0), the transmit power P0,
+nodes N (``num_nodes``; N = K with one expert per node, the paper's setting), the OFDMA grid (M subcarriers of spacing B0), the transmit power P0,
 the noise power N0 (from the SNR P0/N0, or from k T0 B0 and a noise figure), the Rayleigh
 path loss, the hidden-state size s0 and the computation energy coefficients a_j, b_j of
 eq (4).
@@ -9,8 +9,13 @@ eq (4).
 Presets (:data:`SYSTEM_PRESETS`, :func:`system_preset`) name whole radio numerologies: the
 paper's setting (``"paper"``, the default) and 5G NR FR1 carriers whose allocation unit is a
 resource block (RB) of 12 subcarriers, so that M = the number of RBs of the carrier and
-B0 = the RB bandwidth (12 x the subcarrier spacing). The number of nodes K is not part of a
+B0 = the RB bandwidth (12 x the subcarrier spacing). The number of nodes N is not part of a
 preset: it comes from the run.
+
+``num_nodes`` was called ``num_experts`` before issue 19 (it is the number of nodes, not the
+model's K). The old name keeps working for one release: ``SystemConfig(num_experts=8)``,
+``system.num_experts``, ``SystemConfig.from_dict({"num_experts": 8})`` and
+``system_preset(name, num_experts=8)`` give a :class:`DeprecationWarning` naming ``num_nodes``.
 
 Units (decided in DESIGN.md): energies are charged per token,
 ``e_ij = a_j + P0 * 8*s0 / R_ij`` [J/token] for i != j and ``e_jj = a_j``; a_j is in
@@ -21,8 +26,10 @@ Units (decided in DESIGN.md): energies are charged per token,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -68,15 +75,15 @@ def _positive_real(name: str, value: Any) -> float:
     return float(value)
 
 
-def _coefficients(name: str, value: Any, num_experts: int, *, strictly_positive: bool) -> tuple | None:
+def _coefficients(name: str, value: Any, num_nodes: int, *, strictly_positive: bool) -> tuple | None:
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        raise ValueError(f"`{name}` must be None or a sequence of {num_experts} numbers, got {value!r}")
+        raise ValueError(f"`{name}` must be None or a sequence of {num_nodes} numbers, got {value!r}")
     items = tuple(value)
-    if len(items) != num_experts:
+    if len(items) != num_nodes:
         raise ValueError(
-            f"`{name}` must have one entry per expert (num_experts={num_experts}), got {len(items)}"
+            f"`{name}` must have one entry per node (num_nodes={num_nodes}), got {len(items)}"
         )
     out = []
     for k, item in enumerate(items):
@@ -91,21 +98,26 @@ def _coefficients(name: str, value: Any, num_experts: int, *, strictly_positive:
     return tuple(out)
 
 
-def _throughput(value: Any, num_experts: int) -> float | tuple:
+def _throughput(value: Any, num_nodes: int) -> float | tuple:
     name = "comp_throughput_tokens_per_s"
     if _is_real(value):
         if not math.isfinite(float(value)) or float(value) <= 0.0:
             raise ValueError(f"`{name}` must be > 0 [token/s] and finite, got {value!r}")
         return float(value)
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        raise ValueError(f"`{name}` must be a positive number or one per expert [token/s], got {value!r}")
+        raise ValueError(f"`{name}` must be a positive number or one per node [token/s], got {value!r}")
     items = tuple(value)
-    if len(items) != num_experts:
-        raise ValueError(f"`{name}` must have one entry per expert (num_experts={num_experts}), got {len(items)}")
+    if len(items) != num_nodes:
+        raise ValueError(f"`{name}` must have one entry per node (num_nodes={num_nodes}), got {len(items)}")
     for k, item in enumerate(items):
         if not _is_real(item) or not math.isfinite(float(item)) or float(item) <= 0.0:
             raise ValueError(f"`{name}`[{k}] must be > 0 [token/s] and finite, got {item!r}")
     return tuple(float(x) for x in items)
+
+
+def _warn_old_name(what: str, *, stacklevel: int) -> None:
+    warnings.warn(f"{what} is deprecated (it is the number of nodes N, not the model's K): use `num_nodes`; "
+                  "the old name will be removed in the next release", DeprecationWarning, stacklevel=stacklevel)
 
 
 def _noise_figure(value: Any) -> float | None:
@@ -198,8 +210,13 @@ class SystemConfig:
     """Physical parameters of the DMoE system; defaults are the paper's (Section VII-A).
 
     Attributes:
-        num_experts: K, number of expert nodes (one expert per node).
-        num_subcarriers: M, OFDMA subcarriers shared by the K(K-1) directed links.
+        num_nodes: N, number of nodes (one expert per node in the paper, N = K; with a
+            placement the K experts of a layer are spread over N nodes). Its old name
+            ``num_experts`` still works for one release, with a :class:`DeprecationWarning`:
+            ``SystemConfig(num_experts=8)`` and ``system.num_experts`` (giving both names
+            with different values is a TypeError, so ``dataclasses.replace`` needs
+            ``num_nodes``; :meth:`replace` takes either).
+        num_subcarriers: M, OFDMA subcarriers shared by the N(N-1) directed links.
             Default 64 = smallest power of two >= K(K-1) = 56 (DESIGN.md).
         subcarrier_spacing_hz: B0 [Hz] (eq 1). Default 1 MHz.
         tx_power_w: P0 [W], transmit power per subcarrier (eq 1, 3). Default 10 mW.
@@ -230,7 +247,7 @@ class SystemConfig:
         ValueError: naming the offending field in backticks when a value is invalid.
     """
 
-    num_experts: int = 8
+    num_nodes: int = 8
     num_subcarriers: int = 64
     subcarrier_spacing_hz: float = 1e6
     tx_power_w: float = 1e-2
@@ -244,8 +261,8 @@ class SystemConfig:
     noise_figure_db: float | None = None
 
     def __post_init__(self) -> None:
-        k = _positive_int("num_experts", self.num_experts)
-        object.__setattr__(self, "num_experts", k)
+        k = _positive_int("num_nodes", self.num_nodes)
+        object.__setattr__(self, "num_nodes", k)
         object.__setattr__(self, "num_subcarriers", _positive_int("num_subcarriers", self.num_subcarriers))
         object.__setattr__(
             self, "subcarrier_spacing_hz", _positive_real("subcarrier_spacing_hz", self.subcarrier_spacing_hz)
@@ -310,35 +327,65 @@ class SystemConfig:
 
     @property
     def num_links(self) -> int:
-        """K(K-1): number of directed inter-expert links."""
-        return self.num_experts * (self.num_experts - 1)
+        """N(N-1): number of directed inter-node links."""
+        return self.num_nodes * (self.num_nodes - 1)
 
     @property
     def comp_energy_per_token_j(self) -> np.ndarray:
-        """a_j [J/token], ``[num_experts], float64`` (eq 4); paper default j * 1e-3."""
+        """a_j [J/token], ``[num_nodes], float64`` (eq 4); paper default j * 1e-3."""
         if self.comp_energy_per_token is None:
-            return np.arange(1, self.num_experts + 1, dtype=np.float64) * 1e-3
+            return np.arange(1, self.num_nodes + 1, dtype=np.float64) * 1e-3
         return np.asarray(self.comp_energy_per_token, dtype=np.float64)
 
     @property
     def comp_energy_static_j(self) -> np.ndarray:
-        """b_j [J], ``[num_experts], float64`` (eq 4); paper default 0."""
+        """b_j [J], ``[num_nodes], float64`` (eq 4); paper default 0."""
         if self.comp_energy_static is None:
-            return np.zeros(self.num_experts, dtype=np.float64)
+            return np.zeros(self.num_nodes, dtype=np.float64)
         return np.asarray(self.comp_energy_static, dtype=np.float64)
 
     @property
     def comp_throughput_j(self) -> np.ndarray:
-        """c_j [token/s], ``[num_experts], float64``: FFN throughput of each node (latency model)."""
+        """c_j [token/s], ``[num_nodes], float64``: FFN throughput of each node (latency model)."""
         c = self.comp_throughput_tokens_per_s
         if isinstance(c, tuple):
             return np.asarray(c, dtype=np.float64)
-        return np.full(self.num_experts, float(c))
+        return np.full(self.num_nodes, float(c))
+
+    # ------------------------------------------------------------------ old name
+    @property
+    def num_experts(self) -> int:
+        """Deprecated name of :attr:`num_nodes` (the number of nodes N, not the model's K);
+        gives a :class:`DeprecationWarning`. Removed in the next release."""
+        _warn_old_name("`SystemConfig.num_experts`", stacklevel=3)
+        return self.num_nodes
+
+    def __setstate__(self, state: dict) -> None:
+        # unpickling: a SystemConfig pickled before the rename holds `num_experts`
+        state = dict(state)
+        if "num_experts" in state:
+            state.setdefault("num_nodes", state.pop("num_experts"))
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ I/O
     def replace(self, **changes: Any) -> "SystemConfig":
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); the deprecated ``num_experts``
+        is taken for ``num_nodes`` (with a :class:`DeprecationWarning`)."""
+        if "num_experts" in changes:
+            _warn_old_name("`num_experts`", stacklevel=3)
+            if "num_nodes" in changes and changes["num_nodes"] != changes["num_experts"]:
+                raise TypeError("give `num_nodes` only (`num_experts` is its deprecated name), got both with "
+                                f"different values ({changes['num_nodes']!r}, {changes['num_experts']!r})")
+            changes["num_nodes"] = changes.pop("num_experts")
         return dataclasses.replace(self, **changes)
+
+    def cache_dict(self) -> dict:
+        """:meth:`to_dict` with ``num_nodes`` under its name before issue 19, ``num_experts``:
+        the dict that cache keys (calibrated profiles, experiment evaluations) hash, so that
+        the rename leaves every cached result valid."""
+        out = self.to_dict()
+        out["num_experts"] = out.pop("num_nodes")
+        return out
 
     def to_dict(self) -> dict:
         """JSON-ready dict of the fields (tuples become lists, ``None`` stays ``None``)."""
@@ -350,13 +397,21 @@ class SystemConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SystemConfig":
-        """Inverse of :meth:`to_dict`. Missing keys take the defaults.
+        """Inverse of :meth:`to_dict`. Missing keys take the defaults. A dict written before
+        issue 19 (``num_experts`` for ``num_nodes``) loads with a :class:`DeprecationWarning`.
 
         Raises:
-            ValueError: for an unknown key (named in backticks) or an invalid value.
+            ValueError: for an unknown key (named in backticks), both ``num_nodes`` and
+                ``num_experts``, or an invalid value.
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"`data` must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        if "num_experts" in data:
+            if "num_nodes" in data:
+                raise ValueError("`num_experts` is the deprecated name of `num_nodes`; give `num_nodes` only")
+            _warn_old_name("`num_experts` in a SystemConfig dict", stacklevel=3)
+            data["num_nodes"] = data.pop("num_experts")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -369,6 +424,26 @@ class SystemConfig:
                 value = tuple(value)
             kwargs[key] = value
         return cls(**kwargs)
+
+
+def _accept_old_name(init):
+    """Wrap the dataclass ``__init__`` so that ``SystemConfig(num_experts=8)`` still works
+    (with a DeprecationWarning) for one release; the field itself is ``num_nodes``."""
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "num_experts" in kwargs:
+            old = kwargs.pop("num_experts")
+            _warn_old_name("`SystemConfig(num_experts=...)`", stacklevel=3)
+            if ("num_nodes" in kwargs and kwargs["num_nodes"] != old) or args:
+                raise TypeError("give `num_nodes` only (`num_experts` is its deprecated name), got both")
+            kwargs["num_nodes"] = old
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+SystemConfig.__init__ = _accept_old_name(SystemConfig.__init__)
 
 
 # ---------------------------------------------------------------------- presets
@@ -475,8 +550,8 @@ SYSTEM_PRESETS: dict[str, SystemPreset] = {
 }
 
 
-def system_preset(name: str, *, num_experts: int = 8, **overrides: Any) -> SystemConfig:
-    """The :class:`SystemConfig` of preset ``name`` for ``num_experts`` nodes.
+def system_preset(name: str, *, num_nodes: int = 8, **overrides: Any) -> SystemConfig:
+    """The :class:`SystemConfig` of preset ``name`` for ``num_nodes`` nodes.
 
     ``"paper"``: today's defaults (:class:`SystemConfig`), M = :func:`default_num_subcarriers`.
     NR presets: the allocation unit is a resource block (12 subcarriers): M =
@@ -494,7 +569,8 @@ def system_preset(name: str, *, num_experts: int = 8, **overrides: Any) -> Syste
 
     Args:
         name: a key of :data:`SYSTEM_PRESETS` (case-insensitive).
-        num_experts: K, the number of nodes (from the run, not from the preset).
+        num_nodes: N, the number of nodes (from the run, not from the preset); its old
+            name ``num_experts`` still works, with a :class:`DeprecationWarning`.
         **overrides: :class:`SystemConfig` fields.
 
     Returns:
@@ -508,13 +584,16 @@ def system_preset(name: str, *, num_experts: int = 8, **overrides: Any) -> Syste
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in SYSTEM_PRESETS:
         raise ValueError(f"unknown system `preset` {name!r}; known: {', '.join(SYSTEM_PRESETS)}")
-    names = {f.name for f in dataclasses.fields(SystemConfig)} - {"num_experts"}
+    if "num_experts" in overrides:
+        _warn_old_name("`system_preset(num_experts=...)`", stacklevel=3)
+        num_nodes = overrides.pop("num_experts")
+    names = {f.name for f in dataclasses.fields(SystemConfig)} - {"num_nodes"}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"`{unknown[0]}` is not a SystemConfig field; known fields: {', '.join(sorted(names))}")
     p = SYSTEM_PRESETS[key]
-    k = _positive_int("num_experts", num_experts)
-    fields: dict[str, Any] = {"num_experts": k}
+    k = _positive_int("num_nodes", num_nodes)
+    fields: dict[str, Any] = {"num_nodes": k}
     if p.num_units is None:
         fields["num_subcarriers"] = default_num_subcarriers(k)
         fields["subcarrier_spacing_hz"] = p.unit_bandwidth_hz

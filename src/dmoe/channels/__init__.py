@@ -8,9 +8,13 @@
 * :mod:`~dmoe.channels.geometry` -- node positions (disk, grid, CSV) and distances;
 * :mod:`~dmoe.channels.pathloss` -- 3GPP TR 38.901 path loss, LoS probability, shadowing;
 * :mod:`~dmoe.channels.config` -- :class:`ChannelConfig`, what a run says about its channel;
-* :mod:`~dmoe.channels.process` -- :class:`ChannelProcess`, true and estimated rates per layer round.
+* :mod:`~dmoe.channels.process` -- :class:`ChannelProcess`, true and estimated rates per layer round;
+* :mod:`~dmoe.channels.rates` -- the paper's i.i.d. (and tapped-delay-line) block-fading draws and
+  the per-subcarrier rates of eq (1-2): :func:`draw_rates`, :func:`channel_gain`,
+  :func:`subcarrier_rates`.
 
-:mod:`dmoe.channel` (the paper's i.i.d. draws, ``draw_rates``) is unchanged and stays the default.
+:func:`draw_rates` (the paper's i.i.d. draws) stays the default. It lived in ``dmoe/channel.py``
+until issue 19; that path re-exports it for one release with a DeprecationWarning.
 """
 
 from .base import ChannelDraw, ChannelModel, power_gain
@@ -28,6 +32,7 @@ from .pathloss import (
     shadow_fading_std_db,
 )
 from .process import CHANNEL_REDRAW, ChannelProcess, LayerChannel
+from .rates import channel_gain, correlated_channel_gain, draw_rates, gain_correlation, subcarrier_rates
 from .rayleigh import RayleighChannel
 from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel, check_grid_resolution
 
@@ -50,11 +55,15 @@ __all__ = [
     "LayerChannel",
     "RayleighChannel",
     "TDLChannel",
+    "channel_gain",
     "channel_model",
     "check_grid_resolution",
+    "correlated_channel_gain",
     "doppler_hz",
+    "draw_rates",
     "draw_large_scale",
     "estimate_response",
+    "gain_correlation",
     "evolve",
     "los_probability",
     "node_positions",
@@ -63,5 +72,6 @@ __all__ = [
     "path_loss_db",
     "power_gain",
     "shadow_fading_std_db",
+    "subcarrier_rates",
     "time_correlation",
 ]

@@ -168,7 +168,7 @@ class ChannelConfig:
     @property
     def is_paper_default(self) -> bool:
         """i.i.d. Rayleigh, no mobility model, perfect CSI, no layout: the paper's setting
-        (results identical to :func:`dmoe.channel.draw_rates` for the same seed)."""
+        (results identical to :func:`dmoe.channels.rates.draw_rates` for the same seed)."""
         return self.model == "rayleigh" and self.speed_kmh is None and self.perfect_csi and self.layout is None
 
     def large_scale(self, num_nodes: int, seed: int) -> LargeScale | None:

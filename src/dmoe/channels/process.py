@@ -12,7 +12,7 @@ Without a speed (``ChannelConfig.speed_kmh is None``) the channel is block fadin
 independently as ``channel_redraw`` says: ``"layer"`` every layer round (key
 ``[seed, round, layer]``), ``"round"`` once per query round (``[seed, round]``), ``"fixed"``
 once (``[seed]``); for i.i.d. Rayleigh with perfect CSI this is exactly
-:func:`dmoe.channel.draw_rates` on those keys, i.e. the paper's model and the results of
+:func:`dmoe.channels.rates.draw_rates` on those keys, i.e. the paper's model and the results of
 earlier versions. With a speed, a query round starts from a draw keyed ``[seed, round]``
 and each later layer round evolves it (:func:`dmoe.channels.doppler.evolve`, innovation
 keyed ``[seed, round, layer, 2]``). The CSI error is keyed ``[seed, round, layer, 3]``.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..channel import draw_rates, subcarrier_rates
+from .rates import draw_rates, subcarrier_rates
 from ..system import SystemConfig
 from .base import ChannelDraw, power_gain
 from .config import ChannelConfig
@@ -95,7 +95,7 @@ class ChannelProcess:
         self._history: list[np.ndarray] = []
         self._elapsed_s = 0.0
         #: the deployment (None without a layout): positions, LoS, shadowing, gains
-        self.large_scale = config.large_scale(system.num_experts, self.seed)
+        self.large_scale = config.large_scale(system.num_nodes, self.seed)
         # [K, K, 1] large-scale gain per link, or the scalar path loss of the paper
         self._gain = system.path_loss if self.large_scale is None else self.large_scale.gain[:, :, None]
 
@@ -117,12 +117,12 @@ class ChannelProcess:
 
     def iid_rates(self, rng: np.random.Generator) -> np.ndarray:
         """One i.i.d. Rayleigh draw of the rates ``[K, K, M], float64`` [bit/s] on this run's
-        large-scale gains: :func:`dmoe.channel.draw_rates` (bit-identical) without a layout.
+        large-scale gains: :func:`dmoe.channels.rates.draw_rates` (bit-identical) without a layout.
         The runtime charges transfers of layers it does not schedule on it."""
         if self.large_scale is None:
             return draw_rates(self.system, rng)
         s = self.system
-        response = RayleighChannel().draw(s.num_experts, s.num_subcarriers, s.subcarrier_spacing_hz, rng).response
+        response = RayleighChannel().draw(s.num_nodes, s.num_subcarriers, s.subcarrier_spacing_hz, rng).response
         return self._rates(response)
 
     def advance(self, seconds: float) -> None:
@@ -147,10 +147,10 @@ class ChannelProcess:
             if cfg.is_paper_default:
                 rates = draw_rates(s, rng)
                 return LayerChannel(rates, rates)
-            self._state = self.model.draw(s.num_experts, s.num_subcarriers, s.subcarrier_spacing_hz, rng)
+            self._state = self.model.draw(s.num_nodes, s.num_subcarriers, s.subcarrier_spacing_hz, rng)
         elif self._state is None:
             rng = np.random.default_rng([self.seed, round_index])
-            self._state = self.model.draw(s.num_experts, s.num_subcarriers, s.subcarrier_spacing_hz, rng)
+            self._state = self.model.draw(s.num_nodes, s.num_subcarriers, s.subcarrier_spacing_hz, rng)
         else:
             rng = np.random.default_rng([self.seed, round_index, layer, 2])
             self._state = evolve(self._state, self.model, self.doppler_hz, self._elapsed_s, s.subcarrier_spacing_hz, rng)

@@ -2,7 +2,7 @@
 
 H_ij[m] ~ CN(0, 1) independently for every link and subcarrier, so |H|^2 is Exponential
 with mean 1 and the power gain ``path_loss * |H|^2`` has mean ``path_loss``. The random
-numbers are drawn exactly as :func:`dmoe.channel.channel_gain` draws them (one
+numbers are drawn exactly as :func:`dmoe.channels.rates.channel_gain` draws them (one
 ``standard_normal((K, K, M, 2))`` call), so the same generator state gives the same
 channel as the legacy module.
 """

@@ -306,7 +306,7 @@ class Context:
             "exclude": list(exclude),
             "num_texts": int(num_texts),
             "seed": int(seed),
-            "system": system.to_dict(),
+            "system": system.cache_dict(),  # the pre-rename key: cached evaluations stay valid
             "channel_redraw": channel_redraw,
             "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
             "combine": getattr(model, "combine", "sum"),
@@ -353,7 +353,7 @@ class Context:
             "questions": _hash(qids),
             "num_questions": len(qids),
             "seed": int(seed),
-            "system": system.to_dict(),
+            "system": system.cache_dict(),  # the pre-rename key: cached evaluations stay valid
             "channel_redraw": channel_redraw,
             "channel": channel.to_dict(),
             "model": (getattr(model, "metadata", {}) or {}).get("key", "unknown"),
@@ -390,7 +390,7 @@ class Context:
         """Evaluate ``policy`` on the questions, through the cache.
 
         ``num_experts`` selects the model (experts per layer); ``placement`` (``[E]`` or
-        ``[L, E]`` node ids, with ``system.num_experts`` = N nodes) places the experts
+        ``[L, E]`` node ids, with ``system.num_nodes`` = N nodes) places the experts
         when they outnumber the nodes (issue 12); both enter the cache key. ``key_extra``
         (a JSON-ready dict) enters the key too: what else the result depends on (e.g. which
         allocation the installed solvers offer), so that a changed value recomputes.
@@ -437,7 +437,7 @@ class Context:
         nll = -res.logliks[idx, res.answers]
         correct = (res.logliks.argmax(axis=1) == res.answers).astype(int)
         t = res.per_layer
-        num_rounds = -(-n // system.num_experts)
+        num_rounds = -(-n // system.num_nodes)
         # L layers of the evaluated model (the per-layer ledger has one row per layer)
         num_layers = len(t.energy_comm_j)
         draws = {"layer": num_rounds * num_layers, "round": num_rounds, "fixed": 1}[channel_redraw]

@@ -313,7 +313,7 @@ def run(cfg: dict, ctx) -> dict:
     e, n = int(cfg["num_experts"]), int(cfg["num_nodes"])
     model = ctx.model(e)
     s0, s0_source = resolve_hidden_state_bytes(int(model.hidden_size), wire_dtype=cfg["wire_dtype"])
-    system = system_preset(cfg["preset"], num_experts=n).replace(hidden_state_bytes=s0)
+    system = system_preset(cfg["preset"], num_nodes=n).replace(hidden_state_bytes=s0)
     place = None
     if cfg["placement"] is not None and n < e:
         coact = None

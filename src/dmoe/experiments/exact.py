@@ -106,8 +106,8 @@ def _prepare(scores, source, rates, threshold, max_experts, system):
         raise ValueError(f"`rates` must be [K, K, M] with K = {k}, got {rates.shape}")
     if source.shape != (t,):
         raise ValueError(f"`source` must have shape [{t}], got {source.shape}")
-    if not isinstance(system, SystemConfig) or system.num_experts != k:
-        raise ValueError(f"`system` must be a SystemConfig with num_experts = {k}")
+    if not isinstance(system, SystemConfig) or system.num_nodes != k:
+        raise ValueError(f"`system` must be a SystemConfig with num_nodes = {k}")
     if np.any(system.comp_energy_static_j > 0):
         raise NotImplementedError("the exact P2 solvers assume b_j = 0 (the paper's setting)")
     thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (t,)).copy()

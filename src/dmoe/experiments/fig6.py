@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import link_rate_from_subcarriers, token_costs
 from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Options, Section
 from dmoe.experiments.common import md_table
@@ -64,7 +64,7 @@ def expert_profile(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
 def run(cfg: dict, ctx=None) -> dict:
     k, L, n = cfg["num_experts"], cfg["num_layers"], cfg["tokens_per_layer"]
     mu, a = expert_profile(cfg)
-    system = SystemConfig(num_experts=k, num_subcarriers=cfg["num_subcarriers"], comp_energy_per_token=tuple(a))
+    system = SystemConfig(num_nodes=k, num_subcarriers=cfg["num_subcarriers"], comp_energy_per_token=tuple(a))
     prob, infeasible, energy, n_sel = [], [], [], []
     for g in cfg["gammas"]:
         p_g, inf_g, e_g, s_g = [], [], [], []

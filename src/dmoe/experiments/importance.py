@@ -4,7 +4,7 @@ The paper sets gamma^(l) = gamma0^l because "lower layers matter more" (Section 
 This experiment measures the model's importance profile on the fixed calibration set
 (:func:`dmoe.importance.calibrate_cached`, never the evaluation questions), allocates the
 per-layer thresholds optimally for a sweep of quality budgets (exact multiple-choice
-knapsack, :func:`dmoe.optimize.importance.allocate_qos`), and runs the calibrated
+knapsack, :func:`dmoe.optimize.qos_allocation.allocate_qos`), and runs the calibrated
 ``JESA(cal:B,D)`` beside the Fig. 10 policies -- Top-k, H(z, D), JESA(gamma0, D) -- and
 the full model on the evaluation questions (all 135 anatomy questions by default).
 
@@ -74,7 +74,7 @@ def budgets_of(profile, fractions, monotone: bool = True) -> list[float]:
 def run(cfg: dict, ctx) -> dict:
     from dmoe.importance import calibrate_cached
     from dmoe.optimize.calibrated import calibrated_policy
-    from dmoe.optimize.importance import allocate_qos
+    from dmoe.optimize.qos_allocation import allocate_qos
 
     system = SystemConfig.from_dict(cfg["system"])
     d = cfg["max_experts"]

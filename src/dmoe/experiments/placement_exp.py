@@ -50,7 +50,7 @@ def run(cfg: dict, ctx) -> dict:
     policies = [policy_from_name(p) for p in cfg["policies"]]
     rows = []
     for n in cfg["nodes"]:
-        system = SystemConfig(num_experts=n, num_subcarriers=cfg["num_subcarriers"])
+        system = SystemConfig(num_nodes=n, num_subcarriers=cfg["num_subcarriers"])
         for kind in cfg["placements"]:
             place = make_placement(kind, e, n, coactivation=coact, seed=cfg["seed"])
             if place.ndim == 1:

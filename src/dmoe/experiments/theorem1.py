@@ -7,7 +7,7 @@ holds ``tokens_per_node`` tokens with Dirichlet(1) gating scores, C1 threshold
 * ``iid`` -- i.i.d. Rayleigh on every link and subcarrier (the theorem's assumption), or
 * ``tdl`` -- frequency-selective Rayleigh: per link a tapped delay line of ``taps`` equal
   taps, so neighbouring subcarriers are strongly correlated
-  (:func:`dmoe.channel.correlated_channel_gain`); the i.i.d. assumption fails.
+  (:func:`dmoe.channels.rates.correlated_channel_gain`); the i.i.d. assumption fails.
 
 For each instance: JESA (Algorithm 2, random initial beta), the lower bound LB (C3
 ignored) and the exact optimum of P2. The exact optimum is LB's energy whenever JESA
@@ -24,7 +24,7 @@ import time
 import numpy as np
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Options, Section
 from dmoe.experiments.common import md_table
 from dmoe.experiments.context import _hash, read_json, write_json
@@ -62,7 +62,7 @@ def config(options: Options) -> dict:
 
 def run_point(cfg: dict, channel: str, k: int, m: int) -> dict:
     """Monte Carlo of one (channel model, K, M) point."""
-    system = SystemConfig(num_experts=k, num_subcarriers=m)
+    system = SystemConfig(num_nodes=k, num_subcarriers=m)
     n = cfg["tokens_per_node"]
     source = np.repeat(np.arange(k), n)
     taps = None if channel == "iid" else min(cfg["taps"], m)

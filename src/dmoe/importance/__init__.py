@@ -8,7 +8,7 @@
 * :func:`load_profile_for` -- the cached profile of a model, checked against it.
 
 The numpy side (the profile, the exact knapsack allocation, the calibrated policies) is
-in :mod:`dmoe.optimize.importance`, :mod:`dmoe.optimize._knapsack` and
+in :mod:`dmoe.optimize.qos_allocation`, :mod:`dmoe.optimize._knapsack` and
 :mod:`dmoe.optimize.calibrated`.
 """
 
@@ -29,7 +29,7 @@ from dmoe.importance.calibrate import (
     level_costs,
 )
 from dmoe.importance.plot import plot_profile
-from dmoe.optimize.importance import ImportanceProfile
+from dmoe.optimize.qos_allocation import ImportanceProfile
 from dmoe.system import SystemConfig
 
 __all__ = [
@@ -75,7 +75,7 @@ def calibrate_cached(
     Raises:
         ValueError: as :func:`calibrate_importance`.
     """
-    system = system or SystemConfig(num_experts=int(model.num_experts))
+    system = system or SystemConfig(num_nodes=int(model.num_experts))
     settings = {
         "qos": sorted(float(z) for z in qos),
         "max_experts": int(max_experts),
@@ -84,7 +84,7 @@ def calibrate_cached(
         "subjects": None if subjects is None else sorted(subjects),
         "seed": int(seed),
         "base": base,
-        "system": system.to_dict(),
+        "system": system.cache_dict(),  # the pre-rename key: cached profiles stay found
         "combine": getattr(model, "combine", "sum"),
     }
     path = profile_path(model, max_experts, settings, cache_dir)

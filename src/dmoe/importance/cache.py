@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from dmoe.optimize.importance import PROFILE_FORMAT, ImportanceProfile
+from dmoe.optimize.qos_allocation import PROFILE_FORMAT, ImportanceProfile
 
 __all__ = ["model_key", "profile_key", "profile_dir", "profile_path", "find_profile", "load_profile_for"]
 

@@ -17,7 +17,7 @@ layers w and each QoS level z_v:
    :func:`dmoe.optimize.select_experts`, threshold z_v, at most D experts) under per-token
    costs e_{s j} (eq 3-4, Section V-A) of its source node s, drawn like Algorithm 2's
    initial state: an i.i.d. Rayleigh channel draw per (question, layer)
-   (:func:`dmoe.channel.draw_rates`), one random distinct subcarrier per link
+   (:func:`dmoe.channels.rates.draw_rates`), one random distinct subcarrier per link
    (:func:`dmoe.optimize.random_subcarriers`), a uniformly random source node per
    question. The energy of a level is the mean over all tokens of the selected experts'
    costs, summed over the window's layers [J/token]. The same draws serve every level
@@ -42,12 +42,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.energy import link_rate_from_subcarriers, token_costs
 from dmoe.importance.cache import model_key
 from dmoe.model.build import _threads
 from dmoe.optimize import random_subcarriers, select_experts
-from dmoe.optimize.importance import PROFILE_FORMAT, ImportanceProfile
+from dmoe.optimize.qos_allocation import PROFILE_FORMAT, ImportanceProfile
 from dmoe.system import SystemConfig
 
 __all__ = [
@@ -126,7 +126,7 @@ def full_selection(model, scores: torch.Tensor) -> torch.Tensor:
 def level_costs(system: SystemConfig, num_questions: int, num_layers: int, seed: int):
     """Per-token costs of every expert for each (question, layer): ``[Q, L, K]`` [J/token],
     and the source node of each question ``[Q]`` (see module docstring, item 3)."""
-    k, m = system.num_experts, system.num_subcarriers
+    k, m = system.num_nodes, system.num_subcarriers
     source = np.random.default_rng([seed, 0x5EED]).integers(0, k, size=num_questions)
     costs = np.empty((num_questions, num_layers, k))
     for q in range(num_questions):
@@ -197,7 +197,7 @@ def calibrate_importance(
         log: callable for a one-line cost statement.
 
     Returns:
-        :class:`~dmoe.optimize.importance.ImportanceProfile`.
+        :class:`~dmoe.optimize.qos_allocation.ImportanceProfile`.
 
     Raises:
         ValueError: bad ``qos``, ``max_experts``, ``window``, ``num_questions``,
@@ -209,9 +209,9 @@ def calibrate_importance(
     if isinstance(max_experts, bool) or not isinstance(max_experts, int) or max_experts < 1:
         raise ValueError(f"`max_experts` must be a positive integer, got {max_experts!r}")
     L, K = int(model.num_layers), int(model.num_experts)
-    system = system or SystemConfig(num_experts=K)
-    if system.num_experts != K:
-        raise ValueError(f"`system.num_experts` ({system.num_experts}) must equal the model's K = {K}")
+    system = system or SystemConfig(num_nodes=K)
+    if system.num_nodes != K:
+        raise ValueError(f"`system.num_nodes` ({system.num_nodes}) must equal the model's K = {K}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
     if base not in BASES:

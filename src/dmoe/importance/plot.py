@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dmoe.optimize.importance import ImportanceProfile
+from dmoe.optimize.qos_allocation import ImportanceProfile
 
 __all__ = ["plot_profile"]
 

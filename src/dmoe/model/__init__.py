@@ -8,10 +8,13 @@
   clusters neurons, ``router.py`` trains gates).
 * ``hf_moe/`` — real transformers MoE checkpoints (Mixtral, Qwen2/3-MoE, OLMoE,
   DeepSeek-V3, GPT-OSS, Granite-MoE(Shared)): :class:`HFMoEModel`.
-* ``loader.py`` — :func:`load_expert_model`: detect an MoE checkpoint by its
+* ``dispatch.py`` — :func:`load_expert_model`: detect an MoE checkpoint by its
   ``config.json`` ``model_type`` and load it, or carve a dense model (cached).
-* ``load.py`` model sources, ``calibration.py`` the fixed calibration set,
-  ``masks.py`` attention masks.
+* ``sources.py`` model sources and the dense base model, ``calibration.py`` the fixed
+  calibration set, ``masks.py`` attention masks.
+
+``dmoe.model.load`` and ``dmoe.model.loader`` (the names of ``sources.py`` and
+``dispatch.py`` before issue 19) re-export for one release with a DeprecationWarning.
 
 ``dmoe.model.moe``, ``.build``, ``.moefy`` and ``.router`` remain importable: they are
 the modules of ``dmoe.model.carved``.
@@ -41,8 +44,8 @@ from .carved import (
 )
 from .hf_moe import SUPPORTED_MODEL_TYPES, HFMoEModel, load_hf_moe_model
 from .interface import ExpertModel, RouterOutputError, UnsupportedModelError
-from .load import default_gguf_path, load_dense_model, resolve_source
-from .loader import CheckpointInfo, inspect_checkpoint, load_expert_model, load_moe_model
+from .sources import default_gguf_path, load_dense_model, resolve_source
+from .dispatch import CheckpointInfo, inspect_checkpoint, load_expert_model, load_moe_model
 
 # backwards-compatible module paths (dmoe.model.moe, dmoe.model.build, ...)
 for _name, _module in (("moe", _moe), ("build", _build), ("moefy", _moefy), ("router", _router)):

@@ -8,7 +8,7 @@
 * :mod:`dmoe.optimize.policies` -- Top-k, H(z, D), JESA(gamma0, D), LB(gamma0, D), dense.
 * :class:`Deadline` -- any policy with a bound on the layer-round latency (beyond the paper).
 * :mod:`dmoe.optimize.feasibility` -- the shared invariant checker used by the tests.
-* :mod:`dmoe.optimize.importance`, :mod:`dmoe.optimize.calibrated` -- measured layer
+* :mod:`dmoe.optimize.qos_allocation`, :mod:`dmoe.optimize.calibrated` -- measured layer
   importance, the exact per-layer QoS allocation (multiple-choice knapsack) and the
   calibrated JESA/DES/LB (issue 11).
 """
@@ -28,7 +28,7 @@ from dmoe.optimize.policies import (
     policy_from_params,
 )
 from dmoe.optimize.calibrated import CalibratedDES, CalibratedJESA, CalibratedLB, calibrated_policy
-from dmoe.optimize.importance import Allocation, ImportanceProfile, allocate_qos
+from dmoe.optimize.qos_allocation import Allocation, ImportanceProfile, allocate_qos
 from dmoe.optimize.selection import SCORE_TOL, SelectionResult, select_experts
 from dmoe.optimize.resource_blocks import ResourceBlockResult, allocate_resource_blocks
 from dmoe.optimize.subcarrier import SubcarrierResult, allocate_subcarriers

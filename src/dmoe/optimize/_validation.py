@@ -265,8 +265,8 @@ def check_source(source, num_tokens: int, num_experts: int) -> np.ndarray:
 def check_system(system, num_experts: int | None = None) -> SystemConfig:
     if not isinstance(system, SystemConfig):
         raise ArgumentTypeError(f"`system` must be a dmoe.system.SystemConfig, got {type(system).__name__}")
-    if num_experts is not None and system.num_experts != num_experts:
+    if num_experts is not None and system.num_nodes != num_experts:
         raise ValueError(
-            f"`system` has num_experts={system.num_experts} but `rates` describes {num_experts} experts"
+            f"`system` has num_nodes={system.num_nodes} but `rates` describes {num_experts} nodes"
         )
     return system

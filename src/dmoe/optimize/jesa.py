@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dmoe.channel import as_generator
+from dmoe.rng import as_generator
 from dmoe.energy import (
     computation_energy,
     expert_comp_energy,
@@ -211,7 +211,7 @@ def _select(scores, source, link_rate, thr, d, system, method, placement, avail=
     P1(a) (one transmission per token and remote node), demand = tokens from i needing node n.
     ``avail`` ``[T, E]`` (issue 9): unavailable experts cost ``+inf`` (never selected).
     """
-    k = system.num_experts
+    k = system.num_nodes
     if placement is None:
         costs = mask_costs(token_costs(link_rate, system)[source], avail)
         res = select_experts(scores, costs, thr, d, method=method)
@@ -252,7 +252,7 @@ def jesa(
         rates: ``[K, K, M], float64`` r_ij^(m) [bit/s] (eq 1); diagonal ignored.
         threshold: float or ``[num_tokens]``: z gamma^(l) (C1).
         max_experts: D (C2).
-        system: :class:`~dmoe.system.SystemConfig` with ``num_experts == K`` (P0, s0, a_j,
+        system: :class:`~dmoe.system.SystemConfig` with ``num_nodes == K`` (P0, s0, a_j,
             b_j; M comes from ``rates``).
         max_iterations: BCD iterations at most (>= 1).
         rng: Generator / int seed / None for the random initial beta.
@@ -262,7 +262,7 @@ def jesa(
         placement: ``[num_experts], int`` node of each expert (several experts per node,
             :mod:`dmoe.placement`), or None (one expert per node, E = N). With a
             placement, ``rates`` is ``[N, N, M]`` over node pairs, ``source`` holds node ids,
-            ``system.num_experts`` = N, selection is node-aware P1(a)
+            ``system.num_nodes`` = N, selection is node-aware P1(a)
             (:func:`select_experts` with ``node_costs``) and the demand of link (i, n) is the
             number of tokens from i that need node n; ``tokens`` is then ``[N, N]`` and
             ``energy_comp_experts`` is per node ``[N]``.

@@ -315,7 +315,7 @@ def evaluate_policy(
         Held-out texts for perplexity (:func:`evaluate_perplexity`); none: ``perplexity``
         is None. Their energy is not part of the result.
     placement : ndarray [num_experts] or [num_layers, num_experts], optional
-        Node of each expert when experts outnumber the ``system.num_experts`` nodes.
+        Node of each expert when experts outnumber the ``system.num_nodes`` nodes.
     engine : {"local", "ray"} or Engine
         Where the expert nodes run (:mod:`dmoe.runtime.engine`); pass an Engine to reuse
         its nodes across calls (a name starts and stops one for this call).
@@ -353,7 +353,7 @@ def evaluate_policy(
         ray_address=ray_address, node_failure_rate=node_failure_rate, node_kills=node_kills, node_rejoin=node_rejoin,
     )
     try:
-        K = system.num_experts
+        K = system.num_nodes
         name = getattr(policy, "name", type(policy).__name__)
         logliks = np.zeros((len(queries), 4))
         kl = np.zeros(len(queries))
@@ -481,7 +481,7 @@ def evaluate_perplexity(
         model, policy, system=system, seed=seed, channel_redraw=channel_redraw, rates_fn=rates_fn, channel=channel,
         engine=engine, placement=placement,
     )
-    K = system.num_experts
+    K = system.num_nodes
     nll = np.zeros(len(texts))
     tokens = np.array([t.score_rows.numel() for t in texts], dtype=np.int64)
     try:

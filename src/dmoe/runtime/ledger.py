@@ -23,7 +23,7 @@ objective P1/P2 charge each selected remote expert one hidden-state transfer, an
 ledger follows the model the solvers optimise.
 
 Several experts per node (issue 12): with a ``placement`` (node of each expert, one
-mapping or one per layer) ``system.num_experts`` is the number of nodes N, subcarriers
+mapping or one per layer) ``system.num_nodes`` is the number of nodes N, subcarriers
 serve node pairs, one transmission is charged per (token, remote node) however many of
 that node's experts the token uses, and computation per expert
 (:func:`dmoe.energy.node_computation_energy`). One expert per node is ``placement=None``.
@@ -124,7 +124,7 @@ class EnergyLedger:
 
     def __post_init__(self) -> None:
         L = self.num_layers
-        K = self.system.num_experts if self.placement is None else np.asarray(self.placement).shape[-1]
+        K = self.system.num_nodes if self.placement is None else np.asarray(self.placement).shape[-1]
         self._comm = np.zeros(L)
         self._comp = np.zeros(L)
         self._tokens = np.zeros(L, dtype=np.int64)
@@ -191,7 +191,7 @@ class EnergyLedger:
         """
         selection = np.asarray(selection, dtype=bool)
         sub = np.asarray(subcarrier)
-        K = self.system.num_experts
+        K = self.system.num_nodes
         place = None
         if self.placement is not None:
             from ..placement import layer_placement, node_selection
@@ -305,7 +305,7 @@ class EnergyLedger:
         if not done.all():
             if source is None:
                 raise ValueError("`source` is required together with `completed`")
-            k = self.system.num_experts
+            k = self.system.num_nodes
             lost_sel = selection[~done]
             if self.placement is None:
                 # [K, K] delivered transfers of the tokens whose round failed
@@ -357,7 +357,7 @@ class EnergyLedger:
         a = self.system.comp_energy_per_token_j
         if self.placement is not None:
             # a routed expert on node n costs a_n N / E with a placement (dmoe.energy.expert_comp_energy)
-            a = a * (self.system.num_experts / np.asarray(self.placement).shape[-1])
+            a = a * (self.system.num_nodes / np.asarray(self.placement).shape[-1])
         energy = size * float(a[source].sum())
         self._comp[layer] += energy
         self._comp_planned[layer] += energy

@@ -69,7 +69,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..channel import draw_rates
+from ..channels.rates import draw_rates
 from ..channels import CHANNEL_REDRAW, ChannelConfig, ChannelProcess, LayerChannel
 from ..data.packing import PackedQuery
 from ..latency import round_timing
@@ -105,7 +105,7 @@ class DMoERuntime:
     ----------
     model : dmoe.model.ExpertModel
         ``model.num_experts`` (K routed experts per layer) must equal
-        ``system.num_experts`` (one expert per node) unless a ``placement`` is given.
+        ``system.num_nodes`` (one expert per node) unless a ``placement`` is given.
     policy : dmoe.optimize.policies.Policy
         Decides selection and subcarriers for each layer round.
     system : SystemConfig
@@ -117,12 +117,12 @@ class DMoERuntime:
         Custom channel (true rates, known perfectly); replaces ``channel``.
     channel : ChannelConfig, optional
         Fading model, mobility and CSI; default i.i.d. Rayleigh with perfect CSI, which is
-        :func:`dmoe.channel.draw_rates` (eq 1) on the keys above.
+        :func:`dmoe.channels.rates.draw_rates` (eq 1) on the keys above.
     record_selection : bool
         Keep every token's selection per layer (for tests and selection-pattern plots).
     placement : ndarray [num_experts] or [num_layers, num_experts], int, optional
         Node of each expert when experts outnumber nodes (issue 12, :mod:`dmoe.placement`);
-        ``system.num_experts`` is then the number of nodes N and a round serves up to N
+        ``system.num_nodes`` is then the number of nodes N and a round serves up to N
         queries. Node n holds the FFNs of its experts; the policy schedules node pairs and
         the ledger charges one transmission per (token, remote node). None = one expert
         per node (N = E). The engine runs one worker per node (N workers; worker n holds
@@ -179,11 +179,11 @@ class DMoERuntime:
             from ..placement import check_placement
 
             self.placement = check_placement(
-                self.placement, self.system.num_experts, num_experts=K, num_layers=int(self.model.num_layers)
+                self.placement, self.system.num_nodes, num_experts=K, num_layers=int(self.model.num_layers)
             )
-        elif K != self.system.num_experts:
+        elif K != self.system.num_nodes:
             raise ValueError(
-                f"`system.num_experts` ({self.system.num_experts}) must equal the model's "
+                f"`system.num_nodes` ({self.system.num_nodes}) must equal the model's "
                 f"number of experts per layer ({K}): one expert per node (or give a `placement`)"
             )
         if self.channel_redraw not in CHANNEL_REDRAW:
@@ -203,7 +203,7 @@ class DMoERuntime:
             )
         self.faults = FaultLog()
         # N nodes (N = K without a placement)
-        N = int(self.system.num_experts)
+        N = int(self.system.num_nodes)
         L = int(self.model.num_layers)
         # [L, K] node of every expert at every layer
         self._expert_node = (
@@ -364,7 +364,7 @@ class DMoERuntime:
 
         Parameters
         ----------
-        queries : sequence of PackedQuery, length 1..N (N = ``system.num_experts`` nodes)
+        queries : sequence of PackedQuery, length 1..N (N = ``system.num_nodes`` nodes)
 
         Returns
         -------
@@ -377,7 +377,7 @@ class DMoERuntime:
         NoLiveNodeError
             If every node has failed (then no expert can serve).
         """
-        # K experts per layer on N = system.num_experts nodes (N = K without a placement)
+        # K experts per layer on N = system.num_nodes nodes (N = K without a placement)
         K = int(self.model.num_experts)
         N = self.num_nodes
         if not 1 <= len(queries) <= N:

@@ -117,7 +117,7 @@ def transmit(
         true_rates: ``[K, K, M], float64`` [bit/s] the transmissions meet.
         system: P0, s0, a_j, b_j.
         placement: ``[E], int`` node of each expert when several experts share a node
-            (issue 12): ``selection`` is then ``[T, E]``, K = ``system.num_experts`` is the
+            (issue 12): ``selection`` is then ``[T, E]``, K = ``system.num_nodes`` is the
             number of nodes N, links, rates and the token counts s_in are per node pair (one
             transmission per (token, remote node)), computation per expert
             (:func:`dmoe.energy.node_computation_energy`), and a dead link i -> n drops every
@@ -134,7 +134,7 @@ def transmit(
     """
     selection = np.asarray(selection, dtype=bool)
     source = np.asarray(source)
-    k = system.num_experts
+    k = system.num_nodes
     sub = np.asarray(subcarrier)
     if placement is None:
         tokens = link_token_counts(selection, source, k)

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from ...defaults import DEFAULT_NUM_EXPERTS
 from ..calibration import (
     DEFAULT_CALIBRATION_TOKENS,
     as_id_tensors,
@@ -54,7 +55,7 @@ from ..calibration import (
     default_calibration_texts,
     tokenize_calibration,
 )
-from ..load import BUILD_FORMAT, load_dense_model, read_intermediate_size, resolve_source
+from ..sources import BUILD_FORMAT, load_dense_model, read_intermediate_size, resolve_source
 from .moe import COMBINE_MODES, MoEModel, UnsupportedModelError, check_supported
 from .moefy import ffn_activations, partition_neurons
 from .router import Router, router_targets, train_router
@@ -542,7 +543,7 @@ def _prepare_build_dir(root: Path) -> Path:
 def build_moe_model(
     source: str | os.PathLike | None = None,
     *,
-    num_experts: int = 8,
+    num_experts: int = DEFAULT_NUM_EXPERTS,
     cache_dir: str | os.PathLike | None = None,
     calibration_texts: Sequence[str] | None = None,
     calibration_ids: Sequence | None = None,
@@ -557,7 +558,7 @@ def build_moe_model(
     Args:
         source: None (default SmolLM2-135M-Instruct GGUF), a ``.gguf`` file, a local HF
             model directory, a dmoe build directory (loaded as is) or a hub id; see
-            :mod:`dmoe.model.load`.
+            :mod:`dmoe.model.sources`.
         num_experts: K >= 1; must divide the FFN intermediate size (1536 for SmolLM2,
             so K in 1, 2, 3, 4, 6, 8, 12, 16, ...).
         cache_dir: cache root; default ``$DMOE_CACHE_DIR`` or ``~/.cache/dmoe``.
@@ -664,7 +665,7 @@ def build_moe_model(
 def load_moe_model(
     source: str | os.PathLike | None = None,
     *,
-    num_experts: int = 8,
+    num_experts: int = DEFAULT_NUM_EXPERTS,
     cache_dir: str | os.PathLike | None = None,
     rebuild: bool = False,
     progress: bool = True,

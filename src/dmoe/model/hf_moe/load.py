@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..interface import UnsupportedModelError
-from ..load import ModelSource, _load_tokenizer, resolve_source
+from ..sources import ModelSource, _load_tokenizer, resolve_source
 from .families import family_of, supported_families_text
 from .model import HFMoEModel
 
@@ -26,7 +26,7 @@ def load_hf_moe_model(
 
     Args:
         source: a local directory (``config.json`` + ``*.safetensors``), a hub id (needs the
-            network or a populated HF cache) or a resolved :class:`~dmoe.model.load.ModelSource`.
+            network or a populated HF cache) or a resolved :class:`~dmoe.model.sources.ModelSource`.
         device: where to put the weights (default CPU; ``"cuda"`` when present).
         dtype: weight dtype (default float32; the equivalence tests use fp32).
 
