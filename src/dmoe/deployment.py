@@ -26,7 +26,7 @@ text (``dmoe generate``, ``dmoe chat``) and the lm-evaluation-harness backend
   :class:`~dmoe.system.SystemConfig`;
 * s0 [byte] = the model's hidden size x the wire format's bytes (fp16 by default), unless
   set explicitly or given by an explicit SystemConfig;
-* policies are parsed by name (:func:`dmoe.optimize.policies.policy_from_name`, the
+* policies are parsed by name (:func:`dmoe.policies.policy_from_name`, the
   calibrated ``JESA(cal:B,D)`` forms from the model's cached importance profile) and
   checked against K and M as ``dmoe run`` checks them.
 """
@@ -499,8 +499,8 @@ def check_policy_name(name: str) -> None:
     Raises:
         ValueError: an unknown or malformed policy name.
     """
-    from .optimize.calibrated import is_calibrated_name
-    from .optimize.policies import policy_from_name
+    from .policies.calibrated import is_calibrated_name
+    from .policies import policy_from_name
 
     if not is_calibrated_name(name):
         policy_from_name(name)

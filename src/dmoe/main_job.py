@@ -23,7 +23,7 @@ from .data import (
     pack_text,
     resolve_subjects,
 )
-from .optimize.policies import Dense, TopK, policy_from_name
+from .policies import Dense, TopK, policy_from_name
 from .results import (
     format_table,
     deadline_notes,
@@ -140,7 +140,7 @@ def run_main_job(
     subjects, limit
         Question selection (:func:`dmoe.data.load_mmlu`); default all 135 anatomy questions.
     policies : sequence of str, optional
-        Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`; None:
+        Policy names parsed by :func:`dmoe.policies.policy_from_name`; None:
         :func:`default_policies` of the model's K (with ``gamma0``, ``qos``, ``max_experts``).
     system : SystemConfig, optional
         Radio and device parameters. ``system.num_experts`` must equal the model's K. When
@@ -496,7 +496,7 @@ def run_main_job(
 
 def _parse_policies(policies: Sequence[str]) -> list:
     """Parsed policies (None for a calibrated one: built once the model's profile is known)."""
-    from .optimize.calibrated import is_calibrated_name, parse_calibrated
+    from .policies.calibrated import is_calibrated_name, parse_calibrated
 
     parsed = [None if is_calibrated_name(p) else policy_from_name(p) for p in policies]
     for name in policies:
@@ -534,7 +534,7 @@ def _drop_duplicate_policies(policies: list, parsed: list, log) -> tuple[list, l
 def _calibrated_policies(parsed, names, model, profile, cache_dir, subjects, system, log):
     """Build the calibrated policies of ``names`` (None in ``parsed``) from the model's profile."""
     from .importance import find_profile, load_profile_for
-    from .optimize.calibrated import _CAL_RE, parse_calibrated
+    from .policies.calibrated import _CAL_RE, parse_calibrated
 
     out = []
     for pol, name in zip(parsed, names):

@@ -53,7 +53,7 @@ from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Op
 from dmoe.experiments.common import fmt, md_table, pct, question_config
 from dmoe.experiments.plotting import csv_write, family_color, figure, plt, save
 from dmoe.experiments.stats import bootstrap_mean_interval, bootstrap_ratio_interval, pareto_front
-from dmoe.optimize import policy_from_name
+from dmoe.policies import policy_from_name
 from dmoe.system import system_preset
 from dmoe.wire import resolve_hidden_state_bytes
 

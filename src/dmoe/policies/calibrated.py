@@ -29,8 +29,9 @@ from typing import Sequence
 
 from dmoe.optimize._validation import check_int
 from dmoe.optimize.importance import ImportanceProfile, allocate_qos
-from dmoe.optimize.layerwise import DESPolicy
-from dmoe.optimize.policies import JESAPolicy, LowerBound, Policy, _check_fraction, _fmt
+from dmoe.policies.base import Policy, _check_fraction, _fmt
+from dmoe.policies.builtin import JESAPolicy, LowerBound
+from dmoe.policies.layerwise import DESPolicy
 
 __all__ = [
     "CalibratedJESA",
@@ -83,6 +84,14 @@ class _ThresholdVector(Policy):
             )
         return self.thresholds[layer - 1]
 
+    @property
+    def spec(self) -> str | None:
+        """The calibrated label (``"JESA(cal:0.5,2)"``, rebuilt from the model's profile) when
+        this policy came from a budget, else the constructor's (``module:Class(...)``)."""
+        if self.budget is not None and is_calibrated_name(self.name):
+            return self.name
+        return Policy.spec.fget(self)
+
     def params(self) -> dict:
         return {
             "policy": self._kind,
@@ -113,7 +122,7 @@ class CalibratedJESA(_ThresholdVector, JESAPolicy):
 
 
 class CalibratedDES(_ThresholdVector, DESPolicy):
-    """DES (Algorithm 1, one pass; see :class:`~dmoe.optimize.layerwise.DESPolicy`) with
+    """DES (Algorithm 1, one pass; see :class:`~dmoe.policies.layerwise.DESPolicy`) with
     C1 threshold ``thresholds[l - 1]`` at layer l."""
 
     _label = "DES"

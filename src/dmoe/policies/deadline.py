@@ -42,7 +42,9 @@ import math
 import numpy as np
 
 from dmoe.latency import air_time_budget, round_timing, schedule_air_time
-from dmoe.optimize.policies import Dense, Policy, Schedule, _fmt, _inputs, _node_demand
+from dmoe.policies.allocation import node_demand
+from dmoe.policies.base import Policy, Schedule, _fmt, policy_inputs
+from dmoe.policies.builtin import Dense
 from dmoe.optimize.resource_blocks import allocate_resource_blocks, relaxed_resource_blocks
 
 __all__ = ["Deadline"]
@@ -52,7 +54,7 @@ class Deadline(Policy):
     """``policy`` restricted to links that meet a layer-round deadline (module docstring).
 
     Args:
-        policy: any :class:`~dmoe.optimize.policies.Policy` that can reroute (not dense).
+        policy: any :class:`~dmoe.policies.base.Policy` that can reroute (not dense).
         deadline_s: T [s] > 0, the bound on each layer round's completion time.
 
     Raises:
@@ -74,12 +76,21 @@ class Deadline(Policy):
         self.deadline_s = float(deadline_s)
         self.name = f"{policy.name}[T={_fmt(self.deadline_s)}s]"
 
+    @property
+    def spec(self) -> str | None:
+        """The base policy's spec with the deadline appended (``"JESA(0.9,2)[T=5s]"``), or
+        None when the base policy has none."""
+        base = self.policy.spec
+        return None if base is None else f"{base}[T={_fmt(self.deadline_s)}s]"
+
     def params(self) -> dict:
         return {"policy": "Deadline", "name": self.name, "base": self.policy.params(), "deadline_s": self.deadline_s}
 
     def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
         # with a placement (issue 12) links, rates and token counts are per node pair
-        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
+        scores, source, rates, system, placement, avail = policy_inputs(
+            scores, source, rates, layer, system, placement, available
+        )
         k, _, m = rates.shape
         place_kw = {} if placement is None else {"placement": placement}
         if getattr(self.policy, "accepts_deadline", False):
@@ -98,7 +109,7 @@ class Deadline(Policy):
         for attempt in range(1, k * k + 1):
             sched = self.policy.schedule(scores, source, usable, layer, system=system, rng=rng, available=avail,
                                          **place_kw)
-            tokens = _node_demand(sched.selection, source, placement, k)
+            tokens = node_demand(sched.selection, source, k, placement=placement)
             load = None
             if placement is not None:
                 # [K] FFN work per node, as dmoe.runtime.transfer.TransferOutcome.node_load

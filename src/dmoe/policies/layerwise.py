@@ -11,7 +11,7 @@
   the subcarriers are then allocated optimally (P3(a)) for the selection made, the same
   post-processing Top-k gets. It is ``jesa(..., max_iterations=1)``.
 
-Both share the :class:`~dmoe.optimize.policies.Policy` interface and are pure numpy.
+Both share the :class:`~dmoe.policies.base.Policy` interface and are pure numpy.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Sequence
 from dmoe.channel import as_generator
 from dmoe.optimize._validation import check_int
 from dmoe.optimize.jesa import jesa
-from dmoe.optimize.policies import Policy, Schedule, _check_fraction, _fmt, _inputs, _LayerImportance
+from dmoe.policies.base import Policy, Schedule, _check_fraction, _fmt, policy_inputs
+from dmoe.policies.builtin import _LayerImportance
 
 __all__ = ["LayerwiseQoS", "DESPolicy"]
 
@@ -74,7 +75,9 @@ class LayerwiseQoS(Policy):
         return self.thresholds[min(int(layer), len(self.thresholds)) - 1]
 
     def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
-        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
+        scores, source, rates, system, placement, avail = policy_inputs(
+            scores, source, rates, layer, system, placement, available
+        )
         res = jesa(
             scores, source, rates, self.threshold(layer), self.max_experts, system=system, rng=as_generator(rng),
             placement=placement, available=avail,
@@ -94,7 +97,9 @@ class DESPolicy(_LayerImportance):
     _kind = "DES"
 
     def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None) -> Schedule:
-        scores, source, rates, system, placement, avail = _inputs(scores, source, rates, layer, system, placement, available)
+        scores, source, rates, system, placement, avail = policy_inputs(
+            scores, source, rates, layer, system, placement, available
+        )
         thr = self._threshold(layer)
         res = jesa(
             scores, source, rates, thr, self.max_experts, system=system, rng=as_generator(rng), max_iterations=1,
