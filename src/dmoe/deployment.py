@@ -98,7 +98,7 @@ class Deployment:
         """
         from .main_job import _calibrated_policies, _check_policies, _parse_policies
 
-        parsed = _parse_policies([name])
+        parsed = _parse_policies([name], where=None)
         if parsed[0] is None:
             parsed = _calibrated_policies(parsed, [name], self.model, profile, cache_dir, [], self.system, log)
         _check_policies(parsed, self.system, self.num_experts)
