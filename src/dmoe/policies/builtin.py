@@ -36,7 +36,19 @@ __all__ = ["TopK", "Homogeneous", "JESAPolicy", "LowerBound", "Dense"]
 
 
 class _Labelled(Policy):
-    """A built-in: its label is the spec :func:`dmoe.policies.policy_from_name` parses."""
+    """A built-in: its label is the spec :func:`dmoe.policies.policy_from_name` parses.
+
+    A subclass defined outside dmoe (a user's variant of a built-in) is recorded by its
+    import path and constructor arguments instead (:attr:`Policy.spec`, :meth:`Policy.params`),
+    unless it defines its own ``params``.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__module__.startswith("dmoe."):
+            cls.spec = Policy.spec
+            if "params" not in cls.__dict__:
+                cls.params = Policy.params
 
     @property
     def spec(self) -> str:
