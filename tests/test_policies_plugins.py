@@ -68,6 +68,8 @@ def test_optimize_package_names_resolve_lazily_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert dmoe.TopK is pol.TopK and dmoe.Deadline is pol.Deadline and dmoe.Policy is pol.Policy
+        assert dmoe.node_demand is pol.node_demand and dmoe.allocate_links is pol.allocate_links
+        assert dmoe.check_policy_schedule is pol.check_policy_schedule
 
 
 # --- public helpers -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ questions, seed and channel draws.
 
 Points: each family (Top-k for several k, H(z, D), JESA(gamma0, D) and LB(gamma0, D) for
 several z / gamma0) without a deadline; then representative policies of each family with a
-layer-round deadline ``[T=...s]`` (:class:`dmoe.optimize.Deadline`, through the public policy
+layer-round deadline ``[T=...s]`` (:class:`dmoe.policies.Deadline`, through the public policy
 strings, so any allocation the deadline policies use -- one resource block per link, or
 several where :mod:`dmoe.optimize.resource_blocks` exists -- is what runs). The deadlines
 are fractions of the measured no-deadline layer-round latency: T_ref = the median, over the
