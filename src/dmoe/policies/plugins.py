@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.metadata
 import inspect
 import re
 
@@ -105,6 +104,8 @@ def _from_import_path(match: re.Match, spec: str) -> Policy:
 
 
 def _entry_points() -> list:
+    import importlib.metadata  # only when a name is not a built-in (start-up time)
+
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
