@@ -44,7 +44,7 @@ def main() -> int:
     from dmoe.data import load_mmlu, pack_question
     from dmoe.main_job import DEFAULT_POLICIES
     from dmoe.model import load_moe_model
-    from dmoe.optimize.policies import policy_from_name
+    from dmoe.policies import policy_from_name
     from dmoe.runtime import evaluate_policy, make_engine
     from dmoe.system import SystemConfig
 

@@ -36,7 +36,7 @@ import torch
 from dmoe.channels.rates import draw_rates
 from dmoe.data.packing import PackedQuery
 from dmoe.model import load_expert_model
-from dmoe.optimize.policies import JESAPolicy, TopK
+from dmoe.policies import JESAPolicy, TopK
 from dmoe.runtime import DMoERuntime
 from dmoe.system import SystemConfig, default_num_subcarriers
 

@@ -12,17 +12,9 @@ import pytest
 
 from dmoe.channels.rates import draw_rates
 from dmoe.energy import token_costs
-from dmoe.optimize import (
-    Dense,
-    Homogeneous,
-    JESAPolicy,
-    LowerBound,
-    TopK,
-    jesa,
-    lower_bound,
-    select_experts,
-)
-from dmoe.optimize.layerwise import DESPolicy, LayerwiseQoS
+from dmoe.optimize import jesa, lower_bound, select_experts
+from dmoe.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
+from dmoe.policies.layerwise import DESPolicy, LayerwiseQoS
 from dmoe.optimize.selection import SCORE_TOL
 from dmoe.system import SystemConfig
 

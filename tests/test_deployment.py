@@ -144,7 +144,7 @@ def test_runtime_with_an_nr_preset_and_a_layout_gives_finite_results(tiny_llama,
     from conftest import make_tiny_moe
 
     from dmoe.data import load_mmlu, pack_question
-    from dmoe.optimize.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
+    from dmoe.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
     from dmoe.runtime import evaluate_policy
 
     model = make_tiny_moe(tiny_llama, K, seed=1)

@@ -21,7 +21,8 @@ from dmoe.system import SystemConfig
 from dmoe.data import Question, pack_question
 from dmoe.model.combine import renormalised_weights
 from dmoe.model import HFMoEModel, MoEModel
-from dmoe.optimize import SCORE_TOL, _des, _milp, allocate_subcarriers, policy_from_name, select_experts
+from dmoe.optimize import SCORE_TOL, _des, _milp, allocate_subcarriers, select_experts
+from dmoe.policies import policy_from_name
 from dmoe.optimize._ties import canonical_best, compare_sets, exact_diff_sign, exact_sum, lex_precedes
 from dmoe.optimize.feasibility import check_selection
 
@@ -198,7 +199,7 @@ def test_tie_order_helpers():
 
 
 def test_top_k_breaks_ties_by_index():
-    from dmoe.optimize import TopK
+    from dmoe.policies import TopK
     from dmoe.system import SystemConfig
 
     system = SystemConfig(num_nodes=4, num_subcarriers=12)

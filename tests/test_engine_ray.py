@@ -17,7 +17,7 @@ import torch
 
 from conftest import make_tiny_moe
 from dmoe.data import load_mmlu, pack_question
-from dmoe.optimize.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
+from dmoe.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
 from dmoe.runtime import DMoERuntime, LocalEngine, NodeKill, NoLiveNodeError, evaluate_policy
 from dmoe.system import SystemConfig
 

@@ -15,7 +15,7 @@ from dmoe.experiments.context import Context, EvalRecord
 from dmoe.experiments.exact import brute_force_p2, distinct_best_subcarriers, eq13_bound, solve_p2_exact
 from dmoe.experiments.stats import paired_bootstrap, pareto_front, wilson_interval
 from dmoe.optimize import jesa, lower_bound
-from dmoe.optimize.layerwise import DESPolicy, LayerwiseQoS
+from dmoe.policies.layerwise import DESPolicy, LayerwiseQoS
 from dmoe.system import SystemConfig
 
 # --------------------------------------------------------------------------- exact P2

@@ -181,7 +181,7 @@ def test_report_without_deadline_rounds_is_strict_and_complete():
            "mean_kl": float("nan"), "agreement": 0.5, "accuracy": 0.5, "per_layer": {"infeasible_tokens": [0, 1]},
            "deadline_rounds_missed": 3}
     from dmoe.experiments.context import EvalRecord
-    from dmoe.optimize import policy_from_name
+    from dmoe.policies import policy_from_name
 
     r = EvalRecord(rec, nll=[3.0, 3.0], kl=[1.0, 1.0], scored=[1, 1], correct=[1, 0], agree=[1, 0])
     p = dep._point(r, policy_from_name(rec["policy"]), "JESA", 0.1, 0)

@@ -17,7 +17,7 @@ from scipy import stats
 
 from conftest import make_tiny_moe
 from dmoe.data.packing import PackedText
-from dmoe.optimize.policies import Dense, JESAPolicy, TopK
+from dmoe.policies import Dense, JESAPolicy, TopK
 from dmoe.runtime import DMoERuntime, NodeKill
 from dmoe.runtime.generate import GenerationConfig, context_length, generate
 from dmoe.runtime.sampling import SamplingParams, TokenSampler

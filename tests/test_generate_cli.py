@@ -148,7 +148,7 @@ def test_generate_with_an_nr_preset_and_a_layout_records_the_system(tiny_carved_
     the preset, the layout's ChannelConfig and s0 = hidden size x 2 B (fp16)."""
     from dmoe.channels import ChannelConfig
     from dmoe.model import load_expert_model
-    from dmoe.optimize.policies import TopK
+    from dmoe.policies import TopK
     from dmoe.runtime import DMoERuntime
     from dmoe.runtime.generate import GenerationConfig, generate
     from dmoe.system import system_preset

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dmoe.model import load_expert_model
-from dmoe.optimize.policies import TopK
+from dmoe.policies import TopK
 from dmoe.runtime import DMoERuntime
 from dmoe.runtime.generate import GenerationConfig, generate
 from test_hf_moe import FAMILY_NAMES, VOCAB, _configs, _system

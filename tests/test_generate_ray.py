@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_moe
-from dmoe.optimize.policies import Dense, JESAPolicy, TopK
+from dmoe.policies import Dense, JESAPolicy, TopK
 from dmoe.runtime import DMoERuntime, NodeKill
 from dmoe.runtime.generate import GenerationConfig, generate
 from dmoe.system import SystemConfig

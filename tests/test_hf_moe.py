@@ -29,7 +29,7 @@ from dmoe.model import (
     inspect_checkpoint,
     load_expert_model,
 )
-from dmoe.optimize.policies import Dense, JESAPolicy, Policy, Schedule, TopK
+from dmoe.policies import Dense, JESAPolicy, Policy, Schedule, TopK
 from dmoe.optimize.subcarrier import allocate_subcarriers
 from dmoe.runtime import DMoERuntime
 from dmoe.system import SystemConfig, default_num_subcarriers

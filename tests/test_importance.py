@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from dmoe.channels.rates import draw_rates
-from dmoe.optimize import LowerBound, jesa, policy_from_name, policy_from_params
+from dmoe.optimize import jesa
+from dmoe.policies import LowerBound, policy_from_name, policy_from_params
 from dmoe.optimize._knapsack import solve_mckp
-from dmoe.optimize.calibrated import CalibratedDES, CalibratedJESA, CalibratedLB, calibrated_policy
+from dmoe.policies.calibrated import CalibratedDES, CalibratedJESA, CalibratedLB, calibrated_policy
 from dmoe.optimize.qos_allocation import ImportanceProfile, allocate_qos, predicted_front
-from dmoe.optimize.layerwise import DESPolicy, LayerwiseQoS
+from dmoe.policies.layerwise import DESPolicy, LayerwiseQoS
 from dmoe.system import SystemConfig
 
 K = 4

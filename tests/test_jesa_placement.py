@@ -7,7 +7,8 @@ import pytest
 
 from dmoe.channels.rates import draw_rates
 from dmoe.energy import schedule_energy
-from dmoe.optimize import Dense, Homogeneous, JESAPolicy, LowerBound, TopK, jesa, lower_bound
+from dmoe.optimize import jesa, lower_bound
+from dmoe.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
 from dmoe.placement import contiguous_placement, node_selection, round_robin_placement
 from dmoe.system import SystemConfig
 

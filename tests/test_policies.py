@@ -7,18 +7,8 @@ import pytest
 
 from dmoe.channels.rates import draw_rates
 from dmoe.energy import link_token_counts, schedule_energy
-from dmoe.optimize import (
-    Dense,
-    Homogeneous,
-    JESAPolicy,
-    LowerBound,
-    Policy,
-    Schedule,
-    TopK,
-    jesa,
-    policy_from_name,
-    policy_from_params,
-)
+from dmoe.optimize import jesa
+from dmoe.policies import Dense, Homogeneous, JESAPolicy, LowerBound, Policy, Schedule, TopK, policy_from_name, policy_from_params
 from dmoe.optimize.feasibility import check_schedule
 from dmoe.system import SystemConfig
 
@@ -183,7 +173,7 @@ def test_schedule_validation():
 
 
 def test_policy_names_keep_a_non_default_qos():
-    from dmoe.optimize.policies import policy_from_name
+    from dmoe.policies import policy_from_name
 
     assert policy_from_name("JESA(0.9,2,0.5)").name == "JESA(0.9,2,0.5)"
     assert policy_from_name("LB(0.9,2,0.5)").name == "LB(0.9,2,0.5)"
@@ -208,7 +198,7 @@ def test_bad_deadlines_name_the_policy_and_the_rule(name, needle):
 def test_deadline_loose_is_the_policy_bit_for_bit_and_tight_takes_rbs_first():
     from dmoe.energy import link_rate_from_subcarriers
     from dmoe.latency import link_air_time, round_timing
-    from dmoe.optimize import Deadline
+    from dmoe.policies import Deadline
 
     system = SystemConfig(num_nodes=4, num_subcarriers=32)
     multi = 0
@@ -267,7 +257,7 @@ def test_node_budget_limits_topk_and_dense():
 
 
 def test_deadline_gives_a_slow_link_more_rbs_instead_of_excluding_it():
-    from dmoe.optimize import Deadline
+    from dmoe.policies import Deadline
 
     system = SystemConfig(num_nodes=3, num_subcarriers=6, comp_throughput_tokens_per_s=1e9)
     rates = np.full((3, 3, 6), 1e5)

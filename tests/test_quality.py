@@ -21,7 +21,7 @@ from dmoe.data import (
     resolve_subjects,
 )
 from dmoe.experiments.stats import bootstrap_ratio_interval
-from dmoe.optimize.policies import Dense, JESAPolicy, TopK
+from dmoe.policies import Dense, JESAPolicy, TopK
 from dmoe.runtime import (
     DMoERuntime,
     evaluate_perplexity,

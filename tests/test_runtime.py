@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dmoe.data import load_mmlu, pack_question
-from dmoe.optimize.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
+from dmoe.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
 from dmoe.runtime import DMoERuntime, EnergyLedger, evaluate_policy
 from dmoe.system import SystemConfig
 

@@ -8,7 +8,7 @@ import torch
 
 from dmoe.data import load_mmlu, pack_question
 from dmoe.energy import schedule_energy
-from dmoe.optimize.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
+from dmoe.policies import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
 from dmoe.placement import node_selection, round_robin_placement
 from dmoe.runtime import DMoERuntime, EnergyLedger, evaluate_policy
 from dmoe.system import SystemConfig
@@ -188,7 +188,7 @@ def test_runtime_with_placement_and_imperfect_csi(moe8, queries):
 def test_deadline_with_placement_meets_its_deadline_on_node_pairs():
     from dmoe.energy import link_rate_from_subcarriers
     from dmoe.latency import link_air_time, round_timing
-    from dmoe.optimize import Deadline
+    from dmoe.policies import Deadline
 
     system, place, source, scores, rates = _random_layer_round(2)
     base = JESAPolicy(0.8, 3).schedule(scores, source, rates, 1, system=system, rng=0, placement=place)

@@ -11,7 +11,7 @@ import pytest
 from dmoe.channels.rates import draw_rates
 from dmoe.energy import link_rate_from_subcarriers, link_token_counts, schedule_energy
 from dmoe.latency import link_air_time, round_timing
-from dmoe.optimize import Deadline, Dense, JESAPolicy, LowerBound, TopK, policy_from_name, policy_from_params
+from dmoe.policies import Deadline, Dense, JESAPolicy, LowerBound, TopK, policy_from_name, policy_from_params
 from dmoe.runtime.ledger import EnergyLedger, LatencyLedger
 from dmoe.runtime.transfer import transmit
 from dmoe.system import SystemConfig

@@ -94,6 +94,8 @@ def _with_origin(ctx: click.Context, exc: click.BadParameter) -> None:
                    "JESA(cal:B,D), DES(cal:B,D), LB(cal:B,D) (B: budget of predicted KL to the full model [nat/token]; "
                    "needs `dmoe calibrate`); append "
                    "[T=<seconds>s] to bound each layer round's latency, e.g. 'JESA(0.9,2)[T=5s]'. "
+                   "Your own: 'mypkg.mod:BestChannel(0.8,8)' (import path, literal arguments) or the name a "
+                   "package registers under the entry-point group dmoe.policies (README: Write your own policy). "
                    "Default: dense, Top-<D/2>, Top-<D>, H(<qos>,<D>), JESA(<gamma0>,<D>), LB(<gamma0>,<D>).")
 @click.option("--gamma0", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Layer importance base of the default JESA and LB policies (gamma^(l) = gamma0^l).")
@@ -198,7 +200,7 @@ def _check_config_values(values: dict, file) -> None:
 
     if values.get("policies"):
         try:
-            _parse_policies(list(values["policies"]))
+            _parse_policies(list(values["policies"]), where=None)
         except ValueError as exc:
             fail("policies", exc)
     if values.get("layout") is not None:

@@ -26,7 +26,7 @@ text (``dmoe generate``, ``dmoe chat``) and the lm-evaluation-harness backend
   :class:`~dmoe.system.SystemConfig`;
 * s0 [byte] = the model's hidden size x the wire format's bytes (fp16 by default), unless
   set explicitly or given by an explicit SystemConfig;
-* policies are parsed by name (:func:`dmoe.optimize.policies.policy_from_name`, the
+* policies are parsed by name (:func:`dmoe.policies.policy_from_name`, the
   calibrated ``JESA(cal:B,D)`` forms from the model's cached importance profile) and
   checked against K and M as ``dmoe run`` checks them.
 """
@@ -98,7 +98,7 @@ class Deployment:
         """
         from .main_job import _calibrated_policies, _check_policies, _parse_policies
 
-        parsed = _parse_policies([name])
+        parsed = _parse_policies([name], where=None)
         if parsed[0] is None:
             parsed = _calibrated_policies(parsed, [name], self.model, profile, cache_dir, [], self.system, log)
         _check_policies(parsed, self.system, self.num_experts)
@@ -510,8 +510,8 @@ def check_policy_name(name: str) -> None:
     Raises:
         ValueError: an unknown or malformed policy name.
     """
-    from .optimize.calibrated import is_calibrated_name
-    from .optimize.policies import policy_from_name
+    from .policies.calibrated import is_calibrated_name
+    from .policies import policy_from_name
 
     if not is_calibrated_name(name):
         policy_from_name(name)

@@ -24,7 +24,7 @@ from .data import (
     pack_text,
     resolve_subjects,
 )
-from .optimize.policies import Dense, TopK, policy_from_name
+from .policies import Dense, Policy, TopK, policy_from_name
 from .results import (
     format_table,
     deadline_notes,
@@ -93,7 +93,7 @@ def run_main_job(
     *,
     subjects: str | Sequence[str] | None = "anatomy",
     limit: int | None = None,
-    policies: Sequence[str] | None = None,
+    policies: Sequence[str | Policy] | None = None,
     system: SystemConfig | None = None,
     num_experts: int | None = None,
     num_subcarriers: int | None = None,
@@ -139,9 +139,13 @@ def run_main_job(
     ----------
     subjects, limit
         Question selection (:func:`dmoe.data.load_mmlu`); default all 135 anatomy questions.
-    policies : sequence of str, optional
-        Policy names parsed by :func:`dmoe.optimize.policies.policy_from_name`; None:
+    policies : sequence of str or Policy, optional
+        Policies: :class:`~dmoe.policies.Policy` objects and strings parsed by
+        :func:`dmoe.policies.policy_from_name` (built-in labels, plugins
+        ``"mypkg.mod:BestChannel(0.8,8)"`` and entry-point names), mixed; None:
         :func:`default_policies` of the model's K (with ``gamma0``, ``qos``, ``max_experts``).
+        Each policy's ``spec`` (import path and arguments) is recorded in the summary and,
+        for a plugin, in ``config.toml``, so that the run repeats.
     system : SystemConfig, optional
         Radio and device parameters of the N = ``system.num_nodes`` nodes (N <= the model's
         K, which comes from ``num_experts``, the checkpoint or the default, never from
@@ -295,6 +299,7 @@ def run_main_job(
         policies = list(policies)
         parsed = _parse_policies(policies)
         policies, parsed = _drop_duplicate_policies(policies, parsed, log)
+        run_config = _record_policy_specs(run_config, policies, parsed, log)
     out_dir = Path(output) if output is not None else None
     if out_dir is not None:
         _check_output_dir(out_dir)
@@ -431,7 +436,7 @@ def run_main_job(
     config = {
         "subjects": names,
         "limit": limit,
-        "policies": [{"name": p.name, **p.params()} for p in parsed],
+        "policies": [{"name": p.name, "spec": p.spec, **p.params()} for p in parsed],
         "seed": seed,
         "channel_redraw": channel_redraw,
         "channel": channel.to_dict(),
@@ -498,13 +503,35 @@ def run_main_job(
     return config, results
 
 
-def _parse_policies(policies: Sequence[str]) -> list:
-    """Parsed policies (None for a calibrated one: built once the model's profile is known)."""
-    from .optimize.calibrated import is_calibrated_name, parse_calibrated
+def _parse_policies(policies: Sequence, *, where: str | None = "`policies` (--policy)") -> list:
+    """Parsed policies (None for a calibrated one: built once the model's profile is known).
 
-    parsed = [None if is_calibrated_name(p) else policy_from_name(p) for p in policies]
+    ``policies`` holds strings (:func:`~dmoe.policies.policy_from_name`: built-ins, plugins)
+    and :class:`~dmoe.policies.Policy` objects. Errors (ValueError) are prefixed with ``where``.
+    """
+    from .policies.calibrated import is_calibrated_name, parse_calibrated
+
+    if isinstance(policies, (str, Policy)):
+        raise ValueError(f"{where or '`policies`'}: must be a sequence of policies, got one {policies!r}; wrap it "
+                         "in a list")
+    parsed = []
+    for p in policies:
+        if isinstance(p, Policy):
+            parsed.append(p)
+        elif not isinstance(p, str):
+            raise ValueError(f"{where or '`policies`'}: each must be a policy string or a dmoe.policies.Policy, "
+                             f"got {type(p).__name__} {p!r}")
+        elif is_calibrated_name(p):
+            parsed.append(None)
+        else:
+            try:
+                parsed.append(policy_from_name(p))
+            except ValueError as exc:
+                if where is None:
+                    raise
+                raise ValueError(f"{where}: {exc}") from exc
     for name in policies:
-        if is_calibrated_name(name):
+        if isinstance(name, str) and is_calibrated_name(name):
             try:
                 parse_calibrated(name, profile=None)
             except ValueError as exc:
@@ -524,10 +551,11 @@ def _drop_duplicate_policies(policies: list, parsed: list, log) -> tuple[list, l
     """
     seen, keep_names, keep_parsed = set(), [], []
     for name, pol in zip(policies, parsed):
-        key = ("policy", pol.name, repr(sorted(pol.params().items(), key=lambda kv: kv[0]))) if pol is not None \
-            else ("calibrated", "".join(str(name).split()).lower())
+        key = ("policy", type(pol).__qualname__, pol.name, repr(sorted(pol.params().items(), key=lambda kv: kv[0]))) \
+            if pol is not None else ("calibrated", "".join(str(name).split()).lower())
         if key in seen:
-            log(f"note: policy {name!r} is given more than once; it runs once")
+            label = name if isinstance(name, str) else pol.name
+            log(f"note: policy {label!r} is given more than once; it runs once")
             continue
         seen.add(key)
         keep_names.append(name)
@@ -535,10 +563,35 @@ def _drop_duplicate_policies(policies: list, parsed: list, log) -> tuple[list, l
     return keep_names, keep_parsed
 
 
+def _record_policy_specs(run_config, policies: list, parsed: list, log):
+    """``run_config`` with the ``policies`` that ``config.toml`` records: each plugin (a
+    policy whose class is not dmoe's, given as an object or a string) by its spec
+    (``"mypkg.mod:BestChannel(0.8, 8)"``, :attr:`~dmoe.policies.Policy.spec`); built-in
+    strings as typed. A policy without a spec (a class in ``__main__``) gets a note."""
+    if run_config is None:
+        return None
+    recorded = []
+    for name, pol in zip(policies, parsed):
+        base = getattr(pol, "policy", pol)
+        plugin = pol is not None and not type(base).__module__.startswith("dmoe.")
+        if isinstance(name, str) and not plugin:
+            recorded.append(name)
+            continue
+        spec = pol.spec
+        if spec is None:
+            log(f"note: policy {pol.name!r} cannot be recorded in config.toml (its class is defined in __main__ or a "
+                "function, or an argument is not a literal); define it in an importable module to repeat the run")
+            continue
+        recorded.append(spec)
+    out = {str(sec): dict(values) for sec, values in run_config.items()}
+    out.setdefault("policies", {})["policies"] = recorded
+    return out
+
+
 def _calibrated_policies(parsed, names, model, profile, cache_dir, subjects, system, log):
     """Build the calibrated policies of ``names`` (None in ``parsed``) from the model's profile."""
     from .importance import find_profile, load_profile_for
-    from .optimize.calibrated import _CAL_RE, parse_calibrated
+    from .policies.calibrated import _CAL_RE, parse_calibrated
 
     out = []
     for pol, name in zip(parsed, names):

@@ -14,7 +14,7 @@ questions, seed and channel draws.
 
 Points: each family (Top-k for several k, H(z, D), JESA(gamma0, D) and LB(gamma0, D) for
 several z / gamma0) without a deadline; then representative policies of each family with a
-layer-round deadline ``[T=...s]`` (:class:`dmoe.optimize.Deadline`, through the public policy
+layer-round deadline ``[T=...s]`` (:class:`dmoe.policies.Deadline`, through the public policy
 strings, so any allocation the deadline policies use -- one resource block per link, or
 several where :mod:`dmoe.optimize.resource_blocks` exists -- is what runs). The deadlines
 are fractions of the measured no-deadline layer-round latency: T_ref = the median, over the
@@ -53,7 +53,7 @@ from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Op
 from dmoe.experiments.common import fmt, md_table, pct, question_config
 from dmoe.experiments.plotting import csv_write, family_color, figure, plt, save
 from dmoe.experiments.stats import bootstrap_mean_interval, bootstrap_ratio_interval, pareto_front
-from dmoe.optimize import policy_from_name
+from dmoe.policies import policy_from_name
 from dmoe.system import system_preset
 from dmoe.wire import resolve_hidden_state_bytes
 

@@ -33,7 +33,7 @@ from dmoe.experiments.common import (
 )
 from dmoe.experiments.plotting import csv_write, family_color, figure, save, yerr
 from dmoe.experiments.stats import paired_bootstrap, pareto_front
-from dmoe.optimize import Homogeneous, JESAPolicy, TopK
+from dmoe.policies import Homogeneous, JESAPolicy, TopK
 from dmoe.system import SystemConfig
 
 NAME = "fig10"

@@ -10,7 +10,7 @@ model): agreement of the chosen answers and the mean KL(p_full || p_policy) over
 scored tokens.
 
 The paper does not give the lowered z nor D; we use z = 0.1 in the window and D = 2, with
-JESA (Algorithm 2) choosing the experts (:class:`~dmoe.optimize.layerwise.LayerwiseQoS`).
+JESA (Algorithm 2) choosing the experts (:class:`~dmoe.policies.layerwise.LayerwiseQoS`).
 The reference is the same policy without a window (z = 0.5 on all layers).
 """
 
@@ -23,8 +23,8 @@ from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Op
 from dmoe.experiments.common import band, md_table, policy_summary, question_config, statistics_line
 from dmoe.experiments.plotting import csv_write, figure, save, yerr
 from dmoe.experiments.stats import paired_bootstrap
-from dmoe.optimize import Homogeneous
-from dmoe.optimize.layerwise import LayerwiseQoS
+from dmoe.policies import Homogeneous
+from dmoe.policies.layerwise import LayerwiseQoS
 from dmoe.system import SystemConfig
 
 NAME = "fig5"

@@ -11,7 +11,7 @@ import numpy as np
 from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Options, Section
 from dmoe.experiments.common import early_late_ratio, fmt, md_table, policy_summary, question_config, statistics_line
 from dmoe.experiments.plotting import csv_write, figure, save, sequential_colors
-from dmoe.optimize import JESAPolicy, LowerBound, TopK
+from dmoe.policies import JESAPolicy, LowerBound, TopK
 from dmoe.system import SystemConfig
 
 NAME = "fig7"

@@ -13,7 +13,7 @@ import numpy as np
 from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Options, Section
 from dmoe.experiments.common import early_late_ratio, fmt, md_table, policy_summary, question_config, statistics_line
 from dmoe.experiments.plotting import csv_write, family_color, figure, save
-from dmoe.optimize import Homogeneous, JESAPolicy, TopK
+from dmoe.policies import Homogeneous, JESAPolicy, TopK
 from dmoe.system import SystemConfig
 
 _COMPONENT = {"fig8": ("comm", "communication"), "fig9": ("comp", "computation")}

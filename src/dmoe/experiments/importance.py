@@ -24,7 +24,7 @@ from dmoe.experiments.base import AGREES, DIFFERS, NOT_TESTABLE, PARTLY, Claim, 
 from dmoe.experiments.common import band, fmt, md_table, pct, policy_summary, question_config, statistics_line
 from dmoe.experiments.plotting import csv_write, family_color, figure, save, yerr
 from dmoe.experiments.stats import paired_bootstrap, pareto_front
-from dmoe.optimize import Dense, Homogeneous, JESAPolicy, TopK
+from dmoe.policies import Dense, Homogeneous, JESAPolicy, TopK
 from dmoe.system import SystemConfig
 
 NAME = "importance"
@@ -73,7 +73,7 @@ def budgets_of(profile, fractions, monotone: bool = True) -> list[float]:
 
 def run(cfg: dict, ctx) -> dict:
     from dmoe.importance import calibrate_cached
-    from dmoe.optimize.calibrated import calibrated_policy
+    from dmoe.policies.calibrated import calibrated_policy
     from dmoe.optimize.qos_allocation import allocate_qos
 
     system = SystemConfig.from_dict(cfg["system"])

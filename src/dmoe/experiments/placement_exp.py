@@ -17,7 +17,7 @@ import numpy as np
 from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Options, Section
 from dmoe.experiments.common import fmt, md_table, policy_summary, question_config, statistics_line
 from dmoe.experiments.plotting import csv_write, family_color, figure, save
-from dmoe.optimize import policy_from_name
+from dmoe.policies import policy_from_name
 from dmoe.system import SystemConfig
 
 NAME = "placement"

@@ -15,7 +15,7 @@ same questions, one factor at a time around the paper's setting:
 For each point: JESA's energy saving against Top-2 (energy *spent*, retransmissions
 included), its gap to LB, JESA's quality (mean NLL of the correct answer), the energy
 planned versus spent, the lost packets and the latency per layer round. A second part puts
-the latency-bounded policies (``[T=...s]``, :mod:`dmoe.optimize.deadline`) on the energy
+the latency-bounded policies (``[T=...s]``, :mod:`dmoe.policies.deadline`) on the energy
 against latency plane.
 """
 
@@ -28,7 +28,7 @@ from dmoe.experiments.base import AGREES, DIFFERS, PARTLY, Claim, Experiment, Op
 from dmoe.experiments.common import fmt, md_table, pct, policy_summary, question_config
 from dmoe.experiments.plotting import csv_write, family_color, figure, save
 from dmoe.experiments.stats import paired_bootstrap
-from dmoe.optimize import Deadline, JESAPolicy, LowerBound, TopK
+from dmoe.policies import Deadline, JESAPolicy, LowerBound, TopK
 from dmoe.system import SystemConfig
 
 NAME = "robustness"

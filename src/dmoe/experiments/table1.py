@@ -9,7 +9,7 @@ point of Top-2; a higher gamma0 gives higher accuracy at a higher cost.
 Here: those experts, C-Eval, CMMLU and MedMCQA cannot be obtained offline. We use the
 MoE built from SmolLM2-135M-Instruct (K = 8 experts per layer) and the medical MMLU
 subjects; the dense model (all experts) stands in for the "individual experts" rows.
-DES(gamma0, D) is :class:`~dmoe.optimize.layerwise.DESPolicy` (Algorithm 1 without JESA's
+DES(gamma0, D) is :class:`~dmoe.policies.layerwise.DESPolicy` (Algorithm 1 without JESA's
 iterations, then optimal subcarriers). Beside accuracy and NLL each policy is compared with
 the full model (here the dense model): agreement of the chosen answers and the mean
 KL(p_full || p_policy) over the scored tokens, pooled over subjects.
@@ -23,8 +23,8 @@ from dmoe.experiments.base import AGREES, DIFFERS, NOT_TESTABLE, PARTLY, Claim, 
 from dmoe.experiments.common import band, md_table, policy_summary
 from dmoe.experiments.plotting import csv_write, family_color, figure, save, yerr
 from dmoe.experiments.stats import bootstrap_ratio_interval, paired_bootstrap, wilson_interval
-from dmoe.optimize import Dense, TopK
-from dmoe.optimize.layerwise import DESPolicy
+from dmoe.policies import Dense, TopK
+from dmoe.policies.layerwise import DESPolicy
 from dmoe.system import SystemConfig
 
 NAME = "table1"

@@ -9,7 +9,7 @@
 
 The numpy side (the profile, the exact knapsack allocation, the calibrated policies) is
 in :mod:`dmoe.optimize.qos_allocation`, :mod:`dmoe.optimize._knapsack` and
-:mod:`dmoe.optimize.calibrated`.
+:mod:`dmoe.policies.calibrated`.
 """
 
 from __future__ import annotations

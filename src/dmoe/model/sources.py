@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from .carved.moe import check_supported
 from .interface import UnsupportedModelError
 
 __all__ = [
@@ -276,5 +275,6 @@ def load_dense_model(
         tokenizer = _load_tokenizer(src.location)
     model.eval()
     model.requires_grad_(False)
+    from .carved.moe import check_supported  # not at module level: carved.build imports this module
     check_supported(model)
     return model, tokenizer, src

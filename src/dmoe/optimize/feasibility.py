@@ -15,6 +15,10 @@ message saying which invariant broke, and returns ``None`` otherwise. Invariants
   Top-D eligible experts (Remark 2);
 * every selected remote expert's link has a subcarrier with positive rate;
 * reported energies equal the energies recomputed from the definitions (eq 3, 4).
+
+:func:`check_schedule_output` applies the schedule invariants to what a policy returns at
+run time (the runtime calls it through :func:`dmoe.policies.check_policy_schedule` on every
+layer round) and raises :class:`InfeasibleScheduleError` naming the policy and the layer.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ __all__ = [
     "check_subcarrier_allocation",
     "check_resource_blocks",
     "check_schedule",
+    "check_schedule_output",
     "check_jesa",
+    "InfeasibleScheduleError",
 ]
 
 # slack for floating-point summation order when re-checking C1 / feasibility
@@ -41,6 +47,12 @@ _ENERGY_RTOL = 1e-9
 
 class InvariantError(AssertionError):
     """A solver result violates a contract invariant."""
+
+
+class InfeasibleScheduleError(InvariantError, ValueError):
+    """A policy returned a schedule that breaks C1, C2, C3, the link-rate rule or the
+    :class:`~dmoe.policies.base.Schedule` contract (also a ValueError, as a bad result of
+    user code)."""
 
 
 def _require(cond, message: str) -> None:
@@ -301,12 +313,16 @@ def check_schedule(
     feasible=None,
     exclusive: bool = True,
     rb_share=None,
+    placement=None,
+    available=None,
 ) -> None:
     """Check a joint schedule (selection + subcarriers), as produced by JESA or a policy.
 
+    Cost O(K^2 M + T E) with vectorised numpy (no Python loop over tokens or links).
+
     Args:
-        selection: ``[T, K] bool``; subcarrier: ``[K, K] int`` (-1 none); source: ``[T] int``;
-        rates: ``[K, K, M]``.
+        selection: ``[T, E] bool`` (E = K without a ``placement``); subcarrier: ``[K, K] int``
+            (-1 none); source: ``[T] int`` node of each token; rates: ``[K, K, M]``.
         threshold, max_experts, scores, feasible: when given, C1 is checked for tokens with
             ``feasible`` True (all tokens if ``feasible`` is None) and C2 for all tokens.
         exclusive: check C3 (False for the lower bound, which shares subcarriers).
@@ -314,15 +330,25 @@ def check_schedule(
             (several RBs per link): shares sum to 1 on links that hold any, a link's
             ``subcarrier`` is one of its RBs, and with ``exclusive`` no RB serves two links
             (the RBs of links with shares and the subcarriers of the others together).
+        placement: None (expert j on node j) or ``[E] int`` node of each expert; links and
+            rates are per node pair.
+        available: None or ``[E]`` / ``[T, E]`` bool: no unavailable expert is selected.
     """
     rates = np.asarray(rates, dtype=np.float64)
     k, _, m = rates.shape
     sel = np.asarray(selection)
     src = np.asarray(source)
     sub = np.asarray(subcarrier)
-    _require(sel.dtype == bool and sel.ndim == 2 and sel.shape[1] == k, "selection must be bool [T, K]")
+    place = None if placement is None else np.asarray(placement, dtype=np.int64)
+    e = k if place is None else place.shape[0]
+    _require(sel.dtype == bool and sel.ndim == 2 and sel.shape[1] == e,
+             f"selection must be bool [T, {e}], got {sel.dtype} {sel.shape}")
     t = sel.shape[0]
     _require(src.shape == (t,), "source must be [T]")
+    if available is not None:
+        avail = np.broadcast_to(np.asarray(available, dtype=bool), (t, e))
+        off = sel & ~avail
+        _require(not off.any(), f"unavailable expert selected in rows {_rows(off.any(1))}")
     _require(sub.shape == (k, k) and np.issubdtype(sub.dtype, np.integer), "subcarrier must be int [K, K]")
     _require(((sub >= -1) & (sub < m)).all(), "subcarrier index out of range")
     _require((np.diag(sub) == -1).all(), "diagonal links must have no subcarrier")
@@ -354,13 +380,16 @@ def check_schedule(
         rate = link_rates_from_allocation(rates, sub, share)[0]
     if t == 0:
         return
-    # [T, K] rate of the link each token would use for each expert
-    token_rate = rate[src]
-    remote = sel & (np.arange(k)[None, :] != src[:, None])
+    # [T, E] rate of the link each token would use for each expert
+    node = np.arange(k) if place is None else place
+    token_rate = rate[src][:, node]
+    remote = sel & (node[None, :] != src[:, None])
     bad = remote & ~(token_rate > 0)
     _require(not bad.any(), f"selected remote expert without a positive-rate subcarrier in rows {_rows(bad.any(1))}")
     if max_experts is not None:
-        _require((sel.sum(axis=1) <= min(int(max_experts), k)).all(), "C2 violated")
+        d = min(int(max_experts), e)
+        count = sel.sum(axis=1)
+        _require((count <= d).all(), f"C2 violated (more than D = {d} experts) in rows {_rows(count > d)}")
     if threshold is not None and scores is not None:
         fe = np.ones(t, dtype=bool) if feasible is None else np.asarray(feasible, dtype=bool)
         thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (t,))
@@ -404,3 +433,67 @@ def check_jesa(result, scores, source, rates, threshold, max_experts, *, system,
         if h.size:
             _require(np.all(np.diff(h) <= 1e-12 * np.abs(h[:-1])), "energy_history rose (Proposition 2)")
             _require(np.isclose(h[-1], br.total, rtol=1e-12, atol=0), "last energy_history entry != final energy")
+
+
+def check_schedule_output(
+    schedule, scores, source, rates, *, label: str, layer: int, max_experts=None, placement=None, available=None
+) -> None:
+    """Check what a policy's ``schedule(...)`` returned for one layer round.
+
+    Checks the :class:`~dmoe.policies.base.Schedule` contract (``selection`` bool ``[T, E]``,
+    ``subcarrier`` int ``[N, N]``, ``feasible`` bool ``[T]``, ``threshold`` None or ``[T]``
+    finite, ``exclusive`` bool, ``rb_share`` None or ``[N, N, M]``), then
+    :func:`check_schedule`: C2 (at most ``max_experts`` D experts per token) when D is given,
+    C3 when ``schedule.exclusive``, C1 for the tokens marked feasible when
+    ``schedule.threshold`` is given, that every selected remote expert's link holds a
+    subcarrier with positive rate in ``rates``, and that no unavailable expert is selected.
+    Cost O(N^2 M + T E), vectorised.
+
+    Args:
+        schedule: the policy's result (a Schedule or an object with its attributes).
+        scores: ``[T, E] float64`` gating scores the policy got; source: ``[T] int``;
+        rates: ``[N, N, M] float64`` [bit/s] the rates the policy got.
+        label: the policy's name (for the message); layer: l >= 1 (for the message).
+        max_experts: D of C2, or None (not checked).
+        placement: None or ``[E] int`` node of each expert; available: None or ``[E]`` /
+            ``[T, E]`` bool.
+
+    Raises:
+        InfeasibleScheduleError: ``"policy 'X' at layer l returned an infeasible schedule:
+        C3 violated: ..."`` naming the violated constraint.
+
+    Source: constraints C1-C3 of problem P1/P2 (Section IV-V, eq 7-9).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    t, e = scores.shape
+
+    def arr(name, ndim):
+        value = getattr(schedule, name, None)
+        _require(isinstance(value, np.ndarray) and value.ndim == ndim, f"`{name}` must be a {ndim}-D ndarray, "
+                 f"got {type(value).__name__}{'' if not isinstance(value, np.ndarray) else f' of shape {value.shape}'}")
+        return value
+
+    try:
+        sel = arr("selection", 2)
+        _require(sel.dtype == bool and sel.shape == (t, e),
+                 f"`selection` must be bool [num_tokens, num_experts] = [{t}, {e}], got {sel.dtype} {sel.shape}")
+        sub = arr("subcarrier", 2)
+        _require(np.issubdtype(sub.dtype, np.integer), f"`subcarrier` must be an integer array, got {sub.dtype}")
+        fe = arr("feasible", 1)
+        _require(fe.dtype == bool and fe.shape == (t,), f"`feasible` must be bool [{t}], got {fe.dtype} {fe.shape}")
+        exclusive = getattr(schedule, "exclusive", None)
+        _require(isinstance(exclusive, (bool, np.bool_)), f"`exclusive` must be a bool, got {exclusive!r}")
+        thr = getattr(schedule, "threshold", None)
+        if thr is not None:
+            thr = np.asarray(thr, dtype=np.float64)
+            _require(thr.shape in ((), (t,)) and np.isfinite(thr).all(),
+                     f"`threshold` must be None or finite [{t}], got shape {thr.shape}")
+        check_schedule(
+            sel, sub, source, rates, threshold=thr, max_experts=max_experts, scores=scores if thr is not None else None,
+            feasible=fe, exclusive=bool(exclusive), rb_share=getattr(schedule, "rb_share", None),
+            placement=placement, available=available,
+        )
+    except InvariantError as exc:
+        raise InfeasibleScheduleError(
+            f"policy {label!r} at layer {int(layer)} returned an infeasible schedule: {exc}"
+        ) from None

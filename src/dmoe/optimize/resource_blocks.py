@@ -40,7 +40,7 @@ theta > 1 that some allocation meets (each link's RBs all on, the fastest it can
 energy is minimised at theta T_l, and the result reports it: ``deadline_stretch`` =
 theta, ``deadline_met`` False and ``lateness_s`` > 0 for the links that finish after
 their T_l, ``num_late`` counts them (a run summary counts these;
-:class:`~dmoe.optimize.deadline.Deadline` records them per round in ``Schedule.info``). A link meets its deadline when its air
+:class:`~dmoe.policies.deadline.Deadline` records them per round in ``Schedule.info``). A link meets its deadline when its air
 time is at most T_l (1 + :data:`DEADLINE_RTOL`), the solvers' tolerance.
 
 Methods (``method``):

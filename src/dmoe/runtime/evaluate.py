@@ -299,7 +299,7 @@ def evaluate_policy(
     ----------
     model : dmoe.model.ExpertModel
     queries : sequence of PackedQuery (see :func:`dmoe.data.pack_question`)
-    policy : dmoe.optimize.policies.Policy
+    policy : dmoe.policies.Policy
     system : SystemConfig
     seed : int
     channel_redraw : {"layer", "round", "fixed"}

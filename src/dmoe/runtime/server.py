@@ -73,6 +73,7 @@ from ..channels.rates import draw_rates
 from ..channels import CHANNEL_REDRAW, ChannelConfig, ChannelProcess, LayerChannel
 from ..data.packing import PackedQuery
 from ..latency import round_timing
+from ..policies.check import check_policy_schedule
 from ..system import SystemConfig
 from .engine import Engine, Failure, make_engine
 from .faults import FaultLog, FaultModel, NodeKill, NoLiveNodeError, least_loaded
@@ -106,7 +107,7 @@ class DMoERuntime:
     model : dmoe.model.ExpertModel
         ``model.num_experts`` (K routed experts per layer) must equal
         ``system.num_nodes`` (one expert per node) unless a ``placement`` is given.
-    policy : dmoe.optimize.policies.Policy
+    policy : dmoe.policies.Policy
         Decides selection and subcarriers for each layer round.
     system : SystemConfig
     seed : int
@@ -529,6 +530,12 @@ class DMoERuntime:
                     rng=np.random.default_rng(key),
                     **kwargs,
                     **place_kw,
+                )
+                # C1-C3 and the Schedule contract, on what the policy was given (a policy's bug
+                # stops the run here, naming the policy, the layer and the constraint)
+                check_policy_schedule(
+                    self.policy, sched, scores, source, chan.estimated_rates, layer + 1,
+                    placement=place_kw.get("placement"), available=kwargs.get("available"),
                 )
                 # the schedule meets the true channel; the experts that received a token process it
                 sent = transmit(

@@ -72,7 +72,7 @@ class HFMoEModel(nn.Module, ExpertModel):
             raise UnsupportedModelError(f"{spec.label} checkpoint has no layer with routed experts")
         first = self._moe_block(self._moe_layers.index(True))
         self._num_experts = int(first.experts.gate_up_proj.shape[0])
-        from ..loader import check_native_top_k
+        from ..dispatch import check_native_top_k
 
         check_native_top_k(getattr(cfg, "num_experts_per_tok", None), self._num_experts,
                            where=getattr(cfg, "_name_or_path", "") or type(hf_model).__name__)
