@@ -143,3 +143,25 @@ def test_bad_input_is_refused_before_the_kernels():
             np.ones((1, scores.shape[1])), [100], rates, thr, d, system=system)
     with pytest.raises(ValueError, match="`max_experts`"):
         jesa(scores, source, rates, thr, 0, system=system)
+
+
+def test_enumerate_with_too_many_experts_is_refused_at_the_entry():
+    g = np.random.default_rng(0)
+    system = SystemConfig(num_experts=4, num_subcarriers=16)
+    rates = draw_rates(system, g)
+    scores = g.dirichlet(np.ones(20), size=6)
+    place = np.arange(20) % 4
+    with pytest.raises(ValueError, match="`method`='enumerate' supports at most 16 experts"):
+        jesa(scores, np.arange(6) % 4, rates, 0.5, 2, system=system, placement=place, method="enumerate")
+
+
+@pytest.mark.parametrize("method", ["enumerate", "milp"])
+def test_oracle_methods_match_reference(method):
+    for seed in range(40_000, 40_040):
+        scores, source, rates, thr, d, system, place, avail = _instance(seed, placement=seed % 2 == 0)
+        t, e = scores.shape
+        fast = jesa(scores, source, rates, thr, d, system=system, rng=seed, placement=place, available=avail,
+                    method=method)
+        slow = ref.jesa_reference(scores, source, rates, check_threshold(thr, t), d, system=system, rng=seed,
+                                  placement=place, avail=check_available(avail, t, e), method=method)
+        _same(fast, slow)

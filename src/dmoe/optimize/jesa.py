@@ -35,6 +35,14 @@ Decided details:
   same step (without deadline: one RB per link, at most B_i per node, and the random
   initial beta keeps B_i links per node). ``deadline_s=None`` on a system without budget
   is the paper's algorithm, bit for bit.
+
+Speed (issue 18): inputs are validated once, at the entry; inside the loop a token at node
+i is solved again only when the cost row of node i changed
+(:class:`~dmoe.optimize._jesa_steps.SelectionStep`: a token's canonical selection depends
+on that row only), and an allocation is reused when its demand (and air-time budget) was
+seen before, e.g. at the iteration that confirms convergence. The answers are those of
+the plain algorithm, :mod:`dmoe.optimize._jesa_reference`, bit for bit
+(tests/test_jesa_fast.py; timings: benchmarks/bench_jesa_round.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ from dmoe.optimize._validation import (
 )
 from dmoe.optimize.resource_blocks import allocate_resource_blocks
 from dmoe.optimize.selection import select_experts
+from dmoe.optimize._enumerate import MAX_EXPERTS as MAX_ENUMERATE_EXPERTS
 from dmoe.optimize._jesa_steps import SelectionStep
 from dmoe.optimize.subcarrier import _allocate, allocate_subcarriers
 
@@ -200,6 +209,11 @@ def _prepare(scores, source, rates, threshold, max_experts, system, method, plac
     thr = check_threshold(threshold, t)
     d = check_int("max_experts", max_experts, minimum=1)
     method = check_method(method, SELECTION_METHODS)
+    if method == "enumerate" and e > MAX_ENUMERATE_EXPERTS:
+        # as select_experts says it (the iterations call the solver without its checks)
+        raise ValueError(
+            f"`method`='enumerate' supports at most {MAX_ENUMERATE_EXPERTS} experts, got {e}; use 'des' or 'milp'"
+        )
     avail = check_available(available, t, e)
     return scores, source, rates, thr, d, system, method, placement, avail
 
