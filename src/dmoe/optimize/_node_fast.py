@@ -606,6 +606,21 @@ def _numba_namespace():
     return _NUMBA_NS or None
 
 
+_MEMBERS: dict = {}
+
+
+def _members(placement: np.ndarray, num_nodes: int) -> np.ndarray:
+    """:func:`node_members`, remembered for the last few placements (JESA calls the kernel
+    with the same placement at every iteration)."""
+    key = (placement.tobytes(), int(num_nodes))
+    out = _MEMBERS.get(key)
+    if out is None:
+        if len(_MEMBERS) >= 16:
+            _MEMBERS.clear()
+        out = _MEMBERS[key] = node_members(placement, num_nodes)
+    return out
+
+
 def node_members(placement: np.ndarray, num_nodes: int) -> np.ndarray:
     """``[N, P] int64``: the experts of each node in index order, padded with -1."""
     counts = np.bincount(placement, minlength=num_nodes)
@@ -625,6 +640,7 @@ def run(scores, acost, placement, ncost, threshold, max_experts, tol):
         general ``[T] bool``).
     """
     fn = _numba_namespace()["solve_batch"]
+    placement = np.ascontiguousarray(placement, dtype=np.int64)
     t, e = scores.shape
     sel = np.empty((t, e), dtype=np.bool_)
     energy = np.empty(t)
@@ -634,10 +650,10 @@ def run(scores, acost, placement, ncost, threshold, max_experts, tol):
     fn(
         np.ascontiguousarray(scores, dtype=np.float64),
         np.ascontiguousarray(acost, dtype=np.float64),
-        np.ascontiguousarray(placement, dtype=np.int64),
+        placement,
         np.ascontiguousarray(ncost, dtype=np.float64),
         np.ascontiguousarray(threshold, dtype=np.float64),
-        float(tol), int(max_experts), node_members(placement, ncost.shape[1]),
+        float(tol), int(max_experts), _members(placement, ncost.shape[1]),
         sel, energy, feasible, nodes, general,
     )
     return sel, energy, feasible, nodes, general

@@ -35,6 +35,14 @@ Decided details:
   same step (without deadline: one RB per link, at most B_i per node, and the random
   initial beta keeps B_i links per node). ``deadline_s=None`` on a system without budget
   is the paper's algorithm, bit for bit.
+
+Speed (issue 18): inputs are validated once, at the entry; inside the loop a token at node
+i is solved again only when the cost row of node i changed
+(:class:`~dmoe.optimize._jesa_steps.SelectionStep`: a token's canonical selection depends
+on that row only), and an allocation is reused when its demand (and air-time budget) was
+seen before, e.g. at the iteration that confirms convergence. The answers are those of
+the plain algorithm, :mod:`dmoe.optimize._jesa_reference`, bit for bit
+(tests/test_jesa_fast.py; timings: benchmarks/bench_jesa_round.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -47,7 +55,6 @@ from dmoe.rng import as_generator
 from dmoe.energy import (
     computation_energy,
     expert_comp_energy,
-    link_rate_from_subcarriers,
     link_rates_from_allocation,
     link_token_counts,
     node_computation_energy,
@@ -69,7 +76,9 @@ from dmoe.optimize._validation import (
 )
 from dmoe.optimize.resource_blocks import allocate_resource_blocks
 from dmoe.optimize.selection import select_experts
-from dmoe.optimize.subcarrier import allocate_subcarriers
+from dmoe.optimize._enumerate import MAX_EXPERTS as MAX_ENUMERATE_EXPERTS
+from dmoe.optimize._jesa_steps import SelectionStep
+from dmoe.optimize.subcarrier import _allocate, allocate_subcarriers
 
 __all__ = ["JESAResult", "LowerBoundResult", "jesa", "lower_bound", "random_subcarriers"]
 
@@ -200,6 +209,11 @@ def _prepare(scores, source, rates, threshold, max_experts, system, method, plac
     thr = check_threshold(threshold, t)
     d = check_int("max_experts", max_experts, minimum=1)
     method = check_method(method, SELECTION_METHODS)
+    if method == "enumerate" and e > MAX_ENUMERATE_EXPERTS:
+        # as select_experts says it (the iterations call the solver without its checks)
+        raise ValueError(
+            f"`method`='enumerate' supports at most {MAX_ENUMERATE_EXPERTS} experts, got {e}; use 'des' or 'milp'"
+        )
     avail = check_available(available, t, e)
     return scores, source, rates, thr, d, system, method, placement, avail
 
@@ -295,16 +309,27 @@ def jesa(
     # the resource-block step (issue 16) replaces P3(a) under a deadline or a node budget
     use_rb = deadline_s is not None or budget is not None
 
+    # allocations already computed, by demand (and air-time budget): the allocation is a
+    # function of them, so a demand seen before (e.g. the iteration that confirms convergence)
+    # is not solved again
+    allocated = {}
+
     def allocate(demand, selection):
-        if not use_rb:
-            return allocate_subcarriers(rates, demand, tx_power_w=p0, bits_per_token=bits, assign_idle=True)
         air = None
         if deadline_s is not None:
             air = air_time_budget(demand, deadline_s, system, load=_node_load(selection, placement, k))
-        return allocate_resource_blocks(
-            rates, demand, tx_power_w=p0, bits_per_token=bits, deadline_s=air, max_rbs_per_node=budget,
-            assign_idle=True,
-        )
+        key = (demand.tobytes(), None if air is None else air.tobytes())
+        if key in allocated:
+            return allocated[key]
+        if not use_rb:
+            out = _allocate(rates, demand.astype(np.float64), p0, bits, True)
+        else:
+            out = allocate_resource_blocks(
+                rates, demand, tx_power_w=p0, bits_per_token=bits, deadline_s=air, max_rbs_per_node=budget,
+                assign_idle=True,
+            )
+        allocated[key] = out
+        return out
 
     if init == "random":
         gen = as_generator(rng)
@@ -319,6 +344,8 @@ def jesa(
         else:
             beta = allocate_subcarriers(rates, ones, tx_power_w=p0, bits_per_token=bits, assign_idle=True).subcarrier
     share = None
+    select = SelectionStep(scores, source, thr, d, system, method, placement, avail)
+    ii, jj = np.indices((k, k))
 
     prev_sel = None
     history: list[float] = []
@@ -329,11 +356,13 @@ def jesa(
         iterations = it
         # [K, K] eq (2) -> [K, K] per-token costs; a token from node i sees row i
         if share is None:
-            link_rate = link_rate_from_subcarriers(rates, beta)
+            link_rate = np.where(beta >= 0, rates[ii, jj, np.maximum(beta, 0)], 0.0)
+            link_rate[ii == jj] = 0.0
         else:
             link_rate = link_rates_from_allocation(rates, beta, share)[0]
-        res, demand, comp = _select(scores, source, link_rate, thr, d, system, method, placement, avail)
-        alloc = allocate(demand, res.selection)
+        selection, feasible, demand, comp = select(link_rate)
+        res = _Selected(selection, feasible)
+        alloc = allocate(demand, selection)
         if alloc.unserved.any():  # pragma: no cover - excluded by construction (module doc)
             raise RuntimeError("internal error: JESA allocation left an active link unserved")
         new_share = alloc.rb_share if use_rb and alloc.multi_rb else None
@@ -387,6 +416,14 @@ def jesa(
         rb_share=alloc.rb_share if use_rb and alloc.multi_rb else None,
         rb_info=rb_info,
     )
+
+
+@dataclass(frozen=True)
+class _Selected:
+    """A selection step's outcome as JESA keeps it (``[T, E]`` bool, ``[T]`` bool)."""
+
+    selection: np.ndarray
+    feasible: np.ndarray
 
 
 def _check_round_deadline(deadline_s):

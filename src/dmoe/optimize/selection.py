@@ -302,8 +302,24 @@ def select_experts(
             raise ValueError(f"{exc} (N = {ncost.shape[1]} nodes from the columns of `node_costs`)") from None
         if place.ndim != 1:
             raise ValueError(f"`placement` must be [num_experts] = [{num_experts}] here (one layer), got {place.shape}")
+        return _solve(scores, costs, thr, d, method, placement=place, node_costs=ncost, node_limit=node_limit,
+                               deadline=deadline)
+    return _solve(scores, costs, thr, d, method, node_limit=node_limit, deadline=deadline)
+
+
+def _solve(scores, costs, thr, d, method, *, placement=None, node_costs=None, node_limit=None,
+                    deadline=0.0) -> SelectionResult:
+    """:func:`select_experts` on inputs it has validated (callers that validated once at
+    their edge, e.g. JESA's iterations, call this): ``scores`` ``[T, E] float64``;
+    ``costs`` ``[T, E] float64`` (available experts already masked to ``+inf``);
+    ``thr`` ``[T] float64``; ``d`` in [1, E]; ``method`` one of
+    :data:`~dmoe.optimize._validation.SELECTION_METHODS`; ``placement`` ``[E] int64``
+    and ``node_costs`` ``[T, N] float64`` together or neither; ``deadline`` an absolute
+    ``time.perf_counter()`` value or 0 (none). Same result as :func:`select_experts`."""
+    num_tokens, num_experts = scores.shape
+    if placement is not None:
         resolved = "des" if method == "auto" else method
-        return _select_node_aware(scores, costs, place, ncost, thr, d, resolved, node_limit, deadline)
+        return _select_node_aware(scores, costs, placement, node_costs, thr, d, resolved, node_limit, deadline)
     resolved = _resolve_auto(num_experts, d) if method == "auto" else method
 
     if resolved == "des" and _des.numba_enabled():

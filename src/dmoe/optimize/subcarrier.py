@@ -121,7 +121,14 @@ def allocate_subcarriers(rates, demand, *, tx_power_w, bits_per_token, assign_id
     demand = check_demand(demand, k)
     p0 = check_positive("tx_power_w", tx_power_w)
     bits = check_positive("bits_per_token", bits_per_token)
+    return _allocate(rates, demand, p0, bits, assign_idle)
 
+
+def _allocate(rates, demand, p0, bits, assign_idle) -> SubcarrierResult:
+    """:func:`allocate_subcarriers` on validated inputs (``rates`` ``[K, K, M] float64``,
+    ``demand`` ``[K, K] float64``, ``p0``, ``bits`` floats > 0): callers that validated
+    once at their edge (JESA's iterations) call this."""
+    k, _, m = rates.shape
     off = ~np.eye(k, dtype=bool)
     active = off & (demand > 0)
     subcarrier = np.full((k, k), -1, dtype=np.int64)
