@@ -83,7 +83,7 @@ def reference(policy, c):
     """The schedule of ``policy`` on the captured call by the reference solvers."""
     from dmoe.optimize import _jesa_reference as ref
     from dmoe.optimize._validation import check_available, check_threshold
-    from dmoe.optimize.policies import LowerBound
+    from dmoe.policies import LowerBound
 
     scores, source, rates, system = c["scores"], c["source"], c["rates"], c["system"]
     kw = c["kwargs"]
@@ -114,7 +114,7 @@ def check(policy, c, sched):
 
 
 def capture(model, queries, system, place, names):
-    from dmoe.optimize.policies import policy_from_name
+    from dmoe.policies import policy_from_name
     from dmoe.runtime import DMoERuntime
 
     out = {}
@@ -179,7 +179,7 @@ def main():
 
     from dmoe.data import load_mmlu, pack_question
     from dmoe.deployment import deploy
-    from dmoe.optimize.policies import policy_from_name
+    from dmoe.policies import policy_from_name
     from dmoe.runtime.ledger import EnergyLedger
 
     t0 = time.perf_counter()
@@ -190,7 +190,7 @@ def main():
     print(f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()[0]:.1f}")
-    print(f"model: K = {model.num_experts} experts on N = {system.num_experts} nodes, L = {model.num_layers}, "
+    print(f"model: K = {model.num_experts} experts on N = {system.num_nodes} nodes, L = {model.num_layers}, "
           f"M = {system.num_subcarriers}; {len(queries)} questions, {sum(lengths)} tokens per layer round "
           f"(loaded in {time.perf_counter() - t0:.1f} s)")
 

@@ -11,7 +11,7 @@ must return the same result, every field, energies bit for bit.
 import numpy as np
 import pytest
 
-from dmoe.channel import draw_rates
+from dmoe.channels.rates import draw_rates
 from dmoe.optimize import _jesa_reference as ref
 from dmoe.optimize._validation import check_available, check_threshold
 from dmoe.optimize.jesa import jesa, lower_bound
@@ -48,7 +48,7 @@ def _instance(seed, *, placement=False, budget=False):
         kw["comp_energy_static"] = tuple(g.uniform(0, 1e-3, n))
     if budget:
         kw["node_power_budget_w"] = float(g.integers(1, n)) * 1e-2
-    system = SystemConfig(num_experts=n, num_subcarriers=m, **kw)
+    system = SystemConfig(num_nodes=n, num_subcarriers=m, **kw)
     rates = draw_rates(system, g)
     if g.random() < 0.4:  # ties between subcarriers and links
         rates = np.round(rates / 1e6) * 1e6
@@ -117,7 +117,7 @@ def test_larger_batches_many_iterations_match_reference():
     """K = 8 nodes x 32 experts-like sizes: many tokens per node, several iterations."""
     for seed in range(12):
         g = np.random.default_rng(seed)
-        system = SystemConfig(num_experts=8, num_subcarriers=64)
+        system = SystemConfig(num_nodes=8, num_subcarriers=64)
         rates = draw_rates(system, g)
         place = np.arange(32) % 8 if seed % 2 else None
         e = 32 if seed % 2 else 8
@@ -147,7 +147,7 @@ def test_bad_input_is_refused_before_the_kernels():
 
 def test_enumerate_with_too_many_experts_is_refused_at_the_entry():
     g = np.random.default_rng(0)
-    system = SystemConfig(num_experts=4, num_subcarriers=16)
+    system = SystemConfig(num_nodes=4, num_subcarriers=16)
     rates = draw_rates(system, g)
     scores = g.dirichlet(np.ones(20), size=6)
     place = np.arange(20) % 4

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from dmoe.channel import as_generator
+from dmoe.rng import as_generator
 from dmoe.energy import (
     computation_energy,
     expert_comp_energy,
@@ -93,7 +93,7 @@ def allocate_subcarriers_reference(rates, demand, p0, bits, assign_idle=False) -
 
 
 def _select(scores, source, link_rate, thr, d, system, method, placement, avail=None):
-    k = system.num_experts
+    k = system.num_nodes
     if placement is None:
         costs = mask_costs(token_costs(link_rate, system)[source], avail)
         res = select_experts(scores, costs, thr, d, method=method)

@@ -28,7 +28,7 @@ class SelectionStep:
 
     Args:
         scores: ``[T, E] float64``; source: ``[T] int64`` in [0, N); thr: ``[T] float64``;
-        d: D >= 1; system: N = ``system.num_experts`` nodes; method: a selection method;
+        d: D >= 1; system: N = ``system.num_nodes`` nodes; method: a selection method;
         placement: ``[E] int64`` or None (E = N); avail: ``[T, E] bool`` or None.
 
     Calling it with ``link_rate`` ``[N, N] float64`` [bit/s] returns
@@ -39,7 +39,7 @@ class SelectionStep:
     """
 
     def __init__(self, scores, source, thr, d, system, method, placement, avail):
-        k = system.num_experts
+        k = system.num_nodes
         self.k = k
         self.d = min(int(d), scores.shape[1])
         self.system = system
