@@ -156,3 +156,22 @@ def test_expansion_rules():
         expand_points(["LB({g},{d})"], parse_grid(["g=1:20:1", "d=1:20:1"]), ["dense"], max_points=400)
     assert len(expand_points(["LB({g},{d})"], parse_grid(["g=1:20:1", "d=1:20:1"]), max_points=None)) == 400
     assert [p.policy for p in expand_points(["dense"], [], ["Top-1"])] == ["dense", "Top-1"]
+
+
+def test_points_go_through_the_dmoe_run_parser_and_duplicates_run_once():
+    from dmoe.experiments.sweep import prepare_points
+
+    notes = []
+    axes, points, parsed = prepare_points(["JESA({g},2)[T={t}s]", "Top-{k}"], ["g=0.9", "t=0.5,1", "k=1,2"],
+                                          ["top-2", "dense"], log=notes.append)
+    assert [p.policy for p in points] == ["JESA(0.9,2)[T=0.5s]", "JESA(0.9,2)[T=1s]", "Top-1", "Top-2", "dense"]
+    assert [p.index for p in points] == list(range(5))
+    assert parsed[0].deadline_s == 0.5 and parsed[-1].name == "dense"
+    assert len(notes) == 1 and "`--add` 'top-2'" in notes[0] and "runs once" in notes[0]
+    with pytest.raises(ValueError, match=r"`--policy` template 'JESA\(\{g\},2\)\[T=\{t\}s\]' at g=0.9, t=-1 "
+                                         r"\(expands to 'JESA\(0.9,2\)\[T=-1s\]'\) is not a valid policy"):
+        prepare_points(["JESA({g},2)[T={t}s]"], ["g=0.9", "t=1,-1"])
+    with pytest.raises(ValueError, match="`--add` 'Nope' is not a valid policy"):
+        prepare_points([], [], ["Nope"])
+    with pytest.raises(ValueError, match="the name 'policy' is taken by a sweep.csv column"):
+        prepare_points(["Top-{policy}"], ["policy=1"])

@@ -139,8 +139,8 @@ def test_plot_draws_three_panels(tmp_path):
     for i, g in enumerate(np.arange(0.80, 1.0, 0.05)):
         recs.append({"index": i, "kind": "grid", "template": "JESA({g},8)", "values": {"g": f"{g:.2f}"},
                      "policy": f"JESA({g:.2f},8)", "energy_per_query_j": 5 + 10 * g, "mean_nll": 30 - 10 * g,
-                     "mean_kl": 1 - g, "agreement": g, **{f"{k}_{s}": None for k in ("mean_nll", "mean_kl",
-                                                                                       "agreement") for s in ("lo", "hi")}})
+                     "mean_kl": 1 - g, "agreement": g,
+                     **{f"{k}_{s}": None for k in ("mean_nll", "mean_kl", "agreement") for s in ("lo", "hi")}})
     recs.append({"index": len(recs), "kind": "added", "template": None, "values": {}, "policy": "dense",
                  "energy_per_query_j": 20.0, "mean_nll": 20.0, "mean_kl": 0.0, "agreement": 1.0,
                  "mean_nll_lo": 18.0, "mean_nll_hi": 22.0, "mean_kl_lo": 0.0, "mean_kl_hi": 0.0,

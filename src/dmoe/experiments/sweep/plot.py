@@ -55,8 +55,9 @@ def plot_pareto(path: str | Path, records: Sequence[dict], flags: dict, *, title
             for r, c in zip(group, shade):
                 lo = r[f"{key}_lo"] if r[f"{key}_lo"] is not None else r[key]
                 hi = r[f"{key}_hi"] if r[f"{key}_hi"] is not None else r[key]
-                ax.errorbar([r["energy_per_query_j"]], [r[key]], yerr=[[max(0.0, r[key] - lo)], [max(0.0, hi - r[key])]],
-                            fmt="none", lw=0.7, capsize=2, ecolor=c, alpha=0.45, zorder=1)
+                ax.errorbar([r["energy_per_query_j"]], [r[key]],
+                            yerr=[[max(0.0, r[key] - lo)], [max(0.0, hi - r[key])]], fmt="none", lw=0.7,
+                            capsize=2, ecolor=c, alpha=0.45, zorder=1)
             ax.scatter([r["energy_per_query_j"] for r in group], [r[key] for r in group], s=22, c=shade, zorder=2,
                        label=t)
             for r in (group[0], group[-1]) if len(group) > 1 else group[:1]:

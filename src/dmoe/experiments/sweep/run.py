@@ -362,7 +362,8 @@ def format_points(records: Sequence[dict]) -> str:
 
     for r in records:
         mark = "".join(c for c, (f, _, _) in zip("NKA", FRONTS) if r.get(f))
-        lines.append(f"{r['policy']:<22}{num(r['energy_per_query_j'], '.3f'):>10}{num(r['energy_per_token_mj'], '.2f'):>10}"
+        lines.append(f"{r['policy']:<22}{num(r['energy_per_query_j'], '.3f'):>10}"
+                     f"{num(r['energy_per_token_mj'], '.2f'):>10}"
                      f"{num(r['mean_nll'], '.3f'):>9}{num(r['mean_kl'], '.4f'):>9}{num(r['agreement'], '.3f'):>7}"
                      f"{num(r['accuracy'], '.3f'):>7}  {mark}")
     return "\n".join(lines)
