@@ -24,6 +24,7 @@ class _LazyGroup(click.Group):
 
     _lazy = {
         "reproduce": "dmoe.experiments.cli:reproduce",
+        "sweep": "dmoe.experiments.sweep.cli:sweep",
         # text through the protocol and the lm-evaluation-harness commands
         "generate": "dmoe.generate_cli:generate",
         "chat": "dmoe.generate_cli:chat",

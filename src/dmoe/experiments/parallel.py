@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Hashable, Sequence
 
-__all__ = ["evaluate_on_ray"]
+__all__ = ["evaluate_on_ray", "evaluate_chunks_on_ray"]
 
 
 def _evaluate(model, queries, policy, kwargs):
@@ -20,6 +20,15 @@ def _evaluate(model, queries, policy, kwargs):
 
     torch.set_num_threads(1)
     return evaluate_policy(model, queries, policy, progress=False, **kwargs)
+
+
+def _evaluate_chunk(model, queries, policies, kwargs):
+    import torch
+
+    from dmoe.runtime import evaluate_policy
+
+    torch.set_num_threads(1)
+    return [evaluate_policy(model, queries, p, progress=False, **kwargs) for p in policies]
 
 
 def evaluate_on_ray(model, tasks: Sequence[tuple[Hashable, Sequence, object, dict]], *, address: str | None = None,
@@ -57,5 +66,50 @@ def evaluate_on_ray(model, tasks: Sequence[tuple[Hashable, Sequence, object, dic
             for ref in done:
                 on_done(refs.pop(ref), ray.get(ref))
     finally:
+        if started:
+            ray.shutdown()
+
+
+def evaluate_chunks_on_ray(model, queries: Sequence, chunks: Sequence[tuple[Hashable, Sequence]], kwargs: dict, *,
+                           address: str | None = None, num_cpus: int | None = None,
+                           on_done: Callable[[Hashable, list], None]) -> None:
+    """Evaluate chunks of policies on the same questions, one Ray task per chunk (``dmoe sweep
+    --engine ray``): each task runs ``evaluate_policy(model, queries, policy, **kwargs)`` for
+    the policies of its chunk in order, in-process, torch on one thread.
+
+    Args:
+        model: the expert model (put into the object store once).
+        queries: the packed questions, the same for every chunk (put once).
+        chunks: ``(key, policies)`` pairs.
+        kwargs: keyword arguments of every evaluation (system, seed, channel, reference, ...),
+            put once.
+        address: Ray cluster to join; None: the running Ray, or an embedded one with
+            ``num_cpus`` CPUs (default all).
+        num_cpus: CPUs of an embedded Ray.
+        on_done: called in the driver as ``on_done(key, [PolicyResult, ...])`` as each chunk
+            finishes (in completion order).
+
+    Raises:
+        ConnectionError: ``address`` unreachable. A task's error is re-raised (chunks that
+        finished before were handed to ``on_done``); the tasks still running are cancelled.
+    """
+    import ray
+
+    from dmoe.runtime.ray_engine import connect_ray
+
+    started = connect_ray(address, num_cpus=num_cpus)
+    refs: dict = {}
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(_evaluate_chunk)
+        model_ref, query_ref, kwargs_ref = ray.put(model), ray.put(list(queries)), ray.put(dict(kwargs))
+        for key, policies in chunks:
+            refs[task.remote(model_ref, query_ref, list(policies), kwargs_ref)] = key
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                on_done(refs.pop(ref), ray.get(ref))
+    finally:
+        for ref in refs:
+            ray.cancel(ref, force=True)
         if started:
             ray.shutdown()
