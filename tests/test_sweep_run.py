@@ -225,3 +225,42 @@ def _is_number(text):
         return math.isfinite(float(text))
     except ValueError:
         return False
+
+
+PLUGIN = '''
+import numpy as np
+from dmoe.policies import Policy, Schedule, allocate_links, node_demand
+
+
+class FirstD(Policy):
+    """Each token takes its `d` highest-scoring experts (a user's plugin, for the sweep test)."""
+
+    def __init__(self, d):
+        self.d = int(d)
+        self.max_experts = self.d
+
+    def schedule(self, scores, source, rates, layer, *, system, rng=None, placement=None, available=None):
+        order = np.argsort(-scores, axis=1, kind="stable")[:, : self.d]
+        selection = np.zeros(scores.shape, dtype=bool)
+        np.put_along_axis(selection, order, True, axis=1)
+        demand = node_demand(selection, source, rates.shape[0], placement=placement)
+        alloc = allocate_links(rates, demand, system)
+        return Schedule(selection, alloc.subcarrier, np.ones(len(scores), dtype=bool))
+'''
+
+
+def test_a_plugin_template_sweeps_like_a_built_in(build, tmp_path, monkeypatch):
+    """A user's policy class in a template ("mod:Cls({d})") goes through the same parser as
+    `dmoe run --policy`, and FirstD(d) gives the same numbers as the built-in Top-d."""
+    (tmp_path / "sweepplug.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "plug"
+    _sweep(build, out, "--policy", "sweepplug:FirstD({d})", "--grid", "d=1,2", "--add", "Top-1", "--add", "Top-2")
+    rows = {r["policy"]: r for r in _csv(out)}
+    assert len(rows) == 4, list(rows)
+    plug = [p for p in rows if "FirstD" in p]
+    assert len(plug) == 2
+    for d in (1, 2):
+        mine = next(rows[p] for p in plug if p.endswith(f"({d})"))
+        for key in ("energy_per_query_j", "mean_nll", "mean_kl"):
+            assert float(mine[key]) == pytest.approx(float(rows[f"Top-{d}"][key]), rel=1e-9), key

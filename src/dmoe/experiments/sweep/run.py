@@ -402,7 +402,7 @@ def _evaluate(plan, points, parsed, pending, done, store, header, rewrite_csv, *
         "perplexity": None if full_nll is None else perplexity(full_nll, [t.score_rows.numel() for t in packed_texts]),
     }
     header["deployment"] = {
-        "num_experts": int(model.num_experts), "num_nodes": int(system.num_experts),
+        "num_experts": int(model.num_experts), "num_nodes": int(system.num_nodes),
         "num_subcarriers": int(system.num_subcarriers), "placement": deployed.placement_kind,
         "hidden_state_bytes": int(system.hidden_state_bytes), "hidden_state_source": deployed.hidden_state_source,
         "system": system.to_dict(), "system_preset": deployed.preset,
@@ -413,7 +413,7 @@ def _evaluate(plan, points, parsed, pending, done, store, header, rewrite_csv, *
     }
     store.write_json(header)
     log(f"{len(questions)} questions from {', '.join(names)}; K = {model.num_experts} experts on N = "
-        f"{system.num_experts} nodes, M = {system.num_subcarriers}; channel: {channel.label()}; full model: "
+        f"{system.num_nodes} nodes, M = {system.num_subcarriers}; channel: {channel.label()}; full model: "
         f"accuracy {header['full_model']['accuracy']:.3f}, mean NLL {header['full_model']['mean_nll']:.3f}")
     if not pending:
         return
@@ -435,7 +435,7 @@ def _evaluate(plan, points, parsed, pending, done, store, header, rewrite_csv, *
 
     try:
         if engine == "local":
-            eng = make_engine("local", model, num_nodes=system.num_experts)
+            eng = make_engine("local", model, num_nodes=system.num_nodes)
             try:
                 for p in pending:
                     finish(p, evaluate_policy(model, queries, parsed[p.index], engine=eng, progress=False, **kwargs))
