@@ -190,6 +190,15 @@ def _violations(rates, scores, source):
         ("`subcarrier` must be a 2-D", Schedule(good.selection, sub[0], good.feasible), None, rates, None),
         ("`feasible` must be bool", Schedule(good.selection, sub, np.ones(t)), None, rates, None),
         ("`exclusive` must be a bool", Schedule(good.selection, sub, good.feasible, None, "yes"), None, rates, None),
+        ("must return a dmoe.policies.Schedule, got NoneType", None, None, rates, None),
+        ("must return a dmoe.policies.Schedule, got tuple without selection, subcarrier, feasible",
+         (good.selection, sub, good.feasible), None, rates, None),
+        ("`threshold` must be finite, got 1 NaN", Schedule(good.selection, sub, good.feasible,
+                                                          np.r_[np.nan, np.zeros(t - 1)]), None, rates, None),
+        ("`threshold` must be None or a float array", Schedule(good.selection, sub, good.feasible, "high"), None,
+         rates, None),
+        (f"each must lie in -1 .. M-1 = {rates.shape[2] - 1}",
+         Schedule(good.selection, np.where(sub >= 0, rates.shape[2], -1), good.feasible), None, rates, None),
     ]
 
 
@@ -227,6 +236,28 @@ def test_the_runtime_stops_on_an_infeasible_schedule(tiny_llama, tiny_tokenizer)
     rt = DMoERuntime(model, SharedSubcarrier(3), system=system, seed=0)
     with pytest.raises(InfeasibleScheduleError, match=r"policy 'Top-3' at layer 1 .*C3 violated"):
         rt.run_round(queries)
+
+
+def test_the_runtime_names_a_policy_that_raises(tiny_llama, tiny_tokenizer):
+    from conftest import make_tiny_moe
+
+    from dmoe.data import load_mmlu, pack_question
+    from dmoe.policies import PolicyFailedError
+    from dmoe.runtime import DMoERuntime
+
+    class Buggy(TopK):
+        def schedule(self, scores, source, rates, layer, **kw):
+            if layer == 2:
+                return {}["missing"]  # a bug in the user's policy, at its second layer
+            return super().schedule(scores, source, rates, layer, **kw)
+
+    model = make_tiny_moe(tiny_llama, 4)
+    queries = [pack_question(tiny_tokenizer, q) for q in load_mmlu("anatomy", limit=2)]
+    rt = DMoERuntime(model, Buggy(2), system=SystemConfig(num_nodes=4, num_subcarriers=16), seed=0)
+    with pytest.raises(PolicyFailedError, match=r"policy 'Top-2' at layer 2 raised KeyError: 'missing' "
+                                                r"\(at .*test_policies_plugins\.py:\d+ in schedule\)") as exc:
+        rt.run_round(queries)
+    assert isinstance(exc.value, ValueError) and isinstance(exc.value.__cause__, KeyError)
 
 
 # --- plugins ----------------------------------------------------------------------------------
