@@ -282,6 +282,15 @@ class NotAPolicy:
 
 def factory(k):
     return TopK(k)
+
+class NoInit(Policy):
+    """No constructor of its own."""
+    def schedule(self, scores, source, rates, layer, **kw):
+        return TopK(1).schedule(scores, source, rates, layer, **kw)
+
+class VarArgs(NoInit):
+    def __init__(self, a, *ks, z=1, **opts):
+        self.a, self.ks, self.z, self.opts = a, ks, z, opts
 '''
 
 
@@ -311,6 +320,27 @@ def test_import_path_builds_records_and_round_trips(plugin_mod):
     system, rates, scores, source = _instance(0)
     sched = pol.schedule(scores, source, rates, 1, system=system)
     check_policy_schedule(pol, sched, scores, source, rates, 1)
+
+
+def test_params_read_back_summary_entries_and_any_signature(plugin_mod):
+    import json
+
+    mod = importlib.import_module(plugin_mod)
+    pols = [mod.Greedy(2, tag="y"), TopK(3), Deadline(JESAPolicy(0.9, 2), 1.5), mod.NoInit(),
+            mod.VarArgs(1, 2, 3, z=4, w=5), mod.VarArgs(0)]
+    for pol in pols:
+        params = pol.params()
+        assert "args" not in params and "kwargs" not in params  # no empty *args / **kwargs recorded
+        # a run's summary.json: the params with the spec beside them, through JSON
+        entry = json.loads(json.dumps({"name": pol.name, "spec": pol.spec, **params}))
+        again = policy_from_params(entry)
+        assert type(again) is type(pol)
+        assert json.dumps(again.params() | {"name": ""}) == json.dumps(params | {"name": ""})
+        assert policy_from_name(pol.spec).params() == params
+    rebuilt = policy_from_params(json.loads(json.dumps(pols[4].params())))
+    assert (rebuilt.a, rebuilt.ks, rebuilt.z, rebuilt.opts) == (1, (2, 3), 4, {"w": 5})
+    with pytest.raises(ValueError, match=r"policy '.*:VarArgs': .*raised TypeError"):
+        policy_from_params({"policy": f"{plugin_mod}:VarArgs", "b": 1})
 
 
 @pytest.mark.parametrize("spec, needle", [

@@ -24,7 +24,7 @@ import re
 
 from dmoe.policies.base import Policy
 
-__all__ = ["ENTRY_POINT_GROUP", "RESERVED_NAMES", "is_import_spec", "load_spec", "plugin_names"]
+__all__ = ["ENTRY_POINT_GROUP", "RESERVED_NAMES", "is_import_spec", "load_params", "load_spec", "plugin_names"]
 
 #: The entry-point group installed packages register their policies under.
 ENTRY_POINT_GROUP = "dmoe.policies"
@@ -72,14 +72,19 @@ def _arguments(text: str | None, spec: str) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-def _build(obj, where: str, args: tuple, kwargs: dict, spec: str) -> Policy:
-    """``obj(*args, **kwargs)`` once ``obj`` is checked to be a concrete Policy subclass."""
+def _check_class(obj, where: str, spec: str) -> None:
+    """Raise unless ``obj`` is a concrete Policy subclass."""
     if not (isinstance(obj, type) and issubclass(obj, Policy)):
         what = f"the {type(obj).__name__} {obj!r}" if not isinstance(obj, type) else f"the class {obj.__qualname__}"
         raise ValueError(f"policy {spec!r}: {where} is {what}, not a subclass of dmoe.policies.Policy")
     if inspect.isabstract(obj):
         missing = ", ".join(sorted(obj.__abstractmethods__))
         raise ValueError(f"policy {spec!r}: {where} is abstract (implement {missing})")
+
+
+def _build(obj, where: str, args: tuple, kwargs: dict, spec: str) -> Policy:
+    """``obj(*args, **kwargs)`` once ``obj`` is checked to be a concrete Policy subclass."""
+    _check_class(obj, where, spec)
     try:
         policy = obj(*args, **kwargs)
     except Exception as exc:  # a user's constructor: report whatever it raised, naming the policy
@@ -87,9 +92,8 @@ def _build(obj, where: str, args: tuple, kwargs: dict, spec: str) -> Policy:
     return policy
 
 
-def _from_import_path(match: re.Match, spec: str) -> Policy:
-    module, attr, text = match.group(1), match.group(2), match.group(3)
-    args, kwargs = _arguments(text, spec)
+def _resolve(module: str, attr: str, spec: str):
+    """The object ``module:attr`` names (``attr`` may be dotted)."""
     try:
         mod = importlib.import_module(module)
     except Exception as exc:  # ImportError, or whatever the module raised while importing
@@ -100,7 +104,41 @@ def _from_import_path(match: re.Match, spec: str) -> Policy:
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"policy {spec!r}: module {module!r} has no attribute {attr!r}") from None
-    return _build(obj, f"{module}:{attr}", args, kwargs, spec)
+    return obj
+
+
+def load_params(kind: str, values: dict) -> Policy:
+    """The plugin policy a :meth:`~dmoe.policies.base.Policy.params` record describes: ``kind``
+    ``"module:QualName"`` and ``values`` the constructor's arguments by parameter name (a
+    ``*args`` parameter's tuple and a ``**kwargs`` parameter's dict under their own names,
+    passed back as positional and keyword arguments).
+
+    Raises:
+        ValueError: as :func:`load_spec` (naming ``kind``): a module that does not import, a
+        missing attribute, not a Policy subclass, a constructor that raised.
+    """
+    match = _IMPORT_RE.fullmatch(kind) if isinstance(kind, str) else None
+    if match is None or match.group(3) is not None:
+        raise ValueError(f"`policy` {kind!r} must read 'module:Class'")
+    module, attr = match.group(1), match.group(2)
+    where = f"{module}:{attr}"
+    obj = _resolve(module, attr, kind)
+    _check_class(obj, where, kind)
+    args, kwargs = (), dict(values)
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):  # no signature to read: every value by keyword
+        sig = None
+    if sig is not None:
+        bound = inspect.BoundArguments(sig, {k: v for k, v in values.items() if k in sig.parameters})
+        args, kwargs = bound.args, {**bound.kwargs, **{k: v for k, v in values.items() if k not in sig.parameters}}
+    return _build(obj, where, args, kwargs, kind)
+
+
+def _from_import_path(match: re.Match, spec: str) -> Policy:
+    module, attr, text = match.group(1), match.group(2), match.group(3)
+    args, kwargs = _arguments(text, spec)
+    return _build(_resolve(module, attr, spec), f"{module}:{attr}", args, kwargs, spec)
 
 
 def _entry_points() -> list:
