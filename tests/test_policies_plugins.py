@@ -359,12 +359,25 @@ def test_params_read_back_summary_entries_and_any_signature(plugin_mod):
     ("{m}:Greedy(1, 2, 3)", "raised TypeError"),
     ("{m}:Greedy(0)", "raised ValueError: `k` must be >= 1"),
     ("{m}:Greedy(1 2)", "do not parse"),
+    ("{m}:Greedy(k=1, k=2)", "keyword argument 'k' is given twice"),
+    ("{m}:Greedy(1", "unbalanced parentheses (1 '(' and 0 ')')"),
+    ("{m}:Greedy(1)[T=2s", "only '(arguments)' may follow"),
+    ("{m}:Greedy[1]", "only '(arguments)' may follow"),
+    ("{m}:", "give a class name"),
 ])
 def test_bad_plugin_specs(plugin_mod, spec, needle):
     spec = spec.format(m=plugin_mod)
     with pytest.raises(ValueError, match=re.escape(needle)) as exc:
         policy_from_name(spec)
     assert repr(spec) in str(exc.value)
+
+
+def test_huge_specs_are_cut_in_messages(plugin_mod):
+    for spec in (f"{plugin_mod}:Greedy({'9' * 5000})", f"{plugin_mod}:Greedy(x{'y' * 5000})",
+                 f"{plugin_mod}:Greedy({'(' * 3000})"):
+        with pytest.raises(ValueError, match=r"characters>") as exc:
+            policy_from_name(spec)
+        assert len(str(exc.value)) < 1000
 
 
 def test_literal_arguments_are_never_evaluated(plugin_mod, tmp_path):
