@@ -402,6 +402,8 @@ def test_run_main_job_checks_mixed_policies_up_front(plugin_mod):
         _parse_policies(["Top-1", 3])
     with pytest.raises(ValueError, match="wrap it in a list"):
         _parse_policies(pol)
+    with pytest.raises(ValueError, match=r"got the class Greedy, not a policy; build one \(Greedy\(...\)\)"):
+        _parse_policies([type(pol)])
 
 
 def test_config_check_covers_plugin_specs(plugin_mod, tmp_path):

@@ -518,6 +518,9 @@ def _parse_policies(policies: Sequence, *, where: str | None = "`policies` (--po
     for p in policies:
         if isinstance(p, Policy):
             parsed.append(p)
+        elif isinstance(p, type) and issubclass(p, Policy):
+            raise ValueError(f"{where or '`policies`'}: got the class {p.__qualname__}, not a policy; build one "
+                             f"({p.__qualname__}(...)) or give its spec ('{p.__module__}:{p.__qualname__}(...)')")
         elif not isinstance(p, str):
             raise ValueError(f"{where or '`policies`'}: each must be a policy string or a dmoe.policies.Policy, "
                              f"got {type(p).__name__} {p!r}")
