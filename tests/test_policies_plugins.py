@@ -400,6 +400,10 @@ def test_run_main_job_checks_mixed_policies_up_front(plugin_mod):
         _parse_policies(["Top-1", "nope_mod_q:X()"])
     with pytest.raises(ValueError, match="policy string or a dmoe.policies.Policy, got int"):
         _parse_policies(["Top-1", 3])
+    # a subclass keeping its base's label would share a row label with the built-in
+    with pytest.raises(ValueError, match=r"Twin\(2\)' and 'Top-2' are different policies with the same label 'Top-2'"):
+        twins = [type("Twin", (TopK,), {})(2), "Top-2"]
+        _drop_duplicate_policies(twins, _parse_policies(twins), notes.append)
     with pytest.raises(ValueError, match="wrap it in a list"):
         _parse_policies(pol)
     with pytest.raises(ValueError, match=r"got the class Greedy, not a policy; build one \(Greedy\(...\)\)"):

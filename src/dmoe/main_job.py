@@ -551,6 +551,10 @@ def _drop_duplicate_policies(policies: list, parsed: list, log) -> tuple[list, l
     Two policies are the same when they parse to equal policies (same label and arguments), or,
     for calibrated ones (parsed once the profile is known), when their names agree up to case
     and spaces. A note names each dropped duplicate.
+
+    Raises:
+        ValueError: two different policies share a label (``name``), e.g. a subclass of
+        ``TopK`` that keeps its base's ``"Top-2"`` beside ``"Top-2"``.
     """
     seen, keep_names, keep_parsed = set(), [], []
     for name, pol in zip(policies, parsed):
@@ -563,6 +567,17 @@ def _drop_duplicate_policies(policies: list, parsed: list, log) -> tuple[list, l
         seen.add(key)
         keep_names.append(name)
         keep_parsed.append(pol)
+    labels = {}
+    for name, pol in zip(keep_names, keep_parsed):
+        if pol is None:
+            continue
+        first = labels.setdefault(pol.name, name)
+        if first is not name:
+            show = [n if isinstance(n, str) else (getattr(n, "spec", None) or type(n).__qualname__) for n in (first, name)]
+            raise ValueError(
+                f"`policies` (--policy): {show[0]!r} and {show[1]!r} are different policies with the same label "
+                f"{pol.name!r} (tables, CSV and plots tell policies apart by it); set `name` in one of them"
+            )
     return keep_names, keep_parsed
 
 
