@@ -142,3 +142,21 @@ def test_run_main_job_refuses_a_system_above_k_before_any_model_load(no_weights,
         run_main_job(system=SystemConfig(num_nodes=64, num_subcarriers=64), limit=1, output=tmp_path / "out",
                      progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_build_gives_its_own_k_before_any_weight(tiny_carved_build, no_weights):
+    """A dmoe build directory as the model: K is the build's (as load_expert_model takes it), not
+    the default 32, and a contradicting `num_experts` raises before any weight is read (it
+    failed after loading the whole build: "num_experts=32 but the build ... has 4 experts")."""
+    from dmoe.model import inspect_checkpoint
+
+    build, _ = tiny_carved_build
+    assert inspect_checkpoint(str(build)).num_experts == 4
+    plan = plan_deployment(model_source=str(build))
+    assert (plan.num_experts, plan.num_nodes, plan.carved) == (4, 4, True)
+    plan = plan_deployment(model_source=str(build), system=SystemConfig(num_nodes=2, num_subcarriers=4))
+    assert (plan.num_experts, plan.num_nodes) == (4, 2)
+    assert plan_deployment(model_source=str(build), num_experts=4).num_experts == 4
+    with pytest.raises(ValueError, match=r"`num_experts` \(--num-experts/-K\) = 8 contradicts the model: the dmoe "
+                                         r"build at .* has K = 4 experts per layer"):
+        plan_deployment(model_source=str(build), num_experts=8)

@@ -190,6 +190,15 @@ def _violations(rates, scores, source):
         ("`subcarrier` must be a 2-D", Schedule(good.selection, sub[0], good.feasible), None, rates, None),
         ("`feasible` must be bool", Schedule(good.selection, sub, np.ones(t)), None, rates, None),
         ("`exclusive` must be a bool", Schedule(good.selection, sub, good.feasible, None, "yes"), None, rates, None),
+        ("must return a dmoe.policies.Schedule, got NoneType", None, None, rates, None),
+        ("must return a dmoe.policies.Schedule, got tuple without selection, subcarrier, feasible",
+         (good.selection, sub, good.feasible), None, rates, None),
+        ("`threshold` must be finite, got 1 NaN", Schedule(good.selection, sub, good.feasible,
+                                                          np.r_[np.nan, np.zeros(t - 1)]), None, rates, None),
+        ("`threshold` must be None or a float array", Schedule(good.selection, sub, good.feasible, "high"), None,
+         rates, None),
+        (f"each must lie in -1 .. M-1 = {rates.shape[2] - 1}",
+         Schedule(good.selection, np.where(sub >= 0, rates.shape[2], -1), good.feasible), None, rates, None),
     ]
 
 
@@ -229,6 +238,28 @@ def test_the_runtime_stops_on_an_infeasible_schedule(tiny_llama, tiny_tokenizer)
         rt.run_round(queries)
 
 
+def test_the_runtime_names_a_policy_that_raises(tiny_llama, tiny_tokenizer):
+    from conftest import make_tiny_moe
+
+    from dmoe.data import load_mmlu, pack_question
+    from dmoe.policies import PolicyFailedError
+    from dmoe.runtime import DMoERuntime
+
+    class Buggy(TopK):
+        def schedule(self, scores, source, rates, layer, **kw):
+            if layer == 2:
+                return {}["missing"]  # a bug in the user's policy, at its second layer
+            return super().schedule(scores, source, rates, layer, **kw)
+
+    model = make_tiny_moe(tiny_llama, 4)
+    queries = [pack_question(tiny_tokenizer, q) for q in load_mmlu("anatomy", limit=2)]
+    rt = DMoERuntime(model, Buggy(2), system=SystemConfig(num_nodes=4, num_subcarriers=16), seed=0)
+    with pytest.raises(PolicyFailedError, match=r"policy 'Top-2' at layer 2 raised KeyError: 'missing' "
+                                                r"\(at .*test_policies_plugins\.py:\d+ in schedule\)") as exc:
+        rt.run_round(queries)
+    assert isinstance(exc.value, ValueError) and isinstance(exc.value.__cause__, KeyError)
+
+
 # --- plugins ----------------------------------------------------------------------------------
 
 PLUGIN = '''
@@ -251,6 +282,15 @@ class NotAPolicy:
 
 def factory(k):
     return TopK(k)
+
+class NoInit(Policy):
+    """No constructor of its own."""
+    def schedule(self, scores, source, rates, layer, **kw):
+        return TopK(1).schedule(scores, source, rates, layer, **kw)
+
+class VarArgs(NoInit):
+    def __init__(self, a, *ks, z=1, **opts):
+        self.a, self.ks, self.z, self.opts = a, ks, z, opts
 '''
 
 
@@ -282,6 +322,27 @@ def test_import_path_builds_records_and_round_trips(plugin_mod):
     check_policy_schedule(pol, sched, scores, source, rates, 1)
 
 
+def test_params_read_back_summary_entries_and_any_signature(plugin_mod):
+    import json
+
+    mod = importlib.import_module(plugin_mod)
+    pols = [mod.Greedy(2, tag="y"), TopK(3), Deadline(JESAPolicy(0.9, 2), 1.5), mod.NoInit(),
+            mod.VarArgs(1, 2, 3, z=4, w=5), mod.VarArgs(0)]
+    for pol in pols:
+        params = pol.params()
+        assert "args" not in params and "kwargs" not in params  # no empty *args / **kwargs recorded
+        # a run's summary.json: the params with the spec beside them, through JSON
+        entry = json.loads(json.dumps({"name": pol.name, "spec": pol.spec, **params}))
+        again = policy_from_params(entry)
+        assert type(again) is type(pol)
+        assert json.dumps(again.params() | {"name": ""}) == json.dumps(params | {"name": ""})
+        assert policy_from_name(pol.spec).params() == params
+    rebuilt = policy_from_params(json.loads(json.dumps(pols[4].params())))
+    assert (rebuilt.a, rebuilt.ks, rebuilt.z, rebuilt.opts) == (1, (2, 3), 4, {"w": 5})
+    with pytest.raises(ValueError, match=r"policy '.*:VarArgs': .*raised TypeError"):
+        policy_from_params({"policy": f"{plugin_mod}:VarArgs", "b": 1})
+
+
 @pytest.mark.parametrize("spec, needle", [
     ("no_such_module_zz:X(1)", "module 'no_such_module_zz' does not import (ModuleNotFoundError"),
     ("broken_mod_x:X(1)", "module 'broken_mod_x' does not import (RuntimeError: boom at import)"),
@@ -298,12 +359,25 @@ def test_import_path_builds_records_and_round_trips(plugin_mod):
     ("{m}:Greedy(1, 2, 3)", "raised TypeError"),
     ("{m}:Greedy(0)", "raised ValueError: `k` must be >= 1"),
     ("{m}:Greedy(1 2)", "do not parse"),
+    ("{m}:Greedy(k=1, k=2)", "keyword argument 'k' is given twice"),
+    ("{m}:Greedy(1", "unbalanced parentheses (1 '(' and 0 ')')"),
+    ("{m}:Greedy(1)[T=2s", "only '(arguments)' may follow"),
+    ("{m}:Greedy[1]", "only '(arguments)' may follow"),
+    ("{m}:", "give a class name"),
 ])
 def test_bad_plugin_specs(plugin_mod, spec, needle):
     spec = spec.format(m=plugin_mod)
     with pytest.raises(ValueError, match=re.escape(needle)) as exc:
         policy_from_name(spec)
     assert repr(spec) in str(exc.value)
+
+
+def test_huge_specs_are_cut_in_messages(plugin_mod):
+    for spec in (f"{plugin_mod}:Greedy({'9' * 5000})", f"{plugin_mod}:Greedy(x{'y' * 5000})",
+                 f"{plugin_mod}:Greedy({'(' * 3000})"):
+        with pytest.raises(ValueError, match=r"characters>") as exc:
+            policy_from_name(spec)
+        assert len(str(exc.value)) < 1000
 
 
 def test_literal_arguments_are_never_evaluated(plugin_mod, tmp_path):
@@ -326,8 +400,14 @@ def test_run_main_job_checks_mixed_policies_up_front(plugin_mod):
         _parse_policies(["Top-1", "nope_mod_q:X()"])
     with pytest.raises(ValueError, match="policy string or a dmoe.policies.Policy, got int"):
         _parse_policies(["Top-1", 3])
+    # a subclass keeping its base's label would share a row label with the built-in
+    with pytest.raises(ValueError, match=r"Twin\(2\)' and 'Top-2' are different policies with the same label 'Top-2'"):
+        twins = [type("Twin", (TopK,), {})(2), "Top-2"]
+        _drop_duplicate_policies(twins, _parse_policies(twins), notes.append)
     with pytest.raises(ValueError, match="wrap it in a list"):
         _parse_policies(pol)
+    with pytest.raises(ValueError, match=r"got the class Greedy, not a policy; build one \(Greedy\(...\)\)"):
+        _parse_policies([type(pol)])
 
 
 def test_config_check_covers_plugin_specs(plugin_mod, tmp_path):

@@ -354,6 +354,13 @@ def plan_deployment(
                 "omit --num-experts"
             )
         k = int(info.num_experts)
+    elif info.num_experts is not None:  # an existing dmoe build: its own K
+        if asked_k is not None and int(asked_k) != info.num_experts:
+            raise ValueError(
+                f"`num_experts` (--num-experts/-K) = {asked_k} contradicts the model: the dmoe build at "
+                f"{info.source.location!r} has K = {info.num_experts} experts per layer; omit --num-experts"
+            )
+        k = int(info.num_experts)
     else:
         k = int(asked_k) if asked_k is not None else DEFAULT_RUN_EXPERTS
     if num_nodes is not None:
@@ -361,8 +368,9 @@ def plan_deployment(
     elif system is not None:
         nodes = system.num_nodes
     else:
-        # the carved default: 32 experts on 8 nodes; an explicit -K keeps one expert per node
-        nodes = DEFAULT_RUN_NODES if carved and asked_k is None else k
+        # the carved default: 32 experts on 8 nodes; an explicit -K, or a build of another K,
+        # keeps one expert per node
+        nodes = DEFAULT_RUN_NODES if carved and asked_k is None and k == DEFAULT_RUN_EXPERTS else k
     if system is not None and system.num_nodes > k:
         model = "the carved model" if carved else f"this {info.family.label} checkpoint"
         raise ValueError(

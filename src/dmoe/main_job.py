@@ -518,6 +518,9 @@ def _parse_policies(policies: Sequence, *, where: str | None = "`policies` (--po
     for p in policies:
         if isinstance(p, Policy):
             parsed.append(p)
+        elif isinstance(p, type) and issubclass(p, Policy):
+            raise ValueError(f"{where or '`policies`'}: got the class {p.__qualname__}, not a policy; build one "
+                             f"({p.__qualname__}(...)) or give its spec ('{p.__module__}:{p.__qualname__}(...)')")
         elif not isinstance(p, str):
             raise ValueError(f"{where or '`policies`'}: each must be a policy string or a dmoe.policies.Policy, "
                              f"got {type(p).__name__} {p!r}")
@@ -548,6 +551,10 @@ def _drop_duplicate_policies(policies: list, parsed: list, log) -> tuple[list, l
     Two policies are the same when they parse to equal policies (same label and arguments), or,
     for calibrated ones (parsed once the profile is known), when their names agree up to case
     and spaces. A note names each dropped duplicate.
+
+    Raises:
+        ValueError: two different policies share a label (``name``), e.g. a subclass of
+        ``TopK`` that keeps its base's ``"Top-2"`` beside ``"Top-2"``.
     """
     seen, keep_names, keep_parsed = set(), [], []
     for name, pol in zip(policies, parsed):
@@ -560,6 +567,17 @@ def _drop_duplicate_policies(policies: list, parsed: list, log) -> tuple[list, l
         seen.add(key)
         keep_names.append(name)
         keep_parsed.append(pol)
+    labels = {}
+    for name, pol in zip(keep_names, keep_parsed):
+        if pol is None:
+            continue
+        first = labels.setdefault(pol.name, name)
+        if first is not name:
+            show = [n if isinstance(n, str) else (getattr(n, "spec", None) or type(n).__qualname__) for n in (first, name)]
+            raise ValueError(
+                f"`policies` (--policy): {show[0]!r} and {show[1]!r} are different policies with the same label "
+                f"{pol.name!r} (tables, CSV and plots tell policies apart by it); set `name` in one of them"
+            )
     return keep_names, keep_parsed
 
 

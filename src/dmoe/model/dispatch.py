@@ -48,7 +48,9 @@ class CheckpointInfo:
             model to carve, or an existing dmoe build).
         source: the resolved :class:`~dmoe.model.sources.ModelSource`.
         family: the family spec (``kind == "moe"``), else None.
-        num_experts: K routed experts per layer from the config (``"moe"``), else None.
+        num_experts: K routed experts per layer: from the config (``"moe"``) or from an
+            existing dmoe build's ``meta.json`` (``"carved"``, ``source.kind == "dmoe"``),
+            else None (a dense model, carved into any K).
         native_top_k: the config's ``num_experts_per_tok`` (``"moe"``), else None.
     """
 
@@ -108,6 +110,15 @@ def check_native_top_k(top_k, num_experts, *, where) -> None:
             f"checkpoint {where!r}: `num_experts_per_tok` = {top_k} must lie in {rule}")
 
 
+def _build_num_experts(src: ModelSource) -> int | None:
+    """K of an existing dmoe build (its ``meta.json``), or None when unreadable."""
+    try:
+        k = json.loads((Path(src.location) / "meta.json").read_text())["num_experts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else None
+
+
 def inspect_checkpoint(source: str | os.PathLike | ModelSource | None = None) -> CheckpointInfo:
     """Classify ``source`` from its config only.
 
@@ -119,6 +130,8 @@ def inspect_checkpoint(source: str | os.PathLike | ModelSource | None = None) ->
         OSError: an unreadable config or an unreachable hub id.
     """
     src = source if isinstance(source, ModelSource) else resolve_source(source)
+    if src.kind == "dmoe":
+        return CheckpointInfo("carved", src, num_experts=_build_num_experts(src))
     cfg = _read_config(src)
     if cfg is None:
         return CheckpointInfo("carved", src)
@@ -187,11 +200,8 @@ def load_expert_model(
         return load_hf_moe_model(info.source, device=device)
     from .carved.build import load_moe_model as _load_carved
 
-    if num_experts is None and info.source.kind == "dmoe":
-        try:  # an existing build: its own K
-            num_experts = int(json.loads((Path(info.source.location) / "meta.json").read_text())["num_experts"])
-        except (OSError, ValueError, KeyError, TypeError):
-            num_experts = None
+    if num_experts is None:  # an existing build: its own K
+        num_experts = info.num_experts
     model = _load_carved(
         source, num_experts=DEFAULT_CARVED_EXPERTS if num_experts is None else num_experts,
         cache_dir=cache_dir, rebuild=rebuild, progress=progress, combine=combine or "sum",

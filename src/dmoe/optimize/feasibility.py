@@ -350,7 +350,8 @@ def check_schedule(
         off = sel & ~avail
         _require(not off.any(), f"unavailable expert selected in rows {_rows(off.any(1))}")
     _require(sub.shape == (k, k) and np.issubdtype(sub.dtype, np.integer), "subcarrier must be int [K, K]")
-    _require(((sub >= -1) & (sub < m)).all(), "subcarrier index out of range")
+    _require(((sub >= -1) & (sub < m)).all(),
+             f"subcarrier index out of range (each must lie in -1 .. M-1 = {m - 1}, -1 = none)")
     _require((np.diag(sub) == -1).all(), "diagonal links must have no subcarrier")
     if rb_share is None:
         if exclusive:
@@ -474,6 +475,9 @@ def check_schedule_output(
         return value
 
     try:
+        missing = [a for a in ("selection", "subcarrier", "feasible") if not hasattr(schedule, a)]
+        _require(not missing, f"`schedule` must return a dmoe.policies.Schedule, got {type(schedule).__name__}"
+                 f"{'' if schedule is None else ' without ' + ', '.join(missing)}")
         sel = arr("selection", 2)
         _require(sel.dtype == bool and sel.shape == (t, e),
                  f"`selection` must be bool [num_tokens, num_experts] = [{t}, {e}], got {sel.dtype} {sel.shape}")
@@ -485,9 +489,13 @@ def check_schedule_output(
         _require(isinstance(exclusive, (bool, np.bool_)), f"`exclusive` must be a bool, got {exclusive!r}")
         thr = getattr(schedule, "threshold", None)
         if thr is not None:
-            thr = np.asarray(thr, dtype=np.float64)
-            _require(thr.shape in ((), (t,)) and np.isfinite(thr).all(),
-                     f"`threshold` must be None or finite [{t}], got shape {thr.shape}")
+            try:
+                thr = np.asarray(thr, dtype=np.float64)
+            except (TypeError, ValueError):
+                _require(False, f"`threshold` must be None or a float array, got {type(thr).__name__}")
+            _require(thr.shape in ((), (t,)), f"`threshold` must be None or [{t}], got shape {thr.shape}")
+            _require(np.isfinite(thr).all(), f"`threshold` must be finite, got {int((~np.isfinite(thr)).sum())} "
+                     "NaN or infinite entries")
         check_schedule(
             sel, sub, source, rates, threshold=thr, max_experts=max_experts, scores=scores if thr is not None else None,
             feasible=fe, exclusive=bool(exclusive), rb_share=getattr(schedule, "rb_share", None),

@@ -6,7 +6,8 @@ policies, and the name / plugin registry (README, "Write your own policy").
   :func:`allocate_links` (subcarriers for that demand): the public helpers a
   selection-first policy needs.
 * :mod:`dmoe.policies.check` -- :func:`check_policy_schedule`, the runtime's C1-C3
-  feasibility check of every schedule a policy returns.
+  feasibility check of every schedule a policy returns, and :func:`run_policy` (a policy's
+  call as the runtime makes it: its exceptions named by policy and layer, its result checked).
 * :mod:`dmoe.policies.builtin` -- Top-k, H(z, D), JESA(gamma0, D), LB(gamma0, D), dense
   (Section VII-A-3).
 * :mod:`dmoe.policies.layerwise` -- DES(gamma0, D) of Table I and per-layer thresholds.
@@ -25,7 +26,7 @@ from dmoe.policies.allocation import allocate_links, node_demand
 from dmoe.policies.base import Policy, Schedule, policy_inputs
 from dmoe.policies.builtin import Dense, Homogeneous, JESAPolicy, LowerBound, TopK
 from dmoe.policies.calibrated import CalibratedDES, CalibratedJESA, CalibratedLB, calibrated_policy
-from dmoe.policies.check import InfeasibleScheduleError, check_policy_schedule
+from dmoe.policies.check import InfeasibleScheduleError, PolicyFailedError, check_policy_schedule, run_policy
 from dmoe.policies.deadline import Deadline
 from dmoe.policies.layerwise import DESPolicy, LayerwiseQoS
 from dmoe.policies.plugins import ENTRY_POINT_GROUP
@@ -39,6 +40,8 @@ __all__ = [
     "allocate_links",
     "check_policy_schedule",
     "InfeasibleScheduleError",
+    "run_policy",
+    "PolicyFailedError",
     "TopK",
     "Homogeneous",
     "JESAPolicy",

@@ -189,14 +189,18 @@ class Policy(abc.ABC):
         """JSON-ready description: ``{"policy": kind, "name": label, **arguments}``.
 
         Default: kind ``"module:QualName"`` and the constructor's arguments by parameter
-        name (defaults filled in), which :func:`dmoe.policies.policy_from_params` reads back.
+        name (defaults filled in; a ``*args`` tuple or ``**kwargs`` dict under its own name,
+        left out when empty), which :func:`dmoe.policies.policy_from_params` reads back.
         """
         cls = type(self)
         args, kwargs = self._init_arguments()
         try:
-            bound = inspect.signature(cls.__init__).bind(self, *args, **kwargs)
+            sig = inspect.signature(cls)
+            bound = sig.bind(*args, **kwargs)
             bound.apply_defaults()
-            values = dict(list(bound.arguments.items())[1:])
+            var = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            # an empty *args / **kwargs (a class without its own __init__, say) is left out
+            values = {k: v for k, v in bound.arguments.items() if sig.parameters[k].kind not in var or len(v)}
         except (TypeError, ValueError):
             values = {f"arg{i}": a for i, a in enumerate(args)} | kwargs
         return {"policy": f"{cls.__module__}:{cls.__qualname__}", "name": self.name, **values}

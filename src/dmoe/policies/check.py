@@ -7,9 +7,19 @@ policy declares (its label, D) and passes it on.
 
 from __future__ import annotations
 
+import sysconfig
+import traceback
+
 from dmoe.optimize.feasibility import InfeasibleScheduleError, check_schedule_output
 
-__all__ = ["check_policy_schedule", "declared_max_experts", "InfeasibleScheduleError"]
+__all__ = ["check_policy_schedule", "declared_max_experts", "InfeasibleScheduleError", "PolicyFailedError",
+           "run_policy"]
+
+
+class PolicyFailedError(ValueError):
+    """A policy's ``schedule`` raised: the message names the policy, the layer, the exception
+    and the line of the policy's code that raised it; the original exception is chained
+    (``__cause__``) with its full traceback."""
 
 
 def declared_max_experts(policy) -> int | None:
@@ -50,3 +60,48 @@ def check_policy_schedule(policy, schedule, scores, source, rates, layer: int, *
         schedule, scores, source, rates, label=label, layer=layer, max_experts=declared_max_experts(policy),
         placement=placement, available=available,
     )
+
+
+def _where(exc: BaseException) -> str:
+    """``"file.py:27 in schedule"``: the deepest frame of ``exc`` outside the standard library
+    and installed packages (the policy's own code), else the deepest frame."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    skip = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+    own = [f for f in frames if not f.filename.startswith(skip)]
+    frame = (own or frames)[-1]
+    return f"{frame.filename}:{frame.lineno} in {frame.name}"
+
+
+def run_policy(policy, scores, source, rates, layer: int, **kwargs):
+    """``policy.schedule(scores, source, rates, layer, **kwargs)``, checked as the runtime
+    checks it: the result by :func:`check_policy_schedule` (with ``kwargs``' ``placement`` and
+    ``available``), an exception raised inside the policy re-raised naming the policy and the layer.
+
+    Args:
+        As :meth:`~dmoe.policies.base.Policy.schedule` (``kwargs``: ``system``, ``rng``, and
+        ``placement`` / ``available`` when the round has them).
+
+    Returns:
+        The :class:`~dmoe.policies.base.Schedule` the policy returned.
+
+    Raises:
+        PolicyFailedError: (a ValueError) ``"policy 'X' at layer l raised KeyError: 'k' (at
+        mymod.py:27 in schedule)"``, the policy's exception chained.
+        InfeasibleScheduleError: the schedule breaks the contract or C1-C3.
+    """
+    try:
+        sched = policy.schedule(scores, source, rates, layer, **kwargs)
+    except (PolicyFailedError, InfeasibleScheduleError):
+        raise
+    except Exception as exc:  # a user's policy: whatever it raised, attributed to it
+        label = str(getattr(policy, "name", type(policy).__name__))
+        where = _where(exc)
+        raise PolicyFailedError(
+            f"policy {label!r} at layer {int(layer)} raised {type(exc).__name__}: {exc}"
+            + (f" (at {where})" if where else "")
+        ) from exc
+    check_policy_schedule(policy, sched, scores, source, rates, layer, placement=kwargs.get("placement"),
+                          available=kwargs.get("available"))
+    return sched

@@ -15,7 +15,7 @@ from dmoe.policies.builtin import Dense, Homogeneous, JESAPolicy, LowerBound, To
 from dmoe.policies.calibrated import CALIBRATED_KINDS, calibrated_from_params, is_calibrated_name, parse_calibrated
 from dmoe.policies.deadline import Deadline
 from dmoe.policies.layerwise import DESPolicy, LayerwiseQoS
-from dmoe.policies.plugins import ENTRY_POINT_GROUP, load_spec, plugin_names
+from dmoe.policies.plugins import ENTRY_POINT_GROUP, load_params, load_spec, plugin_names
 
 __all__ = ["policy_from_name", "policy_from_params", "policy_spec"]
 
@@ -106,7 +106,8 @@ def _parse_policy(s: str, name: str) -> Policy:
 def policy_from_params(params: dict) -> Policy:
     """Inverse of :meth:`Policy.params`: a built-in kind, ``"Deadline"``, a calibrated kind,
     ``"LayerwiseQoS"``, ``"DES"``, or a plugin's ``"module:QualName"`` (imported as by
-    :func:`policy_from_name`).
+    :func:`policy_from_name`; :func:`~dmoe.policies.plugins.load_params`). A ``"spec"`` key,
+    as in the policies of a run's ``summary.json``, is ignored.
 
     Raises:
         ValueError: ``params`` without a ``"policy"`` key, an unknown kind, or a plugin
@@ -115,7 +116,8 @@ def policy_from_params(params: dict) -> Policy:
     if not isinstance(params, dict) or "policy" not in params:
         raise ValueError("`params` must be a dict with a 'policy' key (see Policy.params())")
     kind = params["policy"]
-    args = {key: value for key, value in params.items() if key not in ("policy", "name")}
+    # "spec" sits beside params() in a run's summary.json; it is not a constructor argument
+    args = {key: value for key, value in params.items() if key not in ("policy", "name", "spec")}
     if kind == "Deadline":
         return Deadline(policy_from_params(args["base"]), args["deadline_s"])
     classes = {"TopK": TopK, "Homogeneous": Homogeneous, "JESA": JESAPolicy, "LowerBound": LowerBound, "Dense": Dense,
@@ -125,9 +127,7 @@ def policy_from_params(params: dict) -> Policy:
     if kind == "LayerwiseQoS":
         return LayerwiseQoS(args.pop("thresholds"), args.pop("max_experts"), name=params.get("name"))
     if isinstance(kind, str) and ":" in kind:
-        call = ", ".join(f"{k}={v!r}" for k, v in args.items())
-        policy = load_spec(f"{kind}({call})")
-        return policy
+        return load_params(kind, args)
     if kind not in classes:
         raise ValueError(f"unknown `policy` {kind!r}; known: {', '.join(classes)}, Deadline, LayerwiseQoS, "
                          "the calibrated kinds, or a plugin's 'module:Class'")

@@ -73,7 +73,7 @@ from ..channels.rates import draw_rates
 from ..channels import CHANNEL_REDRAW, ChannelConfig, ChannelProcess, LayerChannel
 from ..data.packing import PackedQuery
 from ..latency import round_timing
-from ..policies.check import check_policy_schedule
+from ..policies.check import run_policy
 from ..system import SystemConfig
 from .engine import Engine, Failure, make_engine
 from .faults import FaultLog, FaultModel, NodeKill, NoLiveNodeError, least_loaded
@@ -521,7 +521,10 @@ class DMoERuntime:
                     from ..placement import layer_placement
 
                     place_kw["placement"] = layer_placement(self.placement, layer)
-                sched = self.policy.schedule(
+                # C1-C3 and the Schedule contract, on what the policy was given (a policy's bug
+                # stops the run here, naming the policy, the layer and the constraint or exception)
+                sched = run_policy(
+                    self.policy,
                     scores,
                     source,
                     chan.estimated_rates,
@@ -530,12 +533,6 @@ class DMoERuntime:
                     rng=np.random.default_rng(key),
                     **kwargs,
                     **place_kw,
-                )
-                # C1-C3 and the Schedule contract, on what the policy was given (a policy's bug
-                # stops the run here, naming the policy, the layer and the constraint)
-                check_policy_schedule(
-                    self.policy, sched, scores, source, chan.estimated_rates, layer + 1,
-                    placement=place_kw.get("placement"), available=kwargs.get("available"),
                 )
                 # the schedule meets the true channel; the experts that received a token process it
                 sent = transmit(
