@@ -79,26 +79,38 @@ class ExpertNode:
     model : ExpertModel
         The expert model whose blocks the node downloads (eq 6). In-process, this is the
         driver's model (read-only, shared by reference); in a Ray actor it is the actor's
-        own copy, fetched once from the object store.
+        own copy of the shared blocks, fetched once from the object store, without the
+        routed experts' weights (:func:`dmoe.runtime.shard.shared_model`).
     experts : sequence of sequence of int, optional
         ``[num_layers][E_n^(l)]`` the experts the node holds at each layer (issue 12:
         several experts per node); default expert ``index`` at every layer (the paper).
+    parameters : dict, optional
+        ``{layer: {expert j: {name: tensor}}}`` the experts' parameters
+        (:func:`dmoe.runtime.shard.expert_share`); an expert missing here is taken from
+        ``model.expert_parameters``.
     """
 
-    def __init__(self, index: int, model, experts: Sequence[Sequence[int]] | None = None) -> None:
+    def __init__(self, index: int, model, experts: Sequence[Sequence[int]] | None = None,
+                 parameters: dict | None = None) -> None:
         self.index = int(index)
         self._model = model
         # per layer: {expert j: its parameters (eq 6; carved: {"gate": [F_j, H], "up":
         # [F_j, H], "down": [H, F_j]})}, contiguous tensors taken once; None at a dense layer
         self._ffn: list[dict[int, dict[str, torch.Tensor]] | None] = []
-        self.set_experts(experts)
+        self.set_experts(experts, parameters)
         # per hosted query: {"hidden", "pe", "mask", "rows", "u", "g"}
         self._queries: dict[int, dict[str, Any]] = {}
 
-    def set_experts(self, experts: Sequence[Sequence[int]] | None) -> None:
+    def set_experts(self, experts: Sequence[Sequence[int]] | None, parameters: dict | None = None) -> None:
         """Hold the experts ``experts[l]`` at layer l (None: expert ``index`` at every layer).
 
-        Downloads their parameters (eq 6); parameters already held are kept, not copied again.
+        Downloads their parameters (eq 6): from ``parameters`` (``{layer: {j: {name:
+        tensor}}}``, what the Ray engine sends) or else from ``model.expert_parameters``;
+        parameters already held are kept, not copied again; experts no longer listed are dropped.
+
+        Raises:
+            ValueError: ``experts`` does not list every layer, or an expert's parameters are
+                neither held, given, nor in the node's model (its model holds no routed experts).
         """
         model = self._model
         L = int(model.num_layers)
@@ -106,18 +118,51 @@ class ExpertNode:
             experts = [(self.index,)] * L
         if len(experts) != L:
             raise ValueError(f"`experts` must list the experts of each of the {L} layers, got {len(experts)}")
+        given = parameters or {}
         old = self._ffn
-        self._ffn = []
+        new = []
         for layer in range(L):
             if not model.is_moe_layer(layer):
-                self._ffn.append(None)
+                new.append(None)
                 continue
             held = old[layer] if layer < len(old) and old[layer] is not None else {}
-            self._ffn.append({
-                int(j): held[int(j)] if int(j) in held
-                else {k: v.contiguous() for k, v in model.expert_parameters(layer, int(j)).items()}
-                for j in experts[layer]
-            })
+            new.append({int(j): held[int(j)] if int(j) in held else self._download(layer, int(j), given)
+                        for j in experts[layer]})
+        self._ffn = new
+
+    def _download(self, layer: int, j: int, given: dict) -> dict[str, torch.Tensor]:
+        """Expert ``j``'s parameters at ``layer``: given, or from the model (contiguous)."""
+        params = given.get(layer, {}).get(j)
+        if params is None:
+            params = self._model.expert_parameters(layer, j)
+        if any(v.is_meta for v in params.values()):
+            raise ValueError(f"node {self.index}: no parameters of expert {j} at layer {layer} "
+                             "(its model holds no routed experts: send them in `parameters`)")
+        return {k: v.contiguous() for k, v in params.items()}
+
+    def held_parameters(self) -> dict[str, Any]:
+        """What the node holds (eq 6), for inspection and memory accounting.
+
+        Returns:
+            ``{"shared": {name: bytes}`` of the model's parameters and buffers that hold
+            data (``meta`` ones, the routed experts' tensors of an actor's model, are left
+            out), ``"experts": [num_layers]`` sorted tuple of expert ids (None at a dense
+            layer), ``"expert_bytes"``: bytes of the experts' own tensors ``[B]``,
+            ``"bytes"``: the two together ``[B]``}. In-process nodes share the driver's whole
+            model, so their ``"shared"`` includes every expert's weights.
+        """
+        from .shard import tensor_bytes
+
+        model = self._model
+        named = list(model.named_parameters()) + list(model.named_buffers()) if hasattr(model, "named_parameters") else []
+        shared = {n: tensor_bytes([t]) for n, t in named if not t.is_meta}
+        expert_bytes = tensor_bytes(v for layer in self._ffn if layer for p in layer.values() for v in p.values())
+        return {
+            "shared": shared,
+            "experts": [None if layer is None else tuple(sorted(layer)) for layer in self._ffn],
+            "expert_bytes": expert_bytes,
+            "bytes": sum(shared.values()) + expert_bytes,
+        }
 
     # ------------------------------------------------------------------ service
     def ping(self) -> int:

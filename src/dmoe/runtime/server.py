@@ -2,8 +2,8 @@
 
 :class:`DMoERuntime` plays the edge server; the N expert nodes (N = K, one expert each,
 in the paper; fewer with a ``placement``, issue 12) run wherever its engine puts them
-(:mod:`dmoe.runtime.engine`: in this process, or one Ray actor per node). A
-*round* serves up to N queries, query q hosted on node q (step 1). For each layer
+(:mod:`dmoe.runtime.engine`, made by :mod:`dmoe.runtime.engines`: in this process, or one
+Ray actor per node). A *round* serves up to N queries, query q hosted on node q (step 1). For each layer
 l = 1..L it runs
 
 2. attention and gating at each query's host node; the gating scores go to the server;
@@ -74,7 +74,8 @@ from ..channels import CHANNEL_REDRAW, ChannelConfig, ChannelProcess, LayerChann
 from ..data.packing import PackedQuery
 from ..latency import round_timing
 from ..system import SystemConfig
-from .engine import Engine, Failure, make_engine
+from .engine import Engine, Failure
+from .engines import make_engine
 from .faults import FaultLog, FaultModel, NodeKill, NoLiveNodeError, least_loaded
 from .ledger import EnergyLedger, LatencyLedger
 from .node import HostedQuery
@@ -211,15 +212,16 @@ class DMoERuntime:
             if self.placement is None
             else np.broadcast_to(np.asarray(self.placement, dtype=np.int64), (L, K))
         )
+        # [N][L][E_n] the experts each node holds (eq 6, per placement)
+        node_experts = [[tuple(np.flatnonzero(self._expert_node[layer] == n).tolist()) for layer in range(L)]
+                        for n in range(N)]
         self._owns_engine = not isinstance(self.engine, Engine)
-        self._engine = make_engine(self.engine, self.model, num_nodes=N, address=self.ray_address)
+        self._engine = make_engine(self.engine, self.model, num_nodes=N, address=self.ray_address,
+                                   node_experts=node_experts)
         if self._engine.num_nodes != N:
             raise ValueError(f"`engine` runs {self._engine.num_nodes} nodes but the system has N = {N} nodes")
         # a shared engine may hold nodes that died in an earlier run: start them again
         self._engine.join_many(sorted(self._engine.probe(range(N))))
-        # [N][L][E_n] the experts each node holds (eq 6, per placement)
-        node_experts = [[tuple(np.flatnonzero(self._expert_node[layer] == n).tolist()) for layer in range(L)]
-                        for n in range(N)]
         self._engine.configure(combine=getattr(self.model, "combine", "sum"), node_experts=node_experts)
         # [N] the server's view of which nodes are up
         self.up = np.ones(N, dtype=bool)
