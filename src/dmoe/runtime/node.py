@@ -300,9 +300,10 @@ class ExpertNode:
 
         plans : per source, ``[(expert j, rows of the source's batch that selected j, or
         None for all rows), ...]``; parts : Tensor [n_i, H] per source (one batch per source,
-        :meth:`dispatch`). Returns (True, Tensor [n_ij, H] per (source, expert) in the
-        order of ``plans``): a status the server waits on, then one output batch back per
-        source and expert. Each expert runs once on its rows from every source.
+        :meth:`dispatch`). Returns (True, Tensor [sum_j n_ij, H] per source in the order of
+        ``plans``): a status the server waits on, then one output batch back per source,
+        its experts' outputs stacked in the order of its plan. Each expert runs once on its
+        rows from every source.
 
         Raises:
             ValueError: ``layer`` is a dense layer or the node does not hold an expert of a plan.
@@ -335,17 +336,26 @@ class ExpertNode:
             y = self._model.apply_expert(layer, held[j], x)
             for (slot, _), part in zip(items, torch.split(y, [len(i) for _, i in items])):
                 out[slot] = part
-        return (True, *out)
+        # one batch back per source (fewer objects to move than one per source and expert)
+        back, start = [], 0
+        for plan in plans:
+            mine = out[start : start + len(plan)]
+            start += len(plan)
+            back.append(mine[0] if len(mine) == 1 else torch.cat(mine))
+        return (True, *back)
 
     # ----------------------------------------------------------- back at the source
     @torch.no_grad()
     def combine(self, layer: int, recv, selections: dict[int, np.ndarray], *outputs: torch.Tensor):
         """Step 5: aggregate the experts' outputs and add the residual, per hosted query.
 
-        recv : [(expert j, [(qid, token rows), ...]), ...] as sent by :meth:`dispatch`;
-        selections : {qid: alpha [S, K] bool}; outputs : Tensor [n_j, H] per entry of
-        ``recv``. Returns (True, hidden [S, H] per qid in sorted qid order): a status,
-        then every query's layer output (the server keeps it as the checkpoint).
+        recv : per node the host sent to, ``[(node n, [(expert j, [(qid, token rows),
+        ...]), ...]), ...]``: the rows of each of its experts as sent by :meth:`dispatch`;
+        selections : {qid: alpha [S, K] bool}; outputs : Tensor [sum_j n_j, H] per entry of
+        ``recv`` (its experts' outputs stacked in the listed order, :meth:`ffn`). The
+        outputs are added in increasing expert order. Returns (True, hidden [S, H] per qid
+        in sorted qid order): a status, then every query's layer output (the server keeps
+        it as the checkpoint).
         """
         model = self._model
         qids = sorted(selections)
@@ -358,7 +368,13 @@ class ExpertNode:
             # [S, K] the model's combination weights for this selection (eq 8 or the family's)
             weights[q] = model.combine_weights(sel, st["g"])
             agg[q] = torch.zeros(st["u"].shape[0], st["u"].shape[1], dtype=torch.float32, device=st["u"].device)
-        for (j, parts), y in zip(recv, outputs):
+        per_expert = []
+        for (_, experts), y_node in zip(recv, outputs):
+            sizes = [sum(len(rows) for _, rows in parts) for _, parts in experts]
+            ys = [y_node] if len(experts) == 1 else torch.split(y_node, sizes)
+            per_expert.extend((int(j), parts, y) for (j, parts), y in zip(experts, ys))
+        per_expert.sort(key=lambda item: item[0])
+        for j, parts, y in per_expert:
             start = 0
             for q, rows in parts:
                 n = len(rows)

@@ -616,7 +616,8 @@ class DMoERuntime:
         A host sends each token once to every node holding one of its selected experts
         (``dispatch``: one batch per destination node); the node runs each of its selected
         experts on the rows that selected it (``ffn`` with a plan per source batch) and
-        returns one output batch per (source, expert), which the host combines."""
+        returns one output batch per source (its experts' outputs stacked), which the host
+        combines in increasing expert order."""
         eng = self._engine
         K = selection.shape[1]
         # [K] node of each expert at this layer
@@ -660,17 +661,14 @@ class DMoERuntime:
                     if place[j] == n
                 ]
         nodes = sorted({n for _, n in disp})
+        # per (host, node): the node's outputs for the host, its experts' stacked (one object)
         back = {}
         for n in nodes:
             srcs = sorted(h for h, nn in disp if nn == n)
             plan = [plans[(h, n)] for h in srcs]
-            outs = sum(len(p) for p in plan)
-            hs = eng.submit(n, "ffn", layer, plan, *[disp[(h, n)] for h in srcs], num_returns=1 + outs)
-            k = 1
-            for h, p in zip(srcs, plan):
-                for j, _ in p:
-                    back[(h, j)] = hs[k]
-                    k += 1
+            hs = eng.submit(n, "ffn", layer, plan, *[disp[(h, n)] for h in srcs], num_returns=1 + len(srcs))
+            for h, hd in zip(srcs, hs[1:]):
+                back[(h, n)] = hd
         # no barrier after the experts: a host's combine runs once its outputs are back and
         # fails (without touching its state) if one of its experts or itself died
         hosts = sorted(routes)
@@ -678,8 +676,10 @@ class DMoERuntime:
         status = []
         for h in hosts:
             qs = sorted(sels[h])
+            dests = sorted(n for hh, n in back if hh == h)
+            recv = [(n, [(j, parts) for j, parts in routes[h] if place[j] == n]) for n in dests]
             hs = eng.submit(
-                h, "combine", layer, routes[h], sels[h], *[back[(h, j)] for j, _ in routes[h]], num_returns=1 + len(qs)
+                h, "combine", layer, recv, sels[h], *[back[(h, n)] for n in dests], num_returns=1 + len(qs)
             )
             status.append(hs[0])
             outs[h] = dict(zip(qs, hs[1:]))
