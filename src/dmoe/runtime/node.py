@@ -164,6 +164,27 @@ class ExpertNode:
             "bytes": sum(shared.values()) + expert_bytes,
         }
 
+    # ------------------------------------------------------------------ wire format
+    #: How hidden states leave the node: ``"tensor"`` (in-process: the tensors themselves)
+    #: or ``"numpy"`` (a Ray actor: numpy arrays, which Ray moves through its object store
+    #: without pickling, about twice as fast as torch tensors; the values are the same bits).
+    wire = "tensor"
+
+    def _send(self, t: torch.Tensor):
+        """A hidden-state batch ``[n, H]`` as it leaves the node (:attr:`wire`)."""
+        if self.wire == "numpy" and t.device.type == "cpu" and t.dtype != torch.bfloat16:
+            return t.numpy()
+        return t
+
+    def _receive(self, x) -> torch.Tensor:
+        """A hidden-state batch as the node computes with it: a tensor on the model's device
+        (an array the object store hands out read-only is copied, so nothing can write into it)."""
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x if x.flags.writeable else x.copy())
+            device = getattr(self._model, "device", None)
+            return x if device is None or x.device == torch.device(device) else x.to(device)
+        return x
+
     # ------------------------------------------------------------------ service
     def ping(self) -> int:
         """Liveness probe; returns the node's index."""
@@ -199,7 +220,7 @@ class ExpertNode:
         for i, q in enumerate(queries):
             h = hidden[i] if i < len(hidden) else None
             state = {
-                "hidden": model.embed(q.input_ids) if h is None else h,
+                "hidden": model.embed(q.input_ids) if h is None else self._receive(h),
                 "pe": model.position_embeddings(q.positions),
                 "mask": q.attention_mask,
                 "rows": q.score_rows,
@@ -279,7 +300,7 @@ class ExpertNode:
             a = model.always_on(layer, model.ffn_input(layer, h))
             st["hidden"] = h if a is None else h + a
             new.append(st["hidden"])
-        return (True, *new)
+        return (True, *[self._send(h) for h in new])
 
     def dispatch(self, layer: int, sends: Sequence[tuple[int, Sequence[tuple[int, np.ndarray]]]]) -> list[torch.Tensor]:
         """Step 4, send side: one batch of FFN inputs per destination node.
@@ -291,6 +312,7 @@ class ExpertNode:
         for _, parts in sends:
             xs = [self._queries[q]["u"][torch.as_tensor(rows, dtype=torch.long)] for q, rows in parts]
             out.append(xs[0] if len(xs) == 1 else torch.cat(xs))
+        out = [self._send(x) for x in out]
         return out if len(out) != 1 else out[0]
 
     # ------------------------------------------------------------ at the expert node
@@ -300,10 +322,11 @@ class ExpertNode:
 
         plans : per source, ``[(expert j, rows of the source's batch that selected j, or
         None for all rows), ...]``; parts : Tensor [n_i, H] per source (one batch per source,
-        :meth:`dispatch`). Returns (True, Tensor [sum_j n_ij, H] per source in the order of
-        ``plans``): a status the server waits on, then one output batch back per source,
-        its experts' outputs stacked in the order of its plan. Each expert runs once on its
-        rows from every source.
+        :meth:`dispatch`). Returns one output batch back per source in the order of
+        ``plans`` (a tuple; the batch itself for one source), Tensor [sum_j n_ij, H]: its
+        experts' outputs stacked in the order of its plan (no status: a host's
+        :meth:`combine` fails if this call failed). Each expert runs once on its rows from
+        every source.
 
         Raises:
             ValueError: ``layer`` is a dense layer or the node does not hold an expert of a plan.
@@ -317,6 +340,7 @@ class ExpertNode:
         slots: dict[int, list] = {}
         xs, offset, n_out = [], 0, 0
         for plan, x in zip(plans, parts):
+            x = self._receive(x)
             xs.append(x)
             for j, rows in plan:
                 if int(j) not in held:
@@ -342,7 +366,8 @@ class ExpertNode:
             mine = out[start : start + len(plan)]
             start += len(plan)
             back.append(mine[0] if len(mine) == 1 else torch.cat(mine))
-        return (True, *back)
+        back = [self._send(y) for y in back]
+        return back[0] if len(back) == 1 else tuple(back)
 
     # ----------------------------------------------------------- back at the source
     @torch.no_grad()
@@ -370,6 +395,7 @@ class ExpertNode:
             agg[q] = torch.zeros(st["u"].shape[0], st["u"].shape[1], dtype=torch.float32, device=st["u"].device)
         per_expert = []
         for (_, experts), y_node in zip(recv, outputs):
+            y_node = self._receive(y_node)
             sizes = [sum(len(rows) for _, rows in parts) for _, parts in experts]
             ys = [y_node] if len(experts) == 1 else torch.split(y_node, sizes)
             per_expert.extend((int(j), parts, y) for (j, parts), y in zip(experts, ys))
@@ -391,7 +417,7 @@ class ExpertNode:
                 st.pop(key)
             st["layer"] = None
             new.append(st["hidden"])
-        return (True, *new)
+        return (True, *[self._send(h) for h in new])
 
     @torch.no_grad()
     def logits(self, qids: Sequence[int]) -> dict[int, torch.Tensor]:

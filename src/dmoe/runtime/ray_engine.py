@@ -101,7 +101,10 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None, time
 
 
 class _ActorNode(ExpertNode):
-    """The actor's class: an :class:`ExpertNode` with torch on one thread."""
+    """The actor's class: an :class:`ExpertNode` with torch on one thread, whose hidden
+    states leave it as numpy arrays (:attr:`~dmoe.runtime.node.ExpertNode.wire`)."""
+
+    wire = "numpy"
 
     def __init__(self, index: int, model, experts=None, parameters=None) -> None:
         import torch

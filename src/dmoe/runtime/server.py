@@ -666,8 +666,8 @@ class DMoERuntime:
         for n in nodes:
             srcs = sorted(h for h, nn in disp if nn == n)
             plan = [plans[(h, n)] for h in srcs]
-            hs = eng.submit(n, "ffn", layer, plan, *[disp[(h, n)] for h in srcs], num_returns=1 + len(srcs))
-            for h, hd in zip(srcs, hs[1:]):
+            hs = eng.submit(n, "ffn", layer, plan, *[disp[(h, n)] for h in srcs], num_returns=len(srcs))
+            for h, hd in zip(srcs, hs):
                 back[(h, n)] = hd
         # no barrier after the experts: a host's combine runs once its outputs are back and
         # fails (without touching its state) if one of its experts or itself died
