@@ -42,7 +42,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["ExpertNode", "HostedQuery"]
+__all__ = ["ExpertNode", "HostedQuery", "as_tensor"]
+
+
+def as_tensor(x, device=None) -> torch.Tensor:
+    """A tensor sent by a node (:attr:`ExpertNode.wire`): a tensor passes through; a numpy
+    array becomes a tensor with the same bits (copied when the object store handed it out
+    read-only, so nothing can write into shared memory), on ``device`` when given."""
+    if not isinstance(x, np.ndarray):
+        return x
+    t = torch.from_numpy(x if x.flags.writeable else x.copy())
+    return t if device is None or t.device == torch.device(device) else t.to(device)
 
 
 @dataclass
@@ -179,11 +189,7 @@ class ExpertNode:
     def _receive(self, x) -> torch.Tensor:
         """A hidden-state batch as the node computes with it: a tensor on the model's device
         (an array the object store hands out read-only is copied, so nothing can write into it)."""
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(x if x.flags.writeable else x.copy())
-            device = getattr(self._model, "device", None)
-            return x if device is None or x.device == torch.device(device) else x.to(device)
-        return x
+        return as_tensor(x, getattr(self._model, "device", None))
 
     # ------------------------------------------------------------------ service
     def ping(self) -> int:
@@ -421,5 +427,7 @@ class ExpertNode:
 
     @torch.no_grad()
     def logits(self, qids: Sequence[int]) -> dict[int, torch.Tensor]:
-        """Next-token logits ``[n_scored, V]`` of each hosted query at its score rows."""
-        return {q: self._model.logits(self._queries[q]["hidden"][self._queries[q]["rows"]]).cpu() for q in qids}
+        """Next-token logits ``[n_scored, V]`` of each hosted query at its score rows (in the
+        node's :attr:`wire` format: the server turns them into tensors with :func:`as_tensor`)."""
+        return {q: self._send(self._model.logits(self._queries[q]["hidden"][self._queries[q]["rows"]]).cpu())
+                for q in qids}

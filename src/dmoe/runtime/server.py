@@ -78,7 +78,7 @@ from .engine import Engine, Failure
 from .engines import make_engine
 from .faults import FaultLog, FaultModel, NodeKill, NoLiveNodeError, least_loaded
 from .ledger import EnergyLedger, LatencyLedger
-from .node import HostedQuery
+from .node import HostedQuery, as_tensor
 from .transfer import transmit
 
 
@@ -584,7 +584,7 @@ class DMoERuntime:
             vals = eng.get([eng.submit(h, "logits", groups[h])[0] for h in hosts])
             for v in vals:
                 if not isinstance(v, Failure):
-                    logits.update(v)
+                    logits.update({q: as_tensor(x) for q, x in v.items()})
             self._failed(hosts, vals, r, L - 1, st)
         return logits
 
