@@ -230,6 +230,7 @@ class ExpertNode:
                 "pe": model.position_embeddings(q.positions),
                 "mask": q.attention_mask,
                 "rows": q.score_rows,
+                "done": None,  # the last layer this node completed for the query (None: unknown)
             }
             if q.cached:
                 if q.attention_mask is not None or h is not None:
@@ -259,6 +260,7 @@ class ExpertNode:
             st["positions"] = torch.as_tensor(q.positions).long()
             st["pe"] = model.position_embeddings(st["positions"])
             st["rows"] = q.score_rows
+            st["done"] = None
         return True
 
     def _attend(self, layer: int, st: dict) -> torch.Tensor:
@@ -292,6 +294,19 @@ class ExpertNode:
         return out
 
     @torch.no_grad()
+    def attend_ahead(self, layer: int, qids: Sequence[int]) -> dict[int, np.ndarray]:
+        """:meth:`attend_gate` of ``layer`` for those of ``qids`` this node completed layer
+        ``layer - 1`` for and that have not attended ``layer`` yet; the others are left as
+        they are. The server sends it right behind :meth:`combine` (saving a round trip per
+        layer round) when no node can fail before the next layer's attention.
+
+        Returns ``{qid: scores [S, K] float32}`` of the queries it attended.
+        """
+        ready = [q for q in qids if q in self._queries and self._queries[q].get("done") == layer - 1
+                 and self._queries[q].get("layer") is None]
+        return self.attend_gate(layer, ready)
+
+    @torch.no_grad()
     def dense_layer(self, layer: int, qids: Sequence[int]):
         """A layer with nothing to schedule: attention and the always-on FFN at the source.
 
@@ -305,6 +320,7 @@ class ExpertNode:
             h = self._attend(layer, st)
             a = model.always_on(layer, model.ffn_input(layer, h))
             st["hidden"] = h if a is None else h + a
+            st["done"] = layer
             new.append(st["hidden"])
         return (True, *[self._send(h) for h in new])
 
@@ -422,6 +438,7 @@ class ExpertNode:
             for key in ("attended", "u", "g", "always"):
                 st.pop(key)
             st["layer"] = None
+            st["done"] = layer
             new.append(st["hidden"])
         return (True, *[self._send(h) for h in new])
 

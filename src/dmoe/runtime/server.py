@@ -475,6 +475,7 @@ class DMoERuntime:
         """
         L = int(self.model.num_layers)
         eng = self._engine
+        st.ahead = {}
         n = len(st.active)
         rates = None
         model = self.model
@@ -493,7 +494,10 @@ class DMoERuntime:
             # [K, K, M] what transfers (re-hosts included) meet in this layer round
             rates = chan.true_rates
             pending = set(st.active) - st.lost
-            st.scores = {}
+            # the scores the hosts sent ahead, right behind the previous layer's combine
+            st.scores = {q: g for q, (lay, h, g) in st.ahead.items()
+                         if lay == layer and q in pending and st.host[q] == h and self.up[h]}
+            st.ahead = {}
             attempt = 0
             while pending:
                 need = sorted(q for q in pending if q not in st.scores)
@@ -547,7 +551,11 @@ class DMoERuntime:
                 if attempt == 0:
                     for j in kills["experts"]:
                         eng.kill(j)
-                done = self._experts(layer, order, offsets, selection, r, st)
+                # the next layer's attention can start right behind this combine when no node
+                # can fail before it (its attention-phase kills would be drawn from these nodes)
+                ahead = (layer + 1 < L and model.is_moe_layer(layer + 1)
+                         and not self.fault_model.draw(r, layer + 1, self.up)["attention"])
+                done = self._experts(layer, order, offsets, selection, r, st, ahead=ahead)
                 completed = np.repeat(np.array([q in done for q in order], dtype=bool), lengths)
                 self.ledger.charge_outcome(layer, sent, sched.feasible, completed=completed, source=source)
                 timing = round_timing(
@@ -609,9 +617,11 @@ class DMoERuntime:
             self._failed(hosts, vals, r, layer, st)
             pending = [q for q in pending if q not in st.lost]
 
-    def _experts(self, layer, order, offsets, selection, r, st) -> dict:
+    def _experts(self, layer, order, offsets, selection, r, st, ahead: bool = False) -> dict:
         """Steps 4-5 for the pending queries; returns {qid: checkpoint handle} of the
-        queries whose layer round completed (all, unless a node died).
+        queries whose layer round completed (all, unless a node died). With ``ahead``,
+        each host also runs step 2 of the next layer right behind its combine
+        (``attend_ahead``, for the queries it completed), and the scores wait in ``st.ahead``.
 
         A host sends each token once to every node holding one of its selected experts
         (``dispatch``: one batch per destination node); the node runs each of its selected
@@ -683,12 +693,18 @@ class DMoERuntime:
             )
             status.append(hs[0])
             outs[h] = dict(zip(qs, hs[1:]))
-        vals = eng.get(status)
+        spec = [eng.submit(h, "attend_ahead", layer + 1, sorted(sels[h]))[0] for h in hosts] if ahead else []
+        vals = eng.get(status + spec)
+        vals, spec = vals[: len(status)], vals[len(status) :]
         done = {}
         for h, v in zip(hosts, vals):
             if not isinstance(v, Failure):
                 done.update(outs[h])
         self._failed(sorted(set(hosts) | set(nodes)), vals, r, layer, st)
+        for h, v in zip(hosts, spec):
+            # a host that died after its combine fails here: the next layer finds out as before
+            if not isinstance(v, Failure):
+                st.ahead.update({q: (layer + 1, h, g) for q, g in v.items()})
         return done
 
 
@@ -716,6 +732,7 @@ class RoundState:
     scores: dict  # {qid: [S, K] float32} gating scores of this layer round
     active: list = field(default_factory=list)  # qids served in this round
     lost: set = field(default_factory=set)  # cached qids whose host died this round (KV cache lost)
+    ahead: dict = field(default_factory=dict)  # {qid: (layer, host, scores)} step 2 run ahead
 
     @classmethod
     def new(cls, hosted: Sequence[HostedQuery], up: np.ndarray) -> "RoundState":
