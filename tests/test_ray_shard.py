@@ -216,3 +216,24 @@ def test_each_actor_holds_its_share_and_ray_equals_local(ray_session, tiny_moe, 
         same(run("local", other), remote)
     finally:
         eng.shutdown()
+
+
+def test_attend_ahead_only_after_the_previous_layer_and_once(tiny_moe, tiny_tokenizer):
+    """The server's look-ahead (step 2 right behind step 5) attends a query only once its
+    host completed the previous layer, and never twice."""
+    from dmoe.data import load_mmlu, pack_question
+    from dmoe.runtime.node import HostedQuery
+
+    q = pack_question(tiny_tokenizer, load_mmlu("anatomy", limit=1)[0])
+    hq = HostedQuery(0, q.input_ids, q.positions, q.attention_mask, q.score_rows)
+    a, b = ExpertNode(0, tiny_moe), ExpertNode(0, tiny_moe)
+    for node in (a, b):
+        node.host([hq])
+    assert a.attend_ahead(0, [0]) == {}  # nothing completed yet: layer 0 is the server's to start
+    for node in (a, b):
+        node.dense_layer(0, [0])  # layer 0 completed (the whole FFN at the host)
+    ahead = a.attend_ahead(1, [0, 7])  # an unknown query is skipped
+    ref = b.attend_gate(1, [0])
+    assert ahead.keys() == {0} and np.array_equal(ahead[0], ref[0])
+    assert a.attend_ahead(1, [0]) == {}  # never twice
+    assert torch.equal(a._queries[0]["u"], b._queries[0]["u"])

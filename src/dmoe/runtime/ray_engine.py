@@ -111,6 +111,22 @@ class _ActorNode(ExpertNode):
 
         torch.set_num_threads(1)
         super().__init__(index, model, experts, parameters)
+        _release_free_memory()
+
+    def set_experts(self, experts, parameters=None) -> None:
+        super().set_experts(experts, parameters)
+        _release_free_memory()
+
+
+def _release_free_memory() -> None:
+    """Give the heap memory freed after unpickling the model back to the system (glibc's
+    ``malloc_trim``; about 80 MiB per actor on the default model); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class RayEngine(Engine):
