@@ -143,7 +143,7 @@ def main() -> int:
         ray.kill(bare)
         del full_ref
 
-        print(f"\n== memory per actor (MiB) ==")
+        print("\n== memory per actor (MiB) ==")
         print(f"full model: parameters + buffers {_mib(full_bytes)} MiB, of which routed experts "
               f"{_mib(expert_bytes)} MiB ({100 * expert_bytes / full_bytes:.0f}%)")
         print(f"{'actor':<26}{'param bytes':>12}{'RSS':>8}{'USS':>8}{'RSS - bare':>12}")

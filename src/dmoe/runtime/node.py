@@ -164,7 +164,9 @@ class ExpertNode:
         from .shard import tensor_bytes
 
         model = self._model
-        named = list(model.named_parameters()) + list(model.named_buffers()) if hasattr(model, "named_parameters") else []
+        named = []
+        if hasattr(model, "named_parameters"):
+            named = list(model.named_parameters()) + list(model.named_buffers())
         shared = {n: tensor_bytes([t]) for n, t in named if not t.is_meta}
         expert_bytes = tensor_bytes(v for layer in self._ffn if layer for p in layer.values() for v in p.values())
         return {

@@ -3,8 +3,8 @@
 :class:`DMoERuntime` plays the edge server; the N expert nodes (N = K, one expert each,
 in the paper; fewer with a ``placement``, issue 12) run wherever its engine puts them
 (:mod:`dmoe.runtime.engine`, made by :mod:`dmoe.runtime.engines`: in this process, or one
-Ray actor per node). A *round* serves up to N queries, query q hosted on node q (step 1). For each layer
-l = 1..L it runs
+Ray actor per node). A *round* serves up to N queries, query q hosted on node q (step 1).
+For each layer l = 1..L it runs
 
 2. attention and gating at each query's host node; the gating scores go to the server;
 3. the policy's schedule for all tokens of the round (expert selection alpha and
