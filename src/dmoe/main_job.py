@@ -35,7 +35,7 @@ from .results import (
     write_summary,
     write_summary_csv,
 )
-from .runtime.engine import ENGINES, make_engine
+from .runtime.engines import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .runtime.faults import NoLiveNodeError, check_failure_rate
 from .runtime.quality import full_reference, full_text_nll, perplexity

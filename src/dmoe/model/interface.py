@@ -145,6 +145,17 @@ class ExpertModel(abc.ABC):
     def expert_parameters(self, layer: int, expert: int) -> dict[str, torch.Tensor]:
         """What expert ``expert``'s node holds for ``layer`` (eq 6)."""
 
+    def expert_parameter_names(self) -> list[str]:
+        """Names (as in ``named_parameters()``) of the tensors that hold routed experts' weights.
+
+        What only an expert's node holds (eq 6): a node downloads every other parameter
+        (attention blocks, norms, routers, embedding, LM head, always-on parts) and, of
+        these tensors, only its own experts' slices (:meth:`expert_parameters`). The Ray
+        engine uses this to send each actor its share. Default: none known (``[]``),
+        every node then receives the whole model.
+        """
+        return []
+
     @abc.abstractmethod
     def apply_expert(self, layer: int, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Run an expert from its held parameters: ``[N, H] -> [N, H]``."""

@@ -2,7 +2,8 @@
 air, the energy and latency ledgers, evaluation and quality measures against the full model,
 and text generation (prefill and decode rounds with KV caches at the hosts)."""
 
-from .engine import ENGINES, Engine, Failure, LocalEngine, make_engine
+from .engine import Engine, Failure, LocalEngine
+from .engines import ENGINES, make_engine
 from .evaluate import PolicyResult, evaluate_perplexity, evaluate_policy
 from .faults import FAULT_PHASES, FaultLog, FaultModel, NodeKill, NoLiveNodeError
 from .ledger import EnergyLedger, LatencyLedger, LayerTotals

@@ -16,22 +16,36 @@ A call to a node that has died yields a :class:`Failure` instead of a value (and
 any call that received a failed handle as an argument); :meth:`Engine.probe` tells which
 nodes are dead. Both engines can be told to kill a node (fault injection) and to start a
 new node in a dead node's place (rejoin).
+
+The factory that makes an engine from its name, :func:`dmoe.runtime.engines.make_engine`,
+lives in its own module, which imports this one and the Ray engine's (never the reverse).
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .node import ExpertNode
 
-__all__ = ["ENGINES", "Engine", "Failure", "LocalEngine", "make_engine"]
+__all__ = ["Engine", "Failure", "LocalEngine"]
 
-#: Engine names accepted by ``engine=`` and ``--engine``.
-ENGINES = ("local", "ray")
+
+def __getattr__(name: str):
+    # ``make_engine`` and ``ENGINES`` live in :mod:`dmoe.runtime.engines` (the factory, which
+    # imports this module); the old import path keeps working, imported on first use
+    if name in ("make_engine", "ENGINES"):
+        import warnings
+
+        from . import engines
+
+        warnings.warn(f"`dmoe.runtime.engine.{name}` moved to `dmoe.runtime.engines.{name}` "
+                      "(also `dmoe.runtime.{name}`)", DeprecationWarning, stacklevel=2)
+        return getattr(engines, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -89,15 +103,23 @@ class Engine(abc.ABC):
             ValueError: ``node_experts`` does not have one entry per node.
         """
         if node_experts is not None:
-            if len(node_experts) != self.num_nodes:
-                raise ValueError(
-                    f"`node_experts` must have one entry per node ({self.num_nodes}), got {len(node_experts)}"
-                )
-            self.node_experts = [[tuple(int(j) for j in layer) for layer in node] for node in node_experts]
-            handles = [h for n in range(self.num_nodes) for h in self.submit(n, "set_experts", self.node_experts[n])]
+            self.node_experts = self._check_node_experts(node_experts)
+            handles = [h for n in range(self.num_nodes) for h in self._set_experts(n, self.node_experts[n])]
             self.get(handles)
         handles = [h for j in range(self.num_nodes) for h in self.submit(j, "set_combine", combine)]
         self.get(handles)
+
+    def _check_node_experts(self, node_experts) -> list:
+        """``node_experts`` as lists of int tuples, one entry per node (ValueError otherwise)."""
+        if len(node_experts) != self.num_nodes:
+            raise ValueError(
+                f"`node_experts` must have one entry per node ({self.num_nodes}), got {len(node_experts)}"
+            )
+        return [[tuple(int(j) for j in layer) for layer in node] for node in node_experts]
+
+    def _set_experts(self, node: int, experts) -> list:
+        """Tell ``node`` to hold ``experts`` (``[num_layers][E_n]``); the call's handles."""
+        return self.submit(node, "set_experts", experts)
 
     def _experts_of(self, node: int):
         """The experts a (re)started ``node`` holds (None: the paper's expert ``node``)."""
@@ -119,14 +141,23 @@ class LocalEngine(Engine):
     Args:
         model: the expert model (shared read-only by the nodes).
         num_nodes: N (default K = ``model.num_experts``, one expert per node).
+        node_experts: ``[num_nodes][num_layers][E_n]`` the experts each node holds (None:
+            node n holds expert n at every layer).
+
+    Raises:
+        ValueError: ``node_experts`` does not have one entry per node.
     """
 
     name = "local"
 
-    def __init__(self, model, num_nodes: int | None = None) -> None:
+    def __init__(self, model, num_nodes: int | None = None, *, node_experts=None) -> None:
         self._model = model
         self.num_nodes = int(num_nodes if num_nodes is not None else model.num_experts)
-        self._nodes: list[ExpertNode | None] = [ExpertNode(j, model) for j in range(self.num_nodes)]
+        if node_experts is not None:
+            self.node_experts = self._check_node_experts(node_experts)
+        self._nodes: list[ExpertNode | None] = [
+            ExpertNode(j, model, self._experts_of(j)) for j in range(self.num_nodes)
+        ]
 
     def submit(self, node: int, method: str, *args, num_returns: int = 1) -> list:
         target = self._nodes[node]
@@ -150,31 +181,3 @@ class LocalEngine(Engine):
     def alive(self) -> np.ndarray:
         """``[K]`` bool: nodes that are running."""
         return np.array([n is not None for n in self._nodes])
-
-
-def make_engine(engine: str | Engine, model, *, num_nodes: int | None = None, address: str | None = None,
-                **ray_options: Any) -> Engine:
-    """An :class:`Engine` from its name (``"local"`` or ``"ray"``); an Engine passes through.
-
-    Args:
-        engine: ``"local"``, ``"ray"`` or an :class:`Engine`.
-        model: the expert model the nodes run.
-        num_nodes: N (default K = ``model.num_experts``, one expert per node).
-        address: Ray only: address of an existing cluster (``"auto"``, ``"ray://host:port"``,
-            ``"host:port"``); None starts Ray embedded with this machine's CPUs.
-
-    Raises:
-        ValueError: unknown ``engine``; ``address`` given for the local engine.
-        ConnectionError: Ray cluster unreachable (see :class:`~dmoe.runtime.ray_engine.RayEngine`).
-    """
-    if isinstance(engine, Engine):
-        return engine
-    if engine == "local":
-        if address is not None:
-            raise ValueError("`ray_address` (--ray-address) needs `engine`='ray' (--engine ray)")
-        return LocalEngine(model, num_nodes)
-    if engine == "ray":
-        from .ray_engine import RayEngine
-
-        return RayEngine(model, num_nodes, address=address, **ray_options)
-    raise ValueError(f"`engine` must be one of {', '.join(repr(e) for e in ENGINES)} or an Engine, got {engine!r}")

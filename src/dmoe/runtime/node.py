@@ -42,7 +42,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["ExpertNode", "HostedQuery"]
+__all__ = ["ExpertNode", "HostedQuery", "as_tensor"]
+
+
+def as_tensor(x, device=None) -> torch.Tensor:
+    """A tensor sent by a node (:attr:`ExpertNode.wire`): a tensor passes through; a numpy
+    array becomes a tensor with the same bits (copied when the object store handed it out
+    read-only, so nothing can write into shared memory), on ``device`` when given."""
+    if not isinstance(x, np.ndarray):
+        return x
+    t = torch.from_numpy(x if x.flags.writeable else x.copy())
+    return t if device is None or t.device == torch.device(device) else t.to(device)
 
 
 @dataclass
@@ -79,26 +89,38 @@ class ExpertNode:
     model : ExpertModel
         The expert model whose blocks the node downloads (eq 6). In-process, this is the
         driver's model (read-only, shared by reference); in a Ray actor it is the actor's
-        own copy, fetched once from the object store.
+        own copy of the shared blocks, fetched once from the object store, without the
+        routed experts' weights (:func:`dmoe.runtime.shard.shared_model`).
     experts : sequence of sequence of int, optional
         ``[num_layers][E_n^(l)]`` the experts the node holds at each layer (issue 12:
         several experts per node); default expert ``index`` at every layer (the paper).
+    parameters : dict, optional
+        ``{layer: {expert j: {name: tensor}}}`` the experts' parameters
+        (:func:`dmoe.runtime.shard.expert_share`); an expert missing here is taken from
+        ``model.expert_parameters``.
     """
 
-    def __init__(self, index: int, model, experts: Sequence[Sequence[int]] | None = None) -> None:
+    def __init__(self, index: int, model, experts: Sequence[Sequence[int]] | None = None,
+                 parameters: dict | None = None) -> None:
         self.index = int(index)
         self._model = model
         # per layer: {expert j: its parameters (eq 6; carved: {"gate": [F_j, H], "up":
         # [F_j, H], "down": [H, F_j]})}, contiguous tensors taken once; None at a dense layer
         self._ffn: list[dict[int, dict[str, torch.Tensor]] | None] = []
-        self.set_experts(experts)
+        self.set_experts(experts, parameters)
         # per hosted query: {"hidden", "pe", "mask", "rows", "u", "g"}
         self._queries: dict[int, dict[str, Any]] = {}
 
-    def set_experts(self, experts: Sequence[Sequence[int]] | None) -> None:
+    def set_experts(self, experts: Sequence[Sequence[int]] | None, parameters: dict | None = None) -> None:
         """Hold the experts ``experts[l]`` at layer l (None: expert ``index`` at every layer).
 
-        Downloads their parameters (eq 6); parameters already held are kept, not copied again.
+        Downloads their parameters (eq 6): from ``parameters`` (``{layer: {j: {name:
+        tensor}}}``, what the Ray engine sends) or else from ``model.expert_parameters``;
+        parameters already held are kept, not copied again; experts no longer listed are dropped.
+
+        Raises:
+            ValueError: ``experts`` does not list every layer, or an expert's parameters are
+                neither held, given, nor in the node's model (its model holds no routed experts).
         """
         model = self._model
         L = int(model.num_layers)
@@ -106,18 +128,70 @@ class ExpertNode:
             experts = [(self.index,)] * L
         if len(experts) != L:
             raise ValueError(f"`experts` must list the experts of each of the {L} layers, got {len(experts)}")
+        given = parameters or {}
         old = self._ffn
-        self._ffn = []
+        new = []
         for layer in range(L):
             if not model.is_moe_layer(layer):
-                self._ffn.append(None)
+                new.append(None)
                 continue
             held = old[layer] if layer < len(old) and old[layer] is not None else {}
-            self._ffn.append({
-                int(j): held[int(j)] if int(j) in held
-                else {k: v.contiguous() for k, v in model.expert_parameters(layer, int(j)).items()}
-                for j in experts[layer]
-            })
+            new.append({int(j): held[int(j)] if int(j) in held else self._download(layer, int(j), given)
+                        for j in experts[layer]})
+        self._ffn = new
+
+    def _download(self, layer: int, j: int, given: dict) -> dict[str, torch.Tensor]:
+        """Expert ``j``'s parameters at ``layer``: given, or from the model (contiguous)."""
+        params = given.get(layer, {}).get(j)
+        if params is None:
+            params = self._model.expert_parameters(layer, j)
+        if any(v.is_meta for v in params.values()):
+            raise ValueError(f"node {self.index}: no parameters of expert {j} at layer {layer} "
+                             "(its model holds no routed experts: send them in `parameters`)")
+        return {k: v.contiguous() for k, v in params.items()}
+
+    def held_parameters(self) -> dict[str, Any]:
+        """What the node holds (eq 6), for inspection and memory accounting.
+
+        Returns:
+            ``{"shared": {name: bytes}`` of the model's parameters and buffers that hold
+            data (``meta`` ones, the routed experts' tensors of an actor's model, are left
+            out), ``"experts": [num_layers]`` sorted tuple of expert ids (None at a dense
+            layer), ``"expert_bytes"``: bytes of the experts' own tensors ``[B]``,
+            ``"bytes"``: the two together ``[B]``}. In-process nodes share the driver's whole
+            model, so their ``"shared"`` includes every expert's weights.
+        """
+        from .shard import tensor_bytes
+
+        model = self._model
+        named = []
+        if hasattr(model, "named_parameters"):
+            named = list(model.named_parameters()) + list(model.named_buffers())
+        shared = {n: tensor_bytes([t]) for n, t in named if not t.is_meta}
+        expert_bytes = tensor_bytes(v for layer in self._ffn if layer for p in layer.values() for v in p.values())
+        return {
+            "shared": shared,
+            "experts": [None if layer is None else tuple(sorted(layer)) for layer in self._ffn],
+            "expert_bytes": expert_bytes,
+            "bytes": sum(shared.values()) + expert_bytes,
+        }
+
+    # ------------------------------------------------------------------ wire format
+    #: How hidden states leave the node: ``"tensor"`` (in-process: the tensors themselves)
+    #: or ``"numpy"`` (a Ray actor: numpy arrays, which Ray moves through its object store
+    #: without pickling, about twice as fast as torch tensors; the values are the same bits).
+    wire = "tensor"
+
+    def _send(self, t: torch.Tensor):
+        """A hidden-state batch ``[n, H]`` as it leaves the node (:attr:`wire`)."""
+        if self.wire == "numpy" and t.device.type == "cpu" and t.dtype != torch.bfloat16:
+            return t.numpy()
+        return t
+
+    def _receive(self, x) -> torch.Tensor:
+        """A hidden-state batch as the node computes with it: a tensor on the model's device
+        (an array the object store hands out read-only is copied, so nothing can write into it)."""
+        return as_tensor(x, getattr(self._model, "device", None))
 
     # ------------------------------------------------------------------ service
     def ping(self) -> int:
@@ -154,10 +228,11 @@ class ExpertNode:
         for i, q in enumerate(queries):
             h = hidden[i] if i < len(hidden) else None
             state = {
-                "hidden": model.embed(q.input_ids) if h is None else h,
+                "hidden": model.embed(q.input_ids) if h is None else self._receive(h),
                 "pe": model.position_embeddings(q.positions),
                 "mask": q.attention_mask,
                 "rows": q.score_rows,
+                "done": None,  # the last layer this node completed for the query (None: unknown)
             }
             if q.cached:
                 if q.attention_mask is not None or h is not None:
@@ -187,6 +262,7 @@ class ExpertNode:
             st["positions"] = torch.as_tensor(q.positions).long()
             st["pe"] = model.position_embeddings(st["positions"])
             st["rows"] = q.score_rows
+            st["done"] = None
         return True
 
     def _attend(self, layer: int, st: dict) -> torch.Tensor:
@@ -220,6 +296,19 @@ class ExpertNode:
         return out
 
     @torch.no_grad()
+    def attend_ahead(self, layer: int, qids: Sequence[int]) -> dict[int, np.ndarray]:
+        """:meth:`attend_gate` of ``layer`` for those of ``qids`` this node completed layer
+        ``layer - 1`` for and that have not attended ``layer`` yet; the others are left as
+        they are. The server sends it right behind :meth:`combine` (saving a round trip per
+        layer round) when no node can fail before the next layer's attention.
+
+        Returns ``{qid: scores [S, K] float32}`` of the queries it attended.
+        """
+        ready = [q for q in qids if q in self._queries and self._queries[q].get("done") == layer - 1
+                 and self._queries[q].get("layer") is None]
+        return self.attend_gate(layer, ready)
+
+    @torch.no_grad()
     def dense_layer(self, layer: int, qids: Sequence[int]):
         """A layer with nothing to schedule: attention and the always-on FFN at the source.
 
@@ -233,8 +322,9 @@ class ExpertNode:
             h = self._attend(layer, st)
             a = model.always_on(layer, model.ffn_input(layer, h))
             st["hidden"] = h if a is None else h + a
+            st["done"] = layer
             new.append(st["hidden"])
-        return (True, *new)
+        return (True, *[self._send(h) for h in new])
 
     def dispatch(self, layer: int, sends: Sequence[tuple[int, Sequence[tuple[int, np.ndarray]]]]) -> list[torch.Tensor]:
         """Step 4, send side: one batch of FFN inputs per destination node.
@@ -246,6 +336,7 @@ class ExpertNode:
         for _, parts in sends:
             xs = [self._queries[q]["u"][torch.as_tensor(rows, dtype=torch.long)] for q, rows in parts]
             out.append(xs[0] if len(xs) == 1 else torch.cat(xs))
+        out = [self._send(x) for x in out]
         return out if len(out) != 1 else out[0]
 
     # ------------------------------------------------------------ at the expert node
@@ -255,9 +346,11 @@ class ExpertNode:
 
         plans : per source, ``[(expert j, rows of the source's batch that selected j, or
         None for all rows), ...]``; parts : Tensor [n_i, H] per source (one batch per source,
-        :meth:`dispatch`). Returns (True, Tensor [n_ij, H] per (source, expert) in the
-        order of ``plans``): a status the server waits on, then one output batch back per
-        source and expert. Each expert runs once on its rows from every source.
+        :meth:`dispatch`). Returns one output batch back per source in the order of
+        ``plans`` (a tuple; the batch itself for one source), Tensor [sum_j n_ij, H]: its
+        experts' outputs stacked in the order of its plan (no status: a host's
+        :meth:`combine` fails if this call failed). Each expert runs once on its rows from
+        every source.
 
         Raises:
             ValueError: ``layer`` is a dense layer or the node does not hold an expert of a plan.
@@ -271,6 +364,7 @@ class ExpertNode:
         slots: dict[int, list] = {}
         xs, offset, n_out = [], 0, 0
         for plan, x in zip(plans, parts):
+            x = self._receive(x)
             xs.append(x)
             for j, rows in plan:
                 if int(j) not in held:
@@ -290,17 +384,27 @@ class ExpertNode:
             y = self._model.apply_expert(layer, held[j], x)
             for (slot, _), part in zip(items, torch.split(y, [len(i) for _, i in items])):
                 out[slot] = part
-        return (True, *out)
+        # one batch back per source (fewer objects to move than one per source and expert)
+        back, start = [], 0
+        for plan in plans:
+            mine = out[start : start + len(plan)]
+            start += len(plan)
+            back.append(mine[0] if len(mine) == 1 else torch.cat(mine))
+        back = [self._send(y) for y in back]
+        return back[0] if len(back) == 1 else tuple(back)
 
     # ----------------------------------------------------------- back at the source
     @torch.no_grad()
     def combine(self, layer: int, recv, selections: dict[int, np.ndarray], *outputs: torch.Tensor):
         """Step 5: aggregate the experts' outputs and add the residual, per hosted query.
 
-        recv : [(expert j, [(qid, token rows), ...]), ...] as sent by :meth:`dispatch`;
-        selections : {qid: alpha [S, K] bool}; outputs : Tensor [n_j, H] per entry of
-        ``recv``. Returns (True, hidden [S, H] per qid in sorted qid order): a status,
-        then every query's layer output (the server keeps it as the checkpoint).
+        recv : per node the host sent to, ``[(node n, [(expert j, [(qid, token rows),
+        ...]), ...]), ...]``: the rows of each of its experts as sent by :meth:`dispatch`;
+        selections : {qid: alpha [S, K] bool}; outputs : Tensor [sum_j n_j, H] per entry of
+        ``recv`` (its experts' outputs stacked in the listed order, :meth:`ffn`). The
+        outputs are added in increasing expert order. Returns (True, hidden [S, H] per qid
+        in sorted qid order): a status, then every query's layer output (the server keeps
+        it as the checkpoint).
         """
         model = self._model
         qids = sorted(selections)
@@ -313,7 +417,14 @@ class ExpertNode:
             # [S, K] the model's combination weights for this selection (eq 8 or the family's)
             weights[q] = model.combine_weights(sel, st["g"])
             agg[q] = torch.zeros(st["u"].shape[0], st["u"].shape[1], dtype=torch.float32, device=st["u"].device)
-        for (j, parts), y in zip(recv, outputs):
+        per_expert = []
+        for (_, experts), y_node in zip(recv, outputs):
+            y_node = self._receive(y_node)
+            sizes = [sum(len(rows) for _, rows in parts) for _, parts in experts]
+            ys = [y_node] if len(experts) == 1 else torch.split(y_node, sizes)
+            per_expert.extend((int(j), parts, y) for (j, parts), y in zip(experts, ys))
+        per_expert.sort(key=lambda item: item[0])
+        for j, parts, y in per_expert:
             start = 0
             for q, rows in parts:
                 n = len(rows)
@@ -329,10 +440,13 @@ class ExpertNode:
             for key in ("attended", "u", "g", "always"):
                 st.pop(key)
             st["layer"] = None
+            st["done"] = layer
             new.append(st["hidden"])
-        return (True, *new)
+        return (True, *[self._send(h) for h in new])
 
     @torch.no_grad()
     def logits(self, qids: Sequence[int]) -> dict[int, torch.Tensor]:
-        """Next-token logits ``[n_scored, V]`` of each hosted query at its score rows."""
-        return {q: self._model.logits(self._queries[q]["hidden"][self._queries[q]["rows"]]).cpu() for q in qids}
+        """Next-token logits ``[n_scored, V]`` of each hosted query at its score rows (in the
+        node's :attr:`wire` format: the server turns them into tensors with :func:`as_tensor`)."""
+        return {q: self._send(self._model.logits(self._queries[q]["hidden"][self._queries[q]["rows"]]).cpu())
+                for q in qids}

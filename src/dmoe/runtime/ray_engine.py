@@ -1,9 +1,14 @@
 """The Ray engine: every expert node is a Ray actor in its own process.
 
-Start-up: the model is put into Ray's object store once (``ray.put``); each of the K
-actors fetches it from there (no per-actor pickling by the driver), sets torch to one
-thread, and takes its own FFN parameters (eq 6) as in-process nodes do
-(:class:`~dmoe.runtime.node.ExpertNode` is the actor's class). A node's call is an actor
+Start-up: each actor receives only its node's share of the model (eq 6,
+:mod:`dmoe.runtime.shard`): the model without the routed experts' weights
+(:func:`~dmoe.runtime.shard.shared_model`: attention blocks, norms, routers, embedding, LM
+head, always-on parts) is put into Ray's object store once (``ray.put``) and every actor
+fetches it from there; the parameters of the node's own experts
+(:func:`~dmoe.runtime.shard.expert_share`, contiguous copies taken on the driver) go with
+the actor's creation, and with :meth:`RayEngine.configure` only those of experts the actor
+does not hold yet. Each actor sets torch to one thread and runs an
+:class:`~dmoe.runtime.node.ExpertNode`, the in-process node's class. A node's call is an actor
 task; its handles are ``ObjectRef`` s, and a handle passed to another node's call travels
 from actor to actor through the object store: hidden states never pass through the
 driver (the edge server), which only fetches gating scores, small status flags and the
@@ -36,6 +41,7 @@ import numpy as np
 
 from .engine import Engine, Failure
 from .node import ExpertNode
+from .shard import expert_share, shared_model
 
 __all__ = ["RayEngine", "connect_ray"]
 
@@ -95,21 +101,43 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None, time
 
 
 class _ActorNode(ExpertNode):
-    """The actor's class: an :class:`ExpertNode` with torch on one thread."""
+    """The actor's class: an :class:`ExpertNode` with torch on one thread, whose hidden
+    states leave it as numpy arrays (:attr:`~dmoe.runtime.node.ExpertNode.wire`)."""
 
-    def __init__(self, index: int, model, experts=None) -> None:
+    wire = "numpy"
+
+    def __init__(self, index: int, model, experts=None, parameters=None) -> None:
         import torch
 
         torch.set_num_threads(1)
-        super().__init__(index, model, experts)
+        super().__init__(index, model, experts, parameters)
+        _release_free_memory()
+
+    def set_experts(self, experts, parameters=None) -> None:
+        super().set_experts(experts, parameters)
+        _release_free_memory()
+
+
+def _release_free_memory() -> None:
+    """Give the heap memory freed after unpickling the model back to the system (glibc's
+    ``malloc_trim``; about 80 MiB per actor on the default model); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class RayEngine(Engine):
     """K expert nodes as Ray actors (module docstring).
 
     Args:
-        model: the expert model; put into the object store once.
+        model: the expert model; its shared blocks are put into the object store once,
+            each actor receives its own experts' parameters (module docstring).
         num_nodes: N (default K = ``model.num_experts``, one expert per node).
+        node_experts: ``[num_nodes][num_layers][E_n]`` the experts each node holds from
+            the start (None: node n holds expert n at every layer).
         address: cluster address, or None (embedded / already running Ray).
         num_cpus: CPUs of an embedded Ray (default: all of this machine's).
         ray_init_kwargs: extra ``ray.init`` arguments (e.g. ``runtime_env``).
@@ -119,30 +147,49 @@ class RayEngine(Engine):
 
     Raises:
         ConnectionError / ValueError: from :func:`connect_ray`.
+        ValueError: ``node_experts`` does not have one entry per node.
     """
 
     name = "ray"
 
-    def __init__(self, model, num_nodes: int | None = None, *, address: str | None = None,
+    def __init__(self, model, num_nodes: int | None = None, *, node_experts=None, address: str | None = None,
                  num_cpus: int | None = None, ray_init_kwargs: dict | None = None, timeout_s: float = 60.0,
                  start_timeout_s: float = 900.0) -> None:
         import ray
 
         self._ray = ray
+        self.num_nodes = int(num_nodes if num_nodes is not None else model.num_experts)
+        if node_experts is not None:
+            self.node_experts = self._check_node_experts(node_experts)
         # node deaths are expected and handled by the server; the driver drops the refs of
         # calls that depended on a dead node, which Ray would otherwise print as "unhandled"
         os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
-        self.num_nodes = int(num_nodes if num_nodes is not None else model.num_experts)
         self.timeout_s = float(timeout_s)
         self.start_timeout_s = float(start_timeout_s)
+        self._model = model
         self._started_ray = connect_ray(address, num_cpus=num_cpus, **(ray_init_kwargs or {}))
         self._actor_cls = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(_ActorNode)
-        # the model's weights enter the object store once; every actor fetches them from there
-        self._model_ref = ray.put(model)
+        # the blocks every node holds enter the object store once; every actor fetches them from there
+        self._model_ref = ray.put(shared_model(model))
+        # [num_nodes] the experts ([num_layers][E_n]) each actor holds, as the driver sent them
+        self._held: list[list | None] = [None] * self.num_nodes
         self._actors: list[Any] = [None] * self.num_nodes
         for j in range(self.num_nodes):
-            self._actors[j] = self._actor_cls.remote(j, self._model_ref)
+            self._actors[j] = self._start(j)
         ray.get([a.ping.remote() for a in self._actors], timeout=self.start_timeout_s)
+
+    def _start(self, node: int):
+        """A new actor for ``node`` holding its experts (``node_experts``, else expert ``node``)."""
+        experts = self._experts_of(node) or [(node,)] * int(self._model.num_layers)
+        actor = self._actor_cls.remote(node, self._model_ref, experts, expert_share(self._model, experts))
+        self._held[node] = experts
+        return actor
+
+    def _set_experts(self, node: int, experts) -> list:
+        """Send ``node`` its new experts' ids and the parameters of those it does not hold yet."""
+        params = expert_share(self._model, experts, held=self._held[node])
+        self._held[node] = experts
+        return self.submit(node, "set_experts", experts, params)
 
     # ------------------------------------------------------------------ calls
     def submit(self, node: int, method: str, *args, num_returns: int = 1) -> list:
@@ -211,12 +258,12 @@ class RayEngine(Engine):
         raise RuntimeError(f"node {node}: actor still alive {self.timeout_s:g} s after ray.kill")
 
     def join(self, node: int) -> None:
-        actor = self._actor_cls.remote(node, self._model_ref, self._experts_of(node))
+        actor = self._start(node)
         self._ray.get(actor.ping.remote(), timeout=self.start_timeout_s)
         self._actors[node] = actor
 
     def join_many(self, nodes: Sequence[int]) -> None:
-        actors = {int(j): self._actor_cls.remote(int(j), self._model_ref, self._experts_of(int(j))) for j in nodes}
+        actors = {int(j): self._start(int(j)) for j in nodes}
         self._ray.get([a.ping.remote() for a in actors.values()], timeout=self.start_timeout_s)
         for j, actor in actors.items():
             self._actors[j] = actor

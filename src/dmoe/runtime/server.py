@@ -2,9 +2,9 @@
 
 :class:`DMoERuntime` plays the edge server; the N expert nodes (N = K, one expert each,
 in the paper; fewer with a ``placement``, issue 12) run wherever its engine puts them
-(:mod:`dmoe.runtime.engine`: in this process, or one Ray actor per node). A
-*round* serves up to N queries, query q hosted on node q (step 1). For each layer
-l = 1..L it runs
+(:mod:`dmoe.runtime.engine`, made by :mod:`dmoe.runtime.engines`: in this process, or one
+Ray actor per node). A *round* serves up to N queries, query q hosted on node q (step 1).
+For each layer l = 1..L it runs
 
 2. attention and gating at each query's host node; the gating scores go to the server;
 3. the policy's schedule for all tokens of the round (expert selection alpha and
@@ -75,10 +75,11 @@ from ..data.packing import PackedQuery
 from ..latency import round_timing
 from ..policies.check import run_policy
 from ..system import SystemConfig
-from .engine import Engine, Failure, make_engine
+from .engine import Engine, Failure
+from .engines import make_engine
 from .faults import FaultLog, FaultModel, NodeKill, NoLiveNodeError, least_loaded
 from .ledger import EnergyLedger, LatencyLedger
-from .node import HostedQuery
+from .node import HostedQuery, as_tensor
 from .transfer import transmit
 
 
@@ -212,15 +213,16 @@ class DMoERuntime:
             if self.placement is None
             else np.broadcast_to(np.asarray(self.placement, dtype=np.int64), (L, K))
         )
+        # [N][L][E_n] the experts each node holds (eq 6, per placement)
+        node_experts = [[tuple(np.flatnonzero(self._expert_node[layer] == n).tolist()) for layer in range(L)]
+                        for n in range(N)]
         self._owns_engine = not isinstance(self.engine, Engine)
-        self._engine = make_engine(self.engine, self.model, num_nodes=N, address=self.ray_address)
+        self._engine = make_engine(self.engine, self.model, num_nodes=N, address=self.ray_address,
+                                   node_experts=node_experts)
         if self._engine.num_nodes != N:
             raise ValueError(f"`engine` runs {self._engine.num_nodes} nodes but the system has N = {N} nodes")
         # a shared engine may hold nodes that died in an earlier run: start them again
         self._engine.join_many(sorted(self._engine.probe(range(N))))
-        # [N][L][E_n] the experts each node holds (eq 6, per placement)
-        node_experts = [[tuple(np.flatnonzero(self._expert_node[layer] == n).tolist()) for layer in range(L)]
-                        for n in range(N)]
         self._engine.configure(combine=getattr(self.model, "combine", "sum"), node_experts=node_experts)
         # [N] the server's view of which nodes are up
         self.up = np.ones(N, dtype=bool)
@@ -474,6 +476,7 @@ class DMoERuntime:
         """
         L = int(self.model.num_layers)
         eng = self._engine
+        st.ahead = {}
         n = len(st.active)
         rates = None
         model = self.model
@@ -492,7 +495,10 @@ class DMoERuntime:
             # [K, K, M] what transfers (re-hosts included) meet in this layer round
             rates = chan.true_rates
             pending = set(st.active) - st.lost
-            st.scores = {}
+            # the scores the hosts sent ahead, right behind the previous layer's combine
+            st.scores = {q: g for q, (lay, h, g) in st.ahead.items()
+                         if lay == layer and q in pending and st.host[q] == h and self.up[h]}
+            st.ahead = {}
             attempt = 0
             while pending:
                 need = sorted(q for q in pending if q not in st.scores)
@@ -549,7 +555,11 @@ class DMoERuntime:
                 if attempt == 0:
                     for j in kills["experts"]:
                         eng.kill(j)
-                done = self._experts(layer, order, offsets, selection, r, st)
+                # the next layer's attention can start right behind this combine when no node
+                # can fail before it (its attention-phase kills would be drawn from these nodes)
+                ahead = (layer + 1 < L and model.is_moe_layer(layer + 1)
+                         and not self.fault_model.draw(r, layer + 1, self.up)["attention"])
+                done = self._experts(layer, order, offsets, selection, r, st, ahead=ahead)
                 completed = np.repeat(np.array([q in done for q in order], dtype=bool), lengths)
                 self.ledger.charge_outcome(layer, sent, sched.feasible, completed=completed, source=source)
                 timing = round_timing(
@@ -586,7 +596,7 @@ class DMoERuntime:
             vals = eng.get([eng.submit(h, "logits", groups[h])[0] for h in hosts])
             for v in vals:
                 if not isinstance(v, Failure):
-                    logits.update(v)
+                    logits.update({q: as_tensor(x) for q, x in v.items()})
             self._failed(hosts, vals, r, L - 1, st)
         return logits
 
@@ -611,14 +621,17 @@ class DMoERuntime:
             self._failed(hosts, vals, r, layer, st)
             pending = [q for q in pending if q not in st.lost]
 
-    def _experts(self, layer, order, offsets, selection, r, st) -> dict:
+    def _experts(self, layer, order, offsets, selection, r, st, ahead: bool = False) -> dict:
         """Steps 4-5 for the pending queries; returns {qid: checkpoint handle} of the
-        queries whose layer round completed (all, unless a node died).
+        queries whose layer round completed (all, unless a node died). With ``ahead``,
+        each host also runs step 2 of the next layer right behind its combine
+        (``attend_ahead``, for the queries it completed), and the scores wait in ``st.ahead``.
 
         A host sends each token once to every node holding one of its selected experts
         (``dispatch``: one batch per destination node); the node runs each of its selected
         experts on the rows that selected it (``ffn`` with a plan per source batch) and
-        returns one output batch per (source, expert), which the host combines."""
+        returns one output batch per source (its experts' outputs stacked), which the host
+        combines in increasing expert order."""
         eng = self._engine
         K = selection.shape[1]
         # [K] node of each expert at this layer
@@ -662,17 +675,14 @@ class DMoERuntime:
                     if place[j] == n
                 ]
         nodes = sorted({n for _, n in disp})
+        # per (host, node): the node's outputs for the host, its experts' stacked (one object)
         back = {}
         for n in nodes:
             srcs = sorted(h for h, nn in disp if nn == n)
             plan = [plans[(h, n)] for h in srcs]
-            outs = sum(len(p) for p in plan)
-            hs = eng.submit(n, "ffn", layer, plan, *[disp[(h, n)] for h in srcs], num_returns=1 + outs)
-            k = 1
-            for h, p in zip(srcs, plan):
-                for j, _ in p:
-                    back[(h, j)] = hs[k]
-                    k += 1
+            hs = eng.submit(n, "ffn", layer, plan, *[disp[(h, n)] for h in srcs], num_returns=len(srcs))
+            for h, hd in zip(srcs, hs):
+                back[(h, n)] = hd
         # no barrier after the experts: a host's combine runs once its outputs are back and
         # fails (without touching its state) if one of its experts or itself died
         hosts = sorted(routes)
@@ -680,17 +690,25 @@ class DMoERuntime:
         status = []
         for h in hosts:
             qs = sorted(sels[h])
+            dests = sorted(n for hh, n in back if hh == h)
+            recv = [(n, [(j, parts) for j, parts in routes[h] if place[j] == n]) for n in dests]
             hs = eng.submit(
-                h, "combine", layer, routes[h], sels[h], *[back[(h, j)] for j, _ in routes[h]], num_returns=1 + len(qs)
+                h, "combine", layer, recv, sels[h], *[back[(h, n)] for n in dests], num_returns=1 + len(qs)
             )
             status.append(hs[0])
             outs[h] = dict(zip(qs, hs[1:]))
-        vals = eng.get(status)
+        spec = [eng.submit(h, "attend_ahead", layer + 1, sorted(sels[h]))[0] for h in hosts] if ahead else []
+        vals = eng.get(status + spec)
+        vals, spec = vals[: len(status)], vals[len(status) :]
         done = {}
         for h, v in zip(hosts, vals):
             if not isinstance(v, Failure):
                 done.update(outs[h])
         self._failed(sorted(set(hosts) | set(nodes)), vals, r, layer, st)
+        for h, v in zip(hosts, spec):
+            # a host that died after its combine fails here: the next layer finds out as before
+            if not isinstance(v, Failure):
+                st.ahead.update({q: (layer + 1, h, g) for q, g in v.items()})
         return done
 
 
@@ -718,6 +736,7 @@ class RoundState:
     scores: dict  # {qid: [S, K] float32} gating scores of this layer round
     active: list = field(default_factory=list)  # qids served in this round
     lost: set = field(default_factory=set)  # cached qids whose host died this round (KV cache lost)
+    ahead: dict = field(default_factory=dict)  # {qid: (layer, host, scores)} step 2 run ahead
 
     @classmethod
     def new(cls, hosted: Sequence[HostedQuery], up: np.ndarray) -> "RoundState":

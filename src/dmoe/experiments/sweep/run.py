@@ -377,7 +377,7 @@ def _evaluate(plan, points, parsed, pending, done, store, header, rewrite_csv, *
 
     from dmoe.data import heldout_texts, load_mmlu, pack_question, pack_text
     from dmoe.main_job import _calibrated_policies, _check_policies
-    from dmoe.runtime.engine import make_engine
+    from dmoe.runtime.engines import make_engine
     from dmoe.runtime.evaluate import evaluate_policy
     from dmoe.runtime.quality import full_reference, full_text_nll, perplexity
 

@@ -324,6 +324,12 @@ class MoEModel(nn.Module, ExpertModel):
             "down": d.detach().index_select(1, idx),
         }
 
+    def expert_parameter_names(self) -> list[str]:
+        """The FFN weights of every layer (``dense.model.layers.<l>.mlp.{gate,up,down}_proj.weight``):
+        the K experts' slices together (eq 6)."""
+        return [f"dense.model.layers.{layer}.mlp.{part}_proj.weight"
+                for layer in range(self.num_layers) for part in ("gate", "up", "down")]
+
     def apply_expert(self, layer: int, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Run an expert from its held parameters: ``down (act(gate x) * up x)``, ``[N, H] -> [N, H]``.
 

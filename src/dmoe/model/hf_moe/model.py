@@ -329,6 +329,16 @@ class HFMoEModel(nn.Module, ExpertModel):
             out = {k: v.clone().contiguous() for k, v in out.items()}
         return out
 
+    def expert_parameter_names(self) -> list[str]:
+        """The fused 3-D expert weights of every MoE layer
+        (``hf.model.layers.<l>.<block>.experts.{gate_up_proj,down_proj}``, GPT-OSS also their
+        biases): the routed experts' (eq 6). Shared experts and dense layers are not in it."""
+        parts = ["gate_up_proj", "down_proj"]
+        if self.spec.expert_layout == "gpt_oss":
+            parts += ["gate_up_proj_bias", "down_proj_bias"]
+        return [f"hf.model.layers.{layer}.{self.spec.moe_attr}.experts.{part}"
+                for layer in range(self.num_layers) if self._moe_layers[layer] for part in parts]
+
     def apply_expert(self, layer: int, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Expert FFN from its held weights ``[N, H] -> [N, H]`` (the family's own operations)."""
         ex = self._moe_block(layer).experts
