@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,7 +84,8 @@ class _TinyContext(Context):
     """A real Context whose models are tiny random MoE models with a real tokenizer."""
 
     def __init__(self, output, tiny_llama, tokenizer):
-        super().__init__(output, progress=False, log=lambda *_: None)
+        # cache_dir: the cached co-activation of these keyless tiny models stays in the test folder
+        super().__init__(output, cache_dir=Path(output) / "model-cache", progress=False, log=lambda *_: None)
         self._tiny, self._tok, self._models = tiny_llama, tokenizer, {}
 
     def model(self, num_experts: int = 8):

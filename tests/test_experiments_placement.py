@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,7 +17,8 @@ class _TinyContext(Context):
     """A real Context whose models are tiny random MoE models with a real tokenizer."""
 
     def __init__(self, output, tiny_llama, tokenizer):
-        super().__init__(output, progress=False, log=lambda *_: None)
+        # cache_dir: the cached co-activation of these keyless tiny models stays in the test folder
+        super().__init__(output, cache_dir=Path(output) / "model-cache", progress=False, log=lambda *_: None)
         self._tiny = tiny_llama
         self._tok = tokenizer
         self._models = {}

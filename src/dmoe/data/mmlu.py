@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import importlib.util
 import json
 import os
@@ -88,32 +89,136 @@ def _data_file() -> Path:
     return path
 
 
+#: bump when the index layout of :func:`_subject_index` changes
+MMLU_INDEX_FORMAT = 1
+
+
+def _parse_row(line: bytes | str, lineno: int, path: Path) -> tuple[str, str, tuple[str, ...], int] | None:
+    """(subject, question, choices, answer) of one JSONL row; None for a blank line or a
+    stray CSV header row. Raises ValueError naming ``path:line`` for a malformed row."""
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+        if row.get("question") == "question" and row.get("correct_answer") == "answer":
+            return None  # a stray CSV header row
+        letter = row["correct_answer"].strip().upper()
+        answer = _LETTERS.index(letter)
+        choices = tuple(str(row[f"answer_{c}"]) for c in "abcd")
+        subject = str(row["topic"]).strip().lower()
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}:{lineno + 1}: malformed MMLU row ({exc})") from exc
+    return subject, str(row["question"]), choices, answer
+
+
+def _index_path(path: Path) -> tuple[Path, dict]:
+    """``<cache root>/mmlu-index/<key16>.json`` for the data file (``$DMOE_CACHE_DIR`` or
+    ``~/.cache/dmoe``) and the identity it is keyed by (path, size, mtime, inode)."""
+    st = path.stat()
+    identity = {"format": MMLU_INDEX_FORMAT, "path": str(path.resolve()), "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    env = os.environ.get("DMOE_CACHE_DIR")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "dmoe"
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return root / "mmlu-index" / f"{key}.json", identity
+
+
+#: questions parsed while the index was built (saves reading the file twice in that run)
+_PARSED: dict[str, tuple[Question, ...]] = {}
+
+
 @functools.lru_cache(maxsize=1)
-def _all_questions() -> dict[str, tuple[Question, ...]]:
+def _subject_index() -> dict[str, str]:
+    """{subject: where its question rows are, in file order} of the data file: ``"offset,line
+    offset,line ..."`` (byte offset and line number of each row, decoded by
+    :func:`_locations` only for the subjects loaded). Parsing all 14,042 rows takes about 0.15 s, so the index is cached on disk
+    (:func:`_index_path`) and a run parses only the rows of the subjects it loads; a missing,
+    unreadable or mismatched index is built again (checking every row) and rewritten (an
+    unwritable cache is not an error)."""
     path = _data_file()
-    by_subject: dict[str, list[Question]] = {}
-    with path.open(encoding="utf-8") as fh:
+    index_path, identity = _index_path(path)
+    try:
+        entry = json.loads(index_path.read_text(encoding="utf-8"))
+        if entry.get("identity") == identity and isinstance(entry.get("subjects"), dict):
+            index = entry["subjects"]
+            if index and all(isinstance(v, str) for v in index.values()):
+                return index
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    rows: dict[str, list[str]] = {}
+    parsed: dict[str, list[Question]] = {}
+    offset = 0
+    with path.open("rb") as fh:
         for lineno, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if row.get("question") == "question" and row.get("correct_answer") == "answer":
-                    continue  # a stray CSV header row
-                letter = row["correct_answer"].strip().upper()
-                answer = _LETTERS.index(letter)
-                choices = tuple(str(row[f"answer_{c}"]) for c in "abcd")
-                subject = str(row["topic"]).strip().lower()
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{path}:{lineno + 1}: malformed MMLU row ({exc})") from exc
-            rows = by_subject.setdefault(subject, [])
-            rows.append(Question(str(row["question"]), choices, answer, subject, len(rows)))
-    return {s: tuple(q) for s, q in by_subject.items()}
+            row = _parse_row(line, lineno, path)
+            if row is not None:
+                subject, question, choices, answer = row
+                questions = parsed.setdefault(subject, [])
+                questions.append(Question(question, choices, answer, subject, len(questions)))
+                rows.setdefault(subject, []).append(f"{offset},{lineno}")
+            offset += len(line)
+    _PARSED.clear()
+    _PARSED.update({s: tuple(q) for s, q in parsed.items()})
+    index = {s: " ".join(r) for s, r in rows.items()}
+    try:
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"identity": identity, "subjects": index}), encoding="utf-8")
+        os.replace(tmp, index_path)
+    except OSError:
+        pass
+    return index
+
+
+def _locations(subject: str) -> list[tuple[int, int]]:
+    """[(byte offset, line number)] of ``subject``'s rows from :func:`_subject_index`;
+    ValueError when the entry is malformed."""
+    out = []
+    for item in _subject_index()[subject].split():
+        offset, lineno = item.split(",")
+        out.append((int(offset), int(lineno)))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _subject_questions(subject: str) -> tuple[Question, ...]:
+    """The questions of one canonical subject name, in file order (rows read through
+    :func:`_subject_index`)."""
+    if subject in _PARSED:
+        return _PARSED[subject]
+    path = _data_file()
+    out: list[Question] = []
+    with path.open("rb") as fh:
+        try:
+            locations = _locations(subject)
+        except ValueError:
+            locations = [(-1, -1)]
+        for offset, lineno in locations:
+            row = None
+            if offset >= 0:
+                fh.seek(offset)
+                row = _parse_row(fh.readline(), lineno, path)
+            if row is None or row[0] != subject:  # the index does not match the file: rebuild it
+                _subject_index.cache_clear()
+                _PARSED.clear()
+                try:
+                    _index_path(path)[0].unlink()
+                except OSError:
+                    pass
+                _subject_index()
+                return _PARSED.get(subject, ())
+            out.append(Question(row[1], row[2], row[3], subject, len(out)))
+    return tuple(out)
+
+
+def _all_questions() -> dict[str, tuple[Question, ...]]:
+    """Every subject's questions, {subject: questions in file order}."""
+    return {s: _subject_questions(s) for s in _subject_index()}
 
 
 def list_subjects() -> list[str]:
     """Return the 57 MMLU subject names (lower case, words separated by spaces), sorted."""
-    return sorted(_all_questions())
+    return sorted(_subject_index())
 
 
 def _normalise(name: str) -> str:
@@ -157,7 +262,7 @@ def resolve_subjects(subjects: str | list[str] | tuple[str, ...] | None) -> list
         if not isinstance(raw, str):
             raise TypeError(f"`subjects` must be strings, got {type(raw).__name__}")
         names_given.extend(part for part in raw.split(",") if part.strip())
-    known = set(_all_questions())
+    known = set(_subject_index())
     out: list[str] = []
     for raw in names_given:
         name = _normalise(raw)
@@ -206,10 +311,9 @@ def load_mmlu(
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"`limit` must be a positive integer or None, got {limit!r}")
-    data = _all_questions()
     out: list[Question] = []
     for name in resolve_subjects(subjects):
-        rows = data[name]
+        rows = _subject_questions(name)
         out.extend(rows if limit is None else rows[:limit])
     return out
 

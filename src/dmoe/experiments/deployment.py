@@ -307,8 +307,8 @@ def run(cfg: dict, ctx) -> dict:
         reference_round_s, deadlines_s, points, front}]}``; each point holds the numbers of
         :func:`_point` and the :data:`FRONTS` flags. No NaN (None where undefined).
     """
+    from dmoe.model.coactivation_cache import cached_coactivation
     from dmoe.placement import make_placement
-    from dmoe.runtime.routing import routing_coactivation
 
     e, n = int(cfg["num_experts"]), int(cfg["num_nodes"])
     model = ctx.model(e)
@@ -319,8 +319,9 @@ def run(cfg: dict, ctx) -> dict:
         coact = None
         if cfg["placement"] == "coactivation":
             ctx.log(f"[{NAME}] routing statistics (Top-{cfg['coactivation_top_k']}) on the calibration set ...")
-            coact = routing_coactivation(model, top_k=min(int(cfg["coactivation_top_k"]), e),
-                                         max_tokens=int(cfg["coactivation_tokens"]))
+            # routing_coactivation's counts, cached beside the build
+            coact = cached_coactivation(model, top_k=min(int(cfg["coactivation_top_k"]), e),
+                                        max_tokens=int(cfg["coactivation_tokens"]), cache_dir=ctx.cache_dir)
         place = np.asarray(make_placement(cfg["placement"], e, n, coactivation=coact, seed=cfg["seed"]))
     extra = {"resource_blocks": bool(cfg["resource_blocks"])}
     common = dict(subjects=cfg["subjects"], limit=cfg["limit"], seed=cfg["seed"], system=system,

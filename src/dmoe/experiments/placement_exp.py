@@ -40,13 +40,15 @@ def config(options: Options) -> dict:
 
 
 def run(cfg: dict, ctx) -> dict:
+    from dmoe.model.coactivation_cache import cached_coactivation
     from dmoe.placement import coactivation_kept, make_placement
-    from dmoe.runtime.routing import routing_coactivation
 
     e = cfg["num_experts"]
     model = ctx.model(e)
     ctx.log(f"[{NAME}] routing statistics (Top-{cfg['coactivation_top_k']}) on the calibration set ...")
-    coact = routing_coactivation(model, top_k=cfg["coactivation_top_k"], max_tokens=cfg["calibration_tokens"])
+    # the counts of routing_coactivation, cached beside the build (computed once per model, D and size)
+    coact = cached_coactivation(model, top_k=cfg["coactivation_top_k"], max_tokens=cfg["calibration_tokens"],
+                                cache_dir=ctx.cache_dir)
     policies = [policy_from_name(p) for p in cfg["policies"]]
     rows = []
     for n in cfg["nodes"]:

@@ -129,9 +129,25 @@ def _reduce_lateness(prob: Problem, owner: np.ndarray, max_moves: int) -> np.nda
     most lowers max(stretch of l, stretch of the other link l2): l gives one of its RBs (or
     none) for one of l2's (l2 keeps at least one); a move is applied only when that maximum
     falls below l's stretch, so the largest stretch never rises.
+
+    The candidate moves are scanned on Python floats (the same IEEE operations in the same
+    order as on numpy scalars, so the same moves bit for bit; a zero denominator goes to
+    :func:`_lateness`), with each link's RB count taken once per step.
     """
     owner = owner.copy()
     r, caps = prob.r, prob.caps
+    rows = r.tolist()
+    c_list, d_list, node = prob.c.tolist(), prob.d.tolist(), prob.node.tolist()
+
+    def lateness(l: int, rate_sum: float) -> float:  # _lateness(prob, l, rate_sum)
+        d = d_list[l]
+        if not math.isfinite(d):
+            return -math.inf
+        if not rate_sum > 0:
+            return math.inf
+        den = d * rate_sum
+        return c_list[l] / den if den != 0 else _lateness(prob, l, np.float64(rate_sum))
+
     for _ in range(max_moves):
         idx = np.flatnonzero(owner >= 0)
         rate_sum = np.bincount(owner[idx], weights=r[owner[idx], idx], minlength=prob.num_links)
@@ -140,25 +156,28 @@ def _reduce_lateness(prob: Problem, owner: np.ndarray, max_moves: int) -> np.nda
         l = int(np.argmax(late))
         if not late[l] > 1.0:
             return owner
-        mine = np.flatnonzero(owner == l)
+        mine = np.flatnonzero(owner == l).tolist()
         count = np.bincount(prob.node[owner[idx]], minlength=1 if caps is None else caps.shape[0])
-        best, best_val = None, late[l] * (1.0 - 1e-12)
-        for m2 in idx:
-            l2 = int(owner[m2])
-            if l2 == l or r[l, m2] <= 0:
+        owned = np.bincount(owner[idx], minlength=prob.num_links).tolist()
+        full = caps is not None and count[node[l]] >= caps[node[l]]
+        sums, own, row_l = rate_sum.tolist(), owner.tolist(), rows[l]
+        best, best_val = None, float(late[l] * (1.0 - 1e-12))
+        for m2 in idx.tolist():
+            l2 = own[m2]
+            if l2 == l or row_l[m2] <= 0:
                 continue
-            n2 = int(np.count_nonzero(owner == l2))
             # transfer m2 to l (l2 keeps at least one RB, l's node has budget)
-            gives = [None] if n2 > 1 else []
-            if caps is not None and prob.node[l] != prob.node[l2] and count[prob.node[l]] >= caps[prob.node[l]]:
+            gives = [None] if owned[l2] > 1 else []
+            if full and node[l] != node[l2]:
                 gives = []
-            gives += [int(m1) for m1 in mine if r[l2, m1] > 0]
+            row_2 = rows[l2]
+            gives += [m1 for m1 in mine if row_2[m1] > 0]
             for m1 in gives:
-                s1 = rate_sum[l] + r[l, m2] - (0.0 if m1 is None else r[l, m1])
-                s2 = rate_sum[l2] - r[l2, m2] + (0.0 if m1 is None else r[l2, m1])
-                val = max(_lateness(prob, l, s1), _lateness(prob, l2, s2))
+                s1 = sums[l] + row_l[m2] - (0.0 if m1 is None else row_l[m1])
+                s2 = sums[l2] - row_2[m2] + (0.0 if m1 is None else row_2[m1])
+                val = max(lateness(l, s1), lateness(l2, s2))
                 if val < best_val:
-                    best, best_val = (m1, int(m2), l2), val
+                    best, best_val = (m1, m2, l2), val
         if best is None:
             return owner
         m1, m2, l2 = best

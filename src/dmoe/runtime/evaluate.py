@@ -367,7 +367,7 @@ def evaluate_policy(
                 out = runtime.run_round(batch)
                 for i, (q, lg) in enumerate(zip(batch, out.logits)):
                     logliks[b * K + i] = option_logliks(lg, q).numpy()
-                    kl[b * K + i] = float(token_kl(reference.logits[b * K + i], lg).mean())
+                    kl[b * K + i] = float(reference.token_kl(b * K + i, lg).mean())
                 answered += len(batch)
         except NoLiveNodeError as exc:
             exc.partial = _result(runtime, name, logliks[:answered], answers[:answered], kl[:answered],
