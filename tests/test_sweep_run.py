@@ -264,3 +264,26 @@ def test_a_plugin_template_sweeps_like_a_built_in(build, tmp_path, monkeypatch):
         mine = next(rows[p] for p in plug if p.endswith(f"({d})"))
         for key in ("energy_per_query_j", "mean_nll", "mean_kl"):
             assert float(mine[key]) == pytest.approx(float(rows[f"Top-{d}"][key]), rel=1e-9), key
+
+
+def test_a_calibrated_template_without_its_profile_leaves_no_output(build, tmp_path):
+    """A missing --profile is refused before the model loads; a model with no cached profile fails
+    once the model is loaded, before sweep.json is written: either way nothing is left to refuse
+    the corrected command with ('holds a different sweep')."""
+    cal = ["--policy", "JESA(cal:{b},2)", "--grid", "b=0.3,0.6", "--add", "Top-1"]
+    out = tmp_path / "o"
+    res = _sweep(build, out, *cal, "--profile", str(tmp_path / "nope.json"), ok=False)
+    assert res.exit_code != 0 and "`profile` (--profile)" in res.output and "is not a file" in res.output
+    assert not out.exists()
+    res = _sweep(build, out, *cal, "--cache-dir", str(tmp_path / "empty-cache"), ok=False)
+    assert res.exit_code != 0 and "profile" in res.output, res.output
+    assert not out.exists()
+
+
+def test_an_output_that_cannot_be_created_names_output(tmp_path):
+    from dmoe.experiments.sweep.store import SweepStore
+
+    (tmp_path / "f").write_text("x")
+    store = SweepStore(tmp_path / "f" / "sub")
+    with pytest.raises(ValueError, match="`--output` \\(-o\\) .* cannot be created"):
+        store.write_json({"format": "dmoe-sweep/1"})

@@ -2,9 +2,10 @@
 
 Layout of ``--output``:
 
-* ``sweep.json`` -- written first (configuration, fingerprint, ``"complete": false``), then
-  with the full model's numbers once the model is loaded, and at the end with every point
-  and the Pareto fronts (``"complete": true``);
+* ``sweep.json`` -- written first once the model is loaded and the full model's reference
+  computed (configuration, fingerprint, the full model's numbers, ``"complete": false``:
+  a sweep that fails before that leaves nothing), and at the end with every point and the
+  Pareto fronts (``"complete": true``);
 * ``points.jsonl`` -- the journal: one strict-JSON line per finished point, appended,
   flushed and fsynced as the point finishes. A re-run of the same sweep skips the points
   found here (a torn last line, from a kill mid-write, is dropped);
@@ -129,8 +130,15 @@ class SweepStore:
 
     # ------------------------------------------------------------------ writing
     def write_json(self, payload: dict) -> None:
-        """Write ``sweep.json`` (strict JSON, atomically); creates the directory."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Write ``sweep.json`` (strict JSON, atomically); creates the directory.
+
+        Raises:
+            ValueError: naming ``--output`` when the directory cannot be created.
+        """
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"`--output` (-o) {str(self.dir)!r} cannot be created: {exc.strerror or exc}") from None
         _atomic_write(self.json_path, json.dumps(strict_json(payload), indent=2, allow_nan=False) + "\n")
 
     def finished(self) -> dict[int, dict]:
