@@ -52,3 +52,39 @@ def test_concepts_come_before_the_reference_material():
     concepts = README.read_text().split("## Concepts", 1)[1].split("\n## ", 1)[0]
     for term in ("query", "round", "layer round", "node", "expert", "placement", "policy", "schedule", "ledger"):
         assert f"**{term}**" in concepts, term
+
+
+def _layout_paths(text: str) -> list[tuple[str, Path]]:
+    """``(name as written, path)`` of every file and folder the Layout block names: the first
+    column (nested by indentation under ``src/dmoe/``) and ``name.py`` in parentheses in the
+    description."""
+    root = README.parent
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    out, parents = [], {}
+    for line in block.splitlines():
+        if not line.strip() or line.startswith(" " * 10):  # blank, or a description continued
+            continue
+        indent = len(line) - len(line.lstrip())
+        first, _, desc = line.strip().partition("  ")
+        base = parents.get(indent - 2, root) if indent else root
+        names = [n for n in first.split() if "/" in n or n.endswith(".py")]
+        for n in names:
+            path = base / n.rstrip("/")
+            out.append((n, path))
+            if n.endswith("/"):
+                parents[indent] = path
+        for n in re.findall(r"\b(\w+\.py)\b", desc):
+            folder = base / names[0].rstrip("/") if len(names) == 1 and names[0].endswith("/") else base
+            out.append((n, folder / n))
+    return out
+
+
+def test_the_layout_names_the_current_files():
+    """Every file the Layout section names exists and is not a deprecated re-export (issue 19:
+    it listed channel.py, loader.py and load.py after they moved)."""
+    named = _layout_paths(README.read_text())
+    assert len(named) > 40
+    missing = [n for n, p in named if not p.exists()]
+    assert not missing, missing
+    stale = [n for n, p in named if p.suffix == ".py" and p.read_text().lstrip('"\n').startswith("Deprecated")]
+    assert not stale, stale

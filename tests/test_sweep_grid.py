@@ -175,3 +175,41 @@ def test_points_go_through_the_dmoe_run_parser_and_duplicates_run_once():
         prepare_points([], [], ["Nope"])
     with pytest.raises(ValueError, match="the name 'policy' is taken by a sweep.csv column"):
         prepare_points(["Top-{policy}"], ["policy=1"])
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("g=0:1:1e-300", "about 1.0e+300 values"),  # Decimal's 28 digits cannot count it (was InvalidOperation)
+    ("g=0:1:1e-30", "about 1.0e+30 values"),
+    ("g=0:1:1e-999999", "more than 1e+15 values"),
+    ("g=0:1e999999:1", "more than 1e+15 values"),
+])
+def test_a_step_too_small_to_count_is_refused_with_the_rule(spec, needle):
+    for cap in (200, None):
+        with pytest.raises(ValueError, match="`--grid`") as err:
+            parse_axis(spec, max_points=cap)
+        assert needle in str(err.value) and "step is too small" in str(err.value)
+
+
+def test_ranges_beyond_28_digits_stay_exact():
+    axis = parse_axis("g=10000000000:10000000000.00000000000000000002:1e-20")
+    assert axis.labels() == ["10000000000", "10000000000.00000000000000000001", "10000000000.00000000000000000002"]
+    assert [Fraction(str(v)) for v in axis.values] == [10**10 + Fraction(i, 10**20) for i in range(3)]
+    assert parse_axis("g=1.00000000000000000000000000001,1").labels() == ["1.00000000000000000000000000001", "1"]
+
+
+@pytest.mark.parametrize("template, written", [
+    ("JESA({g:.2f},8)", "{g:.2f} has a format spec"),
+    ("JESA({g!r},8)", "{g!r} has a conversion"),
+    ("JESA({g:{w}},8)", "{g:{w}} has a format spec"),
+])
+def test_placeholders_with_a_format_spec_or_conversion_are_refused(template, written):
+    with pytest.raises(ValueError, match="`--policy` template") as err:
+        template_fields(template)
+    assert written in str(err.value) and "write {g}" in str(err.value)
+    with pytest.raises(ValueError, match="format spec|conversion"):
+        expand_points([template], parse_grid(["g=0.9"]))
+
+
+def test_a_fixed_policy_with_a_bad_brace_names_add():
+    with pytest.raises(ValueError, match=r"^`--add` 'Foo\}': Single '\}'"):
+        expand_points([], [], ["Foo}"])

@@ -149,3 +149,43 @@ def test_plot_draws_three_panels(tmp_path):
     path = tmp_path / "p.png"
     plot_pareto(path, recs, pareto_flags(recs), title="t", full_model={"mean_nll": 20.0})
     assert path.stat().st_size > 20_000
+
+
+def _panel_labels(monkeypatch, tmp_path, recs):
+    """The annotation texts of each panel of plot_pareto(recs)."""
+    import matplotlib.pyplot as plt
+
+    from dmoe.experiments.sweep.plot import plot_pareto
+
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    plot_pareto(tmp_path / "p.png", recs, pareto_flags(recs))
+    assert len(figs) == 1
+    return [{t.get_text() for t in ax.texts} for ax in figs[0].axes[:3]]
+
+
+def _grid_record(i, values, energy, quality, template):
+    return {"index": i, "kind": "grid", "template": template, "values": values, "policy": f"p{i}",
+            "energy_per_query_j": energy, "mean_nll": quality, "mean_kl": quality, "agreement": 1 / quality,
+            **{f"{k}_{s}": None for k in ("mean_nll", "mean_kl", "agreement") for s in ("lo", "hi")}}
+
+
+def test_every_point_of_a_product_grid_is_labelled(monkeypatch, tmp_path):
+    # no colour bar can tell LB(g,d) points apart: each carries its values (before: only the first and last)
+    recs = [_grid_record(i, {"g": g, "d": d}, 5.0 + i, 10.0 - i * (1 if i != 1 else -3), "LB({g},{d})")
+            for i, (g, d) in enumerate([("0.9", "4"), ("0.9", "8"), ("0.95", "4"), ("0.95", "8")])]
+    want = {"g=0.9,d=4", "g=0.9,d=8", "g=0.95,d=4", "g=0.95,d=8"}
+    for texts in _panel_labels(monkeypatch, tmp_path, recs):
+        assert want <= texts
+
+
+def test_a_one_axis_sweep_labels_its_ends_and_a_long_product_grid_its_front(monkeypatch, tmp_path):
+    recs = [_grid_record(i, {"g": f"0.{80 + i}"}, 5.0 + i, 10.0 - i, "JESA({g},8)") for i in range(6)]
+    for texts in _panel_labels(monkeypatch, tmp_path, recs):  # the colour bar names the rest
+        assert texts == {"g=0.80", "g=0.85"}
+    # 20 points of a product grid: first, last and the non-dominated ones (here the even indices)
+    recs = [_grid_record(i, {"g": str(i // 4), "d": str(i % 4)}, 5.0 + i, 30.0 - i if i % 2 == 0 else 40.0,
+                         "LB({g},{d})") for i in range(20)]
+    front = {f"g={i // 4},d={i % 4}" for i in range(0, 20, 2)}
+    for texts in _panel_labels(monkeypatch, tmp_path, recs):
+        assert texts == front | {"g=4,d=3"}

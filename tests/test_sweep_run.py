@@ -264,3 +264,60 @@ def test_a_plugin_template_sweeps_like_a_built_in(build, tmp_path, monkeypatch):
         mine = next(rows[p] for p in plug if p.endswith(f"({d})"))
         for key in ("energy_per_query_j", "mean_nll", "mean_kl"):
             assert float(mine[key]) == pytest.approx(float(rows[f"Top-{d}"][key]), rel=1e-9), key
+
+
+def test_a_calibrated_template_without_its_profile_leaves_no_output(build, tmp_path):
+    """A missing --profile is refused before the model loads; a model with no cached profile fails
+    once the model is loaded, before sweep.json is written: either way nothing is left to refuse
+    the corrected command with ('holds a different sweep')."""
+    cal = ["--policy", "JESA(cal:{b},2)", "--grid", "b=0.3,0.6", "--add", "Top-1"]
+    out = tmp_path / "o"
+    res = _sweep(build, out, *cal, "--profile", str(tmp_path / "nope.json"), ok=False)
+    assert res.exit_code != 0 and "`profile` (--profile)" in res.output and "is not a file" in res.output
+    assert not out.exists()
+    res = _sweep(build, out, *cal, "--cache-dir", str(tmp_path / "empty-cache"), ok=False)
+    assert res.exit_code != 0 and "profile" in res.output, res.output
+    assert not out.exists()
+
+
+def test_an_output_that_cannot_be_created_names_output(tmp_path):
+    from dmoe.experiments.sweep.store import SweepStore
+
+    (tmp_path / "f").write_text("x")
+    store = SweepStore(tmp_path / "f" / "sub")
+    with pytest.raises(ValueError, match="`--output` \\(-o\\) .* cannot be created"):
+        store.write_json({"format": "dmoe-sweep/1"})
+
+
+def _stored_sweep(out, configuration):
+    from dmoe.experiments.sweep.store import SWEEP_FORMAT, fingerprint
+
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"format": SWEEP_FORMAT, "fingerprint": fingerprint(configuration),
+                                                "configuration": configuration}))
+
+
+def test_a_different_nested_setting_is_named_by_its_dotted_key(tmp_path):
+    from dmoe.experiments.sweep.store import SweepStore
+
+    system = {"num_nodes": 8, "num_subcarriers": 64, "comp_energy_per_token": None, "comp_energy_static": None,
+              "comp_throughput_tokens_per_s": 10000.0, "snr_db": 10.0}
+    _stored_sweep(tmp_path / "s", {"seed": 0, "system": system})
+    with pytest.raises(ValueError, match="`--output`") as err:
+        SweepStore(tmp_path / "s").check({"seed": 0, "system": {**system, "snr_db": 3.0}})
+    # before: 'system: {"comp_energy_per_token":null,...  there, {"comp_energy_per_token":null,... here'
+    assert "system.snr_db: 10.0 there, 3.0 here" in str(err.value)
+    with pytest.raises(ValueError, match="system.extra: absent there, 1 here"):
+        SweepStore(tmp_path / "s").check({"seed": 0, "system": {**system, "extra": 1}})
+
+
+def test_a_sweep_written_before_the_num_nodes_rename_resumes(tmp_path):
+    """docs/sweep was written when SystemConfig.to_dict() said num_experts for the nodes: the same
+    command must resume it, and anything else still differs."""
+    from dmoe.experiments.sweep.store import SweepStore
+
+    now = {"seed": 0, "system": {"num_nodes": 8, "num_subcarriers": 64}}
+    _stored_sweep(tmp_path / "s", {"seed": 0, "system": {"num_experts": 8, "num_subcarriers": 64}})
+    assert SweepStore(tmp_path / "s").check(now) is not None
+    with pytest.raises(ValueError, match="system.num_nodes: 8 there, 4 here"):
+        SweepStore(tmp_path / "s").check({"seed": 0, "system": {"num_nodes": 4, "num_subcarriers": 64}})

@@ -15,7 +15,8 @@ from dmoe.experiments.sweep.grid import DEFAULT_MAX_POINTS
 @click.option("--policy", "templates", multiple=True,
               help="Policy template (repeatable): a `dmoe run --policy` string with {name} placeholders filled "
                    "from --grid, e.g. 'JESA({g},8)' or 'LB({g},{d})'; each template runs over the product of the "
-                   "grids it names.")
+                   "grids it names. A placeholder is a bare name (no format spec: 0.80 goes in as 0.8); a "
+                   "literal brace is {{ or }}.")
 @click.option("--grid", "grid", multiple=True,
               help="A grid parameter (repeatable): name=start:stop:step (stop included when on the grid; exact "
                    "decimals: g=0.80:0.99:0.01 is 20 points) or name=v1,v2,...")

@@ -14,7 +14,7 @@ import math
 import re
 import string
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Sequence
 
 __all__ = ["GridAxis", "SweepPoint", "parse_axis", "parse_grid", "template_fields", "count_points",
@@ -70,7 +70,9 @@ class SweepPoint:
 def format_value(value: Decimal) -> str:
     """A grid value as plain decimal text without trailing zeros or exponent: 0.80 -> ``"0.8"``,
     1E+1 -> ``"10"``, 8 -> ``"8"``."""
-    text = format(value.normalize(), "f")
+    with localcontext() as ctx:  # normalize() rounds to the context's precision: keep every digit
+        ctx.prec = max(ctx.prec, len(value.as_tuple().digits))
+        text = format(value.normalize(), "f")
     return "0" if text in ("-0", "") else text
 
 
@@ -84,8 +86,27 @@ def _number(text: str, spec: str, what: str) -> Decimal:
     return value
 
 
-def _range_count(start: Decimal, stop: Decimal, step: Decimal) -> int:
-    return int((stop - start) // step) + 1
+#: a range of more values than this is refused whatever ``max_points`` says (it could not be listed)
+_MAX_RANGE = 10**15
+
+
+def _range_values(start: Decimal, stop: Decimal, step: Decimal, spec: str, max_points: int | None):
+    """``start + i*step`` while ``<= stop``, exactly: the arithmetic runs at the precision the
+    three numbers need (Decimal's default 28 digits cannot count ``0:1:1e-30``)."""
+    span = (float(stop) - float(start)) / float(step) if float(step) > 0 else math.inf  # an estimate first
+    if not math.isfinite(span) or span >= _MAX_RANGE:
+        many = f"about {span + 1:.1e}" if math.isfinite(span) else f"more than {_MAX_RANGE:.0e}"
+        raise ValueError(f"`--grid` {spec!r} has {many} values (the step is too small for the range); a range "
+                         f"lists at most {_MAX_RANGE:.0e} values, and `--max-points` ({max_points}) caps the sweep")
+    nums = (start, stop, step)
+    digits = max(x.adjusted() for x in nums) - min(x.as_tuple().exponent for x in nums)
+    with localcontext() as ctx:
+        ctx.prec = max(ctx.prec, digits + 20)
+        n = int((stop - start) // step) + 1
+        if max_points is not None and n > max_points:
+            raise ValueError(f"`--grid` {spec!r} has {n:,} values, more than `--max-points` {max_points}; "
+                             "raise --max-points to run it")
+        return tuple(start + i * step for i in range(n))
 
 
 def parse_axis(spec: str, *, max_points: int | None = None) -> GridAxis:
@@ -127,11 +148,7 @@ def parse_axis(spec: str, *, max_points: int | None = None) -> GridAxis:
         if start > stop:
             raise ValueError(f"`--grid` {spec!r}: the range is reversed (start {format_value(start)} > stop "
                              f"{format_value(stop)}); ranges run upwards with step > 0")
-        n = _range_count(start, stop, step)
-        if max_points is not None and n > max_points:
-            raise ValueError(f"`--grid` {spec!r} has {n:,} values, more than `--max-points` {max_points}; "
-                             "raise --max-points to run it")
-        values = tuple(start + i * step for i in range(n))
+        values = _range_values(start, stop, step, spec, max_points)
     else:
         items = body.split(",")
         if not any(i.strip() for i in items) or any(not i.strip() for i in items):
@@ -162,24 +179,34 @@ def parse_grid(specs: Sequence[str], *, max_points: int | None = None) -> list[G
     return axes
 
 
-def template_fields(template: str) -> tuple[str, ...]:
+def template_fields(template: str, *, what: str = "`--policy` template") -> tuple[str, ...]:
     """The placeholder names of ``template`` in first-use order (``"JESA({g},{d})"`` -> ``("g", "d")``).
 
+    Args:
+        template: the policy template.
+        what: how error messages name it (``"`--add`"`` for a fixed policy).
+
     Raises:
-        ValueError: naming ``--policy`` for an unbalanced brace or a placeholder that is not
-            a name (``{}``, ``{0}``, ``{g.x}``, ``{g[0]}``).
+        ValueError: naming ``what`` for an unbalanced brace, a placeholder that is not a
+            name (``{}``, ``{0}``, ``{g.x}``, ``{g[0]}``), or one with a conversion or format
+            spec (``{g!r}``, ``{g:.2f}``: a value goes in as :func:`format_value` writes it).
     """
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValueError(f"`--policy` template {template!r}: {exc} (a literal brace is written {{{{ or }}}})") from None
+        raise ValueError(f"{what} {template!r}: {exc} (a literal brace is written {{{{ or }}}})") from None
     out: list[str] = []
-    for _, field, _, _ in parsed:
+    for _, field, spec, conversion in parsed:
         if field is None:
             continue
         if not _NAME.fullmatch(field):
-            raise ValueError(f"`--policy` template {template!r}: placeholder {{{field}}} must be a grid name "
+            raise ValueError(f"{what} {template!r}: placeholder {{{field}}} must be a grid name "
                              "(an identifier such as {g})")
+        if spec or conversion:
+            written = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"{what} {template!r}: placeholder {written} has a "
+                             f"{'conversion' if conversion else 'format spec'}; a grid value goes in as plain decimal "
+                             f"text without trailing zeros (g=0.80 gives 0.8, 1e1 gives 10): write {{{field}}}")
         if field not in out:
             out.append(field)
     return tuple(out)
@@ -241,7 +268,7 @@ def expand_points(templates: Sequence[str], axes: Sequence[GridAxis], added: Seq
             raise ValueError(f"`--policy` / `--add` must be non-empty strings, got {p!r}")
     per_template = _template_axes(templates, axes)
     for a in added:
-        if template_fields(a):
+        if template_fields(a, what="`--add`"):
             raise ValueError(f"`--add` {a!r} has a placeholder; fixed policies have none (use --policy for templates)")
     n = count_points(templates, axes, added)
     if max_points is not None and n > max_points:

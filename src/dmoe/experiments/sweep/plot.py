@@ -9,6 +9,9 @@ from dmoe.experiments.sweep.record import FRONTS
 
 __all__ = ["plot_pareto"]
 
+#: a template of at most this many points without a colour bar has every point labelled
+_LABEL_ALL = 12
+
 _YLABEL = {"mean_nll": "answer NLL [nat] (lower is better)", "mean_kl": "KL to the full model [nat/token]",
            "agreement": "agreement with the full model"}
 
@@ -27,8 +30,9 @@ def plot_pareto(path: str | Path, records: Sequence[dict], flags: dict, *, title
 
     Each panel: every point with its 95% bootstrap interval as an error bar, one colour per
     template (fixed policies in grey, labelled by name); the non-dominated points ringed and
-    joined in order of energy; the first and last point of each template labelled with its
-    grid values.
+    joined in order of energy. Grid points are labelled with their values: the first and last
+    when a colour bar shows the values (one template over one axis), else every point (at
+    most 12 per template; above that the first, the last and the non-dominated ones).
     """
     import matplotlib
 
@@ -60,16 +64,26 @@ def plot_pareto(path: str | Path, records: Sequence[dict], flags: dict, *, title
                             capsize=2, ecolor=c, alpha=0.45, zorder=1)
             ax.scatter([r["energy_per_query_j"] for r in group], [r[key] for r in group], s=22, c=shade, zorder=2,
                        label=t)
-            for r in (group[0], group[-1]) if len(group) > 1 else group[:1]:
-                ax.annotate(",".join(f"{k}={v}" for k, v in r["values"].items()), (r["energy_per_query_j"], r[key]),
-                            textcoords="offset points", xytext=(-6, 8), ha="right", fontsize=7, color="0.25")
+            shaded = False  # a colour bar tells the points apart: one template over one sorted axis
             if ti == 0 and len(templates) == 1 and len(group[0]["values"]) == 1 and len(group) > 1:
                 name = next(iter(group[0]["values"]))
                 vals = [float(r["values"][name]) for r in group]
                 if vals == sorted(vals):
+                    shaded = True
                     part = matplotlib.colors.ListedColormap(cmap([0.9 * j / 255 for j in range(256)]))
                     mappable = (plt.cm.ScalarMappable(norm=matplotlib.colors.Normalize(vals[0], vals[-1]),
                                                       cmap=part), name)
+            on_front = {r["index"] for r, f in pts if f}
+            if shaded:
+                labelled = [group[0], group[-1]]
+            elif len(group) <= _LABEL_ALL:  # a product grid, several templates: no colour bar, name each point
+                labelled = group
+            else:
+                labelled = [r for j, r in enumerate(group) if j in (0, len(group) - 1) or r["index"] in on_front]
+            for r in labelled:
+                ax.annotate(",".join(f"{k}={v}" for k, v in r["values"].items()), (r["energy_per_query_j"], r[key]),
+                            textcoords="offset points", xytext=(0, 7), ha="center", va="bottom", fontsize=7,
+                            color="0.25")
         for r, _ in pts:
             if r["template"] is not None:
                 continue

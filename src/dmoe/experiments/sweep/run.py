@@ -279,6 +279,9 @@ def run_sweep(
         "profile": None if profile is None else str(profile), "node_failure_rate": node_failure_rate,
         "node_rejoin": bool(node_rejoin), "ppl_texts": ppl_texts, "num_resamples": num_resamples,
     }
+    if profile is not None and any(p is None for p in parsed) and not Path(profile).is_file():
+        raise ValueError(f"`profile` (--profile) {str(profile)!r} is not a file (an importance profile of "
+                         "`dmoe calibrate`, for the calibrated points)")
     store = SweepStore(output)
     stored = store.check(configuration)
     calib = sorted(set(names) & set(CALIBRATION_SUBJECTS))
@@ -308,7 +311,9 @@ def run_sweep(
     if stored is not None and stored.get("versions", {}).get("dmoe") != header["versions"]["dmoe"]:
         log(f"note: the sweep in {output} was started with dmoe {stored.get('versions', {}).get('dmoe')}, "
             f"this is {header['versions']['dmoe']}")
-    store.write_json(header)
+    # sweep.json is first written by _evaluate, once the model, the calibrated policies and the full
+    # model's reference are ready: a failure before that (no profile, a model that does not load)
+    # leaves the directory as it was
     pending = [p for p in points if p.index not in done]
     if done:
         log(f"resuming {output}: {len(done)} of {len(points)} points already written, {len(pending)} to run")

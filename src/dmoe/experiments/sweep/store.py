@@ -2,9 +2,10 @@
 
 Layout of ``--output``:
 
-* ``sweep.json`` -- written first (configuration, fingerprint, ``"complete": false``), then
-  with the full model's numbers once the model is loaded, and at the end with every point
-  and the Pareto fronts (``"complete": true``);
+* ``sweep.json`` -- written first once the model is loaded and the full model's reference
+  computed (configuration, fingerprint, the full model's numbers, ``"complete": false``:
+  a sweep that fails before that leaves nothing), and at the end with every point and the
+  Pareto fronts (``"complete": true``);
 * ``points.jsonl`` -- the journal: one strict-JSON line per finished point, appended,
   flushed and fsynced as the point finishes. A re-run of the same sweep skips the points
   found here (a torn last line, from a kill mid-write, is dropped);
@@ -47,10 +48,30 @@ def _short(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _differences(there: dict, here: dict) -> list[str]:
-    keys = sorted(set(there) | set(here))
-    return [f"{k}: {_short(there.get(k))} there, {_short(here.get(k))} here" for k in keys
-            if _canonical(there.get(k)) != _canonical(here.get(k))]
+def _differences(there: dict, here: dict, prefix: str = "") -> list[str]:
+    """``"key: A there, B here"`` per differing key; nested dicts by dotted key (``system.snr_db``),
+    so that a long value is not cut before the part that differs."""
+    out = []
+    for k in sorted(set(there) | set(here)):
+        a, b = there.get(k), here.get(k)
+        if _canonical(a) == _canonical(b):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}: {'absent' if k not in there else _short(a)} there, "
+                       f"{'absent' if k not in here else _short(b)} here")
+    return out
+
+
+def _current(configuration: dict) -> dict:
+    """A stored configuration in today's names: sweeps written before issue 19 recorded the
+    system's number of nodes as ``num_experts`` (``SystemConfig.to_dict()`` of then)."""
+    system = configuration.get("system")
+    if isinstance(system, dict) and "num_experts" in system and "num_nodes" not in system:
+        system = {("num_nodes" if k == "num_experts" else k): v for k, v in system.items()}
+        return {**configuration, "system": system}
+    return configuration
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -115,8 +136,9 @@ class SweepStore:
             raise ValueError(f"`--output` (-o): {str(self.json_path)!r} is not a readable sweep ({exc})") from None
         if not isinstance(stored, dict) or stored.get("format") != SWEEP_FORMAT:
             raise ValueError(f"`--output` (-o): {str(self.json_path)!r} is not a {SWEEP_FORMAT} file")
-        if stored.get("fingerprint") != fingerprint(configuration):
-            diff = _differences(stored.get("configuration") or {}, configuration)
+        there = _current(stored.get("configuration") or {})
+        if stored.get("fingerprint") != fingerprint(configuration) and fingerprint(there) != fingerprint(configuration):
+            diff = _differences(there, configuration)
             raise ValueError(
                 f"`--output` (-o) {str(d)!r} holds a different sweep (fingerprint {stored.get('fingerprint')}, this "
                 f"one {fingerprint(configuration)}): " + "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more"
@@ -129,8 +151,15 @@ class SweepStore:
 
     # ------------------------------------------------------------------ writing
     def write_json(self, payload: dict) -> None:
-        """Write ``sweep.json`` (strict JSON, atomically); creates the directory."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Write ``sweep.json`` (strict JSON, atomically); creates the directory.
+
+        Raises:
+            ValueError: naming ``--output`` when the directory cannot be created.
+        """
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"`--output` (-o) {str(self.dir)!r} cannot be created: {exc.strerror or exc}") from None
         _atomic_write(self.json_path, json.dumps(strict_json(payload), indent=2, allow_nan=False) + "\n")
 
     def finished(self) -> dict[int, dict]:
