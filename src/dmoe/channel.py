@@ -6,10 +6,7 @@ using one (``from dmoe.channel import draw_rates``, ``dmoe.channel.draw_rates``)
 read them quietly (the warning is for code outside the package).
 """
 
-from __future__ import annotations
-
-import sys
-import warnings
+from dmoe._moved import forward_moved_names
 
 #: old name -> the module that holds it now
 _MOVED = {
@@ -21,20 +18,4 @@ _MOVED = {
     "draw_rates": "dmoe.channels.rates",
 }
 __all__ = list(_MOVED)
-
-
-def __getattr__(name: str):
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    new = _MOVED[name]
-    caller = sys._getframe(1).f_globals.get("__name__", "")
-    if not caller.startswith("dmoe."):
-        warnings.warn(f"`dmoe.channel.{name}` moved to `{new}.{name}` (import it from there; `dmoe.channel` goes "
-                      "in the next release)", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(new), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = forward_moved_names(__name__, _MOVED)
