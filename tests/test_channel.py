@@ -125,7 +125,7 @@ def test_draw_rates_shapes_and_taps():
 @pytest.mark.parametrize(
     "call, name",
     [
-        (lambda: channel_gain(0, 4, path_loss=1e-2), "num_experts"),
+        (lambda: channel_gain(0, 4, path_loss=1e-2), "num_nodes"),
         (lambda: channel_gain(2, 0, path_loss=1e-2), "num_subcarriers"),
         (lambda: channel_gain(2, 4, path_loss=0.0), "path_loss"),
         (lambda: correlated_channel_gain(2, 4, path_loss=1e-2, num_taps=5), "num_taps"),

@@ -70,7 +70,7 @@ class ChannelModel(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def draw_diffuse(self, num_experts: int, num_subcarriers: int, subcarrier_spacing_hz: float, rng) -> np.ndarray:
+    def draw_diffuse(self, num_nodes: int, num_subcarriers: int, subcarrier_spacing_hz: float, rng) -> np.ndarray:
         """A fresh diffuse part ``[K, K, M], complex128`` with E|diffuse|^2 = 1 - los_power."""
 
     def los_power(self) -> float:
@@ -85,11 +85,11 @@ class ChannelModel(abc.ABC):
     def params(self) -> dict:
         """JSON-ready description of the model."""
 
-    def draw(self, num_experts: int, num_subcarriers: int, subcarrier_spacing_hz: float, rng) -> ChannelDraw:
+    def draw(self, num_nodes: int, num_subcarriers: int, subcarrier_spacing_hz: float, rng) -> ChannelDraw:
         """One realisation of every link: diffuse part, then LoS phases and angles.
 
         Args:
-            num_experts: K.
+            num_nodes: N, the number of nodes.
             num_subcarriers: M.
             subcarrier_spacing_hz: B0 [Hz].
             rng: :class:`numpy.random.Generator`.
@@ -97,7 +97,7 @@ class ChannelModel(abc.ABC):
         Returns:
             :class:`ChannelDraw` (unit mean power per link and subcarrier, diagonal 0).
         """
-        k, m = num_experts, num_subcarriers
+        k, m = num_nodes, num_subcarriers
         diffuse = self.draw_diffuse(k, m, subcarrier_spacing_hz, rng)
         p_los = self.los_power()
         if p_los > 0:

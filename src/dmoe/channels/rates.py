@@ -38,11 +38,11 @@ __all__ = [
 ]
 
 
-def _check_dims(num_experts, num_subcarriers) -> tuple[int, int]:
-    for name, value in (("num_experts", num_experts), ("num_subcarriers", num_subcarriers)):
+def _check_dims(num_nodes, num_subcarriers) -> tuple[int, int]:
+    for name, value in (("num_nodes", num_nodes), ("num_subcarriers", num_subcarriers)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-    return int(num_experts), int(num_subcarriers)
+    return int(num_nodes), int(num_subcarriers)
 
 
 def _check_path_loss(path_loss) -> float:
@@ -57,36 +57,36 @@ def _zero_diagonal(gain: np.ndarray) -> np.ndarray:
     return gain
 
 
-def channel_gain(num_experts: int, num_subcarriers: int, *, path_loss: float, rng=None) -> np.ndarray:
+def channel_gain(num_nodes: int, num_subcarriers: int, *, path_loss: float, rng=None) -> np.ndarray:
     """I.i.d. Rayleigh block fading power gains H_ij^(m) (Section II-A, Section VII-A).
 
     H = path_loss * |h|^2 with h ~ CN(0, 1), independently for every (i, j, m), so H is
     Exponential with mean ``path_loss``.
 
     Args:
-        num_experts: K >= 1.
+        num_nodes: N >= 1, the number of nodes.
         num_subcarriers: M >= 1.
         path_loss: average power gain E[H] [linear], > 0.
         rng: Generator, int seed or None.
 
     Returns:
-        ``[num_experts, num_experts, num_subcarriers], float64`` gains [linear]; the
+        ``[num_nodes, num_nodes, num_subcarriers], float64`` gains [linear]; the
         diagonal i = j is 0 (no link).
 
     Raises:
         ValueError: non-positive dimensions or path loss. TypeError: bad ``rng``.
     """
-    k, m = _check_dims(num_experts, num_subcarriers)
+    k, m = _check_dims(num_nodes, num_subcarriers)
     path_loss = _check_path_loss(path_loss)
     gen = as_generator(rng)
-    # [K, K, M, 2] real and imaginary parts of CN(0, 1): each N(0, 1/2)
+    # [N, N, M, 2] real and imaginary parts of CN(0, 1): each N(0, 1/2)
     parts = gen.standard_normal((k, k, m, 2))
     gain = path_loss * 0.5 * np.sum(parts * parts, axis=-1)
     return _zero_diagonal(gain)
 
 
 def correlated_channel_gain(
-    num_experts: int, num_subcarriers: int, *, path_loss: float, num_taps: int, rng=None
+    num_nodes: int, num_subcarriers: int, *, path_loss: float, num_taps: int, rng=None
 ) -> np.ndarray:
     """Frequency-selective Rayleigh gains from an equal-power tapped delay line.
 
@@ -96,29 +96,29 @@ def correlated_channel_gain(
     power correlation between subcarriers d apart is :func:`gain_correlation` (L, M, d).
 
     Args:
-        num_experts: K >= 1.
+        num_nodes: N >= 1, the number of nodes.
         num_subcarriers: M >= 1.
         path_loss: average power gain [linear], > 0.
         num_taps: L, 1 <= L <= M (L = 1: flat fading, L = M: i.i.d. subcarriers).
         rng: Generator, int seed or None.
 
     Returns:
-        ``[num_experts, num_experts, num_subcarriers], float64`` gains; diagonal 0.
+        ``[num_nodes, num_nodes, num_subcarriers], float64`` gains; diagonal 0.
 
     Raises:
         ValueError: invalid dimensions, path loss or ``num_taps``.
     """
-    k, m = _check_dims(num_experts, num_subcarriers)
+    k, m = _check_dims(num_nodes, num_subcarriers)
     path_loss = _check_path_loss(path_loss)
     if not isinstance(num_taps, numbers.Integral) or isinstance(num_taps, bool) or not 1 <= num_taps <= m:
         raise ValueError(f"`num_taps` must be an integer in [1, num_subcarriers={m}], got {num_taps!r}")
     gen = as_generator(rng)
     num_taps = int(num_taps)
-    # [K, K, L] complex taps, each CN(0, 1/L)
+    # [N, N, L] complex taps, each CN(0, 1/L)
     taps = (gen.standard_normal((k, k, num_taps)) + 1j * gen.standard_normal((k, k, num_taps))) * np.sqrt(
         0.5 / num_taps
     )
-    # [K, K, M] frequency response
+    # [N, N, M] frequency response
     response = np.fft.fft(taps, n=m, axis=-1)
     gain = path_loss * (response.real**2 + response.imag**2)
     return _zero_diagonal(gain)
@@ -151,20 +151,20 @@ def subcarrier_rates(
     SNR itself underflows float64 (H P0 / N0 < 5e-324).
 
     Args:
-        gain: ``[num_experts, num_experts, num_subcarriers]`` H [linear], >= 0.
+        gain: ``[num_nodes, num_nodes, num_subcarriers]`` H [linear], >= 0.
         subcarrier_spacing_hz: B0 [Hz] > 0.
         tx_power_w: P0 [W] > 0.
         noise_power_w: N0 [W] > 0.
 
     Returns:
-        ``[num_experts, num_experts, num_subcarriers], float64`` rates [bit/s].
+        ``[num_nodes, num_nodes, num_subcarriers], float64`` rates [bit/s].
 
     Raises:
         ValueError: negative/NaN gains, non-positive constants.
     """
     gain = np.asarray(gain, dtype=np.float64)
     if gain.ndim != 3 or gain.shape[0] != gain.shape[1]:
-        raise ValueError(f"`gain` must have shape [K, K, M], got {gain.shape}")
+        raise ValueError(f"`gain` must have shape [N, N, M], got {gain.shape}")
     if not np.all(np.isfinite(gain)) or np.any(gain < 0):
         raise ValueError("`gain` must be finite and >= 0")
     for name, value in (
@@ -184,13 +184,13 @@ def draw_rates(system: SystemConfig, rng=None, *, num_taps: int | None = None) -
     """Draw one block-fading realisation of r_ij^(m) for ``system`` (eq 1).
 
     Args:
-        system: K, M, B0, P0, N0 and path loss come from here.
+        system: N, M, B0, P0, N0 and path loss come from here.
         rng: Generator, int seed or None.
         num_taps: ``None`` for the i.i.d. model (:func:`channel_gain`), else the number of
             delay taps of :func:`correlated_channel_gain`.
 
     Returns:
-        ``[num_experts, num_experts, num_subcarriers], float64`` rates [bit/s]; diagonal 0.
+        ``[num_nodes, num_nodes, num_subcarriers], float64`` rates [bit/s]; diagonal 0.
     """
     if not isinstance(system, SystemConfig):
         raise TypeError(f"`system` must be a SystemConfig, got {type(system).__name__}")

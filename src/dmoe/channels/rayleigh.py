@@ -25,9 +25,9 @@ class RayleighChannel(ChannelModel):
 
     name = "rayleigh"
 
-    def draw_diffuse(self, num_experts, num_subcarriers, subcarrier_spacing_hz, rng) -> np.ndarray:
+    def draw_diffuse(self, num_nodes, num_subcarriers, subcarrier_spacing_hz, rng) -> np.ndarray:
         # [K, K, M, 2] real and imaginary parts, each N(0, 1/2) after scaling
-        parts = rng.standard_normal((num_experts, num_experts, num_subcarriers, 2))
+        parts = rng.standard_normal((num_nodes, num_nodes, num_subcarriers, 2))
         diffuse = (parts[..., 0] + 1j * parts[..., 1]) * np.sqrt(0.5)
         return zero_diagonal(diffuse)
 

@@ -125,8 +125,8 @@ class TDLChannel(ChannelModel):
     def los_power(self) -> float:
         return self._los_power
 
-    def draw_diffuse(self, num_experts, num_subcarriers, subcarrier_spacing_hz, rng) -> np.ndarray:
-        k, m, p = num_experts, num_subcarriers, self.tap_power.size
+    def draw_diffuse(self, num_nodes, num_subcarriers, subcarrier_spacing_hz, rng) -> np.ndarray:
+        k, m, p = num_nodes, num_subcarriers, self.tap_power.size
         # [K, K, P] taps c_p ~ CN(0, P_p)
         parts = rng.standard_normal((k, k, p, 2))
         taps = (parts[..., 0] + 1j * parts[..., 1]) * np.sqrt(0.5 * self.tap_power)
