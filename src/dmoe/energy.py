@@ -117,13 +117,13 @@ def link_rate_from_subcarriers(rates, subcarrier) -> np.ndarray:
     return out
 
 
-def check_rb_share(rb_share, num_experts: int, num_subcarriers: int) -> np.ndarray:
+def check_rb_share(rb_share, num_nodes: int, num_subcarriers: int) -> np.ndarray:
     """Validate a multi-resource-block allocation (:mod:`dmoe.optimize.resource_blocks`).
 
     Args:
         rb_share: ``[K, K, M], float64`` fraction of link i -> j's bits carried on RB m
             (0 = the RB is not the link's); each link's shares sum to 1 or are all 0.
-        num_experts: K; num_subcarriers: M.
+        num_nodes: N; num_subcarriers: M.
 
     Returns:
         ``rb_share`` as a float64 array.
@@ -136,7 +136,7 @@ def check_rb_share(rb_share, num_experts: int, num_subcarriers: int) -> np.ndarr
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
         raise TypeError(f"`rb_share` must be a numeric array, got dtype {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
-    k, m = int(num_experts), int(num_subcarriers)
+    k, m = int(num_nodes), int(num_subcarriers)
     if arr.shape != (k, k, m):
         raise ValueError(f"`rb_share` must have shape [{k}, {k}, {m}] like `rates`, got {arr.shape}")
     if not np.isfinite(arr).all() or (arr < 0).any():
@@ -208,22 +208,22 @@ def link_rates_from_allocation(rates, subcarrier, rb_share=None) -> tuple[np.nda
     return energy_rate, time_rate
 
 
-def link_token_counts(selection, source, num_experts: int | None = None) -> np.ndarray:
+def link_token_counts(selection, source, num_nodes: int | None = None) -> np.ndarray:
     """Token counts s_ij: how many tokens living on node i selected expert j (Algorithm 2).
 
     Args:
-        selection: ``[num_tokens, num_experts], bool`` alpha.
-        source: ``[num_tokens], int`` node of each token, in [0, num_experts).
-        num_experts: K (defaults to ``selection.shape[1]``).
+        selection: ``[num_tokens, num_nodes], bool`` alpha.
+        source: ``[num_tokens], int`` node of each token, in [0, num_nodes).
+        num_nodes: N (defaults to ``selection.shape[1]``).
 
     Returns:
-        ``[num_experts, num_experts], int64`` s_ij in tokens; the diagonal counts local
+        ``[num_nodes, num_nodes], int64`` s_ij in tokens; the diagonal counts local
         (in-situ) tokens.
     """
     sel = np.asarray(selection, dtype=bool)
     if sel.ndim != 2:
-        raise ValueError(f"`selection` must have shape [num_tokens, num_experts], got {sel.shape}")
-    k = sel.shape[1] if num_experts is None else int(num_experts)
+        raise ValueError(f"`selection` must have shape [num_tokens, num_nodes], got {sel.shape}")
+    k = sel.shape[1] if num_nodes is None else int(num_nodes)
     if sel.shape[1] != k:
         raise ValueError(f"`selection` has {sel.shape[1]} experts, expected {k}")
     src = np.asarray(source)

@@ -191,16 +191,16 @@ MAX_POWER_DBM = 60.0
 MAX_ABS_SNR_DB = 300.0
 
 
-def default_num_subcarriers(num_experts: int) -> int:
-    """M for K experts: the smallest power of two >= K(K-1) (DESIGN.md; 64 for K = 8).
+def default_num_subcarriers(num_nodes: int) -> int:
+    """M for N nodes: the smallest power of two >= N(N-1) (DESIGN.md; 64 for N = K = 8).
 
     Every one of the K(K-1) directed links can then hold its own subcarrier (C3), so
     every policy, dense included, is feasible. K = 64 (OLMoE) gives 4096.
 
     Raises:
-        ValueError: ``num_experts`` is not a positive integer.
+        ValueError: ``num_nodes`` is not a positive integer.
     """
-    k = _positive_int("num_experts", num_experts)
+    k = _positive_int("num_nodes", num_nodes)
     links = k * (k - 1)
     return 1 if links <= 1 else 1 << (links - 1).bit_length()
 

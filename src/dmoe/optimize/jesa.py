@@ -161,17 +161,17 @@ class LowerBoundResult:
         return self.energy_comm + self.energy_comp
 
 
-def random_subcarriers(num_experts: int, num_subcarriers: int, rng=None) -> np.ndarray:
+def random_subcarriers(num_nodes: int, num_subcarriers: int, rng=None) -> np.ndarray:
     """Algorithm 2's initial beta: distinct random subcarriers for random links.
 
     min(K(K-1), M) links chosen uniformly at random get distinct subcarriers chosen
     uniformly at random.
 
     Returns:
-        ``[num_experts, num_experts], int64`` subcarrier index, -1 = none (diagonal -1).
+        ``[num_nodes, num_nodes], int64`` subcarrier index, -1 = none (diagonal -1).
     """
     gen = as_generator(rng)
-    k, m = int(num_experts), int(num_subcarriers)
+    k, m = int(num_nodes), int(num_subcarriers)
     off = np.argwhere(~np.eye(k, dtype=bool))
     n = min(off.shape[0], m)
     links = gen.permutation(off.shape[0])[:n]
