@@ -382,7 +382,7 @@ def run_main_job(
             )
     # the full model (selection=None), once, shared by every policy
     reference = full_reference(model, queries)
-    full_nll = full_text_nll(model, packed_texts) if packed_texts else None
+    full_nll = full_text_nll(model, packed_texts, progress=progress) if packed_texts else None
     text_tokens = [t.score_rows.numel() for t in packed_texts]
     full_model = {
         "definition": "dense model (every expert)" if info_line["family"] == "carved" else
