@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .channels import ChannelConfig
+from .channels import ChannelConfig, check_channel_choice
 from .defaults import DEFAULT_NUM_EXPERTS, DEFAULT_NUM_NODES, DEFAULT_PLACEMENT
 from .data import (
     CALIBRATION_SUBJECTS,
@@ -281,14 +281,7 @@ def run_main_job(
         if not isinstance(run_config, Mapping) or not all(isinstance(v, Mapping) for v in run_config.values()):
             raise TypeError(f"`run_config` must map sections to {{key: value}} tables, got {run_config!r}")
         dump_toml(run_config)  # TOML-writable before any work (TypeError / ValueError otherwise)
-    channel = channel or ChannelConfig()
-    if not isinstance(channel, ChannelConfig):
-        raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
-    if channel.speed_kmh is not None and channel_redraw != "layer":
-        raise ValueError(
-            f"`channel_redraw` (--channel-redraw) = {channel_redraw!r} cannot be combined with `speed_kmh` "
-            "(--speed-kmh): with a speed, mobility decides how the channel changes between layer rounds"
-        )
+    channel = check_channel_choice(channel or ChannelConfig(), channel_redraw)
     if ray_address is not None:
         from .runtime.ray_engine import CONNECT_TIMEOUT_S, _check_reachable
 

@@ -31,7 +31,7 @@ from .pathloss import (
     path_loss_db,
     shadow_fading_std_db,
 )
-from .process import CHANNEL_REDRAW, ChannelProcess, LayerChannel
+from .process import CHANNEL_REDRAW, ChannelProcess, LayerChannel, check_channel_choice
 from .rates import channel_gain, correlated_channel_gain, draw_rates, gain_correlation, subcarrier_rates
 from .rayleigh import RayleighChannel
 from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel, check_grid_resolution
@@ -39,6 +39,7 @@ from .tdl import DEFAULT_DELAY_SPREAD_NS, TDL_PROFILES, TDLChannel, check_grid_r
 __all__ = [
     "CHANNEL_MODELS",
     "CHANNEL_REDRAW",
+    "check_channel_choice",
     "DEFAULT_CARRIER_GHZ",
     "DEFAULT_DELAY_SPREAD_NS",
     "DEFAULT_PATHLOSS",

@@ -40,9 +40,41 @@ from .doppler import evolve
 from .rayleigh import RayleighChannel
 from .tdl import check_grid_resolution
 
-__all__ = ["CHANNEL_REDRAW", "LayerChannel", "ChannelProcess"]
+__all__ = ["CHANNEL_REDRAW", "LayerChannel", "ChannelProcess", "check_channel_choice"]
 
 CHANNEL_REDRAW = ("layer", "round", "fixed")
+
+
+def check_channel_choice(channel: ChannelConfig, channel_redraw: str) -> ChannelConfig:
+    """Check a channel configuration and how often it is redrawn, before any work.
+
+    Args:
+        channel: the :class:`ChannelConfig` of the run.
+        channel_redraw: one of :data:`CHANNEL_REDRAW` (a new draw per layer round, per
+            round, or one fixed draw).
+
+    Returns:
+        ``channel``, unchanged.
+
+    Raises:
+        TypeError: ``channel`` is not a :class:`ChannelConfig`.
+        ValueError: ``channel_redraw`` is not one of :data:`CHANNEL_REDRAW`, or it is not
+            ``"layer"`` while ``channel.speed_kmh`` is set (mobility then decides how the
+            channel changes between layer rounds).
+
+    Source: our channel process (beyond the paper's i.i.d. block fading, Section II).
+    """
+    if not isinstance(channel, ChannelConfig):
+        raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
+    if channel_redraw not in CHANNEL_REDRAW:
+        raise ValueError(f"`channel_redraw` (--channel-redraw) must be one of {CHANNEL_REDRAW}, got {channel_redraw!r}")
+    if channel.speed_kmh is not None and channel_redraw != "layer":
+        raise ValueError(
+            f"`channel_redraw` (--channel-redraw) = {channel_redraw!r} cannot be combined with `speed_kmh` "
+            "(--speed-kmh): with a speed, mobility decides how the channel changes between layer rounds (the "
+            "correlation follows from the Doppler shift and the round's duration)"
+        )
+    return channel
 
 
 @dataclass(frozen=True)
@@ -74,15 +106,7 @@ class ChannelProcess:
     """
 
     def __init__(self, config: ChannelConfig, system: SystemConfig, *, seed: int = 0, channel_redraw: str = "layer"):
-        if not isinstance(config, ChannelConfig):
-            raise TypeError(f"`channel` must be a ChannelConfig, got {type(config).__name__}")
-        if channel_redraw not in CHANNEL_REDRAW:
-            raise ValueError(f"`channel_redraw` must be one of {CHANNEL_REDRAW}, got {channel_redraw!r}")
-        if config.speed_kmh is not None and channel_redraw != "layer":
-            raise ValueError(
-                f"`channel_redraw` = {channel_redraw!r} cannot be combined with `speed_kmh`: with a speed the "
-                "correlation between layer rounds follows from the Doppler shift and the round's duration"
-            )
+        check_channel_choice(config, channel_redraw)
         self.config = config
         self.system = system
         self.seed = int(seed)

@@ -214,7 +214,7 @@ def run_sweep(
     NoLiveNodeError
         Every node failed in a point (the points before it are kept).
     """
-    from dmoe.channels import ChannelConfig
+    from dmoe.channels import ChannelConfig, check_channel_choice
     from dmoe.data import CALIBRATION_SUBJECTS, heldout_subjects, resolve_subjects
     from dmoe.deployment import check_radio_arguments, plan_deployment
     from dmoe.main_job import _check_policies
@@ -236,12 +236,7 @@ def run_sweep(
     node_failure_rate = check_failure_rate(node_failure_rate)
     preset_key = check_radio_arguments(preset, None, snr_db, noise_figure_db, tx_power_dbm, wire_dtype,
                                        hidden_state_bytes)
-    channel = channel or ChannelConfig()
-    if not isinstance(channel, ChannelConfig):
-        raise TypeError(f"`channel` must be a ChannelConfig, got {type(channel).__name__}")
-    if channel.speed_kmh is not None and channel_redraw != "layer":
-        raise ValueError(f"`channel_redraw` (--channel-redraw) = {channel_redraw!r} cannot be combined with "
-                         "`speed_kmh` (--speed-kmh)")
+    channel = check_channel_choice(channel or ChannelConfig(), channel_redraw)
     axes, points, parsed = prepare_points(templates, grid, added, max_points=max_points, log=log)
     names = resolve_subjects(subjects)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
