@@ -38,7 +38,7 @@ from .results import (
 from .runtime.engines import ENGINES, make_engine
 from .runtime.evaluate import PolicyResult, evaluate_policy
 from .runtime.faults import NoLiveNodeError, check_failure_rate
-from .runtime.quality import full_reference, full_text_nll, perplexity
+from .runtime.quality import full_model_quality, full_reference, full_text_nll
 from .system import SystemConfig
 
 #: The paper's policies (Section VII-A-3 names): the defaults of `dmoe run` with D = 2.
@@ -380,11 +380,7 @@ def run_main_job(
     full_model = {
         "definition": "dense model (every expert)" if info_line["family"] == "carved" else
         f"the family's own top-{model.native_top_k} routing",
-        "accuracy": float(
-            sum(int(c == q.answer) for c, q in zip(reference.choices, questions)) / len(questions)
-        ),
-        "mean_nll": float(-sum(reference.logliks[i, q.answer] for i, q in enumerate(questions)) / len(questions)),
-        "perplexity": None if full_nll is None else perplexity(full_nll, text_tokens),
+        **full_model_quality(reference, questions, full_nll, packed_texts),
     }
     if packed_texts:
         log(

@@ -246,3 +246,36 @@ def perplexity(nll_sums, token_counts) -> float:
     if not np.all(np.isfinite(nll)):
         raise ValueError("`nll_sums` must be finite")
     return math.exp(float(nll.sum() / n.sum()))
+
+
+def full_model_quality(reference: FullReference, questions, full_nll=None, texts: Sequence[PackedText] = ()) -> dict:
+    """The full model's own scores, the baseline every policy is compared with.
+
+    Parameters
+    ----------
+    reference : FullReference
+        :func:`full_reference` of the packed ``questions``.
+    questions : sequence of Question, non-empty
+        The MMLU questions, in the order of ``reference``.
+    full_nll : array [num_texts], float [nat], optional
+        :func:`full_text_nll` of ``texts`` (None: no perplexity).
+    texts : sequence of PackedText
+        The held-out texts ``full_nll`` was computed on.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (fraction of ``questions`` answered right), ``mean_nll`` [nat] (mean
+        NLL of the correct answer) and ``perplexity`` (over ``texts``; None without them).
+
+    Raises
+    ------
+    ValueError
+        From :func:`perplexity` (a non-finite NLL, no predicted token).
+    """
+    n = len(questions)
+    return {
+        "accuracy": float(sum(int(c == q.answer) for c, q in zip(reference.choices, questions)) / n),
+        "mean_nll": float(-sum(reference.logliks[i, q.answer] for i, q in enumerate(questions)) / n),
+        "perplexity": None if full_nll is None else perplexity(full_nll, [t.score_rows.numel() for t in texts]),
+    }

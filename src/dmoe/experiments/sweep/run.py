@@ -314,13 +314,17 @@ def run_sweep(
         log(f"resuming {output}: {len(done)} of {len(points)} points already written, {len(pending)} to run")
     axis_names = [a.name for a in axes]
 
-    def rewrite_csv():
-        recs = [done[i] for i in sorted(done)]
+    def write_csv(recs):
+        """Mark each record's Pareto flags among ``recs``, write them to the CSV, return the flags."""
         flags = pareto_flags(recs)
         for j, r in enumerate(recs):
             for f, _, _ in FRONTS:
                 r[f] = flags[f][j]
         store.write_csv(recs, csv_columns(axis_names, recs), axis_names)
+        return flags
+
+    def rewrite_csv():
+        write_csv([done[i] for i in sorted(done)])
 
     if pending or header.get("full_model") is None:
         _evaluate(plan, points, parsed, pending, done, store, header, rewrite_csv, names=names, limit=limit,
@@ -331,11 +335,7 @@ def run_sweep(
                   on_point=on_point, output=output)
     # the final outputs, from every point
     records = [done[i] for i in range(len(points))]
-    flags = pareto_flags(records)
-    for j, r in enumerate(records):
-        for f, _, _ in FRONTS:
-            r[f] = flags[f][j]
-    store.write_csv(records, csv_columns(axis_names, records), axis_names)
+    flags = write_csv(records)
     payload = {**header, "complete": True, "points": records,
                "pareto": {f: [r["index"] for r, on in zip(records, flags[f]) if on] for f, _, _ in FRONTS}}
     store.write_json(payload)
@@ -379,7 +379,7 @@ def _evaluate(plan, points, parsed, pending, done, store, header, rewrite_csv, *
     from dmoe.main_job import _calibrated_policies, _check_policies
     from dmoe.runtime.engines import make_engine
     from dmoe.runtime.evaluate import evaluate_policy
-    from dmoe.runtime.quality import full_reference, full_text_nll, perplexity
+    from dmoe.runtime.quality import full_model_quality, full_reference, full_text_nll
 
     texts, _ = heldout_texts(ppl_texts, exclude=names)
     questions = load_mmlu(names, limit=limit)
@@ -396,11 +396,7 @@ def _evaluate(plan, points, parsed, pending, done, store, header, rewrite_csv, *
     packed_texts = [pack_text(model.tokenizer, t) for t in texts]
     reference = full_reference(model, queries)
     full_nll = full_text_nll(model, packed_texts) if packed_texts else None
-    header["full_model"] = {
-        "accuracy": sum(int(c == q.answer) for c, q in zip(reference.choices, questions)) / len(questions),
-        "mean_nll": float(-sum(reference.logliks[i, q.answer] for i, q in enumerate(questions)) / len(questions)),
-        "perplexity": None if full_nll is None else perplexity(full_nll, [t.score_rows.numel() for t in packed_texts]),
-    }
+    header["full_model"] = full_model_quality(reference, questions, full_nll, packed_texts)
     header["deployment"] = {
         "num_experts": int(model.num_experts), "num_nodes": int(system.num_nodes),
         "num_subcarriers": int(system.num_subcarriers), "placement": deployed.placement_kind,
