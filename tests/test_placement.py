@@ -128,3 +128,13 @@ def test_bad_placement_values_and_arguments_name_the_culprit():
     with pytest.raises(ValueError, match="`system` has num_nodes=4 but `rates`"):
         dmoe.jesa(scores, np.zeros(3, dtype=int), draw_rates(dmoe.SystemConfig(num_nodes=8), rng), 0.6, 3,
                   system=dmoe.SystemConfig(num_nodes=4), placement=np.arange(8) % 4)
+
+
+def test_experts_by_node_lists_each_nodes_experts_per_layer():
+    from dmoe.placement import experts_by_node
+
+    assert experts_by_node(None, 3, 2) == [[(0,), (0,)], [(1,), (1,)], [(2,), (2,)]]
+    flat = np.array([1, 0, 1, 0, 2])
+    assert experts_by_node(flat, 3, 2) == [[(1, 3), (1, 3)], [(0, 2), (0, 2)], [(4,), (4,)]]
+    per_layer = np.array([[0, 1, 1, 0], [1, 0, 0, 1]])
+    assert experts_by_node(per_layer, 2, 2) == [[(0, 3), (1, 2)], [(1, 2), (0, 3)]]

@@ -393,7 +393,11 @@ def run_main_job(
         + ("" if full_model["perplexity"] is None else f", perplexity {full_model['perplexity']:.2f}")
     )
     # one engine worker per node (N workers; worker n holds the experts placed on node n)
-    eng = make_engine(engine, model, num_nodes=system.num_nodes, address=ray_address)
+    from .placement import experts_by_node
+
+    # the nodes start with the experts the placement gives them (eq 6), not the default one each
+    eng = make_engine(engine, model, num_nodes=system.num_nodes, address=ray_address,
+                      node_experts=experts_by_node(place, system.num_nodes, model.num_layers))
     results: list[PolicyResult] = []
     failure = None
     try:

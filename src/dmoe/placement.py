@@ -154,6 +154,29 @@ def check_placement(
     return arr
 
 
+def experts_by_node(placement, num_nodes: int, num_layers: int) -> list[list[tuple[int, ...]]]:
+    """The experts each node holds at each layer (eq 6 with a placement).
+
+    Args:
+        placement: ``[num_experts]`` or ``[num_layers, num_experts]`` int node of each
+            expert (checked by :func:`check_placement`), or None: expert n on node n
+            (one expert per node, the paper).
+        num_nodes: N.
+        num_layers: L.
+
+    Returns:
+        ``[num_nodes][num_layers]`` tuples of expert ids (increasing), what the engines'
+        ``node_experts`` take.
+    """
+    # [L, K] node of every expert at every layer
+    node = np.broadcast_to(
+        np.arange(int(num_nodes), dtype=np.int64) if placement is None else np.asarray(placement, dtype=np.int64),
+        (int(num_layers), np.shape(placement)[-1] if placement is not None else int(num_nodes)),
+    )
+    return [[tuple(np.flatnonzero(node[layer] == n).tolist()) for layer in range(int(num_layers))]
+            for n in range(int(num_nodes))]
+
+
 def layer_placement(placement: np.ndarray, layer: int) -> np.ndarray:
     """The ``[num_experts]`` mapping of 0-based ``layer`` from a 1-D or 2-D placement."""
     placement = np.asarray(placement)

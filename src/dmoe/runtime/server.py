@@ -214,8 +214,9 @@ class DMoERuntime:
             else np.broadcast_to(np.asarray(self.placement, dtype=np.int64), (L, K))
         )
         # [N][L][E_n] the experts each node holds (eq 6, per placement)
-        node_experts = [[tuple(np.flatnonzero(self._expert_node[layer] == n).tolist()) for layer in range(L)]
-                        for n in range(N)]
+        from ..placement import experts_by_node
+
+        node_experts = experts_by_node(self.placement, N, L)
         self._owns_engine = not isinstance(self.engine, Engine)
         self._engine = make_engine(self.engine, self.model, num_nodes=N, address=self.ray_address,
                                    node_experts=node_experts)

@@ -431,7 +431,10 @@ def _evaluate(plan, points, parsed, pending, done, store, header, rewrite_csv, *
 
     try:
         if engine == "local":
-            eng = make_engine("local", model, num_nodes=system.num_nodes)
+            from dmoe.placement import experts_by_node
+
+            eng = make_engine("local", model, num_nodes=system.num_nodes,
+                              node_experts=experts_by_node(place, system.num_nodes, model.num_layers))
             try:
                 for p in pending:
                     finish(p, evaluate_policy(model, queries, parsed[p.index], engine=eng, progress=False, **kwargs))
