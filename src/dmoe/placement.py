@@ -167,6 +167,11 @@ def experts_by_node(placement, num_nodes: int, num_layers: int) -> list[list[tup
     Returns:
         ``[num_nodes][num_layers]`` tuples of expert ids (increasing), what the engines'
         ``node_experts`` take.
+
+    Raises:
+        ValueError: (numpy's) a ``placement`` whose layers cannot broadcast to
+            ``[num_layers, num_experts]``; check a user's placement with
+            :func:`check_placement` first, as the runtime does.
     """
     # [L, K] node of every expert at every layer
     node = np.broadcast_to(
