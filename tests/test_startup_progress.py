@@ -226,3 +226,38 @@ def test_the_start_up_bar_exists_before_torch_is_imported(tiny_carved_build, tmp
     # the start-up bar closes before the first work bar is created
     assert events[1][0] == "close" and events[1][1].startswith("start-up:")
     assert [e[1] for e in events[2:] if e[0] == "create"] == ["full model ppl", "         Top-2"]
+
+
+# ------------------------------------------------------------------ dmoe generate
+def test_generate_shows_its_start_up_bar_before_the_text_and_quiet_shows_nothing(tiny_carved_build, tmp_path):
+    from dmoe.cli import main
+    from dmoe.startup_progress import GENERATE_STAGES
+
+    build, root = tiny_carved_build
+    args = ["generate", "Answer:", "--model", str(build), "-K", "4", "--nodes", "2", "--cache-dir",
+            str(root / "cache"), "--max-new-tokens", "2"]
+    res = CliRunner().invoke(main, args)
+    quiet = CliRunner().invoke(main, [*args, "--quiet"])
+    assert res.exit_code == 0 and quiet.exit_code == 0, res.output + quiet.output
+    err = res.stderr
+    drawn = [err.index(f"start-up: {what}: {i}/{len(GENERATE_STAGES)}") for i, (_, what) in enumerate(GENERATE_STAGES)]
+    assert drawn == sorted(drawn)
+    assert err.index("model: carved, K = 4") > drawn[-1]  # the model line comes once the runtime is up
+    assert quiet.stderr == ""
+
+    def radio(out):  # the text and the costs on the radio ledger, not the wall-clock rate
+        return out.split(" on the radio ledger")[0]
+
+    assert radio(quiet.stdout) == radio(res.stdout) and "time to first token" in radio(res.stdout)
+
+
+def test_deploy_reports_model_then_placement_and_refuses_a_bad_hook(tiny_carved_build):
+    from dmoe.deployment import deploy
+
+    build, root = tiny_carved_build
+    seen = []
+    dep = deploy(model_source=str(build), num_experts=4, num_nodes=2, cache_dir=str(root / "cache"), progress=False,
+                 on_stage=seen.append)
+    assert seen == ["model", "placement"] and dep.placement is not None
+    with pytest.raises(TypeError, match="`on_stage` must be a callable"):
+        deploy(model_source=str(build), num_experts=4, on_stage=1)

@@ -425,16 +425,17 @@ def plan_deployment(
 
 
 def deploy(*, cache_dir: str | None = None, combine: str | None = None, device: str | None = None,
-           progress: bool = True, **plan) -> Deployment:
+           progress: bool = True, on_stage: Callable[[str], None] | None = None, **plan) -> Deployment:
     """Load the expert model and place it on the nodes of the radio system:
     :func:`plan_deployment` (every check, no weight loaded), then
     :meth:`DeploymentPlan.load`.
 
     Parameters
     ----------
-    cache_dir, combine, device, progress
+    cache_dir, combine, device, progress, on_stage
         As :meth:`DeploymentPlan.load`: the carved models' cache, ``"sum"`` or
-        ``"weighted"`` (carved model only), the torch device, the carved build's progress bar.
+        ``"weighted"`` (carved model only), the torch device, the carved build's progress bar,
+        the hook called with ``"model"`` and ``"placement"`` as those stages finish.
     **plan
         The keyword arguments of :func:`plan_deployment` (``dmoe run``'s options of the same
         names): ``model_source``, ``system``, ``num_experts``, ``num_nodes``, ``placement``,
@@ -455,7 +456,10 @@ def deploy(*, cache_dir: str | None = None, combine: str | None = None, device: 
     FileNotFoundError, OSError
         Missing checkpoint files.
     """
-    return plan_deployment(**plan).load(cache_dir=cache_dir, combine=combine, device=device, progress=progress)
+    if on_stage is not None and not callable(on_stage):
+        raise TypeError(f"`on_stage` must be a callable taking a stage name, got {on_stage!r}")
+    return plan_deployment(**plan).load(cache_dir=cache_dir, combine=combine, device=device, progress=progress,
+                                        on_stage=on_stage)
 
 
 def check_radio_arguments(preset, system, snr_db, noise_figure_db, tx_power_dbm, wire_dtype=None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-__all__ = ["IMPORT_STAGES", "MAIN_JOB_STAGES", "RUN_STAGES", "StartupProgress"]
+__all__ = ["GENERATE_STAGES", "IMPORT_STAGES", "MAIN_JOB_STAGES", "RUN_STAGES", "StartupProgress"]
 
 #: What the CLI imports before :func:`~dmoe.main_job.run_main_job` runs, in order:
 #: (stage name, what is being done while it runs).
@@ -40,6 +40,15 @@ MAIN_JOB_STAGES: tuple[tuple[str, str], ...] = (
 
 #: Every stage of ``dmoe run``'s start-up, in order.
 RUN_STAGES: tuple[tuple[str, str], ...] = IMPORT_STAGES + MAIN_JOB_STAGES
+
+#: The start-up of ``dmoe generate`` and ``dmoe chat``: the imports, the model and the
+#: placement (:func:`dmoe.deployment.deploy`'s ``on_stage``), then the policies and the engine
+#: (the runtime); it ends before the first token streams.
+GENERATE_STAGES: tuple[tuple[str, str], ...] = IMPORT_STAGES + (
+    ("model", "loading the model"),
+    ("placement", "placing the experts on the nodes"),
+    ("engine", "choosing the policies, starting the engine"),
+)
 
 
 class StartupProgress:
