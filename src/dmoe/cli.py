@@ -127,34 +127,49 @@ def run(ctx, **kwargs):
 
 
 def _run(ctx, o: dict) -> None:
-    """``dmoe run`` with its parameters ``o`` by name."""
+    """``dmoe run`` with its parameters ``o`` by name: the start-up progress bar
+    (:mod:`dmoe.startup_progress`) appears once the options are checked, before torch loads."""
     from .config import sectioned
-    from .main_job import run_main_job
-    from .runtime.faults import NoLiveNodeError
+    from .startup_progress import RUN_STAGES, StartupProgress
 
     check_options(o, finite=(("--gamma0", "gamma0"), ("--qos", "qos")))
     try:
         channel = channel_from_options(o)
-        run_main_job(
-            subjects=list(o["subjects"]), limit=o["limit"], policies=list(o["policies"]) or None,
-            num_experts=o["num_experts"], gamma0=o["gamma0"], qos=o["qos"], max_experts=o["max_experts"],
-            num_subcarriers=o["num_subcarriers"], snr_db=o["snr_db"], num_nodes=o["num_nodes"],
-            placement=o["placement"], comp_throughput_tokens_per_s=o["comp_throughput"],
-            seed=o["seed"], channel_redraw=o["channel_redraw"], channel=channel, model_source=o["model_source"],
-            cache_dir=o["cache_dir"], combine=o["combine"], device=o["device"], output=o["output"],
-            ppl_texts=o["ppl_texts"], progress=not o["quiet"],
-            command=shlex.join(["dmoe"] + sys.argv[1:]), log=click.echo, profile=o["profile"], engine=o["engine"],
-            ray_address=o["ray_address"], node_failure_rate=o["node_failure_rate"], node_rejoin=o["node_rejoin"],
-            preset=o["preset"].lower(), noise_figure_db=o["noise_figure"], tx_power_dbm=o["tx_power_dbm"],
-            wire_dtype=o["wire_dtype"].lower(), hidden_state_bytes=o["hidden_state_bytes"],
-            run_config=sectioned({p.name: ctx.params[p.name] for p in ctx.command.params if p.name in ctx.params}),
-        )
-    except (ValueError, FileNotFoundError, TypeError, OSError, NoLiveNodeError) as exc:
+        with StartupProgress(RUN_STAGES, enabled=not o["quiet"]) as startup:
+            startup.import_runtime()
+            from .main_job import run_main_job
+
+            startup.stage("import dmoe")
+            run_main_job(
+                subjects=list(o["subjects"]), limit=o["limit"], policies=list(o["policies"]) or None,
+                num_experts=o["num_experts"], gamma0=o["gamma0"], qos=o["qos"], max_experts=o["max_experts"],
+                num_subcarriers=o["num_subcarriers"], snr_db=o["snr_db"], num_nodes=o["num_nodes"],
+                placement=o["placement"], comp_throughput_tokens_per_s=o["comp_throughput"],
+                seed=o["seed"], channel_redraw=o["channel_redraw"], channel=channel, model_source=o["model_source"],
+                cache_dir=o["cache_dir"], combine=o["combine"], device=o["device"], output=o["output"],
+                ppl_texts=o["ppl_texts"], progress=not o["quiet"],
+                command=shlex.join(["dmoe"] + sys.argv[1:]), log=startup.log(click.echo), profile=o["profile"],
+                engine=o["engine"], ray_address=o["ray_address"], node_failure_rate=o["node_failure_rate"],
+                node_rejoin=o["node_rejoin"], preset=o["preset"].lower(), noise_figure_db=o["noise_figure"],
+                tx_power_dbm=o["tx_power_dbm"], wire_dtype=o["wire_dtype"].lower(),
+                hidden_state_bytes=o["hidden_state_bytes"],
+                run_config=sectioned({p.name: ctx.params[p.name] for p in ctx.command.params if p.name in ctx.params}),
+                on_stage=startup.stage,
+            )
+    except _run_errors() as exc:
         where = ctx.meta.get("dmoe.config_file")
         if where is not None:
             raise click.ClickException(
                 f"{exc} (options from the configuration file {where} and the command line)") from exc
         _fail(exc)
+
+
+def _run_errors() -> tuple[type[BaseException], ...]:
+    """The errors ``dmoe run`` reports as a message. Evaluated only when an error arrives;
+    :class:`~dmoe.runtime.faults.NoLiveNodeError` is among them once its module has loaded
+    (it cannot be raised before), so that an early error does not import torch."""
+    faults = sys.modules.get("dmoe.runtime.faults")
+    return (ValueError, FileNotFoundError, TypeError, OSError) + ((faults.NoLiveNodeError,) if faults else ())
 
 
 @main.command("config")

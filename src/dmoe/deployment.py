@@ -213,7 +213,7 @@ class DeploymentPlan:
         return self.checkpoint.kind != "moe"
 
     def load(self, *, cache_dir: str | None = None, combine: str | None = None, device: str | None = None,
-             progress: bool = True) -> Deployment:
+             progress: bool = True, on_stage: Callable[[str], None] | None = None) -> Deployment:
         """Load the model (carving it on first use), set s0 from its hidden size and place
         the experts.
 
@@ -223,6 +223,9 @@ class DeploymentPlan:
             combine: carved model only: ``"sum"`` (default) or ``"weighted"`` (eq 8).
             device: torch device of the model (default CPU).
             progress: show the carved build's progress bar (first use only).
+            on_stage: called with ``"model"`` once the model is loaded, then with
+                ``"placement"`` once the experts are placed (also when there is nothing to
+                place, N = K); :func:`dmoe.main_job.run_main_job`'s start-up stages.
 
         Returns:
             :class:`Deployment`.
@@ -230,16 +233,21 @@ class DeploymentPlan:
         Raises:
             ValueError: the loaded model's K differs from the plan's; a ``combine`` that
                 does not apply.
+            TypeError: ``on_stage`` is not callable.
             FileNotFoundError, OSError: missing or unreadable checkpoint files.
         """
         from .model import load_expert_model
         from .placement import make_placement
 
+        if on_stage is not None and not callable(on_stage):
+            raise TypeError(f"`on_stage` must be a callable taking a stage name, got {on_stage!r}")
         k = self.num_experts
         model = load_expert_model(self.model_source, num_experts=k, cache_dir=cache_dir, progress=progress,
                                   combine=combine, device=device)
         if model.num_experts != k:
             raise ValueError(f"the model has K = {model.num_experts} experts per layer, expected {k}")
+        if on_stage is not None:
+            on_stage("model")
         # s0 of the model that runs (issue 16): its hidden size on the wire, unless set explicitly
         s0, source = resolve_hidden_state_bytes(int(model.hidden_size), wire_dtype=self.wire_dtype,
                                                 explicit=self.hidden_state_bytes, system_bytes=self.system_bytes)
@@ -258,6 +266,8 @@ class DeploymentPlan:
                 top = int(self.max_experts) if self.max_experts is not None else (max(2, k // 4) if self.carved else 2)
                 coact = cached_coactivation(model, top_k=min(top, k), cache_dir=cache_dir)
             place = make_placement(self.placement_kind, k, self.num_nodes, coactivation=coact, seed=self.seed)
+        if on_stage is not None:
+            on_stage("placement")
         return Deployment(model, self.system.replace(hidden_state_bytes=s0), place, self.placement_kind, k,
                           self.carved, channel=self.channel, seed=self.seed, preset=self.preset,
                           large_scale=self.large_scale, hidden_state_source=source, wire_dtype=dtype)
@@ -415,16 +425,17 @@ def plan_deployment(
 
 
 def deploy(*, cache_dir: str | None = None, combine: str | None = None, device: str | None = None,
-           progress: bool = True, **plan) -> Deployment:
+           progress: bool = True, on_stage: Callable[[str], None] | None = None, **plan) -> Deployment:
     """Load the expert model and place it on the nodes of the radio system:
     :func:`plan_deployment` (every check, no weight loaded), then
     :meth:`DeploymentPlan.load`.
 
     Parameters
     ----------
-    cache_dir, combine, device, progress
+    cache_dir, combine, device, progress, on_stage
         As :meth:`DeploymentPlan.load`: the carved models' cache, ``"sum"`` or
-        ``"weighted"`` (carved model only), the torch device, the carved build's progress bar.
+        ``"weighted"`` (carved model only), the torch device, the carved build's progress bar,
+        the hook called with ``"model"`` and ``"placement"`` as those stages finish.
     **plan
         The keyword arguments of :func:`plan_deployment` (``dmoe run``'s options of the same
         names): ``model_source``, ``system``, ``num_experts``, ``num_nodes``, ``placement``,
@@ -445,7 +456,10 @@ def deploy(*, cache_dir: str | None = None, combine: str | None = None, device: 
     FileNotFoundError, OSError
         Missing checkpoint files.
     """
-    return plan_deployment(**plan).load(cache_dir=cache_dir, combine=combine, device=device, progress=progress)
+    if on_stage is not None and not callable(on_stage):
+        raise TypeError(f"`on_stage` must be a callable taking a stage name, got {on_stage!r}")
+    return plan_deployment(**plan).load(cache_dir=cache_dir, combine=combine, device=device, progress=progress,
+                                        on_stage=on_stage)
 
 
 def check_radio_arguments(preset, system, snr_db, noise_figure_db, tx_power_dbm, wire_dtype=None,

@@ -112,18 +112,30 @@ class _Session:
     """What ``generate`` and ``chat`` share: the deployment, its runtime and policies."""
 
     def __init__(self, opts: dict, channel: ChannelConfig) -> None:
-        from .deployment import deploy
-        from .runtime.generate import GenerationConfig
-        from .runtime.sampling import SamplingParams
+        from .startup_progress import GENERATE_STAGES, StartupProgress
 
         self.opts = opts
         quiet = opts["quiet"]
-        self.log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
-        dep = deploy(model_source=opts["model_source"], num_experts=opts["num_experts"], num_nodes=opts["num_nodes"],
+        # the start-up bar (issue 18): from here, before torch loads, to the engine's start
+        with StartupProgress(GENERATE_STAGES, enabled=not quiet) as startup:
+            startup.import_runtime()
+            from .deployment import deploy
+            from .runtime.generate import GenerationConfig  # noqa: F401 (the runtime, imported now)
+
+            startup.stage("import dmoe")
+            self.log = (lambda m: None) if quiet else startup.log(lambda m: click.echo(m, err=True))
+            self._start(opts, channel, deploy, startup.stage)
+
+    def _start(self, opts: dict, channel: ChannelConfig, deploy, on_stage) -> None:
+        """Deploy the model, choose the policies and start the runtime (its engine)."""
+        from .runtime.generate import GenerationConfig
+        from .runtime.sampling import SamplingParams
+
+        dep = deploy(on_stage=on_stage, model_source=opts["model_source"], num_experts=opts["num_experts"], num_nodes=opts["num_nodes"],
                      placement=opts["placement"], num_subcarriers=opts["num_subcarriers"], snr_db=opts["snr_db"],
                      comp_throughput_tokens_per_s=opts["comp_throughput"], combine=opts["combine"],
                      device=opts["device"], cache_dir=opts["cache_dir"], max_experts=opts["max_experts"],
-                     seed=opts["seed"], progress=not quiet, preset=opts["preset"].lower(),
+                     seed=opts["seed"], progress=not opts["quiet"], preset=opts["preset"].lower(),
                      noise_figure_db=opts["noise_figure"], tx_power_dbm=opts["tx_power_dbm"], channel=channel,
                      wire_dtype=opts["wire_dtype"].lower(), hidden_state_bytes=opts["hidden_state_bytes"])
         self.dep = dep
@@ -149,6 +161,7 @@ class _Session:
         self.runtime = dep.runtime(self.policy, channel_redraw=opts["channel_redraw"], engine=opts["engine"],
                                    ray_address=opts["ray_address"], node_failure_rate=opts["node_failure_rate"],
                                    node_rejoin=opts["node_rejoin"])
+        on_stage("engine")
 
     def generate(self, prompt: str, *, stop=()):
         from .runtime.generate import GenerationConfig, generate

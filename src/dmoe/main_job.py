@@ -8,7 +8,7 @@ import platform
 import sys
 import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -127,6 +127,7 @@ def run_main_job(
     wire_dtype: str | None = None,
     hidden_state_bytes: int | None = None,
     run_config: Mapping | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> tuple[dict, list[PolicyResult]]:
     """Run ``policies`` through the DMoE runtime on MMLU and write the results.
 
@@ -246,6 +247,16 @@ def run_main_job(
         The merged ``dmoe run`` configuration ({section: {key: value}}, :mod:`dmoe.config`):
         written as ``config.toml`` beside ``summary.json`` (``dmoe run --config
         <output>/config.toml`` repeats the run) and recorded in the summary as ``run_config``.
+    on_stage : callable, optional
+        Called with a stage name after each start-up stage has finished, in this order
+        (:data:`dmoe.startup_progress.MAIN_JOB_STAGES`): ``"plan"`` (arguments, policies and
+        the deployment plan checked), ``"questions"`` (MMLU questions and held-out texts
+        read), ``"model"`` (the model loaded), ``"placement"`` (experts placed on the nodes),
+        ``"reference"`` (the full model's reference pass over the questions), ``"engine"``
+        (the engine's N workers started); then the work begins (the full model's held-out
+        pass, the policies). ``dmoe run`` draws its start-up progress bar with it
+        (:class:`dmoe.startup_progress.StartupProgress`). Not called for stages a failure
+        stops before.
 
     Returns
     -------
@@ -269,6 +280,9 @@ def run_main_job(
     """
     from .deployment import check_radio_arguments, plan_deployment
 
+    if on_stage is not None and not callable(on_stage):
+        raise TypeError(f"`on_stage` must be a callable taking a stage name, got {on_stage!r}")
+    stage = on_stage if on_stage is not None else (lambda name: None)
     if engine not in ENGINES:
         raise ValueError(f"`engine` (--engine) must be one of {', '.join(ENGINES)}, got {engine!r}")
     if ray_address is not None and engine != "ray":
@@ -324,12 +338,14 @@ def run_main_job(
             stacklevel=2,
         )
         ppl_texts = 0
+    stage("plan")
     try:
         texts, text_subjects = heldout_texts(ppl_texts, exclude=names)
     except ValueError as exc:
         raise ValueError(f"`ppl_texts` (--ppl-texts): {exc}") from exc
     questions = load_mmlu(names, limit=limit)
-    deployed = plan.load(cache_dir=cache_dir, combine=combine, device=device, progress=progress)
+    stage("questions")
+    deployed = plan.load(cache_dir=cache_dir, combine=combine, device=device, progress=progress, on_stage=stage)
     model, system, place, placement = deployed.model, deployed.system, deployed.placement, deployed.placement_kind
     preset, deployment, s0, s0_source, s0_dtype = (deployed.preset, deployed.large_scale, system.hidden_state_bytes,
                                                   deployed.hidden_state_source, deployed.wire_dtype)
@@ -375,24 +391,9 @@ def run_main_job(
             )
     # the full model (selection=None), once, shared by every policy
     reference = full_reference(model, queries)
-    full_nll = full_text_nll(model, packed_texts, progress=progress) if packed_texts else None
-    text_tokens = [t.score_rows.numel() for t in packed_texts]
-    full_model = {
-        "definition": "dense model (every expert)" if info_line["family"] == "carved" else
-        f"the family's own top-{model.native_top_k} routing",
-        **full_model_quality(reference, questions, full_nll, packed_texts),
-    }
-    if packed_texts:
-        log(
-            f"perplexity: {len(packed_texts)} held-out texts ({sum(text_tokens)} predicted tokens) from "
-            f"{', '.join(dict.fromkeys(text_subjects))}"
-        )
-    log(
-        f"full model ({full_model['definition']}): accuracy {full_model['accuracy']:.3f}, mean NLL "
-        f"{full_model['mean_nll']:.3f}"
-        + ("" if full_model["perplexity"] is None else f", perplexity {full_model['perplexity']:.2f}")
-    )
-    # one engine worker per node (N workers; worker n holds the experts placed on node n)
+    stage("reference")
+    # one engine worker per node (N workers; worker n holds the experts placed on node n), started
+    # before the full model's held-out pass so that the start-up ends before the first work bar
     from .placement import experts_by_node
 
     # the nodes start with the experts the placement gives them (eq 6), not the default one each
@@ -401,29 +402,48 @@ def run_main_job(
     results: list[PolicyResult] = []
     failure = None
     try:
-        for pol in parsed:
-            results.append(
-                evaluate_policy(
-                    model,
-                    queries,
-                    pol,
-                    system=system,
-                    seed=seed,
-                    channel_redraw=channel_redraw,
-                    channel=channel,
-                    progress=progress,
-                    placement=place,
-                    engine=eng,
-                    node_failure_rate=node_failure_rate,
-                    node_rejoin=node_rejoin,
-                    reference=reference,
-                    texts=packed_texts,
-                )
+        stage("engine")
+        full_nll = full_text_nll(model, packed_texts, progress=progress) if packed_texts else None
+        text_tokens = [t.score_rows.numel() for t in packed_texts]
+        full_model = {
+            "definition": "dense model (every expert)" if info_line["family"] == "carved" else
+            f"the family's own top-{model.native_top_k} routing",
+            **full_model_quality(reference, questions, full_nll, packed_texts),
+        }
+        if packed_texts:
+            log(
+                f"perplexity: {len(packed_texts)} held-out texts ({sum(text_tokens)} predicted tokens) from "
+                f"{', '.join(dict.fromkeys(text_subjects))}"
             )
-    except NoLiveNodeError as exc:
-        failure = exc
-        if exc.partial is not None:
-            results.append(exc.partial)
+        log(
+            f"full model ({full_model['definition']}): accuracy {full_model['accuracy']:.3f}, mean NLL "
+            f"{full_model['mean_nll']:.3f}"
+            + ("" if full_model["perplexity"] is None else f", perplexity {full_model['perplexity']:.2f}")
+        )
+        try:
+            for pol in parsed:
+                results.append(
+                    evaluate_policy(
+                        model,
+                        queries,
+                        pol,
+                        system=system,
+                        seed=seed,
+                        channel_redraw=channel_redraw,
+                        channel=channel,
+                        progress=progress,
+                        placement=place,
+                        engine=eng,
+                        node_failure_rate=node_failure_rate,
+                        node_rejoin=node_rejoin,
+                        reference=reference,
+                        texts=packed_texts,
+                    )
+                )
+        except NoLiveNodeError as exc:
+            failure = exc
+            if exc.partial is not None:
+                results.append(exc.partial)
     finally:
         eng.shutdown()
     config = {
