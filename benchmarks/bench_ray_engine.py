@@ -6,7 +6,8 @@ Run:  OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_ray_engine.py [--
 
 Deployment: ``dmoe run``'s default, the carved SmolLM2-135M with K = 32 experts on N = 8
 nodes (co-activation placement), from the cache at ``~/.cache/dmoe``. Ray starts embedded
-with ``ray.init(num_cpus=2, include_dashboard=False)``; the driver's torch runs on one
+as the engine starts it (``connect_ray(num_cpus=2)``: no dashboard, the object-size setting
+``EMBEDDED_SYSTEM_CONFIG``); the driver's torch runs on one
 thread, like each actor.
 
 Memory: for every actor, the parameter bytes it holds (``ExpertNode.held_parameters``: the
@@ -79,6 +80,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=8, help="anatomy questions (default 8: one round)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true", help="count remote calls and time the driver's waits")
+    ap.add_argument("--ray-object-defaults", action="store_true",
+                    help="start Ray with its own object-size setting instead of EMBEDDED_SYSTEM_CONFIG (to compare)")
     args = ap.parse_args()
 
     import psutil
@@ -90,7 +93,7 @@ def main() -> int:
     from dmoe.deployment import deploy
     from dmoe.policies import policy_from_name
     from dmoe.runtime import DMoERuntime, LocalEngine
-    from dmoe.runtime.ray_engine import RayEngine
+    from dmoe.runtime.ray_engine import RayEngine, connect_ray
     from dmoe.runtime.shard import tensor_bytes
 
     print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, python "
@@ -106,7 +109,8 @@ def main() -> int:
     print(f"deployment: K = {K} experts on N = {N} nodes ({dep.placement_kind} placement), L = {L}; "
           f"{len(queries)} questions, {tokens} tokens")
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Ray embedded as the engine starts it (dmoe.runtime.ray_engine.connect_ray: its object-size setting)
+    connect_ray(num_cpus=2, _system_config={"max_direct_call_object_size": 100 * 1024} if args.ray_object_defaults else {})
     try:
         t0 = time.perf_counter()
         eng = RayEngine(model, N, node_experts=node_experts)

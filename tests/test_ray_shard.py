@@ -90,6 +90,85 @@ def test_shared_model_of_every_transformers_family(tmp_path):
             ExpertNode(0, shared, [(2,)] * model.num_layers)
 
 
+def _check_packed(model, family=""):
+    """pack_shared_blocks -> read-only arrays (as Ray's object store hands them out) ->
+    restore: the shared model's parameters, on the arrays' memory, tied ones still tied."""
+    import pickle
+    import warnings
+
+    from dmoe.runtime.shard import SharedBlocks, pack_shared_blocks
+
+    shared = shared_model(model)
+    packed = pickle.loads(pickle.dumps(pack_shared_blocks(model), protocol=5))
+    assert isinstance(packed, SharedBlocks)
+    assert all(p.is_meta for p in packed.skeleton.parameters()), family  # no data in the skeleton
+    for a in packed.arrays.values():
+        a.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not writable" warning leaks out
+        restored = packed.restore()
+    ref = dict(shared.named_parameters(remove_duplicate=False))
+    got = dict(restored.named_parameters(remove_duplicate=False))
+    assert got.keys() == ref.keys(), family
+    for n, p in got.items():
+        assert p.dtype == ref[n].dtype and p.shape == ref[n].shape, (family, n)
+        if ref[n].is_meta:
+            assert p.is_meta, (family, n)  # a routed expert: still not held
+        else:
+            assert torch.equal(p, ref[n]), (family, n)
+            arr = packed.arrays[next(k for k, v in ref.items() if v is ref[n])]
+            assert p.data_ptr() == arr.ctypes.data, (family, n)  # no copy
+    # tied parameters (embedding and LM head) are one tensor in both
+    groups = lambda named: sorted(sorted(k for k, v in named.items() if v is t) for t in {id(v): v for v in named.values()}.values())  # noqa: E731
+    assert groups(got) == groups(ref), family
+    return restored
+
+
+def test_packed_shared_blocks_restore_without_copies(tiny_moe, tiny_tokenizer):
+    """What the Ray engine puts into the object store: the restored model computes what the
+    driver's model computes (a node of it, with its experts' parameters sent alongside)."""
+    from dmoe.data import load_mmlu, pack_question
+    from dmoe.runtime.node import HostedQuery
+
+    restored = _check_packed(tiny_moe)
+    q = pack_question(tiny_tokenizer, load_mmlu("anatomy", limit=1)[0])
+    hq = HostedQuery(0, q.input_ids, q.positions, q.attention_mask, q.score_rows)
+    experts = [(0, 2)] * tiny_moe.num_layers
+    a = ExpertNode(0, restored, experts, expert_share(tiny_moe, experts))
+    b = ExpertNode(0, tiny_moe, experts)
+    for node in (a, b):
+        node.host([hq])
+    for l in range(tiny_moe.num_layers):
+        if tiny_moe.is_moe_layer(l):
+            ga, ua = a.attend_gate(l, [0])
+            gb, ub = b.attend_gate(l, [0])
+            assert np.array_equal(ga[0], gb[0]) and torch.equal(ua, ub)
+            sel = np.zeros((q.num_tokens, tiny_moe.num_experts), dtype=bool)
+            sel[:, [0, 2]] = True
+            outs = [n.ffn(l, (0, 2), sel[:, [0, 2]], u) for n, u in ((a, ua), (b, ub))]
+            ha = a.combine(l, (0,), sel, [[(0, (0, 2), (0,))]], False, outs[0])
+            hb = b.combine(l, (0,), sel, [[(0, (0, 2), (0,))]], False, outs[1])
+            assert torch.equal(ha[2], hb[2])
+        else:
+            assert torch.equal(a.dense_layer(l, [0])[1], b.dense_layer(l, [0])[1])
+    assert torch.equal(a.logits([0])[0], b.logits([0])[0])
+
+
+def test_packed_shared_blocks_of_every_family_and_bfloat16(tmp_path, tiny_moe):
+    from test_hf_moe import FAMILY_NAMES, save_tiny_moe
+
+    from dmoe.model import load_expert_model
+
+    for family in FAMILY_NAMES:
+        save_tiny_moe(family, tmp_path / family)
+        _check_packed(load_expert_model(str(tmp_path / family)), family)
+    import copy
+
+    half = copy.deepcopy(tiny_moe).to(torch.bfloat16)  # numpy has no bfloat16: sent as int16 bytes
+    restored = _check_packed(half, "bfloat16")
+    assert all(p.dtype == torch.bfloat16 for p in restored.parameters())
+
+
 def test_expert_share_skips_held_experts_and_checks_layers(tiny_moe):
     share = expert_share(tiny_moe, [(0, 1), (2,)], held=[(1,), (2,)])
     assert {l: sorted(d) for l, d in share.items()} == {0: [0]}
@@ -218,22 +297,36 @@ def test_each_actor_holds_its_share_and_ray_equals_local(ray_session, tiny_moe, 
         eng.shutdown()
 
 
-def test_attend_ahead_only_after_the_previous_layer_and_once(tiny_moe, tiny_tokenizer):
-    """The server's look-ahead (step 2 right behind step 5) attends a query only once its
-    host completed the previous layer, and never twice."""
+def test_combine_ahead_is_combine_then_attend_gate(tiny_moe, tiny_tokenizer):
+    """The server's look-ahead (step 2 of the next layer inside step 5's call) gives what
+    a separate attend_gate after the combine gives: the same checkpoints, scores and source
+    batch, bit for bit; without it the node returns no scores and no source."""
     from dmoe.data import load_mmlu, pack_question
     from dmoe.runtime.node import HostedQuery
 
-    q = pack_question(tiny_tokenizer, load_mmlu("anatomy", limit=1)[0])
-    hq = HostedQuery(0, q.input_ids, q.positions, q.attention_mask, q.score_rows)
+    qs = [pack_question(tiny_tokenizer, x) for x in load_mmlu("anatomy", limit=2)]
+    hq = [HostedQuery(i, q.input_ids, q.positions, q.attention_mask, q.score_rows) for i, q in enumerate(qs)]
+    layer = next(l for l in range(tiny_moe.num_layers - 1) if tiny_moe.is_moe_layer(l) and tiny_moe.is_moe_layer(l + 1))
     a, b = ExpertNode(0, tiny_moe), ExpertNode(0, tiny_moe)
-    for node in (a, b):
-        node.host([hq])
-    assert a.attend_ahead(0, [0]) == {}  # nothing completed yet: layer 0 is the server's to start
-    for node in (a, b):
-        node.dense_layer(0, [0])  # layer 0 completed (the whole FFN at the host)
-    ahead = a.attend_ahead(1, [0, 7])  # an unknown query is skipped
-    ref = b.attend_gate(1, [0])
-    assert ahead.keys() == {0} and np.array_equal(ahead[0], ref[0])
-    assert a.attend_ahead(1, [0]) == {}  # never twice
-    assert torch.equal(a._queries[0]["u"], b._queries[0]["u"])
+    outs = {}
+    for node, ahead in ((a, True), (b, False)):
+        node.host(hq)
+        for l in range(layer):
+            if tiny_moe.is_moe_layer(l):
+                raise AssertionError("the tiny model's first layers are expected dense")  # pragma: no cover
+            node.dense_layer(l, [0, 1])
+        scores, source = node.attend_gate(layer, [0, 1])
+        sizes = [q.num_tokens for q in qs]
+        assert source.shape == (sum(sizes), tiny_moe.hidden_size)
+        assert torch.equal(source[: sizes[0]], node._queries[0]["u"])  # stacked in qid order
+        # every token selects expert 0 (node 0's); one source batch, all its rows
+        sel = np.eye(tiny_moe.num_experts, dtype=bool)[np.zeros(sum(sizes), dtype=int)]
+        (y,) = node.ffn(layer, (0,), sel[:, :1], source)
+        outs[ahead] = node.combine(layer, (0, 1), sel, [[(0, (0,), (0, 1))]], ahead, [y])
+    got, ref = outs[True], outs[False]
+    assert ref[0] == {} and ref[1] is None
+    for x, y in zip(got[2:], ref[2:]):
+        assert torch.equal(x, y)
+    scores, source = b.attend_gate(layer + 1, [0, 1])
+    assert got[0].keys() == {0, 1} and all(np.array_equal(got[0][q], scores[q]) for q in (0, 1))
+    assert torch.equal(got[1], source)

@@ -215,7 +215,9 @@ def test_engine_runs_one_worker_per_node_holding_its_experts(moe8):
         assert sorted(held[0]) == np.flatnonzero(place[0] == n).tolist()
         assert sorted(held[1]) == np.flatnonzero(place[1] == n).tolist()
     with pytest.raises(ValueError, match="does not hold expert"):
-        eng._nodes[0].ffn(0, [[(1, None)]], torch.zeros(2, moe8.hidden_size))
+        eng._nodes[0].ffn(0, (1,), np.ones((2, 1), dtype=bool), torch.zeros(2, moe8.hidden_size))
+    with pytest.raises(ValueError, match="`mask` must have shape"):
+        eng._nodes[0].ffn(0, (0,), np.ones((3, 1), dtype=bool), torch.zeros(2, moe8.hidden_size))
 
 
 def test_node_failure_with_placement_takes_all_its_experts(moe8, queries):

@@ -17,15 +17,18 @@ batched over everything it hosts or receives:
   :meth:`extend` feeds it its next token at every decode step;
 * :meth:`attend_gate` -- step 2: attention and gating of its hosted queries; the gating
   scores go to the server (plus the always-on part of the FFN, e.g. shared experts, which
-  runs at the source with no transmission);
+  runs at the source with no transmission), and the FFN inputs of all its tokens leave the
+  node as one *source batch*, from which every expert node takes the rows of the tokens that
+  selected its experts (step 4, send side: a token's input goes once to a node, however
+  many of its experts it selected);
 * :meth:`dense_layer` -- a layer without routed experts (``is_moe_layer`` False): the
   whole layer runs at the source, nothing is scheduled;
-* :meth:`dispatch` -- step 4 (send side): the FFN inputs of its tokens, one batch per
-  destination node (a token goes once to a node, however many of its experts it selected);
 * :meth:`ffn` -- step 4 (expert side): each selected expert ``FFN_j`` of the node on its
-  rows of the batches received from all sources, one output batch back per (source, expert);
+  rows of the source batches of all sources, one output object back with a batch per source;
 * :meth:`combine` -- step 5: aggregate the returned outputs with the model's combination
-  weights, add the always-on part and the residual; returns each query's new hidden state, the server's checkpoint;
+  weights, add the always-on part and the residual; returns each query's new hidden state,
+  the server's checkpoint, and (when the server asks for it) runs step 2 of the next layer
+  right away, saving a round trip per layer round;
 * :meth:`logits` -- the next-token logits the server scores.
 
 Model access goes only through the expert-model interface (``embed``,
@@ -36,6 +39,7 @@ Model access goes only through the expert-model interface (``embed``,
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -193,6 +197,18 @@ class ExpertNode:
         (an array the object store hands out read-only is copied, so nothing can write into it)."""
         return as_tensor(x, getattr(self._model, "device", None))
 
+    def _read(self, x) -> torch.Tensor:
+        """A received batch the node only reads (gathers rows of, computes from): a tensor on
+        the model's device sharing the array's memory, also when the object store handed it
+        out read-only (no copy; nothing writes into it)."""
+        if not isinstance(x, np.ndarray) or x.flags.writeable:
+            return self._receive(x)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(x)
+        device = getattr(self._model, "device", None)
+        return t if device is None or t.device == torch.device(device) else t.to(device)
+
     # ------------------------------------------------------------------ service
     def ping(self) -> int:
         """Liveness probe; returns the node's index."""
@@ -278,14 +294,17 @@ class ExpertNode:
             self._queries.pop(q, None)
 
     @torch.no_grad()
-    def attend_gate(self, layer: int, qids: Sequence[int]) -> dict[int, np.ndarray]:
+    def attend_gate(self, layer: int, qids: Sequence[int]):
         """Step 2 for each hosted query: ``h' = h + Attn^(l)(h)``, FFN input ``u`` and scores.
 
-        Returns ``{qid: scores [S, K] float32}`` (gating scores, eq 7) for the server;
-        ``h'``, ``u`` and the scores stay at the node.
+        Returns ``(scores, source)``: ``{qid: [S_q, K] float32}`` gating scores (eq 7) for
+        the server, and the source batch ``[sum_q S_q, H]``: the FFN inputs ``u`` of the
+        queries' tokens stacked in the order of ``qids`` (in :attr:`wire` format; None for
+        no query), which the expert nodes read their rows from (:meth:`ffn`). ``h'``, ``u``
+        and the scores stay at the node too.
         """
         model = self._model
-        out = {}
+        out, us = {}, []
         for q in qids:
             st = self._queries[q]
             h = self._attend(layer, st)
@@ -293,20 +312,9 @@ class ExpertNode:
             g = model.gate_scores(layer, u)
             st.update(attended=h, u=u, g=g, layer=layer, always=model.always_on(layer, u))
             out[q] = g.cpu().numpy()
-        return out
-
-    @torch.no_grad()
-    def attend_ahead(self, layer: int, qids: Sequence[int]) -> dict[int, np.ndarray]:
-        """:meth:`attend_gate` of ``layer`` for those of ``qids`` this node completed layer
-        ``layer - 1`` for and that have not attended ``layer`` yet; the others are left as
-        they are. The server sends it right behind :meth:`combine` (saving a round trip per
-        layer round) when no node can fail before the next layer's attention.
-
-        Returns ``{qid: scores [S, K] float32}`` of the queries it attended.
-        """
-        ready = [q for q in qids if q in self._queries and self._queries[q].get("done") == layer - 1
-                 and self._queries[q].get("layer") is None]
-        return self.attend_gate(layer, ready)
+            us.append(u)
+        source = None if not us else self._send(us[0] if len(us) == 1 else torch.cat(us))
+        return out, source
 
     @torch.no_grad()
     def dense_layer(self, layer: int, qids: Sequence[int]):
@@ -326,110 +334,112 @@ class ExpertNode:
             new.append(st["hidden"])
         return (True, *[self._send(h) for h in new])
 
-    def dispatch(self, layer: int, sends: Sequence[tuple[int, Sequence[tuple[int, np.ndarray]]]]) -> list[torch.Tensor]:
-        """Step 4, send side: one batch of FFN inputs per destination node.
-
-        sends : [(node n, [(qid, token rows), ...]), ...] -> [Tensor [n_n, H], ...] in the
-        same order (rows concatenated in the listed order; a token once per node).
-        """
-        out = []
-        for _, parts in sends:
-            xs = [self._queries[q]["u"][torch.as_tensor(rows, dtype=torch.long)] for q, rows in parts]
-            out.append(xs[0] if len(xs) == 1 else torch.cat(xs))
-        out = [self._send(x) for x in out]
-        return out if len(out) != 1 else out[0]
-
     # ------------------------------------------------------------ at the expert node
     @torch.no_grad()
-    def ffn(self, layer: int, plans: Sequence[Sequence[tuple[int, np.ndarray | None]]], *parts: torch.Tensor):
-        """Step 4, expert side: the node's experts ``FFN_j^(l)`` on the batches received.
+    def ffn(self, layer: int, experts: Sequence[int], mask: np.ndarray, *sources: torch.Tensor):
+        """Step 4, expert side: the node's experts ``FFN_j^(l)`` on the rows they were sent.
 
-        plans : per source, ``[(expert j, rows of the source's batch that selected j, or
-        None for all rows), ...]``; parts : Tensor [n_i, H] per source (one batch per source,
-        :meth:`dispatch`). Returns one output batch back per source in the order of
-        ``plans`` (a tuple; the batch itself for one source), Tensor [sum_j n_ij, H]: its
-        experts' outputs stacked in the order of its plan (no status: a host's
-        :meth:`combine` fails if this call failed). Each expert runs once on its rows from
-        every source.
+        experts : ``[E]`` the node's experts to run (held at ``layer``); mask : ``[sum_i n_i,
+        E]`` bool, row r of the stacked source batches selected ``experts[k]`` (the rows the
+        sources sent this node); sources : Tensor [n_i, H] per source (a host's
+        :meth:`attend_gate` or :meth:`combine` source batch, of which the node takes only the
+        masked rows). Returns one object: a list with an output batch per source, Tensor
+        [sum_k n_ik, H]: ``experts[k]``'s outputs on the source's masked rows, stacked in the
+        order of ``experts`` (no status: a host's :meth:`combine` fails if this call failed).
+        Each expert runs once on its rows from every source, rows in source order.
 
         Raises:
-            ValueError: ``layer`` is a dense layer or the node does not hold an expert of a plan.
+            ValueError: ``layer`` is a dense layer, the node does not hold one of
+                ``experts``, or ``mask`` does not match the sources and experts.
         """
         held = self._ffn[layer]
         if held is None:
             raise ValueError(f"layer {layer} is a dense layer: node {self.index} holds no expert there")
-        if len(plans) != len(parts):
-            raise ValueError(f"`plans` must have one entry per source batch ({len(parts)}), got {len(plans)}")
-        # per expert: [(output slot, rows of the stacked input)]
-        slots: dict[int, list] = {}
-        xs, offset, n_out = [], 0, 0
-        for plan, x in zip(plans, parts):
-            x = self._receive(x)
-            xs.append(x)
-            for j, rows in plan:
-                if int(j) not in held:
-                    raise ValueError(f"node {self.index} does not hold expert {j} of layer {layer}")
-                idx = (torch.arange(x.shape[0]) if rows is None else torch.as_tensor(rows, dtype=torch.long)) + offset
-                slots.setdefault(int(j), []).append((n_out, idx))
-                n_out += 1
-            offset += x.shape[0]
-        x_all = xs[0] if len(xs) == 1 else torch.cat(xs)
-        out: list = [None] * n_out
-        for j, items in slots.items():
-            idx = torch.cat([i for _, i in items])
-            # every source's rows of expert j in one call: [sum n_ij, H]. Positions are
-            # ascending within each source's batch and the batches come in order, so an
-            # expert that takes every row (one expert per node) takes them as they are
-            x = x_all if idx.numel() == x_all.shape[0] else x_all[idx.to(x_all.device)]
-            y = self._model.apply_expert(layer, held[j], x)
-            for (slot, _), part in zip(items, torch.split(y, [len(i) for _, i in items])):
-                out[slot] = part
-        # one batch back per source (fewer objects to move than one per source and expert)
-        back, start = [], 0
-        for plan in plans:
-            mine = out[start : start + len(plan)]
-            start += len(plan)
-            back.append(mine[0] if len(mine) == 1 else torch.cat(mine))
-        back = [self._send(y) for y in back]
-        return back[0] if len(back) == 1 else tuple(back)
+        missing = [int(j) for j in experts if int(j) not in held]
+        if missing:
+            raise ValueError(f"node {self.index} does not hold expert {missing[0]} of layer {layer}")
+        xs = [self._read(x) for x in sources]
+        sizes = [int(x.shape[0]) for x in xs]
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (sum(sizes), len(experts)):
+            raise ValueError(f"`mask` must have shape {(sum(sizes), len(experts))} (rows of the sources, "
+                             f"experts), got {mask.shape}")
+        bounds = np.cumsum([0] + sizes)
+        # per source: [output of experts[k] on its rows, for k in order]
+        out: list[list] = [[] for _ in xs]
+        for k, j in enumerate(experts):
+            # per source: the rows of its batch that selected expert j
+            rows = [np.flatnonzero(mask[bounds[i] : bounds[i + 1], k]) for i in range(len(xs))]
+            pieces = [x if r.size == x.shape[0] else x[torch.from_numpy(r).to(x.device)]
+                      for x, r in zip(xs, rows) if r.size]
+            if not pieces:  # no row selected expert j: nothing to run
+                for i, x in enumerate(xs):
+                    out[i].append(x[:0])
+                continue
+            # [n_k, H] every source's rows of expert j in one call, in source order
+            x = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+            y = self._model.apply_expert(layer, held[int(j)], x)
+            for i, part in enumerate(torch.split(y, [r.size for r in rows])):
+                out[i].append(part)
+        # one batch per source, all in one object (one object to move per node and layer round)
+        return [self._send(parts[0] if len(parts) == 1 else torch.cat(parts)) for parts in out]
 
     # ----------------------------------------------------------- back at the source
     @torch.no_grad()
-    def combine(self, layer: int, recv, selections: dict[int, np.ndarray], *outputs: torch.Tensor):
+    def combine(self, layer: int, qids: Sequence[int], selection: np.ndarray, recv, ahead: bool, *outputs):
         """Step 5: aggregate the experts' outputs and add the residual, per hosted query.
 
-        recv : per node the host sent to, ``[(node n, [(expert j, [(qid, token rows),
-        ...]), ...]), ...]``: the rows of each of its experts as sent by :meth:`dispatch`;
-        selections : {qid: alpha [S, K] bool}; outputs : Tensor [sum_j n_j, H] per entry of
-        ``recv`` (its experts' outputs stacked in the listed order, :meth:`ffn`). The
-        outputs are added in increasing expert order. Returns (True, hidden [S, H] per qid
-        in sorted qid order): a status, then every query's layer output (the server keeps
-        it as the checkpoint).
+        qids : the queries to combine, in increasing order; selection : ``[sum_q S_q, K]``
+        bool, alpha of their tokens stacked in that order; recv : one entry per ``outputs``
+        object (a node's :meth:`ffn` result), ``[(slot, experts, source qids), ...]``: the
+        batches of that list that are this host's (``experts`` as in the node's call,
+        ``source qids`` the queries of ``qids`` in that source batch, in increasing order);
+        ahead : also run step 2 of layer ``layer + 1`` (:meth:`attend_gate`) for these
+        queries right away; outputs : per node, the list of output batches of :meth:`ffn`.
+        A query's expert outputs are added in increasing expert order.
+
+        Returns ``(scores, source, *hidden)``: with ``ahead`` the next layer's
+        :meth:`attend_gate` result (``{qid: scores}`` and the source batch), else ``({}, None)``,
+        then every query's layer output ``[S, H]`` in the order of ``qids`` (the server keeps
+        it as the query's checkpoint).
+
+        Raises:
+            RuntimeError: a query has not attended ``layer`` at this node.
+            ValueError: ``selection`` does not have the queries' rows.
         """
         model = self._model
-        qids = sorted(selections)
-        weights, agg = {}, {}
+        qids = [int(q) for q in qids]
+        sels, weights, agg, start = {}, {}, {}, 0
         for q in qids:
             st = self._queries[q]
             if st.get("layer") != layer:
                 raise RuntimeError(f"node {self.index}: query {q} has not attended layer {layer}")
-            sel = torch.from_numpy(np.asarray(selections[q], dtype=bool)).to(st["u"].device)
+            S = int(st["u"].shape[0])
+            sels[q] = np.asarray(selection[start : start + S], dtype=bool)
+            start += S
+            sel = torch.from_numpy(sels[q]).to(st["u"].device)
             # [S, K] the model's combination weights for this selection (eq 8 or the family's)
             weights[q] = model.combine_weights(sel, st["g"])
             agg[q] = torch.zeros(st["u"].shape[0], st["u"].shape[1], dtype=torch.float32, device=st["u"].device)
+        if start != len(selection):
+            raise ValueError(f"`selection` must have the {start} rows of the queries' tokens, got {len(selection)}")
+        # (expert j, [(qid, token rows)], outputs [n, H]) for every expert output received
         per_expert = []
-        for (_, experts), y_node in zip(recv, outputs):
-            y_node = self._receive(y_node)
-            sizes = [sum(len(rows) for _, rows in parts) for _, parts in experts]
-            ys = [y_node] if len(experts) == 1 else torch.split(y_node, sizes)
-            per_expert.extend((int(j), parts, y) for (j, parts), y in zip(experts, ys))
+        for mine, batches in zip(recv, outputs):
+            for slot, experts, src_qids in mine:
+                y_node = self._read(batches[slot])
+                parts = [[(q, np.flatnonzero(sels[q][:, j])) for q in src_qids] for j in experts]
+                sizes = [sum(len(rows) for _, rows in p) for p in parts]
+                ys = [y_node] if len(experts) == 1 else torch.split(y_node, sizes)
+                per_expert.extend((int(j), p, y) for j, p, y in zip(experts, parts, ys))
         per_expert.sort(key=lambda item: item[0])
         for j, parts, y in per_expert:
             start = 0
             for q, rows in parts:
                 n = len(rows)
-                idx = torch.as_tensor(rows, dtype=torch.long, device=agg[q].device)
-                agg[q].index_add_(0, idx, y[start : start + n].float() * weights[q][idx, j, None])
+                if n:
+                    idx = torch.from_numpy(rows).to(agg[q].device)
+                    agg[q].index_add_(0, idx, y[start : start + n].float() * weights[q][idx, j, None])
                 start += n
         new = []
         for q in qids:
@@ -442,7 +452,8 @@ class ExpertNode:
             st["layer"] = None
             st["done"] = layer
             new.append(st["hidden"])
-        return (True, *[self._send(h) for h in new])
+        scores, source = self.attend_gate(layer + 1, qids) if ahead else ({}, None)
+        return (scores, source, *[self._send(h) for h in new])
 
     @torch.no_grad()
     def logits(self, qids: Sequence[int]) -> dict[int, torch.Tensor]:

@@ -3,17 +3,20 @@
 Start-up: each actor receives only its node's share of the model (eq 6,
 :mod:`dmoe.runtime.shard`): the model without the routed experts' weights
 (:func:`~dmoe.runtime.shard.shared_model`: attention blocks, norms, routers, embedding, LM
-head, always-on parts) is put into Ray's object store once (``ray.put``) and every actor
-fetches it from there; the parameters of the node's own experts
+head, always-on parts) is put into Ray's object store once, its parameters as numpy arrays
+(:func:`~dmoe.runtime.shard.pack_shared_blocks`), and every actor maps them from there
+without a copy: on one machine the actors read one physical copy of the shared blocks, as
+the in-process nodes do; the parameters of the node's own experts
 (:func:`~dmoe.runtime.shard.expert_share`, contiguous copies taken on the driver) go with
 the actor's creation, and with :meth:`RayEngine.configure` only those of experts the actor
 does not hold yet. Each actor sets torch to one thread and runs an
 :class:`~dmoe.runtime.node.ExpertNode`, the in-process node's class. A node's call is an actor
 task; its handles are ``ObjectRef`` s, and a handle passed to another node's call travels
-from actor to actor through the object store: hidden states never pass through the
-driver (the edge server), which only fetches gating scores, small status flags and the
-final logits. The server's checkpoint of each query's last completed layer is the
-``ObjectRef`` of that layer's output (the object lives in the object store, owned by the
+from actor to actor: a batch above Ray's inline limit (256 KiB in an embedded Ray,
+:data:`EMBEDDED_SYSTEM_CONFIG`) through the shared-memory object store, a smaller one with
+the tasks that return and receive it (through the driver's process). The driver (the edge
+server) reads only gating scores and the final logits. The server's checkpoint of each
+query's last completed layer is the ``ObjectRef`` of that layer's output (owned by the
 driver, so it survives the death of the actor that produced it).
 
 Ray starts embedded (``ray.init`` with this machine's CPUs, no dashboard, warnings only)
@@ -41,12 +44,20 @@ import numpy as np
 
 from .engine import Engine, Failure
 from .node import ExpertNode
-from .shard import expert_share, shared_model
+from .shard import SharedBlocks, expert_share, pack_shared_blocks
 
 __all__ = ["RayEngine", "connect_ray"]
 
 #: Seconds to wait for a TCP connection to a cluster address before giving up.
 CONNECT_TIMEOUT_S = 5.0
+
+#: Ray settings of an embedded Ray (``ray.init(_system_config=...)``): objects up to 256 KiB
+#: (a query's hidden states up to about 110 tokens at H = 576, fp32) travel with the task
+#: that returns or receives them instead of through the shared-memory store, where every
+#: read costs a round trip to the raylet (Ray's default limit is 100 KiB). On the default
+#: deployment this takes a Ray round from 1.97x to 1.82x an in-process round
+#: (``benchmarks/bench_ray_engine.py``). A cluster joined by address keeps its own settings.
+EMBEDDED_SYSTEM_CONFIG = {"max_direct_call_object_size": 256 * 1024}
 
 
 def _check_reachable(address: str, timeout: float) -> None:
@@ -74,7 +85,8 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None, time
 
     Args:
         address: None: use the running Ray, or start one embedded with ``num_cpus``
-            (default: this machine's CPUs), no dashboard, warnings-only logging. Else the
+            (default: this machine's CPUs), no dashboard, warnings-only logging and
+            :data:`EMBEDDED_SYSTEM_CONFIG` (``init_kwargs["_system_config"]`` overrides it). Else the
             address of an existing cluster (``"auto"``, ``"host:port"``, ``"ray://host:port"``).
         num_cpus: CPUs of an embedded Ray (ignored when joining a cluster).
         timeout: seconds to reach ``address`` before failing.
@@ -90,6 +102,7 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None, time
     opts = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     opts.update(init_kwargs)
     if address is None:
+        opts["_system_config"] = {**EMBEDDED_SYSTEM_CONFIG, **opts.get("_system_config", {})}
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **opts)
         return True
     _check_reachable(address, timeout)
@@ -110,6 +123,8 @@ class _ActorNode(ExpertNode):
         import torch
 
         torch.set_num_threads(1)
+        if isinstance(model, SharedBlocks):
+            model = model.restore()
         super().__init__(index, model, experts, parameters)
         _release_free_memory()
 
@@ -170,7 +185,7 @@ class RayEngine(Engine):
         self._started_ray = connect_ray(address, num_cpus=num_cpus, **(ray_init_kwargs or {}))
         self._actor_cls = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(_ActorNode)
         # the blocks every node holds enter the object store once; every actor fetches them from there
-        self._model_ref = ray.put(shared_model(model))
+        self._model_ref = ray.put(pack_shared_blocks(model))
         # [num_nodes] the experts ([num_layers][E_n]) each actor holds, as the driver sent them
         self._held: list[list | None] = [None] * self.num_nodes
         self._actors: list[Any] = [None] * self.num_nodes

@@ -496,9 +496,12 @@ class DMoERuntime:
             # [K, K, M] what transfers (re-hosts included) meet in this layer round
             rates = chan.true_rates
             pending = set(st.active) - st.lost
-            # the scores the hosts sent ahead, right behind the previous layer's combine
-            st.scores = {q: g for q, (lay, h, g) in st.ahead.items()
-                         if lay == layer and q in pending and st.host[q] == h and self.up[h]}
+            # the scores (and source batches) the hosts sent ahead, right behind the previous
+            # layer's combine
+            kept = {q: a for q, a in st.ahead.items()
+                    if a[0] == layer and q in pending and st.host[q] == a[1] and self.up[a[1]]}
+            st.scores = {q: a[2] for q, a in kept.items()}
+            st.src = {q: a[3:] for q, a in kept.items()}
             st.ahead = {}
             attempt = 0
             while pending:
@@ -506,10 +509,12 @@ class DMoERuntime:
                 if need:
                     groups = self._hosted_groups(need, r, layer, rates, st)
                     hosts = list(groups)
-                    vals = eng.get([eng.submit(h, "attend_gate", layer, groups[h])[0] for h in hosts])
-                    for v in vals:
+                    calls = [eng.submit(h, "attend_gate", layer, groups[h], num_returns=2) for h in hosts]
+                    vals = eng.get([c[0] for c in calls])
+                    for h, c, v in zip(hosts, calls, vals):
                         if not isinstance(v, Failure):
                             st.scores.update(v)
+                            st.src.update(_source_rows(groups[h], c[1], st.tokens))
                     if any(isinstance(v, Failure) for v in vals):
                         self._failed(hosts, vals, r, layer, st)
                         pending -= st.lost
@@ -625,92 +630,88 @@ class DMoERuntime:
     def _experts(self, layer, order, offsets, selection, r, st, ahead: bool = False) -> dict:
         """Steps 4-5 for the pending queries; returns {qid: checkpoint handle} of the
         queries whose layer round completed (all, unless a node died). With ``ahead``,
-        each host also runs step 2 of the next layer right behind its combine
-        (``attend_ahead``, for the queries it completed), and the scores wait in ``st.ahead``.
+        each host also runs step 2 of the next layer right behind its combine, and the
+        scores and source batches wait in ``st.ahead``.
 
-        A host sends each token once to every node holding one of its selected experts
-        (``dispatch``: one batch per destination node); the node runs each of its selected
-        experts on the rows that selected it (``ffn`` with a plan per source batch) and
-        returns one output batch per source (its experts' outputs stacked), which the host
-        combines in increasing expert order."""
+        Each expert node takes, from the source batch of every host that sent it tokens
+        (``st.src``: the FFN inputs of the host's tokens, :meth:`ExpertNode.attend_gate`),
+        the rows of the tokens that selected its experts, runs each selected expert on them
+        (``ffn``, one call per node with a plan per source) and returns one object holding
+        an output batch per source; each host's ``combine`` takes its batches from those
+        objects and adds the outputs in increasing expert order. A layer round is therefore
+        two calls per node (``ffn``, ``combine``), besides the server's scheduling."""
         eng = self._engine
         K = selection.shape[1]
         # [K] node of each expert at this layer
         place = self._expert_node[layer]
-        # per host: per expert j: [(qid, token rows)] (combine), and per node n: [(qid, rows)] (dispatch)
-        sends: dict[int, dict[int, list]] = defaultdict(dict)
-        to_node: dict[int, dict[int, list]] = defaultdict(dict)
-        sels = defaultdict(dict)
+        # the source batches of the pending queries, ordered by (host, first query): handle,
+        # host, its number of rows, and its pending queries with their first row
+        by_handle: dict[int, dict] = {}
         for i, q in enumerate(order):
-            h = int(st.host[q])
-            sel_q = selection[offsets[i] : offsets[i + 1]]
-            sels[h][q] = sel_q
-            for j in range(K):
-                rows = np.flatnonzero(sel_q[:, j])
-                if rows.size:
-                    sends[h].setdefault(j, []).append((q, rows))
-            # [S, N] token needs node n
-            need = np.zeros((sel_q.shape[0], self.num_nodes), dtype=bool)
-            np.logical_or.at(need.T, place, sel_q.T)
-            for n in np.flatnonzero(need.any(axis=0)):
-                to_node[h].setdefault(int(n), []).append((q, np.flatnonzero(need[:, n])))
-        routes = {h: sorted(sends[h].items()) for h in sels}
-        disp = {}
-        # per (host, node): [(expert j, rows of the host's batch to node n that selected j)]
-        plans: dict[tuple[int, int], list] = {}
-        for h in sorted(routes):
-            if not routes[h]:
+            handle, row0, size = st.src[q]
+            src = by_handle.setdefault(id(handle), {"handle": handle, "host": int(st.host[q]), "size": size, "qs": []})
+            src["qs"].append((q, row0, i))
+        sources = sorted(by_handle.values(), key=lambda x: (x["host"], x["qs"][0][0]))
+        # [rows of source s, K] alpha of the source's rows (rows of queries not pending: none)
+        for src in sources:
+            sel_s = np.zeros((src["size"], K), dtype=bool)
+            for q, row0, i in src["qs"]:
+                sel_s[row0 : row0 + offsets[i + 1] - offsets[i]] = selection[offsets[i] : offsets[i + 1]]
+            src["sel"] = sel_s
+            # [K] expert j has a row of this source
+            src["any"] = sel_s.any(axis=0)
+        # one ffn call per node: its experts with a row, and the rows each source sent it
+        back, calls = {}, {}
+        for n in range(self.num_nodes):
+            on_n = place == n
+            used = [s for s, src in enumerate(sources) if (src["any"] & on_n).any()]
+            if not used:
                 continue
-            batches = sorted(to_node[h].items())
-            hs = eng.submit(h, "dispatch", layer, batches, num_returns=len(batches))
-            for (n, parts), hd in zip(batches, hs):
-                disp[(h, n)] = hd
-                # position of (qid, row) in the batch to node n
-                pos, start = {}, 0
-                for q, rows in parts:
-                    pos[q] = (start, rows)
-                    start += len(rows)
-                plans[(h, n)] = [
-                    (j, np.concatenate([pos[q][0] + np.searchsorted(pos[q][1], rows) for q, rows in sends_j]))
-                    for j, sends_j in routes[h]
-                    if place[j] == n
-                ]
-        nodes = sorted({n for _, n in disp})
-        # per (host, node): the node's outputs for the host, its experts' stacked (one object)
-        back = {}
-        for n in nodes:
-            srcs = sorted(h for h, nn in disp if nn == n)
-            plan = [plans[(h, n)] for h in srcs]
-            hs = eng.submit(n, "ffn", layer, plan, *[disp[(h, n)] for h in srcs], num_returns=len(srcs))
-            for h, hd in zip(srcs, hs):
-                back[(h, n)] = hd
+            experts = np.flatnonzero(on_n & np.logical_or.reduce([sources[s]["any"] for s in used]))
+            # [sum of the used sources' rows, E] row r selected experts[k]
+            mask = np.concatenate([sources[s]["sel"][:, experts] for s in used])
+            back[n] = eng.submit(n, "ffn", layer, tuple(experts.tolist()), mask, *[sources[s]["handle"] for s in used])[0]
+            calls[n] = (tuple(experts.tolist()), used)
         # no barrier after the experts: a host's combine runs once its outputs are back and
         # fails (without touching its state) if one of its experts or itself died
-        hosts = sorted(routes)
-        outs = {}
-        status = []
+        hosts = sorted({src["host"] for src in sources})
+        pos = {q: i for i, q in enumerate(order)}
+        outs, status, nexts, combined = {}, [], [], {}
         for h in hosts:
-            qs = sorted(sels[h])
-            dests = sorted(n for hh, n in back if hh == h)
-            recv = [(n, [(j, parts) for j, parts in routes[h] if place[j] == n]) for n in dests]
-            hs = eng.submit(
-                h, "combine", layer, recv, sels[h], *[back[(h, n)] for n in dests], num_returns=1 + len(qs)
-            )
+            qs = sorted(q for src in sources if src["host"] == h for q, _, _ in src["qs"])
+            # [sum S_q, K] alpha of the host's pending queries, in qid order
+            sel_h = np.concatenate([selection[offsets[pos[q]] : offsets[pos[q] + 1]] for q in qs])
+            dests = [n for n in sorted(calls) if any(sources[s]["host"] == h for s in calls[n][1])]
+            recv = [[(slot, calls[n][0], tuple(q for q, _, _ in sources[s]["qs"]))
+                     for slot, s in enumerate(calls[n][1]) if sources[s]["host"] == h] for n in dests]
+            hs = eng.submit(h, "combine", layer, tuple(qs), sel_h, recv, ahead, *[back[n] for n in dests],
+                            num_returns=2 + len(qs))
             status.append(hs[0])
-            outs[h] = dict(zip(qs, hs[1:]))
-        spec = [eng.submit(h, "attend_ahead", layer + 1, sorted(sels[h]))[0] for h in hosts] if ahead else []
-        vals = eng.get(status + spec)
-        vals, spec = vals[: len(status)], vals[len(status) :]
+            nexts.append(hs[1])
+            outs[h] = dict(zip(qs, hs[2:]))
+            combined[h] = qs
+        vals = eng.get(status)
         done = {}
-        for h, v in zip(hosts, vals):
-            if not isinstance(v, Failure):
-                done.update(outs[h])
-        self._failed(sorted(set(hosts) | set(nodes)), vals, r, layer, st)
-        for h, v in zip(hosts, spec):
-            # a host that died after its combine fails here: the next layer finds out as before
-            if not isinstance(v, Failure):
-                st.ahead.update({q: (layer + 1, h, g) for q, g in v.items()})
+        for h, v, nxt in zip(hosts, vals, nexts):
+            if isinstance(v, Failure):
+                continue
+            done.update(outs[h])
+            if ahead:
+                st.ahead.update({q: (layer + 1, h, v[q], *where)
+                                 for q, where in _source_rows(combined[h], nxt, st.tokens).items()})
+        self._failed(sorted(set(hosts) | set(back)), vals, r, layer, st)
         return done
+
+
+def _source_rows(qids, handle, tokens) -> dict[int, tuple]:
+    """``{qid: (handle, first row, rows of the batch)}``: where each of ``qids`` (stacked in
+    this order in the source batch ``handle``, :meth:`ExpertNode.attend_gate`) starts in it."""
+    size = sum(int(tokens[q]) for q in qids)
+    out, row = {}, 0
+    for q in qids:
+        out[q] = (handle, row, size)
+        row += int(tokens[q])
+    return out
 
 
 def _by_host(qids, host: np.ndarray) -> dict[int, list]:
@@ -737,7 +738,8 @@ class RoundState:
     scores: dict  # {qid: [S, K] float32} gating scores of this layer round
     active: list = field(default_factory=list)  # qids served in this round
     lost: set = field(default_factory=set)  # cached qids whose host died this round (KV cache lost)
-    ahead: dict = field(default_factory=dict)  # {qid: (layer, host, scores)} step 2 run ahead
+    ahead: dict = field(default_factory=dict)  # {qid: (layer, host, scores, source, first row, rows)} step 2 run ahead
+    src: dict = field(default_factory=dict)  # {qid: (source batch handle, first row, its rows)} of this layer round
 
     @classmethod
     def new(cls, hosted: Sequence[HostedQuery], up: np.ndarray) -> "RoundState":

@@ -12,6 +12,12 @@ that, built on the driver:
 * :func:`expert_share` -- the node's experts' parameters, contiguous copies taken from the
   full model (a view would carry its whole fused tensor along when pickled).
 
+* :func:`pack_shared_blocks` -- the shared model as the Ray engine puts it into the object
+  store: its parameters as numpy arrays beside a skeleton without them, so that every
+  actor maps the same physical copy (Ray hands numpy arrays out of its shared-memory
+  store without copying; a pickled tensor would be copied into each actor). The actors
+  read the blocks; nothing writes into them.
+
 An actor's node then computes exactly what an in-process node computes (the same
 tensors, the same operations); a call that reached a routed-expert tensor of the shared
 model would fail on the ``meta`` device instead of silently using weights the node does
@@ -21,11 +27,14 @@ not hold.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["expert_share", "shared_model", "tensor_bytes"]
+__all__ = ["SharedBlocks", "expert_share", "pack_shared_blocks", "shared_model", "tensor_bytes"]
 
 
 def _expert_tensors(model) -> dict[str, torch.Tensor]:
@@ -110,3 +119,92 @@ def expert_share(model, experts: Sequence[Sequence[int]],
 def tensor_bytes(tensors) -> int:
     """Bytes of data held by ``tensors`` (an iterable of tensors; ``meta`` tensors hold none)."""
     return int(sum(t.numel() * t.element_size() for t in tensors if not t.is_meta))
+
+
+@dataclass
+class SharedBlocks:
+    """The shared model packed for the object store (:func:`pack_shared_blocks`).
+
+    Attributes:
+        skeleton: the shared model with every parameter a ``meta`` tensor (no data).
+        arrays: ``{name: ndarray}`` the data of each distinct parameter (tied parameters
+            once), as numpy arrays of the parameter's bytes (``dtypes`` gives the tensor dtype).
+        dtypes: ``{name: torch.dtype}`` of each array's parameter.
+        slots: ``[(module path, attribute, name)]`` every place a parameter sits in the
+            skeleton (a tied parameter in several places), with the array it takes.
+    """
+
+    skeleton: Any
+    arrays: dict[str, np.ndarray]
+    dtypes: dict[str, torch.dtype]
+    slots: list[tuple[str, str, str]]
+
+    def restore(self):
+        """The shared model with its parameters on the arrays' memory (no copy; read-only
+        when the arrays come from Ray's object store): what an actor computes with."""
+        model = self.skeleton
+        params: dict[str, torch.nn.Parameter] = {}
+        with warnings.catch_warnings():
+            # arrays from the object store are read-only: the node only reads its blocks
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            for name, arr in self.arrays.items():
+                t = torch.from_numpy(arr)
+                dtype = self.dtypes[name]
+                if t.dtype != dtype:
+                    t = t.view(dtype)
+                params[name] = torch.nn.Parameter(t, requires_grad=False)
+        for path, attr, name in self.slots:
+            model.get_submodule(path)._parameters[attr] = params[name]
+        return model
+
+
+def _numpy_bytes(t: torch.Tensor) -> np.ndarray:
+    """``t``'s data as a numpy array (dtypes numpy lacks, e.g. bfloat16, as same-size ints)."""
+    t = t.detach().contiguous()
+    try:
+        return t.numpy()
+    except TypeError:
+        return t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]).numpy()
+
+
+def pack_shared_blocks(model) -> SharedBlocks | Any:
+    """:func:`shared_model` packed for the object store (:class:`SharedBlocks`).
+
+    Args:
+        model: an :class:`~dmoe.model.interface.ExpertModel` (an ``nn.Module``) on the CPU.
+
+    Returns:
+        :class:`SharedBlocks` (call ``restore()`` where it arrives), or :func:`shared_model`'s
+        result itself when it is not an ``nn.Module`` or holds a parameter off the CPU
+        (sent whole, as before).
+
+    Raises:
+        ValueError: from :func:`shared_model`.
+    """
+    shared = shared_model(model)
+    if not isinstance(shared, torch.nn.Module):
+        return shared
+    params = list(shared.named_parameters(remove_duplicate=False))
+    if any(not p.is_meta and p.device.type != "cpu" for _, p in params):
+        return shared
+    # one name per distinct parameter (tied ones share it); routed experts stay meta
+    key: dict[int, str] = {}
+    for name, p in params:
+        if not p.is_meta:
+            key.setdefault(id(p), name)
+    by_id = {id(p): p for _, p in params}
+    arrays = {name: _numpy_bytes(by_id[i]) for i, name in key.items()}
+    dtypes = {name: by_id[i].dtype for i, name in key.items()}
+    slots = []
+    for name, p in params:
+        if id(p) in key:
+            path, _, attr = name.rpartition(".")
+            slots.append((path, attr, key[id(p)]))
+    memo = {i: torch.nn.Parameter(torch.empty_like(by_id[i], device="meta"), requires_grad=False) for i in key}
+    for t in shared.buffers():
+        memo.setdefault(id(t), t)
+    tok = getattr(shared, "tokenizer", None)
+    if tok is not None:
+        memo[id(tok)] = tok
+    skeleton = copy.deepcopy(shared, memo)
+    return SharedBlocks(skeleton, arrays, dtypes, slots)
