@@ -22,7 +22,10 @@ and charges the :class:`~dmoe.runtime.ledger.EnergyLedger` with what was sent an
 computed. A dense layer (e.g. DeepSeek-V3's first layers) is not scheduled: its whole FFN
 is the always-on part, run at the host. Finally each host computes the next-token logits
 the server scores (returned on the CPU). Every phase is one call per node (batched over
-everything the node hosts or receives). The model is any
+everything the node hosts or receives): a layer round is an ``ffn`` call per expert node,
+which reads its rows from each host's source batch (the FFN inputs the host's attention
+call returned), and a ``combine`` call per host, which also runs step 2 of the next layer
+when no node can fail before it (its scores and source batch come back with it). The model is any
 :class:`~dmoe.model.interface.ExpertModel`.
 
 Node loss (issue 9): a node that dies (fault model, scheduled kill, or a real process
