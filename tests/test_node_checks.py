@@ -85,3 +85,21 @@ def test_combine_refuses_mismatches_before_changing_state(setup):
         assert node._queries[0]["layer"] == LAYER and "u" in node._queries[0]  # untouched
     out = node.combine(LAYER, (0, 1), sel, recv, False, y)
     assert out[0] == {} and out[1] is None and [h.shape for h in out[2:]] == [(s, source.shape[1]) for s in S]
+
+
+def test_connect_ray_merges_or_refuses_a_system_config(monkeypatch):
+    """``connect_ray``'s embedded Ray: the caller's ``_system_config`` entries override
+    :data:`EMBEDDED_SYSTEM_CONFIG`'s, None keeps the defaults, a non-dict is refused."""
+    ray = pytest.importorskip("ray")
+    from dmoe.runtime import ray_engine
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    assert ray_engine.connect_ray(num_cpus=1, _system_config={"max_direct_call_object_size": 1000, "x": 1})
+    assert ray_engine.connect_ray(num_cpus=1, _system_config=None)
+    assert calls[0]["_system_config"] == {"max_direct_call_object_size": 1000, "x": 1}
+    assert calls[1]["_system_config"] == ray_engine.EMBEDDED_SYSTEM_CONFIG
+    with pytest.raises(TypeError, match="`_system_config` must be a dict"):
+        ray_engine.connect_ray(num_cpus=1, _system_config=[("a", 1)])
+    assert len(calls) == 2
