@@ -89,8 +89,19 @@ def test_import_runtime_imports_torch_and_transformers_as_two_stages():
     bar = StartupProgress(RUN_STAGES, enabled=False)
     bar.import_runtime()
     assert bar.done == 2 and "torch" in sys.modules and "transformers" in sys.modules
-    with pytest.raises(ValueError, match="unknown start-up stage 'import torch'"):
+    with pytest.raises(ValueError, match="`stages` must include \\['import torch', 'import transformers'\\]"):
         StartupProgress((("x", "y"),), enabled=False).import_runtime()
+
+
+def test_stage_names_and_echo_are_checked():
+    bar = StartupProgress((("a", "x"), ("b", "y")), enabled=False)
+    with pytest.raises(TypeError, match="`name` must be a stage name"):
+        bar.stage(["a"])
+    bar.stage("a")
+    with pytest.raises(ValueError, match="`name`: start-up stage 'a' has already finished"):
+        bar.stage("a")
+    with pytest.raises(TypeError, match="`echo` must be a callable"):
+        bar.log(None)
 
 
 def test_the_run_stages_are_the_imports_then_the_main_jobs():

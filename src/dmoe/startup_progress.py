@@ -108,11 +108,16 @@ class StartupProgress:
         before it count as done) and says what runs next; after the last one it closes.
 
         Raises:
+            TypeError: ``name`` is not a str.
             ValueError: ``name`` is not one of the stages, or is not after the last one recorded.
         """
+        if not isinstance(name, str):
+            raise TypeError(f"`name` must be a stage name (str), got {name!r}")
         i = self._index.get(name)
         if i is None:
             raise ValueError(f"`name`: unknown start-up stage {name!r}; the stages are {list(self._index)}")
+        if i == self.done - 1:
+            raise ValueError(f"`name`: start-up stage {name!r} has already finished")
         if i < self.done:
             raise ValueError(f"`name`: start-up stage {name!r} comes before {self._stages[self.done - 1][0]!r}, "
                              "which has already finished")
@@ -132,8 +137,11 @@ class StartupProgress:
         ``"import transformers"``.
 
         Raises:
-            ValueError: those stages are not among this bar's.
+            ValueError: those stages are not among this bar's (checked before importing).
         """
+        missing = [name for name in ("import torch", "import transformers") if name not in self._index]
+        if missing:
+            raise ValueError(f"`stages` must include {missing} to import the runtime; the stages are {list(self._index)}")
         import torch  # noqa: F401
 
         self.stage("import torch")
@@ -145,7 +153,13 @@ class StartupProgress:
     def log(self, echo: Callable[[str], None]) -> Callable[[str], None]:
         """``echo`` for messages written while the bar may be open: the bar is cleared
         before each message and drawn again after it (tqdm's external write mode), so a
-        message to stdout does not land on the bar's line; once the bar is closed, ``echo`` itself."""
+        message to stdout does not land on the bar's line; once the bar is closed, ``echo`` itself.
+
+        Raises:
+            TypeError: ``echo`` is not callable.
+        """
+        if not callable(echo):
+            raise TypeError(f"`echo` must be a callable taking a message, got {echo!r}")
         def write(message: str) -> None:
             if self._bar is None:
                 echo(message)

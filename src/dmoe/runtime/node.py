@@ -349,18 +349,31 @@ class ExpertNode:
         Each expert runs once on its rows from every source, rows in source order.
 
         Raises:
-            ValueError: ``layer`` is a dense layer, the node does not hold one of
-                ``experts``, or ``mask`` does not match the sources and experts.
+            ValueError: ``layer`` is not a layer of the model or is a dense layer, ``experts``
+                is empty or repeats an expert, the node does not hold one of ``experts``, a
+                source is not ``[n_i, H]``, or ``mask`` is not a bool array matching the
+                sources and experts.
         """
+        if not 0 <= int(layer) < len(self._ffn):
+            raise ValueError(f"`layer` must be in [0, {len(self._ffn)}), got {layer}")
         held = self._ffn[layer]
         if held is None:
             raise ValueError(f"layer {layer} is a dense layer: node {self.index} holds no expert there")
-        missing = [int(j) for j in experts if int(j) not in held]
+        experts = [int(j) for j in experts]
+        if not experts or len(set(experts)) != len(experts):
+            raise ValueError(f"`experts` must name at least one expert, each once, got {experts}")
+        missing = [j for j in experts if j not in held]
         if missing:
             raise ValueError(f"node {self.index} does not hold expert {missing[0]} of layer {layer}")
         xs = [self._read(x) for x in sources]
+        width = getattr(self._model, "hidden_size", None)
+        for i, x in enumerate(xs):
+            if x.ndim != 2 or (width is not None and x.shape[1] != int(width)) or x.shape[1] != xs[0].shape[1]:
+                raise ValueError(f"`sources`: each must be [n_i, H = {width}], source {i} is {tuple(x.shape)}")
         sizes = [int(x.shape[0]) for x in xs]
-        mask = np.asarray(mask, dtype=bool)
+        if not isinstance(mask, np.ndarray) or mask.dtype != bool:
+            raise ValueError(f"`mask` must be a bool numpy array, got {type(mask).__name__} "
+                             f"{getattr(mask, 'dtype', '')}")
         if mask.shape != (sum(sizes), len(experts)):
             raise ValueError(f"`mask` must have shape {(sum(sizes), len(experts))} (rows of the sources, "
                              f"experts), got {mask.shape}")
@@ -405,33 +418,54 @@ class ExpertNode:
 
         Raises:
             RuntimeError: a query has not attended ``layer`` at this node.
-            ValueError: ``selection`` does not have the queries' rows.
+            ValueError: ``selection`` is not ``[sum_q S_q, K]``; ``recv`` does not have one
+                entry per ``outputs`` object, names a missing slot, or its experts' rows (from
+                ``selection``) do not add up to the rows of the output batch; ``ahead`` is
+                not a bool, or is True while layer ``layer + 1`` is not an MoE layer.
+            All before the queries' state changes.
         """
         model = self._model
         qids = [int(q) for q in qids]
+        if not isinstance(ahead, (bool, np.bool_)):
+            raise ValueError(f"`ahead` must be a bool, got {ahead!r}")
+        if ahead and not (layer + 1 < int(model.num_layers) and model.is_moe_layer(layer + 1)):
+            raise ValueError(f"`ahead`: layer {layer + 1} is not an MoE layer of the model; nothing to run ahead")
+        if len(recv) != len(outputs):
+            raise ValueError(f"`recv` must have one entry per `outputs` object ({len(outputs)}), got {len(recv)}")
+        selection = np.asarray(selection)
+        if selection.ndim != 2 or selection.shape[1] != int(model.num_experts) or selection.dtype != bool:
+            raise ValueError(f"`selection` must be a bool [sum_q S_q, K = {model.num_experts}] array, got "
+                             f"{selection.dtype} {selection.shape}")
         sels, weights, agg, start = {}, {}, {}, 0
         for q in qids:
             st = self._queries[q]
             if st.get("layer") != layer:
                 raise RuntimeError(f"node {self.index}: query {q} has not attended layer {layer}")
             S = int(st["u"].shape[0])
-            sels[q] = np.asarray(selection[start : start + S], dtype=bool)
+            sels[q] = selection[start : start + S]
             start += S
-            sel = torch.from_numpy(sels[q]).to(st["u"].device)
-            # [S, K] the model's combination weights for this selection (eq 8 or the family's)
-            weights[q] = model.combine_weights(sel, st["g"])
-            agg[q] = torch.zeros(st["u"].shape[0], st["u"].shape[1], dtype=torch.float32, device=st["u"].device)
         if start != len(selection):
             raise ValueError(f"`selection` must have the {start} rows of the queries' tokens, got {len(selection)}")
         # (expert j, [(qid, token rows)], outputs [n, H]) for every expert output received
         per_expert = []
-        for mine, batches in zip(recv, outputs):
+        for i, (mine, batches) in enumerate(zip(recv, outputs)):
             for slot, experts, src_qids in mine:
+                if not 0 <= slot < len(batches):
+                    raise ValueError(f"`recv`: entry {i} names slot {slot} of an `outputs` object of {len(batches)}")
                 y_node = self._read(batches[slot])
                 parts = [[(q, np.flatnonzero(sels[q][:, j])) for q in src_qids] for j in experts]
                 sizes = [sum(len(rows) for _, rows in p) for p in parts]
+                if y_node.ndim != 2 or y_node.shape[0] != sum(sizes):
+                    raise ValueError(f"`outputs`: batch {slot} of object {i} is {tuple(y_node.shape)}, but `selection` "
+                                     f"gives its experts {tuple(int(j) for j in experts)} {sum(sizes)} rows")
                 ys = [y_node] if len(experts) == 1 else torch.split(y_node, sizes)
                 per_expert.extend((int(j), p, y) for j, p, y in zip(experts, parts, ys))
+        for q in qids:
+            st = self._queries[q]
+            sel = torch.from_numpy(sels[q]).to(st["u"].device)
+            # [S, K] the model's combination weights for this selection (eq 8 or the family's)
+            weights[q] = model.combine_weights(sel, st["g"])
+            agg[q] = torch.zeros(st["u"].shape[0], st["u"].shape[1], dtype=torch.float32, device=st["u"].device)
         per_expert.sort(key=lambda item: item[0])
         for j, parts, y in per_expert:
             start = 0

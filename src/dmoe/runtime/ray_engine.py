@@ -94,15 +94,19 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None, time
     Raises:
         ConnectionError: ``address`` unreachable (within ``timeout``) or not a Ray cluster.
         ValueError: malformed ``address``.
+        TypeError: ``_system_config`` given and not a dict (None: the embedded defaults).
     """
     import ray
 
+    system_config = init_kwargs.get("_system_config")
+    if system_config is not None and not isinstance(system_config, dict):
+        raise TypeError(f"`_system_config` must be a dict of Ray settings, got {system_config!r}")
     if ray.is_initialized():
         return False
     opts = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     opts.update(init_kwargs)
     if address is None:
-        opts["_system_config"] = {**EMBEDDED_SYSTEM_CONFIG, **opts.get("_system_config", {})}
+        opts["_system_config"] = {**EMBEDDED_SYSTEM_CONFIG, **(system_config or {})}
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **opts)
         return True
     _check_reachable(address, timeout)
