@@ -566,8 +566,8 @@ class DMoERuntime:
                         eng.kill(j)
                 # the next layer's attention can start right behind this combine when no node
                 # can fail before it (its attention-phase kills would be drawn from these nodes)
-                ahead = (layer + 1 < L and model.is_moe_layer(layer + 1)
-                         and not self.fault_model.draw(r, layer + 1, self.up)["attention"])
+                ahead = bool(layer + 1 < L and model.is_moe_layer(layer + 1)
+                             and not self.fault_model.draw(r, layer + 1, self.up)["attention"])
                 done = self._experts(layer, order, offsets, selection, r, st, ahead=ahead)
                 completed = np.repeat(np.array([q in done for q in order], dtype=bool), lengths)
                 self.ledger.charge_outcome(layer, sent, sched.feasible, completed=completed, source=source)
