@@ -85,6 +85,29 @@ def test_messages_clear_the_bar_while_it_is_open(capsys):
     assert (out, err) == ("after\n", "")
 
 
+def test_a_warning_clears_the_bar_while_it_is_open_and_the_hook_is_restored(capsys, monkeypatch):
+    import sys
+    import warnings
+
+    # what Python shows a warning with outside pytest (pytest records them instead)
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(f"{category.__name__}: {message}\n")
+
+    monkeypatch.setattr(warnings, "showwarning", show)
+    before = warnings.showwarning
+    bar = StartupProgress((("a", "doing a"), ("b", "doing b")))
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("careful", UserWarning)
+    err = capsys.readouterr().err
+    line = next(seg for seg in err.split("\r") if "careful" in seg)
+    assert "start-up:" not in line.split("careful")[0]  # the warning starts on a cleared line
+    assert err.split("\r")[-1].startswith("start-up: doing a: 0/2")  # the bar drawn again after it
+    bar.close()
+    assert warnings.showwarning is before
+
+
 def test_import_runtime_imports_torch_and_transformers_as_two_stages():
     bar = StartupProgress(RUN_STAGES, enabled=False)
     bar.import_runtime()

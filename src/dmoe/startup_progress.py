@@ -15,6 +15,7 @@ CLI can show the bar before they load.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Callable, Sequence
 
 __all__ = ["GENERATE_STAGES", "IMPORT_STAGES", "MAIN_JOB_STAGES", "RUN_STAGES", "StartupProgress"]
@@ -90,6 +91,17 @@ class StartupProgress:
 
             self._bar = tqdm(total=len(stages), desc=self._desc(0), unit="stage", leave=False,
                              bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}")
+            # a Python warning shown while the bar is open clears it first (like log), and the
+            # bar is drawn again after it; warnings.showwarning is restored on close
+            self._showwarning = warnings.showwarning
+            warnings.showwarning = self._show_warning
+
+    def _show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if self._bar is None:
+            self._showwarning(message, category, filename, lineno, file, line)
+            return
+        with self._bar.external_write_mode(file=sys.stderr):
+            self._showwarning(message, category, filename, lineno, file, line)
 
     @staticmethod
     def _label(what: str) -> str:
@@ -173,6 +185,8 @@ class StartupProgress:
         """Close the bar (clearing its line); idempotent."""
         bar, self._bar = self._bar, None
         if bar is not None:
+            if warnings.showwarning == self._show_warning:
+                warnings.showwarning = self._showwarning
             bar.close()
 
     def __enter__(self) -> "StartupProgress":
