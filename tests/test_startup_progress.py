@@ -158,7 +158,7 @@ def test_run_main_job_reports_its_stages_in_order_when_each_has_finished(tiny_ca
     )
     assert [e for e in events if not e.startswith("call ")] == MAIN_NAMES
     expected = ["plan", "call load_mmlu", "questions", "model", "call make_placement", "placement",
-                "call full_reference", "reference", "call make_engine", "engine",
+                "call make_engine", "engine", "call full_reference",
                 *(["call full_text_nll"] if ppl_texts else []), "call evaluate_policy"]
     assert events == expected
     assert results[0].policy == "Top-2"
@@ -179,14 +179,14 @@ def test_a_failing_stage_stops_the_hook_there(tiny_carved_build, monkeypatch):
     seen = []
 
     def broken(*a, **k):
-        raise ValueError("no reference")
+        raise ValueError("no engine")
 
-    monkeypatch.setattr(main_job, "full_reference", broken)
-    with pytest.raises(ValueError, match="no reference"):
+    monkeypatch.setattr(main_job, "make_engine", broken)
+    with pytest.raises(ValueError, match="no engine"):
         main_job.run_main_job(model_source=str(build), num_experts=4, num_subcarriers=12, limit=1,
                               policies=["Top-2"], ppl_texts=0, progress=False, log=lambda m: None,
                               on_stage=seen.append)
-    assert seen == MAIN_NAMES[:MAIN_NAMES.index("reference")]
+    assert seen == MAIN_NAMES[:MAIN_NAMES.index("engine")]
 
 
 # ------------------------------------------------------------------ the CLI
@@ -200,7 +200,7 @@ def test_the_cli_draws_the_start_up_bar_before_the_first_work_bar_and_quiet_draw
     assert res.exit_code == 0, res.output
     err = res.stderr
     first, last = err.index("start-up: importing torch"), err.rindex("start-up: starting the engine")
-    assert first < last < err.index("full model ppl") < err.index("Top-2:")
+    assert first < last < err.index("full model:") < err.index("full model ppl") < err.index("Top-2:")
     assert "full model (dense model (every expert))" in res.stdout  # the log is on stdout, unchanged
     quiet = CliRunner().invoke(main, ["run", "--model", str(build), "-o", str(tmp_path / "q"), *TINY,
                                       "--ppl-texts", "1", "--quiet"])
@@ -259,7 +259,7 @@ def test_the_start_up_bar_exists_before_torch_is_imported(tiny_carved_build, tmp
     assert not torch_loaded and not transformers_loaded
     # the start-up bar closes before the first work bar is created
     assert events[1][0] == "close" and events[1][1].startswith("start-up:")
-    assert [e[1] for e in events[2:] if e[0] == "create"] == ["full model ppl", "         Top-2"]
+    assert [e[1] for e in events[2:] if e[0] == "create"] == ["full model", "full model ppl", "         Top-2"]
 
 
 # ------------------------------------------------------------------ dmoe generate

@@ -252,9 +252,9 @@ def run_main_job(
         (:data:`dmoe.startup_progress.MAIN_JOB_STAGES`): ``"plan"`` (arguments, policies and
         the deployment plan checked), ``"questions"`` (MMLU questions and held-out texts
         read), ``"model"`` (the model loaded), ``"placement"`` (experts placed on the nodes),
-        ``"reference"`` (the full model's reference pass over the questions), ``"engine"``
-        (the engine's N workers started); then the work begins (the full model's held-out
-        pass, the policies). ``dmoe run`` draws its start-up progress bar with it
+``"engine"`` (the engine's N workers started); then the work begins, each
+        part with its own progress bar: the full model's reference pass over the questions,
+        its held-out pass, the policies. ``dmoe run`` draws its start-up progress bar with it
         (:class:`dmoe.startup_progress.StartupProgress`). Not called for stages a failure
         stops before.
 
@@ -389,11 +389,8 @@ def run_main_job(
                 "note: N0 comes from --snr-db (P0/N0 before the path loss), so most links are below 0 dB SNR; "
                 "an NR preset (--system) or --noise-figure sets N0 = k T0 B0 NF instead"
             )
-    # the full model (selection=None), once, shared by every policy
-    reference = full_reference(model, queries)
-    stage("reference")
     # one engine worker per node (N workers; worker n holds the experts placed on node n), started
-    # before the full model's held-out pass so that the start-up ends before the first work bar
+    # before the full model's passes so that the start-up ends before the first work bar
     from .placement import experts_by_node
 
     # the nodes start with the experts the placement gives them (eq 6), not the default one each
@@ -403,6 +400,8 @@ def run_main_job(
     failure = None
     try:
         stage("engine")
+        # the full model (selection=None), once, shared by every policy
+        reference = full_reference(model, queries, progress=progress)
         full_nll = full_text_nll(model, packed_texts, progress=progress) if packed_texts else None
         text_tokens = [t.score_rows.numel() for t in packed_texts]
         full_model = {

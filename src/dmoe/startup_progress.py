@@ -35,7 +35,6 @@ MAIN_JOB_STAGES: tuple[tuple[str, str], ...] = (
     ("questions", "reading the questions"),
     ("model", "loading the model"),
     ("placement", "placing the experts on the nodes"),
-    ("reference", "the full model's reference pass"),
     ("engine", "starting the engine"),
 )
 
