@@ -49,13 +49,24 @@ import torch
 __all__ = ["ExpertNode", "HostedQuery", "as_tensor"]
 
 
-def as_tensor(x, device=None) -> torch.Tensor:
+def as_tensor(x, device=None, *, copy_readonly: bool = True) -> torch.Tensor:
     """A tensor sent by a node (:attr:`ExpertNode.wire`): a tensor passes through; a numpy
     array becomes a tensor with the same bits (copied when the object store handed it out
-    read-only, so nothing can write into shared memory), on ``device`` when given."""
+    read-only, so nothing can write into shared memory), on ``device`` when given.
+
+    With ``copy_readonly=False`` a read-only array is not copied: the tensor shares its
+    memory, for data the caller only reads (a batch a node gathers rows from, the shared
+    blocks an actor computes with)."""
     if not isinstance(x, np.ndarray):
         return x
-    t = torch.from_numpy(x if x.flags.writeable else x.copy())
+    if x.flags.writeable:
+        t = torch.from_numpy(x)
+    elif copy_readonly:
+        t = torch.from_numpy(x.copy())
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(x)
     return t if device is None or t.device == torch.device(device) else t.to(device)
 
 
@@ -201,13 +212,7 @@ class ExpertNode:
         """A received batch the node only reads (gathers rows of, computes from): a tensor on
         the model's device sharing the array's memory, also when the object store handed it
         out read-only (no copy; nothing writes into it)."""
-        if not isinstance(x, np.ndarray) or x.flags.writeable:
-            return self._receive(x)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            t = torch.from_numpy(x)
-        device = getattr(self._model, "device", None)
-        return t if device is None or t.device == torch.device(device) else t.to(device)
+        return as_tensor(x, getattr(self._model, "device", None), copy_readonly=False)
 
     # ------------------------------------------------------------------ service
     def ping(self) -> int:

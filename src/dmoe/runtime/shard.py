@@ -27,12 +27,13 @@ not hold.
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from .node import as_tensor
 
 __all__ = ["SharedBlocks", "expert_share", "pack_shared_blocks", "shared_model", "tensor_bytes"]
 
@@ -144,15 +145,13 @@ class SharedBlocks:
         when the arrays come from Ray's object store): what an actor computes with."""
         model = self.skeleton
         params: dict[str, torch.nn.Parameter] = {}
-        with warnings.catch_warnings():
+        for name, arr in self.arrays.items():
             # arrays from the object store are read-only: the node only reads its blocks
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            for name, arr in self.arrays.items():
-                t = torch.from_numpy(arr)
-                dtype = self.dtypes[name]
-                if t.dtype != dtype:
-                    t = t.view(dtype)
-                params[name] = torch.nn.Parameter(t, requires_grad=False)
+            t = as_tensor(arr, copy_readonly=False)
+            dtype = self.dtypes[name]
+            if t.dtype != dtype:
+                t = t.view(dtype)
+            params[name] = torch.nn.Parameter(t, requires_grad=False)
         for path, attr, name in self.slots:
             model.get_submodule(path)._parameters[attr] = params[name]
         return model
