@@ -663,23 +663,24 @@ class DMoERuntime:
             src["sel"] = sel_s
             # [K] expert j has a row of this source
             src["any"] = sel_s.any(axis=0)
-        # one ffn call per node: its experts with a row, and the rows each source sent it
-        back, calls = {}, {}
+        # one ffn call per node: its experts with a row, and the rows each source sent it;
+        # {node: (experts, the sources it read, the handle of its outputs)}
+        calls = {}
         for n in range(self.num_nodes):
             on_n = place == n
             used = [s for s, src in enumerate(sources) if (src["any"] & on_n).any()]
             if not used:
                 continue
-            experts = np.flatnonzero(on_n & np.logical_or.reduce([sources[s]["any"] for s in used]))
+            cols = np.flatnonzero(on_n & np.logical_or.reduce([sources[s]["any"] for s in used]))
             # [sum of the used sources' rows, E] row r selected experts[k]
-            mask = np.concatenate([sources[s]["sel"][:, experts] for s in used])
-            back[n] = eng.submit(n, "ffn", layer, tuple(experts.tolist()), mask, *[sources[s]["handle"] for s in used])[0]
-            calls[n] = (tuple(experts.tolist()), used)
+            mask = np.concatenate([sources[s]["sel"][:, cols] for s in used])
+            experts = tuple(cols.tolist())
+            calls[n] = (experts, used, eng.submit(n, "ffn", layer, experts, mask, *[sources[s]["handle"] for s in used])[0])
         # no barrier after the experts: a host's combine runs once its outputs are back and
         # fails (without touching its state) if one of its experts or itself died
         hosts = sorted({src["host"] for src in sources})
         pos = {q: i for i, q in enumerate(order)}
-        outs, status, nexts, combined = {}, [], [], {}
+        outs, status, nexts = {}, [], []
         for h in hosts:
             qs = sorted(q for src in sources if src["host"] == h for q, _, _ in src["qs"])
             # [sum S_q, K] alpha of the host's pending queries, in qid order
@@ -687,12 +688,12 @@ class DMoERuntime:
             dests = [n for n in sorted(calls) if any(sources[s]["host"] == h for s in calls[n][1])]
             recv = [[(slot, calls[n][0], tuple(q for q, _, _ in sources[s]["qs"]))
                      for slot, s in enumerate(calls[n][1]) if sources[s]["host"] == h] for n in dests]
-            hs = eng.submit(h, "combine", layer, tuple(qs), sel_h, recv, ahead, *[back[n] for n in dests],
+            hs = eng.submit(h, "combine", layer, tuple(qs), sel_h, recv, ahead, *[calls[n][2] for n in dests],
                             num_returns=2 + len(qs))
             status.append(hs[0])
             nexts.append(hs[1])
+            # {qid: checkpoint handle}, in the qid order of the combine (and of its next source batch)
             outs[h] = dict(zip(qs, hs[2:]))
-            combined[h] = qs
         vals = eng.get(status)
         done = {}
         for h, v, nxt in zip(hosts, vals, nexts):
@@ -701,8 +702,8 @@ class DMoERuntime:
             done.update(outs[h])
             if ahead:
                 st.ahead.update({q: (layer + 1, h, v[q], *where)
-                                 for q, where in _source_rows(combined[h], nxt, st.tokens).items()})
-        self._failed(sorted(set(hosts) | set(back)), vals, r, layer, st)
+                                 for q, where in _source_rows(list(outs[h]), nxt, st.tokens).items()})
+        self._failed(sorted(set(hosts) | set(calls)), vals, r, layer, st)
         return done
 
 
