@@ -222,13 +222,13 @@ def test_each_actor_holds_its_share_and_ray_equals_local(ray_session, tiny_moe, 
     import ray
 
     from dmoe.data import load_mmlu, pack_question
-    from dmoe.optimize.policies import JESAPolicy
+    from dmoe.policies import JESAPolicy
     from dmoe.runtime import DMoERuntime, NodeKill
     from dmoe.runtime.ray_engine import RayEngine
     from dmoe.system import SystemConfig
 
     queries = [pack_question(tiny_tokenizer, q) for q in load_mmlu("anatomy", limit=4)]
-    system = SystemConfig(num_experts=2, num_subcarriers=16)
+    system = SystemConfig(num_nodes=2, num_subcarriers=16)
     all_names = set(_names(tiny_moe)) | {n for n, _ in tiny_moe.named_buffers()}
     expert_names = set(tiny_moe.expert_parameter_names())
     orig = _names(tiny_moe)
